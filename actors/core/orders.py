@@ -1,0 +1,120 @@
+"""Order values exchanged with brokers. Pure: no clock, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "BrokerOrder",
+    "BrokerPosition",
+    "BrokerTrade",
+    "Leg",
+    "OrderRequest",
+    "OrderStatus",
+    "Side",
+    "correlation_id",
+]
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class Leg(StrEnum):
+    ENTRY = "ENTRY"
+    EXIT = "EXIT"
+
+
+class OrderStatus(StrEnum):
+    """Dhan's statuses (annexure); TRANSIT = accepted by Dhan, not yet at the exchange."""
+
+    TRANSIT = "TRANSIT"
+    PENDING = "PENDING"
+    PART_TRADED = "PART_TRADED"
+    TRADED = "TRADED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (OrderStatus.TRADED, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
+
+
+# Dhan measured the correlationId limit at 25 characters (the docs say 30).
+CORRELATION_ID_MAX = 25
+
+
+def correlation_id(pos_id: str, leg: Leg, attempt: int = 0) -> str:
+    """The broker correlationId for one leg of one position: same inputs, same id, so a resend is idempotent.
+
+    Readable when it fits (`<pos_id>-E`); otherwise a stable digest of pos_id keeps it within 25 characters.
+    `attempt` > 0 is only for a deliberate new order after the previous one reached a terminal state.
+    """
+    suffix = ("E" if leg is Leg.ENTRY else "X") + (str(attempt) if attempt else "")
+    plain = f"{pos_id}-{suffix}"
+    if len(plain) <= CORRELATION_ID_MAX and all(c.isalnum() or c in "-_" for c in pos_id):
+        return plain
+    digest = hashlib.md5(pos_id.encode()).hexdigest()[: CORRELATION_ID_MAX - len(suffix) - 2]
+    return f"h{digest}-{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What the executor asks a broker to do. `price` is the marketable LIMIT price (protection band applied)."""
+
+    correlation_id: str
+    pos_id: str
+    leg: Leg
+    symbol: str  # NIFTY / BANKNIFTY / SEC_<id>
+    side: Side
+    qty: int
+    price: float
+    expected_price: float  # the quote the decision was made on; slippage is measured against it
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrder:
+    """The broker's view of one order."""
+
+    order_id: str
+    correlation_id: str
+    symbol: str
+    side: Side
+    qty: int
+    status: OrderStatus
+    filled_qty: int = 0
+    avg_price: float = 0.0
+    price: float = 0.0
+    reason: str = ""
+    updated_at: float = 0.0
+
+    @property
+    def remaining_qty(self) -> int:
+        return self.qty - self.filled_qty
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPosition:
+    symbol: str
+    net_qty: int  # > 0 long, < 0 short
+    buy_avg: float = 0.0
+    sell_avg: float = 0.0
+    realized_pnl: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTrade:
+    order_id: str
+    symbol: str
+    side: Side
+    qty: int
+    price: float
+    at: float

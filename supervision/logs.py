@@ -1,0 +1,109 @@
+"""Structured logs for incident review: one JSON object per line.
+
+Every line has ts, level, logger, event, message, plus context (actor, symbol, pos_id, order_id, ...).
+`event` carries the seed's vocabulary (ENTRY_SIGNAL, ORDER_FILLED, ACTOR_CRASHED, ...) so an operator
+can grep one word and read the story. Use `get_logger(name).event("ORDER_PLACED", "...", pos_id=...)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import traceback
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+__all__ = ["EventLogger", "JsonFormatter", "configure_logging", "get_logger", "redact"]
+
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_secrets: list[str] = []
+
+
+def redact(*values: str) -> None:
+    """Register secret values that must never reach a log line, whatever logs them."""
+    for value in values:
+        if value and len(value) >= 4 and value not in _secrets:
+            _secrets.append(value)
+
+
+def _scrub(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": getattr(record, "event", None) or _default_event(record),
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and key != "event" and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        line = orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return _scrub(line) if _secrets else line
+
+
+def _default_event(record: logging.LogRecord) -> str:
+    if record.name.startswith("pykka"):
+        return "PYKKA"
+    return "LOG"
+
+
+class EventLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose lines carry an `event` name and context fields."""
+
+    def __init__(self, logger: logging.Logger, context: dict[str, Any] | None = None) -> None:
+        super().__init__(logger, context or {})
+
+    def bind(self, **context: Any) -> EventLogger:
+        return EventLogger(self.logger, {**self.extra, **context})  # type: ignore[dict-item]
+
+    def event(self, event: str, message: str = "", *, level: int = logging.INFO,
+              exc_info: Any = None, **context: Any) -> None:
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, message or event, exc_info=exc_info,
+                            extra={**self.extra, **context, "event": event})  # type: ignore[dict-item]
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}  # type: ignore[dict-item]
+        return msg, kwargs
+
+
+def get_logger(name: str, **context: Any) -> EventLogger:
+    return EventLogger(logging.getLogger(name), context)
+
+
+def configure_logging(level: str = "INFO", file: str = "", max_bytes: int = 50_000_000,
+                      backups: int = 5, stream: TextIO | None = None) -> None:
+    """JSON lines to stdout (supervisord captures it), optionally to a rotating file.
+
+    Pykka's logger has only a NullHandler: it propagates to root here, so actor crashes are visible.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    formatter = JsonFormatter()
+    out = logging.StreamHandler(stream or sys.stdout)
+    out.setFormatter(formatter)
+    root.addHandler(out)
+    if file:
+        rotating = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups)
+        rotating.setFormatter(formatter)
+        root.addHandler(rotating)
+    root.setLevel(level)
+    logging.getLogger("pykka").setLevel(logging.DEBUG if level == "DEBUG" else logging.INFO)
+    logging.getLogger("pykka").propagate = True
+    for noisy in ("urllib3", "websockets", "waitress.queue"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

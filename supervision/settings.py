@@ -1,0 +1,527 @@
+"""One frozen, validated Settings object: defaults < TOML file < environment < secret files.
+
+Every knob is a dataclass field declared with `knob(...)`; the loader walks the dataclasses, so adding a
+field is all it takes to make a new key configurable (TOML `section.key`, env `MYBOT_SECTION_KEY`).
+Problems are collected, never raised one at a time: a bad config is refused with every problem listed.
+Nothing else in the project reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+__all__ = [
+    "ConfigError",
+    "Secret",
+    "Settings",
+    "load_settings",
+    "settings_summary",
+]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every one of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+class Secret:
+    """A secret value that never prints itself (repr, str, logs, JSON)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def knob(default: Any, *, min: float | None = None, max: float | None = None,
+         choices: tuple[str, ...] | None = None, pattern: str | None = None, help: str = "") -> Any:
+    meta = {"min": min, "max": max, "choices": choices, "pattern": pattern, "help": help}
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples / mappings built by default_factory for mutable defaults")
+    return field(default=default, metadata=meta)
+
+
+def knob_map(default: Mapping[str, Any], *, help: str = "") -> Any:
+    frozen = dict(default)
+    return field(default_factory=lambda: dict(frozen), metadata={"help": help})
+
+
+HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = knob("127.0.0.1", help="bind address of both HTTP servers")
+    mds_port: int = knob(8002, min=0, max=65535, help="Market Data Service API (0 = any free port)")
+    control_port: int = knob(8000, min=0, max=65535, help="control/status API (0 = any free port)")
+    threads: int = knob(8, min=1, max=64, help="waitress worker threads per server")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    url: str = knob("sqlite:///var/mybot.db", pattern=r"^(sqlite:///.+|postgres(ql)?://.*)$",
+                    help="sqlite:///path or postgresql://user@host:port/db")
+    redis_url: str = knob("", pattern=r"^(|rediss?://.*)$", help="empty = in-process bus")
+    redis_prefix: str = knob("", help="prefix for every Redis key and channel (isolates deployments)")
+    candle_buffer_max: int = knob(200_000, min=100, help="closed candles held while the database is down")
+    connect_timeout_seconds: float = knob(3.0, min=0.1, max=60)
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    source: str = knob("sim", choices=("sim", "replay", "dhan"))
+    replay_path: str = knob("", help="CSV ts,symbol,ltp,volume for source=replay")
+    replay_speed: float = knob(1.0, min=0.0, help="x real time; 0 = as fast as possible")
+    symbols: tuple[str, ...] = knob(("NIFTY", "BANKNIFTY", "SEC_49081", "SEC_49082"),
+                                    help="NIFTY, BANKNIFTY or SEC_<security id>")
+    record_path: str = knob("", help="write every received tick to this CSV (replay format)")
+    stale_seconds: float = knob(10.0, min=0.5, help="no tick for this long on a symbol -> FEED_STALE")
+    late_grace_seconds: float = knob(5.0, min=0.0, max=60.0, help="a late tick within this revises its candle")
+    sim_seed: int = knob(20261120)
+    sim_ticks_per_second: float = knob(20.0, min=0.1, max=100_000, help="per symbol")
+    rest_fallback: bool = knob(True, help="dhan: poll REST LTP (<= 1 req/s) while the websocket is down")
+
+
+@dataclass(frozen=True)
+class DhanSettings:
+    api_base_url: str = knob("https://api.dhan.co/v2")
+    feed_url: str = knob("wss://api-feed.dhan.co")
+    order_update_url: str = knob("wss://api-order-update.dhan.co")
+    security_ids: dict[str, str] = knob_map({}, help="symbol -> 'SEGMENT:id' overrides, e.g. NIFTY=IDX_I:13")
+    request_timeout_seconds: float = knob(5.0, min=0.1, max=60)
+    client_id: Secret = field(default=Secret(""), metadata={"secret": "dhan_client_id.txt"})
+    access_token: Secret = field(default=Secret(""), metadata={"secret": "dhan_access_token.txt"})
+
+
+@dataclass(frozen=True)
+class OptionChainSettings:
+    underlyings: tuple[str, ...] = knob(("NIFTY", "BANKNIFTY"))
+    poll_seconds: float = knob(15.0, min=3.0, help="seed: FEED_POLL_SECONDS")
+    expiries: tuple[str, ...] = knob((), help="YYYY-MM-DD; empty = nearest")
+    min_interval_seconds: float = knob(3.0, min=3.0, help="Dhan: one unique request per 3 s")
+    rate_key: str = knob("request", choices=("request", "global"),
+                         help="what the 3 s window is keyed by: each (underlying, expiry) or all calls")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    kind: str = knob("paper", choices=("paper", "dhan"))
+    paper_latency_ms: float = knob(5.0, min=0.0, max=10_000)
+    paper_slippage_pct: float = knob(0.0, min=0.0, max=50)
+    paper_partial_fills: bool = knob(False)
+    max_orders_per_second: float = knob(10.0, min=0.1, max=10.0, help="Dhan: 10 orders/s")
+    protection_band_pct: float = knob(1.0, min=0.0, max=20, help="marketable LIMIT band around the LTP")
+    product_type: str = knob("INTRADAY", choices=("INTRADAY", "MARGIN", "CNC"))
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    order_timeout_seconds: float = knob(30.0, min=0.05, max=3600)
+    max_slippage_pct: float = knob(0.5, min=0.0, max=100)
+
+
+@dataclass(frozen=True)
+class RiskSettings:
+    trading_enabled: bool = knob(True)
+    daily_max_loss: float = knob(5000.0, min=0.0, help="rupees")
+    daily_max_loss_pct: float = knob(2.0, min=0.0, max=100, help="percent of capital")
+    consecutive_losses_limit: int = knob(3, min=1)
+    capital: float = knob(500_000.0, min=0.0)
+    max_open_positions: int = knob(3, min=0)
+    session_start: str = knob("09:15", pattern=HHMM, help="IST")
+    session_end: str = knob("15:30", pattern=HHMM, help="IST")
+    square_off_time: str = knob("15:15", pattern=HHMM, help="IST")
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    mds_entry_score_min: float = knob(0.65, min=0.0, max=1.0)
+    mds_exit_score_min: float = knob(0.6, min=0.0, max=1.0)
+    base_lot: int = knob(75, min=1, help="units per lot (NIFTY lot size changes: configure it)")
+    timeframes: tuple[int, ...] = knob((60, 300, 900), help="seconds; multiples of 60")
+    timeframe_weights: dict[str, float] = knob_map({"60": 0.2, "300": 0.35, "900": 0.45})
+    bucket_weights: dict[str, float] = knob_map(
+        {"trend": 0.4, "momentum": 0.3, "volatility": 0.15, "volume": 0.15})
+    sizing_tiers: dict[str, float] = knob_map({"0.65": 1, "0.75": 2, "0.85": 3},
+                                              help="entry_score threshold -> lots")
+    warmup_candles: int = knob(30, min=1)
+
+
+@dataclass(frozen=True)
+class MarketDataSettings:
+    provider: str = knob("local", choices=("local", "mds", "dhan"), help="seed: MARKET_DATA_PROVIDER")
+    mds_base_url: str = knob("http://127.0.0.1:8002/v1", help="seed: MDS_BASE_URL")
+    request_timeout_seconds: float = knob(2.0, min=0.1, max=60)
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    interval_seconds: float = knob(7.0, min=0.2, max=600, help="5-10 s in production")
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    max_restarts: int = knob(5, min=0, help="per supervisor within max_seconds, then escalate")
+    max_seconds: float = knob(10.0, min=0.1)
+    ask_timeout_seconds: float = knob(2.0, min=0.01, max=60)
+    tell_buffer: int = knob(10_000, min=0, help="tells held per child while it restarts")
+    backoff_initial_seconds: float = knob(0.2, min=0.0)
+    backoff_max_seconds: float = knob(30.0, min=0.0)
+    shutdown_timeout_seconds: float = knob(4.0, min=0.1, max=60)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = knob("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    file: str = knob("", help="also write JSON lines to this rotating file")
+    file_max_bytes: int = knob(50_000_000, min=10_000)
+    file_backups: int = knob(5, min=0)
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    token_file: str = knob("", help="file holding the bearer token (overrides secrets_dir)")
+    token: Secret = field(default=Secret(""), metadata={"secret": "control_token.txt"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    secrets_dir: str = knob("./secrets", help="holds dhan_client_id.txt, control_token.txt, ...")
+    http: HttpSettings = field(default_factory=HttpSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    feed: FeedSettings = field(default_factory=FeedSettings)
+    dhan: DhanSettings = field(default_factory=DhanSettings)
+    option_chain: OptionChainSettings = field(default_factory=OptionChainSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    risk: RiskSettings = field(default_factory=RiskSettings)
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    market_data: MarketDataSettings = field(default_factory=MarketDataSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
+    storage_password: Secret = field(default=Secret(""), metadata={"secret": "postgres_password.txt"})
+    redis_password: Secret = field(default=Secret(""), metadata={"secret": "redis_password.txt"})
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with some keys changed: replace(feed={"source": "replay"}) (tests, CLI flags)."""
+        raw: dict[str, Any] = {}
+        for name, value in sections.items():
+            raw[name] = value
+        return _build(_as_raw(self), raw, env={}, secret_dirs=(), problems=None)
+
+
+# The seed's environment names keep working.
+SEED_ENV_ALIASES = {
+    "MARKET_DATA_PROVIDER": ("market_data", "provider"),
+    "MDS_BASE_URL": ("market_data", "mds_base_url"),
+    "FEED_POLL_SECONDS": ("option_chain", "poll_seconds"),
+}
+SECRET_ENV = {
+    "MYBOT_DHAN_CLIENT_ID": ("dhan", "client_id"),
+    "MYBOT_DHAN_ACCESS_TOKEN": ("dhan", "access_token"),
+    "MYBOT_CONTROL_TOKEN": ("control", "token"),
+}
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None,
+                  env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
+    """Build Settings or raise ConfigError listing every problem."""
+    env = dict(os.environ if env is None else env)
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as exc:
+            problems.append(f"config file {config_file}: {exc.strerror or exc}")
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"config file {config_file}: not valid TOML ({exc})")
+    for section, values in (overrides or {}).items():
+        if isinstance(values, Mapping):
+            raw.setdefault(section, {}).update(values)
+        else:
+            raw[section] = values
+    settings = _build(_as_raw(Settings()), raw, env=env, secret_dirs=None, problems=problems)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _as_raw(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out[f.name] = _as_raw(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def _build(base: dict[str, Any], raw: Mapping[str, Any], *, env: Mapping[str, str],
+           secret_dirs: tuple[str, ...] | None, problems: list[str] | None) -> Settings:
+    collect: list[str] = [] if problems is None else problems
+    merged = {k: (dict(v) if isinstance(v, dict) and k in _SECTIONS else v) for k, v in base.items()}
+
+    # 1. TOML / overrides
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                collect.append(f"[{key}]: expected a table")
+                continue
+            for sub, subvalue in value.items():
+                if sub not in _SECTIONS[key]:
+                    collect.append(f"{key}.{sub}: unknown key")
+                    continue
+                merged[key][sub] = _coerce(f"{key}.{sub}", _SECTIONS[key][sub], subvalue, collect)
+        elif key in _TOP:
+            merged[key] = _coerce(key, _TOP[key], value, collect)
+        else:
+            collect.append(f"{key}: unknown key")
+
+    # 2. environment: MYBOT_SECTION_KEY, then the seed's names
+    for name, value in env.items():
+        if name in SEED_ENV_ALIASES:
+            section, sub = SEED_ENV_ALIASES[name]
+            merged[section][sub] = _coerce(f"{name} ({section}.{sub})", _SECTIONS[section][sub], value, collect)
+        elif name.startswith("MYBOT_") and name not in SECRET_ENV:
+            target = _env_target(name)
+            if target is None:
+                collect.append(f"{name}: unknown setting")
+                continue
+            section, sub = target
+            if section is None:
+                merged[sub] = _coerce(name, _TOP[sub], value, collect)
+            else:
+                merged[section][sub] = _coerce(name, _SECTIONS[section][sub], value, collect)
+
+    # 3. secrets: env var > control.token_file > secrets directory file
+    if secret_dirs is None:
+        dirs = [merged["secrets_dir"], "/run/secrets"]
+        for section, sub, filename in _SECRET_FIELDS:
+            value = _read_secret(section, sub, filename, dirs, merged, env, collect)
+            if value is not None:
+                if section is None:
+                    merged[sub] = Secret(value)
+                else:
+                    merged[section][sub] = Secret(value)
+
+    sections = {}
+    for name, cls in _SECTION_CLASSES.items():
+        try:
+            sections[name] = cls(**merged[name])
+        except TypeError as exc:  # pragma: no cover - guarded by _coerce
+            collect.append(f"{name}: {exc}")
+            sections[name] = cls()
+    top = {k: merged[k] for k in _TOP}
+    settings = Settings(**top, **sections)
+    collect.extend(_cross_checks(settings))
+    if problems is None and collect:
+        raise ConfigError(collect)
+    return settings
+
+
+def _read_secret(section: str | None, sub: str, filename: str, dirs: list[str],
+                 merged: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> str | None:
+    for env_name, target in SECRET_ENV.items():
+        if target == (section, sub) and env.get(env_name):
+            return env[env_name].strip()
+    if (section, sub) == ("control", "token") and merged["control"]["token_file"]:
+        path = Path(merged["control"]["token_file"])
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            problems.append(f"control.token_file {path}: unreadable ({exc.strerror or exc})")
+            return None
+    for directory in dirs:
+        path = Path(directory) / filename
+        if path.exists():
+            try:
+                return path.read_text().strip()
+            except OSError as exc:
+                problems.append(f"secret file {path}: unreadable ({exc.strerror or exc})")
+                return None
+    return None
+
+
+def _env_target(name: str) -> tuple[str | None, str] | None:
+    rest = name[len("MYBOT_"):].lower()
+    if rest in _TOP:
+        return None, rest
+    for section in sorted(_SECTIONS, key=len, reverse=True):
+        if rest.startswith(section + "_") and rest[len(section) + 1:] in _SECTIONS[section]:
+            return section, rest[len(section) + 1:]
+    return None
+
+
+def _coerce(where: str, f: dataclasses.Field[Any], value: Any, problems: list[str]) -> Any:
+    """Turn a TOML or env value into the field's type; record a problem and keep the default if it can't."""
+    hint = _HINTS[id(f)]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    try:
+        converted = _convert(hint, value)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{where}: {exc}")
+        return default
+    meta = f.metadata
+    if meta.get("min") is not None and converted < meta["min"]:
+        problems.append(f"{where}: {converted!r} is below the minimum {meta['min']}")
+    if meta.get("max") is not None and converted > meta["max"]:
+        problems.append(f"{where}: {converted!r} is above the maximum {meta['max']}")
+    if meta.get("choices") and converted not in meta["choices"]:
+        problems.append(f"{where}: {converted!r} is not one of {', '.join(meta['choices'])}")
+    if meta.get("pattern") and not re.match(meta["pattern"], str(converted)):
+        problems.append(f"{where}: {converted!r} is not in the expected form")
+    return converted
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    origin = get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if hint is Secret:
+        return value if isinstance(value, Secret) else Secret(str(value))
+    if origin is tuple:
+        (item,) = {a for a in get_args(hint) if a is not Ellipsis}
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(_convert(item, v) for v in value)
+    if origin is dict:
+        _, item = get_args(hint)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                value = json.loads(text)
+            else:
+                value = dict(pair.split("=", 1) for pair in text.split(",") if pair.strip())
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a table, got {value!r}")
+        return {str(k).strip(): _convert(item, v if not isinstance(v, str) else v.strip())
+                for k, v in value.items()}
+    raise TypeError(f"unsupported setting type {hint}")  # pragma: no cover
+
+
+def _cross_checks(s: Settings) -> list[str]:
+    problems = []
+    if s.risk.session_start >= s.risk.session_end:
+        problems.append("risk.session_start must be before risk.session_end")
+    for tf in s.strategy.timeframes:
+        if tf % 60 or not 60 <= tf <= 86400:
+            problems.append(f"strategy.timeframes: {tf} is not a multiple of 60 in 60..86400")
+    for tf in s.strategy.timeframe_weights:
+        if not tf.isdigit() or int(tf) not in s.strategy.timeframes:
+            problems.append(f"strategy.timeframe_weights: {tf!r} is not one of strategy.timeframes")
+    for bucket in s.strategy.bucket_weights:
+        if bucket not in ("trend", "momentum", "volatility", "volume"):
+            problems.append(f"strategy.bucket_weights: unknown bucket {bucket!r}")
+    for symbol in s.feed.symbols:
+        if not re.match(r"^(NIFTY|BANKNIFTY|FINNIFTY|SEC_\d+)$", symbol):
+            problems.append(f"feed.symbols: {symbol!r} is not NIFTY, BANKNIFTY, FINNIFTY or SEC_<id>")
+    for symbol, ref in s.dhan.security_ids.items():
+        if not re.match(r"^[A-Z_]+:\d+$", ref):
+            problems.append(f"dhan.security_ids.{symbol}: {ref!r} is not SEGMENT:id")
+    if s.feed.source == "replay" and not s.feed.replay_path:
+        problems.append("feed.replay_path: required when feed.source = replay")
+    if s.feed.source == "dhan" and not (s.dhan.client_id and s.dhan.access_token):
+        problems.append("feed.source = dhan needs dhan_client_id.txt and dhan_access_token.txt "
+                        "(or MYBOT_DHAN_CLIENT_ID / MYBOT_DHAN_ACCESS_TOKEN)")
+    if s.broker.kind == "dhan" and not (s.dhan.client_id and s.dhan.access_token):
+        problems.append("broker.kind = dhan needs the Dhan client id and access token")
+    if s.http.mds_port and s.http.mds_port == s.http.control_port:
+        problems.append("http.mds_port and http.control_port must differ")
+    return problems
+
+
+def settings_summary(s: Settings) -> dict[str, Any]:
+    """The effective config as plain data, secrets masked (for `config check` and /v1/status)."""
+    def render(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: render(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, Secret):
+            return "***" if obj else ""
+        if isinstance(obj, tuple):
+            return list(obj)
+        return obj
+    out = render(s)
+    out["storage"]["url"] = _mask_url(s.storage.url)
+    out["storage"]["redis_url"] = _mask_url(s.storage.redis_url)
+    return out
+
+
+def _mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+_SECTION_CLASSES: dict[str, type] = {
+    f.name: f.default_factory for f in dataclasses.fields(Settings)  # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING
+}
+_SECTIONS: dict[str, dict[str, dataclasses.Field[Any]]] = {
+    name: {f.name: f for f in dataclasses.fields(cls)} for name, cls in _SECTION_CLASSES.items()
+}
+_TOP: dict[str, dataclasses.Field[Any]] = {
+    f.name: f for f in dataclasses.fields(Settings) if f.name not in _SECTION_CLASSES
+}
+_HINTS: dict[int, Any] = {}
+for _cls in (Settings, *_SECTION_CLASSES.values()):
+    _hints = get_type_hints(_cls)
+    for _f in dataclasses.fields(_cls):
+        _HINTS[id(_f)] = _hints[_f.name]
+_SECRET_FIELDS: list[tuple[str | None, str, str]] = [
+    (None if cls is Settings else name, f.name, f.metadata["secret"])
+    for name, cls in [("", Settings), *_SECTION_CLASSES.items()]
+    for f in dataclasses.fields(cls) if "secret" in f.metadata
+]
