@@ -173,6 +173,24 @@ class StrategySettings:
     sizing_tiers: dict[str, float] = knob_map({"0.65": 1, "0.75": 2, "0.85": 3},
                                               help="entry_score threshold -> lots")
     warmup_candles: int = knob(30, min=1)
+    mtf_conflict_gamma: float = knob(1.0, min=0.0, max=10.0,
+                                     help="final = weighted * agreement**gamma; 0 = no conflict reduction")
+    score_saturation: float = knob(0.5, min=0.01, max=1.0,
+                                   help="|final score| (-1..1) at which signal strength reaches 1")
+    ema_fast: int = knob(9, min=1, max=500)
+    ema_slow: int = knob(21, min=2, max=1000)
+    rsi_period: int = knob(14, min=2, max=500)
+    macd_fast: int = knob(12, min=1, max=500)
+    macd_slow: int = knob(26, min=2, max=1000)
+    macd_signal: int = knob(9, min=1, max=500)
+    atr_period: int = knob(14, min=1, max=500)
+    atr_regime_period: int = knob(20, min=2, max=500, help="ATR is compared with its own SMA of this length")
+    bollinger_period: int = knob(20, min=2, max=500)
+    bollinger_k: float = knob(2.0, min=0.1, max=10.0)
+    supertrend_period: int = knob(10, min=1, max=500)
+    supertrend_multiplier: float = knob(3.0, min=0.1, max=20.0)
+    adx_period: int = knob(14, min=2, max=500)
+    volume_avg_period: int = knob(20, min=2, max=500)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,99 @@
+"""The base class of every supervised actor.
+
+Pykka has no supervision; this base class gives every actor the crash reporting OTP would:
+- a tell-path exception (Pykka's `on_failure`) and an exception in `on_start` (for which Pykka calls
+  neither `on_failure` nor `on_stop`) both report a crash to the actor's supervisor link;
+- the message that crashed it is handed over as a dead letter, never redelivered;
+- tells still queued in the dead actor's inbox are handed back to the link, which redelivers them to the
+  restarted instance (commands and fills are never lost to a crash); queued asks fail at once.
+
+Subclasses implement `started()`, `receive(message)` and `stopping()`; they never override the Pykka hooks.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from supervision.logs import EventLogger, get_logger
+
+if TYPE_CHECKING:
+    from supervision.supervisor import ChildLink
+
+__all__ = ["SupervisedActor", "ChildUnavailable"]
+
+
+class ChildUnavailable(Exception):
+    """The addressed child is down (crashed, restarting, stopped): the call fails fast instead of hanging."""
+
+
+class SupervisedActor(pykka.ThreadingActor):
+    # A crash must stop only this actor (Pykka would stop every actor on a BaseException).
+    use_daemon_thread = True
+
+    def __init__(self, link: ChildLink | None = None) -> None:
+        super().__init__()
+        self.link = link
+        self.log: EventLogger = get_logger(f"mybot.{type(self).__name__}",
+                                           actor=link.child_id if link else type(self).__name__)
+        self._current_message: Any = None
+
+    # -- hooks for subclasses ------------------------------------------------------------------------
+    def started(self) -> None:
+        """Set-up on the actor's own thread; an exception here is a crash."""
+
+    def receive(self, message: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} does not handle {type(message).__name__}")
+
+    def stopping(self) -> None:
+        """Clean-up on a normal stop (not after a crash)."""
+
+    # -- Pykka hooks --------------------------------------------------------------------------------------
+    def on_start(self) -> None:
+        try:
+            self.started()
+        except Exception as exc:
+            self._report_crash(exc, phase="on_start")
+            raise
+
+    def on_receive(self, message: Any) -> Any:
+        self._current_message = message
+        result = self.receive(message)
+        self._current_message = None
+        return result
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._report_crash(exception_value, phase="receive")
+
+    def on_stop(self) -> None:
+        try:
+            self.stopping()
+        finally:
+            if self.link is not None:
+                self.link.exited(self.actor_ref)
+
+    def _report_crash(self, exc: BaseException, phase: str) -> None:
+        poison, self._current_message = self._current_message, None
+        if self.link is None:
+            self.log.event("ACTOR_CRASHED", f"{type(exc).__name__}: {exc}", level=40, phase=phase)
+            return
+        self.link.crashed(self.actor_ref, exc, phase, poison, self._drain_inbox)
+
+    def _drain_inbox(self) -> list[Any]:
+        """Take every queued message out of the dead actor's inbox: tells are returned, asks fail fast."""
+        tells: list[Any] = []
+        while True:
+            try:
+                envelope = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
+            except queue.Empty:
+                return tells
+            if envelope.reply_to is not None:
+                if not isinstance(envelope.message, pykka.messages._ActorStop):
+                    error = ChildUnavailable(f"{self.link.child_id if self.link else self} crashed")
+                    envelope.reply_to.set_exception(exc_info=(ChildUnavailable, error, None))
+                else:
+                    envelope.reply_to.set(None)
+            elif not isinstance(envelope.message, pykka.messages._ActorStop):
+                tells.append(envelope.message)
