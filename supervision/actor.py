@@ -50,6 +50,9 @@ class SupervisedActor(pykka.ThreadingActor):
     def stopping(self) -> None:
         """Clean-up on a normal stop (not after a crash)."""
 
+    def release(self) -> None:
+        """Let go of outside resources (threads, sockets) after a stop OR a crash; must not raise."""
+
     # -- Pykka hooks --------------------------------------------------------------------------------------
     def on_start(self) -> None:
         try:
@@ -71,10 +74,18 @@ class SupervisedActor(pykka.ThreadingActor):
         try:
             self.stopping()
         finally:
+            self._release()
             if self.link is not None:
                 self.link.exited(self.actor_ref)
 
+    def _release(self) -> None:
+        try:
+            self.release()
+        except Exception as exc:  # a failing release must not hide the crash being reported
+            self.log.event("ACTOR_RELEASE_FAILED", f"{type(exc).__name__}: {exc}", level=30)
+
     def _report_crash(self, exc: BaseException, phase: str) -> None:
+        self._release()
         poison, self._current_message = self._current_message, None
         if self.link is None:
             self.log.event("ACTOR_CRASHED", f"{type(exc).__name__}: {exc}", level=40, phase=phase)

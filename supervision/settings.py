@@ -100,6 +100,9 @@ class FeedSettings:
     source: str = knob("sim", choices=("sim", "replay", "dhan"))
     replay_path: str = knob("", help="CSV ts,symbol,ltp,volume for source=replay")
     replay_speed: float = knob(1.0, min=0.0, help="x real time; 0 = as fast as possible")
+    replay_max_wait_seconds: float = knob(5.0, min=0.01, max=3600,
+                                          help="paced replay waits at most this long between batches "
+                                               "(compresses nights and halts)")
     symbols: tuple[str, ...] = knob(("NIFTY", "BANKNIFTY", "SEC_49081", "SEC_49082"),
                                     help="NIFTY, BANKNIFTY or SEC_<security id>")
     record_path: str = knob("", help="write every received tick to this CSV (replay format)")
@@ -108,6 +111,13 @@ class FeedSettings:
     sim_seed: int = knob(20261120)
     sim_ticks_per_second: float = knob(20.0, min=0.1, max=100_000, help="per symbol")
     rest_fallback: bool = knob(True, help="dhan: poll REST LTP (<= 1 req/s) while the websocket is down")
+    rest_fallback_interval_seconds: float = knob(1.0, min=1.0, max=60,
+                                                 help="dhan: REST LTP poll period (Dhan quote API: 1 req/s)")
+    dhan_mode: str = knob("quote", choices=("ticker", "quote", "full"),
+                          help="dhan websocket packet: ticker (LTP only), quote (+ day volume), full (+ depth)")
+    reconnect_initial_seconds: float = knob(0.5, min=0.01, max=60, help="dhan websocket: first reconnect delay")
+    reconnect_max_seconds: float = knob(30.0, min=0.05, max=600,
+                                        help="dhan websocket: backoff cap (also the wait after a 805 disconnect)")
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,13 @@ class BrokerSettings:
     max_orders_per_second: float = knob(10.0, min=0.1, max=10.0, help="Dhan: 10 orders/s")
     protection_band_pct: float = knob(1.0, min=0.0, max=20, help="marketable LIMIT band around the LTP")
     product_type: str = knob("INTRADAY", choices=("INTRADAY", "MARGIN", "CNC"))
+    order_burst: int = knob(1, min=1, max=10, help="dhan: orders sent back to back before pacing at "
+                                                   "max_orders_per_second (1 keeps every 1 s window <= the rate)")
+    max_order_wait_seconds: float = knob(1.0, min=0.0, max=10,
+                                         help="dhan: longest the broker blocks for an order slot, else RateLimited")
+    tick_size: float = knob(0.05, min=0.0, help="dhan: LIMIT prices are rounded to this (marketable side)")
+    read_attempts: int = knob(3, min=1, max=10, help="dhan: tries for a read (orders, positions, ...)")
+    read_retry_initial_seconds: float = knob(0.2, min=0.0, max=10, help="dhan: first wait between read tries")
 
 
 @dataclass(frozen=True)
@@ -175,7 +192,7 @@ class StrategySettings:
     warmup_candles: int = knob(30, min=1)
     mtf_conflict_gamma: float = knob(1.0, min=0.0, max=10.0,
                                      help="final = weighted * agreement**gamma; 0 = no conflict reduction")
-    score_saturation: float = knob(0.5, min=0.01, max=1.0,
+    score_saturation: float = knob(0.7, min=0.01, max=1.0,
                                    help="|final score| (-1..1) at which signal strength reaches 1")
     ema_fast: int = knob(9, min=1, max=500)
     ema_slow: int = knob(21, min=2, max=1000)

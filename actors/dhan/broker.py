@@ -1,0 +1,406 @@
+"""DhanBroker: the Broker interface over the real dhanhq SDK (orders, positions, trades, order updates).
+
+Choices, so the executor knows what to expect:
+  * place: a LIMIT order at the price the executor computed (rounded to broker.tick_size on the
+    marketable side), tag = correlationId, product from broker.product_type. Never retried. A timeout
+    after the request may have left, a 5xx, or an unreadable 2xx -> AmbiguousSubmitError: look the
+    order up with find_by_correlation_id before any resend.
+  * Order rate (place/modify/cancel): a TokenBucket(max_orders_per_second, order_burst). The broker
+    blocks briefly for a slot (the executor actor is its only caller, and the wait is < 1/rate s in normal
+    use); if the slot is further away than broker.max_order_wait_seconds it raises RateLimited instead.
+    Pacing uses the real monotonic clock whatever clock is injected: it is about Dhan's wall time.
+  * Reads (get_order, find_by_correlation_id, orders, positions, trades) are retried with tenacity on
+    TemporaryBrokerError: stop_after_attempt(broker.read_attempts), wait_exponential.
+  * find_by_correlation_id: Dhan answers 404 DH-906 on /orders/external while the order is unknown or
+    still in TRANSIT; the order book already lists TRANSIT orders, so a 404 is followed by a scan of the
+    order book before answering None.
+  * Order updates: `dhanhq.OrderUpdate` with order_feed_wss = dhan.order_update_url, on its own thread
+    and event loop, reconnecting with backoff. Listeners are called on that thread with BrokerOrder
+    values: they must only hand over (an actor tell).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import websockets
+from dhanhq import OrderUpdate
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from actors.brokers.base import (
+    AmbiguousSubmitError,
+    OrderNotFound,
+    OrderUpdateListener,
+    TemporaryBrokerError,
+)
+from actors.clock import Clock
+from actors.core.market import from_iso
+from actors.core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest, OrderStatus, Side
+from actors.core.ratelimit import TokenBucket
+from actors.dhan.client import DhanClient
+from actors.dhan.errors import RateLimited
+from actors.dhan.ids import InstrumentMap, segment_from_order_update
+from supervision.logs import get_logger
+from supervision.settings import Settings
+
+__all__ = ["DhanBroker", "OrderUpdateStream", "order_from_dhan", "order_from_update"]
+
+_log = get_logger("actors.dhan.broker")
+
+_STATUSES: dict[str, OrderStatus] = {s.value: s for s in OrderStatus}
+_STATUSES.update({"PARTIALLY_TRADED": OrderStatus.PART_TRADED, "PART_TRADE": OrderStatus.PART_TRADED,
+                  "TRIGGERED": OrderStatus.PENDING, "CONFIRM": OrderStatus.PENDING,
+                  "CLOSED": OrderStatus.TRADED, "CANCELED": OrderStatus.CANCELLED})
+
+
+def _status(text: Any) -> OrderStatus:
+    """Dhan's status in any casing ("TRADED", "Cancelled"); unknown ones stay non-terminal (PENDING)."""
+    key = str(text or "").strip().upper().replace(" ", "_")
+    status = _STATUSES.get(key)
+    if status is None:
+        _log.event("BROKER_UNKNOWN_STATUS", f"unknown Dhan order status {text!r}, treated as PENDING", level=30)
+        return OrderStatus.PENDING
+    return status
+
+
+def _dhan_time(text: Any) -> float:
+    """'2024-10-24 10:15:03' (IST) -> epoch; Dhan's placeholders ('0001-01-01 ...', 'NA') -> 0.0."""
+    value = str(text or "").strip()
+    if not value or value.startswith("0001") or value.upper() == "NA":
+        return 0.0
+    try:
+        return from_iso(value.replace(" ", "T", 1))
+    except (ValueError, OverflowError):
+        return 0.0
+
+
+def _to_tick(price: float, side: Side, tick: float) -> float:
+    """Round a LIMIT price onto the exchange's grid, never making it less marketable."""
+    if tick <= 0:
+        return round(price, 2)
+    steps = price / tick
+    n = math.ceil(steps - 1e-9) if side is Side.BUY else math.floor(steps + 1e-9)
+    return round(n * tick, 2)
+
+
+def order_from_dhan(obj: Mapping[str, Any], instruments: InstrumentMap) -> BrokerOrder:
+    """An order object of GET /orders, /orders/{id} or /orders/external/{correlationId}."""
+    status = _status(obj.get("orderStatus"))
+    qty = int(obj.get("quantity") or 0)
+    filled = int(obj.get("filledQty") or 0)
+    if not filled and status is OrderStatus.TRADED:
+        filled = qty
+    return BrokerOrder(
+        order_id=str(obj.get("orderId", "")),
+        correlation_id=str(obj.get("correlationId") or ""),
+        symbol=instruments.symbol(str(obj.get("exchangeSegment") or "NSE_FNO"), obj.get("securityId") or 0),
+        side=Side.SELL if str(obj.get("transactionType", "")).upper() == "SELL" else Side.BUY,
+        qty=qty, status=status, filled_qty=filled,
+        avg_price=float(obj.get("averageTradedPrice") or 0.0), price=float(obj.get("price") or 0.0),
+        reason=str(obj.get("omsErrorDescription") or "") if status is OrderStatus.REJECTED else "",
+        updated_at=_dhan_time(obj.get("updateTime")),
+    )
+
+
+def order_from_update(data: Mapping[str, Any], instruments: InstrumentMap, now: float) -> BrokerOrder:
+    """The `Data` of an order-update `order_alert` message (dhan-api.md §4)."""
+    status = _status(data.get("Status"))
+    segment = segment_from_order_update(str(data.get("Exchange") or "NSE"), str(data.get("Segment") or "D"))
+    return BrokerOrder(
+        order_id=str(data.get("OrderNo", "")),
+        correlation_id=str(data.get("CorrelationId") or ""),
+        symbol=instruments.symbol(segment, data.get("SecurityId") or 0),
+        side=Side.SELL if str(data.get("TxnType", "")).upper() in ("S", "SELL") else Side.BUY,
+        qty=int(data.get("Quantity") or 0), status=status, filled_qty=int(data.get("TradedQty") or 0),
+        avg_price=float(data.get("AvgTradedPrice") or data.get("TradedPrice") or 0.0),
+        price=float(data.get("Price") or 0.0),
+        reason=str(data.get("ReasonDescription") or "") if status is OrderStatus.REJECTED else "",
+        updated_at=_dhan_time(data.get("LastUpdatedTime")) or now,
+    )
+
+
+class DhanBroker:
+    name = "dhan"
+
+    def __init__(self, settings: Settings, clock: Clock, *, client: DhanClient | None = None,
+                 instruments: InstrumentMap | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._owns_client = client is None
+        self._client = client or DhanClient(settings, clock=clock, instruments=instruments)
+        self._instruments = instruments or self._client.instruments
+        self._sdk = self._client.sdk
+        broker = settings.broker
+        self._product = broker.product_type
+        self._tick = broker.tick_size
+        self._max_wait = broker.max_order_wait_seconds
+        self._sleep = sleep
+        self._bucket = TokenBucket(broker.max_orders_per_second, broker.order_burst, now=time.monotonic())
+        self._bucket_lock = threading.Lock()
+        self._retrying = Retrying(
+            stop=stop_after_attempt(broker.read_attempts),
+            wait=wait_exponential(multiplier=broker.read_retry_initial_seconds,
+                                  min=broker.read_retry_initial_seconds, max=2.0),
+            retry=retry_if_exception(_retryable), reraise=True, before_sleep=_log_retry)
+        self._listeners: list[OrderUpdateListener] = []
+        self._updates: OrderUpdateStream | None = None
+
+    # -- writes ----------------------------------------------------------------------------------------
+
+    def place(self, request: OrderRequest) -> BrokerOrder:
+        inst = self._instruments.instrument(request.symbol)
+        price = _to_tick(request.price, request.side, self._tick)
+        self._order_slot("place")
+        try:
+            body = self._client.call(
+                "place_order", self._sdk.place_order, security_id=str(inst.security_id),
+                exchange_segment=inst.segment, transaction_type=request.side.value, quantity=request.qty,
+                order_type="LIMIT", product_type=self._product, price=price, tag=request.correlation_id,
+                submit=True)
+        except AmbiguousSubmitError as exc:
+            _log.event("BROKER_SUBMIT_AMBIGUOUS", f"place outcome unknown: {exc}", level=30,
+                       pos_id=request.pos_id, correlation_id=request.correlation_id, code=exc.code)
+            raise
+        if not isinstance(body, Mapping) or not body.get("orderId"):
+            raise AmbiguousSubmitError(f"place_order: reply without orderId: {body!r}", "UNREADABLE")
+        return BrokerOrder(order_id=str(body["orderId"]), correlation_id=request.correlation_id,
+                           symbol=request.symbol, side=request.side, qty=request.qty,
+                           status=_status(body.get("orderStatus") or "TRANSIT"), price=price,
+                           updated_at=self._clock.now())
+
+    def cancel(self, order_id: str) -> BrokerOrder:
+        self._order_slot("cancel")
+        self._client.call("cancel_order", self._sdk.cancel_order, order_id)
+        return self.get_order(order_id)
+
+    def modify(self, order_id: str, qty: int, price: float) -> BrokerOrder:
+        """qty is the order's TOTAL quantity (Dhan v2), not what remains."""
+        current = self.get_order(order_id)
+        new_price = _to_tick(price, current.side, self._tick)
+        self._order_slot("modify")
+        # legName: ENTRY_LEG for a plain order, as Dhan's own bridges send it (an empty string is a DH-905).
+        self._client.call("modify_order", self._sdk.modify_order, order_id, "LIMIT", "ENTRY_LEG", qty,
+                          new_price, 0, 0, "DAY")
+        return self.get_order(order_id)
+
+    # -- reads (retried) --------------------------------------------------------------------------------
+
+    def get_order(self, order_id: str) -> BrokerOrder:
+        body = self._read("get_order", self._sdk.get_order_by_id, order_id)
+        if isinstance(body, list):
+            # Dhan answers 200 [] for an id it does not know.
+            if not body:
+                raise OrderNotFound(f"get_order: Dhan does not know order {order_id}")
+            body = body[0]
+        return order_from_dhan(body, self._instruments)
+
+    def find_by_correlation_id(self, correlation_id: str) -> BrokerOrder | None:
+        try:
+            body = self._read("find_by_correlation_id", self._sdk.get_order_by_correlationID, correlation_id)
+        except OrderNotFound:
+            matches = [o for o in self.orders() if o.correlation_id == correlation_id]
+            return matches[-1] if matches else None
+        if isinstance(body, list):
+            body = body[-1] if body else None
+        return order_from_dhan(body, self._instruments) if isinstance(body, Mapping) else None
+
+    def orders(self) -> list[BrokerOrder]:
+        body = self._read("orders", self._sdk.get_order_list)
+        return [order_from_dhan(o, self._instruments) for o in _as_list(body)]
+
+    def positions(self) -> list[BrokerPosition]:
+        body = self._read("positions", self._sdk.get_positions)
+        return [BrokerPosition(
+            symbol=self._instruments.symbol(str(p.get("exchangeSegment") or "NSE_FNO"), p.get("securityId") or 0),
+            net_qty=int(p.get("netQty") or 0), buy_avg=float(p.get("buyAvg") or 0.0),
+            sell_avg=float(p.get("sellAvg") or 0.0), realized_pnl=float(p.get("realizedProfit") or 0.0))
+            for p in _as_list(body)]
+
+    def trades(self) -> list[BrokerTrade]:
+        body = self._read("trades", self._sdk.get_trade_book)
+        return [BrokerTrade(
+            order_id=str(t.get("orderId", "")),
+            symbol=self._instruments.symbol(str(t.get("exchangeSegment") or "NSE_FNO"), t.get("securityId") or 0),
+            side=Side.SELL if str(t.get("transactionType", "")).upper() == "SELL" else Side.BUY,
+            qty=int(t.get("tradedQuantity") or 0), price=float(t.get("tradedPrice") or 0.0),
+            at=_dhan_time(t.get("exchangeTime") or t.get("createTime")))
+            for t in _as_list(body)]
+
+    # -- order updates ------------------------------------------------------------------------------------
+
+    def subscribe_order_updates(self, listener: OrderUpdateListener) -> None:
+        self._listeners.append(listener)
+        if self._updates is None:
+            self._updates = OrderUpdateStream(self._settings, self._client, self._on_update)
+            self._updates.start()
+
+    def order_updates_connected(self) -> bool:
+        return self._updates is not None and self._updates.connected
+
+    def close(self) -> None:
+        if self._updates is not None:
+            self._updates.stop()
+            self._updates = None
+        if self._owns_client:
+            self._client.close()
+
+    def _on_update(self, message: Mapping[str, Any]) -> None:
+        data = message.get("Data")
+        if not isinstance(data, Mapping):
+            return
+        try:
+            order = order_from_update(data, self._instruments, self._clock.now())
+        except (TypeError, ValueError) as exc:
+            _log.event("BROKER_UPDATE_UNREADABLE", f"order update not understood: {exc}", level=30)
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(order)
+            except Exception as exc:  # noqa: BLE001 - one listener's bug must not starve the others
+                _log.event("BROKER_LISTENER_FAILED", f"order-update listener raised: {exc}", level=40)
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    def _order_slot(self, operation: str) -> None:
+        deadline = time.monotonic() + self._max_wait
+        while True:
+            with self._bucket_lock:
+                wait = self._bucket.acquire(time.monotonic())
+            if wait <= 0:
+                return
+            if time.monotonic() + wait > deadline:
+                raise RateLimited(f"{operation}: order rate limit, next slot in {wait:.2f} s", "LOCAL", wait)
+            self._sleep(wait)
+
+    def _read(self, operation: str, method: Callable[..., Any], *args: Any) -> Any:
+        return self._retrying(self._client.call, operation, method, *args)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, TemporaryBrokerError) and not isinstance(exc, AmbiguousSubmitError)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    _log.event("BROKER_RETRY", f"read failed, retrying: {exc}", level=30, attempt=state.attempt_number,
+               code=getattr(exc, "code", ""))
+
+
+def _as_list(body: Any) -> list[Mapping[str, Any]]:
+    if isinstance(body, list):
+        return [b for b in body if isinstance(b, Mapping)]
+    if isinstance(body, Mapping):
+        return [body]
+    return []
+
+
+class _QuietOrderUpdate(OrderUpdate):
+    """dhanhq's OrderUpdate with one change: its connect_order_update() prints the login frame -- access
+    token included -- to stdout, where our JSON logs go. Same protocol (login frame, then order_alert
+    messages to handle_order_update -> on_update), without the print and with bounded timeouts."""
+
+    on_connected: Callable[[], None] = staticmethod(lambda: None)  # type: ignore[assignment]
+    open_timeout: float = 5.0
+
+    async def connect_order_update(self) -> None:
+        async with websockets.connect(self.order_feed_wss, open_timeout=self.open_timeout,
+                                      close_timeout=1.0) as websocket:
+            login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.client_id),
+                                  "Token": str(self.access_token)}, "UserType": "SELF"}
+            await websocket.send(json.dumps(login))
+            self.on_connected()
+            async for message in websocket:
+                data = json.loads(message)
+                if isinstance(data, dict) and data.get("Type") == "order_alert":
+                    self.handle_order_update(data)  # -> on_update(data)
+
+
+class OrderUpdateStream:
+    """The order-update socket on its own thread + event loop; reconnects with backoff and jitter."""
+
+    def __init__(self, settings: Settings, client: DhanClient,
+                 on_update: Callable[[Mapping[str, Any]], None], rng: random.Random | None = None) -> None:
+        self._settings = settings
+        self._client = client
+        self._on_update = on_update
+        self._rng = rng or random.Random()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self.connected = False
+        self.connections = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dhan-order-updates", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            self._stop.set()
+            loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                _log.event("ORDER_UPDATES_STOP_TIMEOUT", "order-update thread did not end in time", level=30)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            with self._lock:
+                self._loop = loop
+                self._task = loop.create_task(self._main())
+                if self._stop.is_set():
+                    self._task.cancel()
+            loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.connected = False
+            loop.close()
+
+    async def _main(self) -> None:
+        sdk = _QuietOrderUpdate(self._client.context)
+        sdk.order_feed_wss = self._settings.dhan.order_update_url  # an instance attribute set in __init__
+        sdk.on_update = self._on_update  # type: ignore[method-assign]
+        sdk.on_connected = self._on_connected  # type: ignore[method-assign]
+        sdk.open_timeout = self._settings.dhan.request_timeout_seconds
+        initial = max(0.01, self._settings.supervision.backoff_initial_seconds)
+        cap = max(initial, self._settings.supervision.backoff_max_seconds)
+        backoff = initial
+        while not self._stop.is_set():
+            error = "closed by the server"
+            try:
+                await sdk.connect_order_update()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any socket failure means: reconnect
+                error = f"{type(exc).__name__}: {exc}"
+            if self.connected:
+                backoff = initial
+            self.connected = False
+            delay = backoff * (0.5 + self._rng.random() / 2)
+            backoff = min(backoff * 2, cap)
+            _log.event("ORDER_UPDATES_DISCONNECTED", f"order-update socket down: {error}", level=30,
+                       retry_in=round(delay, 3))
+            await asyncio.sleep(delay)
+
+    def _on_connected(self) -> None:
+        self.connected = True
+        self.connections += 1
+        _log.event("ORDER_UPDATES_CONNECTED", "order-update socket logged in", connections=self.connections)

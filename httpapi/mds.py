@@ -1,0 +1,91 @@
+"""The seed's MDS API: /v1/candles/last, /v1/option_chain, /v1/quote. Hot reads come from memory.
+
+`market_data` is the MDS read model (actors.mds.MarketDataView): it answers from in-memory state kept
+by the candle builders, the feed and the option-chain poller, never with a database query per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import falcon
+
+from actors.core.market import Candle, to_iso_ist
+from httpapi.common import bool_param, int_param, str_param
+
+__all__ = ["MarketDataView", "add_mds_routes"]
+
+SYMBOL = r"NIFTY|BANKNIFTY|FINNIFTY|SEC_\d{1,10}"
+EXPIRY = r"\d{4}-\d{2}-\d{2}"
+
+
+class MarketDataView(Protocol):
+    def known_symbol(self, symbol: str) -> bool: ...
+
+    def candles(self, symbol: str, timeframe: int, limit: int, include_partial: bool) -> list[Candle]: ...
+
+    def quote(self, symbol: str) -> tuple[float, float] | None:
+        """(ltp, tick epoch seconds) or None."""
+
+    def option_chain(self, symbol: str, expiry: str | None) -> Any:
+        """An object with idx, expiry, payload, updated_at — or None."""
+
+    def now(self) -> float: ...
+
+
+def _symbol(req: falcon.Request, market_data: MarketDataView) -> str:
+    symbol = str_param(req, "symbol", pattern=SYMBOL)
+    assert symbol is not None
+    if not market_data.known_symbol(symbol):
+        raise falcon.HTTPNotFound(title="unknown symbol", description=f"{symbol} is not served here")
+    return symbol
+
+
+class CandlesLastResource:
+    def __init__(self, market_data: MarketDataView) -> None:
+        self.market_data = market_data
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        timeframe = int_param(req, "timeframe_seconds", default=60, minimum=60, maximum=86400, multiple_of=60)
+        limit = int_param(req, "limit", default=100, minimum=1, maximum=5000)
+        partial = bool_param(req, "include_partial")
+        symbol = _symbol(req, self.market_data)
+        assert timeframe is not None and limit is not None
+        candles = self.market_data.candles(symbol, timeframe, limit, partial)
+        resp.media = {"symbol": symbol, "timeframe_seconds": timeframe,
+                      "candles": [c.as_json() for c in candles]}
+
+
+class OptionChainResource:
+    def __init__(self, market_data: MarketDataView) -> None:
+        self.market_data = market_data
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        expiry = str_param(req, "expiry", required=False, pattern=EXPIRY)
+        symbol = _symbol(req, self.market_data)
+        record = self.market_data.option_chain(symbol, expiry)
+        if record is None:
+            what = f"expiry {expiry}" if expiry else "any expiry"
+            raise falcon.HTTPNotFound(title="no option chain", description=f"no chain for {symbol} at {what} yet")
+        resp.media = {"symbol": symbol, "expiry": record.expiry, "updated_at": to_iso_ist(record.updated_at),
+                      "payload": record.payload}
+
+
+class QuoteResource:
+    def __init__(self, market_data: MarketDataView) -> None:
+        self.market_data = market_data
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        symbol = _symbol(req, self.market_data)
+        quote = self.market_data.quote(symbol)
+        if quote is None:
+            raise falcon.HTTPNotFound(title="no quote", description=f"no tick for {symbol} yet")
+        ltp, ts = quote
+        resp.media = {"symbol": symbol, "ltp": ltp, "ts": to_iso_ist(ts),
+                      "age_seconds": round(max(0.0, self.market_data.now() - ts), 3)}
+
+
+def add_mds_routes(app: falcon.App, market_data: MarketDataView) -> None:
+    app.add_route("/v1/candles/last", CandlesLastResource(market_data))
+    app.add_route("/v1/option_chain", OptionChainResource(market_data))
+    app.add_route("/v1/quote", QuoteResource(market_data))

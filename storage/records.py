@@ -1,0 +1,83 @@
+"""Rows as frozen dataclasses: what the repositories take and return.
+
+Times are epoch seconds (float); `None` where not yet known. PostgreSQL keeps them as TIMESTAMPTZ, so
+they round-trip to the microsecond (a finer fraction is rounded). Days are 'YYYY-MM-DD' in IST. JSON columns
+are plain dicts. Candles are `actors.core.market.Candle`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "TERMINAL_TRADE_STATES",
+    "OptionChainRecord",
+    "OrderRecord",
+    "TradeEventRecord",
+    "TradeRecord",
+]
+
+# A trade in one of these states needs no more attention (not replayed at start, not reconciled).
+TERMINAL_TRADE_STATES: frozenset[str] = frozenset({"CLOSED", "REJECTED", "CANCELLED"})
+
+
+@dataclass(frozen=True, slots=True)
+class OptionChainRecord:
+    idx: str
+    expiry: str  # YYYY-MM-DD
+    payload: dict[str, Any]
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRecord:
+    """One position, as the trade actor last saw it (the journal in trade_events says how it got here)."""
+
+    pos_id: str
+    symbol: str
+    instrument: str
+    side: str
+    qty: int
+    filled_qty: int
+    entry_price: float | None
+    entry_time: float | None
+    exit_price: float | None
+    exit_time: float | None
+    fees: float
+    realized_pnl: float | None
+    state: str
+    opened_day: str  # YYYY-MM-DD, IST
+    detail: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TradeEventRecord:
+    """One entry of a trade's append-only journal; `seq` is 1, 2, 3, ... per pos_id."""
+
+    pos_id: str
+    seq: int
+    event: str
+    from_state: str | None
+    to_state: str | None
+    payload: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """One broker order of a position, keyed by the correlation id we sent with it."""
+
+    correlation_id: str
+    pos_id: str
+    leg: str  # ENTRY | EXIT
+    broker_order_id: str | None
+    status: str
+    qty: int
+    filled_qty: int
+    avg_price: float | None
+    expected_price: float | None
+    created_at: float
+    updated_at: float

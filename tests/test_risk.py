@@ -1,0 +1,200 @@
+"""Specs for the pre-entry risk guard: every denial reason, breaches halt entries not exits, session roll."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from actors.core.market import from_iso
+from actors.core.risk import (
+    Allowed,
+    Denied,
+    DenyCode,
+    KillSwitchEngaged,
+    KillSwitchReleased,
+    ReconciliationHoldChanged,
+    RiskLimits,
+    RiskState,
+    TradingHalted,
+    TradingResumed,
+    check_entry,
+    check_exit,
+    engage_kill_switch,
+    ist_day,
+    new_risk_state,
+    on_entry_abandoned,
+    on_entry_started,
+    on_trade_closed,
+    release_kill_switch,
+    resume_trading,
+    roll_session,
+    set_reconciliation_hold,
+    square_off_due,
+    with_open_positions,
+)
+from supervision.settings import RiskSettings
+
+LIMITS = RiskLimits(daily_max_loss=5000.0, daily_max_loss_pct=2.0, capital=500_000.0,
+                    consecutive_losses_limit=3, max_open_positions=2)
+MORNING = from_iso("2026-11-20T10:00:00+05:30")
+NEXT_MORNING = from_iso("2026-11-21T09:16:00+05:30")
+
+
+def fresh() -> RiskState:
+    return new_risk_state(MORNING)
+
+
+def denial(state: RiskState, now: float = MORNING, limits: RiskLimits = LIMITS) -> Denied:
+    decision = check_entry(limits, state, now)
+    assert isinstance(decision, Denied), decision
+    return decision
+
+
+def test_a_fresh_day_inside_the_session_allows_entries() -> None:
+    assert check_entry(LIMITS, fresh(), MORNING) == Allowed()
+    assert fresh().day == "2026-11-20"
+
+
+def test_limits_come_from_the_risk_settings() -> None:
+    settings = RiskSettings(daily_max_loss=1234.0, max_open_positions=7, square_off_time="15:00")
+    limits = RiskLimits.from_settings(settings)
+    assert (limits.daily_max_loss, limits.max_open_positions, limits.square_off_time) == (1234.0, 7, "15:00")
+    assert limits.daily_loss_pct_rupees == pytest.approx(500_000 * 0.02)
+
+
+@pytest.mark.parametrize(("hhmm", "code"), [
+    ("09:14", DenyCode.OUTSIDE_SESSION), ("15:30", DenyCode.OUTSIDE_SESSION), ("08:00", DenyCode.OUTSIDE_SESSION),
+    ("15:15", DenyCode.AFTER_SQUARE_OFF), ("15:29", DenyCode.AFTER_SQUARE_OFF),
+])
+def test_entries_outside_the_session_or_after_square_off_are_denied(hhmm: str, code: str) -> None:
+    now = from_iso(f"2026-11-20T{hhmm}:00+05:30")
+    assert denial(fresh(), now).code == code
+
+
+def test_session_boundaries_are_read_in_ist() -> None:
+    assert check_entry(LIMITS, fresh(), from_iso("2026-11-20T03:45:00+00:00")) == Allowed()  # 09:15 IST
+    assert square_off_due(LIMITS, from_iso("2026-11-20T09:45:00+00:00"))  # 15:15 IST
+    assert not square_off_due(LIMITS, from_iso("2026-11-20T15:14:59+05:30"))
+
+
+def test_max_open_positions_counts_entries_in_flight() -> None:
+    state = on_entry_started(on_entry_started(fresh()))
+    assert denial(state).code == DenyCode.MAX_OPEN_POSITIONS
+    assert check_entry(LIMITS, on_entry_abandoned(state), MORNING) == Allowed()
+    assert on_entry_abandoned(fresh()).open_positions == 0
+    assert with_open_positions(state, 1).open_positions == 1
+
+
+def test_daily_loss_in_rupees_halts_entries_but_never_exits() -> None:
+    state = on_entry_started(fresh())
+    state, events = on_trade_closed(LIMITS, state, -5000.0, at=MORNING)
+    assert events == [TradingHalted(at=MORNING, code=DenyCode.DAILY_MAX_LOSS, reason=state.halt_reason)]
+    assert not state.trading_enabled and "₹5,000.00" in state.halt_reason
+    assert denial(state).code == DenyCode.DAILY_MAX_LOSS
+    assert check_exit(LIMITS, state, MORNING) == Allowed()
+
+
+def test_daily_loss_percent_of_capital_halts() -> None:
+    limits = replace(LIMITS, daily_max_loss=0.0)  # rupee rule off: only 2% of 5 lakh = 10,000 applies
+    state, events = on_trade_closed(limits, fresh(), -9_999.0)
+    assert events == [] and check_entry(limits, state, MORNING) == Allowed()
+    state, events = on_trade_closed(limits, state, 2_000.0)
+    state, events = on_trade_closed(limits, state, -2_001.0)
+    assert [type(e) for e in events] == [TradingHalted]
+    assert denial(state, limits=limits).code == DenyCode.DAILY_MAX_LOSS_PCT
+    assert "2.0% of capital" in denial(state, limits=limits).reason
+
+
+def test_consecutive_losses_halt_and_a_win_resets_the_streak() -> None:
+    state = fresh()
+    for pnl in (-10.0, -10.0, 5.0, -10.0, 0.0, -10.0):
+        state, events = on_trade_closed(LIMITS, state, pnl)
+        assert events == []
+    assert state.consecutive_losses == 2  # the win reset it; the scratch trade left it alone
+    state, events = on_trade_closed(LIMITS, state, -10.0)
+    assert [e.code for e in events] == [DenyCode.CONSECUTIVE_LOSSES]  # type: ignore[attr-defined]
+    assert denial(state).code == DenyCode.CONSECUTIVE_LOSSES
+    state, events = on_trade_closed(LIMITS, state, -10.0)
+    assert events == []  # already halted: halted once, not once per trade
+
+
+def test_tightened_limits_deny_even_without_a_new_close() -> None:
+    state, _ = on_trade_closed(LIMITS, fresh(), -3000.0)
+    assert check_entry(LIMITS, state, MORNING) == Allowed()
+    assert denial(state, limits=replace(LIMITS, daily_max_loss=2500.0)).code == DenyCode.DAILY_MAX_LOSS
+
+
+def test_kill_switch_denies_entries_allows_exits_and_outranks_everything() -> None:
+    state, events = engage_kill_switch(fresh(), "operator: news event", at=MORNING)
+    assert events == [KillSwitchEngaged(at=MORNING, reason="operator: news event")]
+    assert engage_kill_switch(state, "again")[1] == []
+    state, _ = on_trade_closed(LIMITS, state, -99_999.0)
+    decision = denial(state)
+    assert decision.code == DenyCode.KILL_SWITCH and "news event" in decision.reason
+    assert check_exit(LIMITS, state, MORNING) == Allowed()
+    released, events = release_kill_switch(state, "all clear")
+    assert events == [KillSwitchReleased(at=0.0, reason="all clear")] and not released.kill_switch_engaged
+
+
+def test_reconciliation_hold_denies_entries_until_cleared() -> None:
+    state, events = set_reconciliation_hold(fresh(), True, "broker shows 75 units of SEC_1 we do not know")
+    assert [type(e) for e in events] == [ReconciliationHoldChanged]
+    assert denial(state).code == DenyCode.RECONCILIATION_HOLD
+    assert set_reconciliation_hold(state, True, "again")[1] == []
+    state, _ = set_reconciliation_hold(state, False)
+    assert check_entry(LIMITS, state, MORNING) == Allowed() and state.reconciliation_hold_reason == ""
+
+
+def test_trading_disabled_by_configuration_is_denied_with_that_reason() -> None:
+    decision = denial(fresh(), limits=replace(LIMITS, trading_enabled=False))
+    assert decision.code == DenyCode.TRADING_DISABLED and "configuration" in decision.reason
+
+
+def test_session_roll_lifts_breach_halts_and_counters_but_not_the_kill_switch_or_hold() -> None:
+    state = on_entry_started(fresh())
+    state, _ = on_trade_closed(LIMITS, state, -6000.0)
+    state = on_entry_started(state)
+    state, _ = engage_kill_switch(state, "operator")
+    state, _ = set_reconciliation_hold(state, True, "diff")
+    assert roll_session(state, from_iso("2026-11-20T23:59:59+05:30")) is state  # same IST day
+    rolled = roll_session(state, NEXT_MORNING)
+    assert rolled.day == "2026-11-21" and rolled.trading_enabled and rolled.halt_reason == ""
+    assert rolled.realized_pnl == 0.0 and rolled.consecutive_losses == 0 and rolled.trades_closed == 0
+    assert rolled.kill_switch_engaged and rolled.reconciliation_hold and rolled.open_positions == 1
+    assert denial(rolled, NEXT_MORNING).code == DenyCode.KILL_SWITCH
+    rolled, _ = release_kill_switch(rolled, "ok")
+    rolled, _ = set_reconciliation_hold(rolled, False)
+    assert check_entry(LIMITS, rolled, NEXT_MORNING) == Allowed()
+
+
+def test_session_roll_alone_lets_a_halted_bot_trade_the_next_day() -> None:
+    state, _ = on_trade_closed(LIMITS, fresh(), -6000.0)
+    assert denial(state).code == DenyCode.DAILY_MAX_LOSS
+    assert check_entry(LIMITS, roll_session(state, NEXT_MORNING), NEXT_MORNING) == Allowed()
+
+
+def test_the_ist_day_changes_at_ist_midnight_not_utc() -> None:
+    assert ist_day(from_iso("2026-11-20T18:29:59+00:00")) == "2026-11-20"
+    assert ist_day(from_iso("2026-11-20T18:30:00+00:00")) == "2026-11-21"
+
+
+def test_operator_resume_lifts_a_consecutive_loss_halt_but_loss_limits_still_apply() -> None:
+    state = fresh()
+    for _ in range(3):
+        state, _ = on_trade_closed(LIMITS, state, -10.0)
+    resumed, events = resume_trading(state, "operator reviewed")
+    assert [type(e) for e in events] == [TradingResumed] and check_entry(LIMITS, resumed, MORNING) == Allowed()
+    assert resume_trading(resumed, "again")[1] == []
+    state, _ = on_trade_closed(LIMITS, fresh(), -7000.0)
+    resumed, _ = resume_trading(state, "operator")
+    assert denial(resumed).code == DenyCode.DAILY_MAX_LOSS  # the day's loss is still past the limit
+
+
+def test_state_round_trips_through_json_for_bot_state() -> None:
+    state, _ = on_trade_closed(LIMITS, on_entry_started(fresh()), -6000.0)
+    state, _ = engage_kill_switch(state, "op")
+    payload = json.loads(json.dumps(state.to_payload()))
+    assert RiskState.from_payload(payload) == state
+    assert RiskState.from_payload({**payload, "a_field_from_the_future": 1}) == state

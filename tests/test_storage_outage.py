@@ -1,0 +1,117 @@
+"""PostgreSQL going away and coming back, through a TCP proxy (the shared server keeps running)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from actors.core.market import Candle
+from storage.errors import StorageUnavailable
+from storage.repositories import Storage, open_storage
+from tests.tcp_proxy import TcpProxy
+
+CONNECT_TIMEOUT = 2.0  # libpq's minimum
+T0 = 1_763_610_300
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def via(proxy: TcpProxy, url: str) -> str:
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def wait_until_works(call: Callable[[], object], within: float) -> float:
+    """Retry `call` until it stops raising StorageUnavailable; returns how long that took."""
+    started = time.monotonic()
+    while True:
+        try:
+            call()
+            return time.monotonic() - started
+        except StorageUnavailable:
+            if time.monotonic() - started > within:
+                raise
+
+
+@pytest.fixture
+def proxy(pg_url: str) -> Iterator[TcpProxy]:
+    parts = urlsplit(pg_url)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as tcp_proxy:
+        yield tcp_proxy
+
+
+@pytest.fixture
+def storage(proxy: TcpProxy, pg_url: str) -> Iterator[Storage]:
+    storage = open_storage(via(proxy, pg_url), connect_timeout=CONNECT_TIMEOUT)
+    storage.migrate()
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+@pytest.mark.parametrize("mode", ["blackhole", "refuse"])
+def test_unreachable_database_raises_unavailable_quickly_and_recovers_without_reopening(
+        storage: Storage, proxy: TcpProxy, mode: Literal["blackhole", "refuse"]) -> None:
+    storage.candles.upsert_many([Candle("NIFTY", T0, 1, 2, 0.5, 1.5)])
+
+    proxy.stop_accepting_and_cut(mode)
+    durations: list[float] = []
+    for call in (storage.ping, lambda: storage.trades.append_event("P1", "ORDER_PLACED", None, None, {}, 1.0),
+                 lambda: storage.candles.last_ts("NIFTY")):
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            call()
+        durations.append(time.monotonic() - started)
+    assert max(durations) < CONNECT_TIMEOUT + 1.0
+    if mode == "refuse":  # once the outage is known, a refused database fails calls at once
+        assert max(durations[1:]) < 0.5
+
+    proxy.resume()
+    wait_until_works(storage.ping, within=10.0)
+    assert storage.candles.last_ts("NIFTY") == T0
+    storage.candles.upsert_many([Candle("NIFTY", T0 + 60, 1, 2, 0.5, 1.5)])
+    assert storage.candles.last_ts("NIFTY") == T0 + 60
+
+
+def test_idle_connections_cut_during_an_outage_do_not_fail_the_first_calls_after_it(
+        storage: Storage, proxy: TcpProxy) -> None:
+    storage.ping()
+    proxy.stop_accepting_and_cut("refuse")
+    proxy.resume()
+    # every pooled connection is dead now, yet the next call gets a fresh one instead of an error
+    assert storage.candles.last_ts("NIFTY") is None
+    storage.ping()
+
+
+def test_open_storage_succeeds_while_the_database_is_down(proxy: TcpProxy, pg_url: str) -> None:
+    proxy.stop_accepting_and_cut("refuse")
+    storage = open_storage(via(proxy, pg_url), connect_timeout=CONNECT_TIMEOUT)
+    try:
+        with pytest.raises(StorageUnavailable):
+            storage.ping()
+        with pytest.raises(StorageUnavailable):
+            storage.migrate()
+        proxy.resume()
+        wait_until_works(storage.migrate, within=10.0)
+        storage.bot_state.put("risk", {"trading_enabled": True}, 1.0)
+        assert storage.bot_state.get("risk") == {"trading_enabled": True}
+    finally:
+        storage.close()
+
+
+def test_placement_lock_raises_unavailable_when_the_database_is_down(storage: Storage, proxy: TcpProxy) -> None:
+    proxy.stop_accepting_and_cut("blackhole")
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable), storage.placement_lock("P1"):
+        pass
+    assert time.monotonic() - started < CONNECT_TIMEOUT + 1.0
+    proxy.resume()
+    with storage.placement_lock("P1"):
+        pass
