@@ -107,3 +107,5 @@ def configure_logging(level: str = "INFO", file: str = "", max_bytes: int = 50_0
     logging.getLogger("pykka").propagate = True
     for noisy in ("urllib3", "websockets", "waitress.queue"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The pool warns on every reconnect attempt during an outage; our STORAGE_* events tell it once.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

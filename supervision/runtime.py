@@ -104,16 +104,18 @@ def default_part_builders(role: str) -> list[PartBuilder]:
 
         builders.append(assemble_mds)
     if role in ("all", "trader"):
+        from actors.strategy import assemble_strategy
         from actors.trader import assemble_trader
 
-        builders.append(assemble_trader)
+        builders += [assemble_trader, assemble_strategy]  # the strategy sends its signals to the executor
     return builders
 
 
 class Runtime:
     def __init__(self, settings: Settings, role: str = "all", *, clock: Clock | None = None,
                  part_builders: list[PartBuilder] | None = None, record_path: str = "",
-                 install_signals: bool = False) -> None:
+                 install_signals: bool = False, serve_http: bool = True,
+                 extras: dict[str, Any] | None = None) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.settings = settings
@@ -126,6 +128,8 @@ class Runtime:
         self._install_signals = install_signals
         self._builders = part_builders if part_builders is not None else default_part_builders(role)
         self._record_path = record_path
+        self._serve_http = serve_http
+        self._extras = extras if extras is not None else {}
         self.parts: list[Part] = []
         self.servers: list[Any] = []
         self.root: SupervisorHandle | None = None
@@ -147,7 +151,7 @@ class Runtime:
         self._migrate_with_retry(attempt=1)
         self.bus = open_bus(s.storage.redis_url, s.storage.redis_prefix, s.redis_password.reveal())
         ctx = RuntimeContext(s, self.role, self.storage, self.bus, self.clock, self.scheduler,
-                             self.storage_ready, self._record_path)
+                             self.storage_ready, self._record_path, self._extras)
         self.context = ctx
         self.parts = [build(ctx) for build in self._builders]
         root = ctx.supervisor("root", [spec for part in self.parts for spec in part.children])
@@ -155,7 +159,8 @@ class Runtime:
         for part in self.parts:
             for hook in part.after_start:
                 hook()
-        self._start_http()
+        if self._serve_http:
+            self._start_http()
         if self._install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)

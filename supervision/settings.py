@@ -157,12 +157,22 @@ class BrokerSettings:
     tick_size: float = knob(0.05, min=0.0, help="dhan: LIMIT prices are rounded to this (marketable side)")
     read_attempts: int = knob(3, min=1, max=10, help="dhan: tries for a read (orders, positions, ...)")
     read_retry_initial_seconds: float = knob(0.2, min=0.0, max=10, help="dhan: first wait between read tries")
+    paper_poll_ms: float = knob(50.0, min=1.0, max=5000, help="paper: how often working orders are matched")
 
 
 @dataclass(frozen=True)
 class ExecutionSettings:
     order_timeout_seconds: float = knob(30.0, min=0.05, max=3600)
     max_slippage_pct: float = knob(0.5, min=0.0, max=100)
+    submit_attempts: int = knob(3, min=1, max=10,
+                                help="submits of one order when the broker answers 'not placed, try later' "
+                                     "(or an ambiguous submit the correlationId lookup did not find)")
+    submit_retry_seconds: float = knob(0.5, min=0.0, max=30, help="first wait before a deferred submit")
+    lock_timeout_seconds: float = knob(5.0, min=0.05, max=120, help="wait for a pos_id's placement lock")
+    square_off_check_seconds: float = knob(1.0, min=0.05, max=60,
+                                           help="how often the square-off time and a flatten are enforced")
+    lot_sizes: dict[str, int] = knob_map({}, help="symbol -> units per lot; a manual entry's qty must be a "
+                                                  "multiple (e.g. NIFTY=75, SEC_49081=75)")
 
 
 @dataclass(frozen=True)
