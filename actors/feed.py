@@ -25,10 +25,14 @@ from supervision.supervisor import ChildHandle, ChildLink, SupervisorHandle
 
 __all__ = ["FeedActor", "FeedState", "TicksReceived"]
 
+MAX_IN_FLIGHT = 8  # tick batches queued for routing before the source waits
+FLOW_WAIT_SECONDS = 1.0  # a live source never waits longer than this (then the batch goes anyway)
+
 
 @dataclass(frozen=True)
 class TicksReceived:
     ticks: list[Tick]
+    holds_slot: bool = False  # took a flow-control slot: release it once routed
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class FeedState:
     ticks: int = 0
     unknown_ticks: int = 0
     batches: int = 0
+    flow_waits: int = 0
     source_status: dict[str, Any] = field(default_factory=dict)
 
     def ages(self, now_monotonic: float) -> dict[str, float | None]:
@@ -96,14 +101,21 @@ class FeedActor(SupervisedActor):
         self.source: TickSource | None = None
         self.timer: Timer | None = None
         self.unknown_logged: set[str] = set()
+        self.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     def started(self) -> None:
         if not self.state.started_at:
             self.state.started_at = self.clock.monotonic()
         ref = self.actor_ref
+        in_flight = self.in_flight
 
         def on_ticks(ticks: Any) -> None:
-            ref.tell(TicksReceived(ticks if isinstance(ticks, list) else list(ticks)))
+            # Flow control: the source waits while MAX_IN_FLIGHT batches are queued here, so a fast
+            # replay cannot flood the mailbox (memory, and GC scans of millions of queued ticks).
+            holds = in_flight.acquire(timeout=FLOW_WAIT_SECONDS)
+            if not holds:
+                self.state.flow_waits += 1
+            ref.tell(TicksReceived(ticks if isinstance(ticks, list) else list(ticks), holds))
 
         sink = self.wrap_sink(on_ticks) if self.wrap_sink else on_ticks
         callbacks = SourceCallbacks(
@@ -132,7 +144,11 @@ class FeedActor(SupervisedActor):
 
     def receive(self, message: Any) -> Any:
         if isinstance(message, TicksReceived):
-            self._route(message.ticks)
+            try:
+                self._route(message.ticks)
+            finally:
+                if message.holds_slot:
+                    self.in_flight.release()
         elif isinstance(message, CheckFeed):
             self._check()
         elif isinstance(message, SourceStatusChanged):

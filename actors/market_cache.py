@@ -30,6 +30,7 @@ class _SymbolCandles:
     lock: threading.Lock
     closed: deque[Candle]
     forming: Candle | None = None
+    version: int = 0  # bumped on every closed or revised candle: readers cache what they derive from it
 
 
 class MarketCache:
@@ -52,6 +53,7 @@ class MarketCache:
         """Closed or revised 1-minute candles; a revision replaces its minute, a gap-filling one is inserted."""
         book = self._candles[symbol]
         with book.lock:
+            book.version += 1
             closed = book.closed
             for candle in candles:
                 if not closed or candle.ts > closed[-1].ts:
@@ -110,6 +112,9 @@ class MarketCache:
     def quotes(self) -> dict[str, tuple[float, float]]:
         return dict(self._quotes)
 
+    def version(self, symbol: str) -> int:
+        return self._candles[symbol].version
+
     def last_closed(self, symbol: str) -> Candle | None:
         book = self._candles.get(symbol)
         if book is None:
@@ -133,6 +138,10 @@ class MarketCache:
         if held >= book.closed.maxlen and needed > held and self.storage is not None:  # type: ignore[operator]
             minutes = self._with_older_from_storage(symbol, minutes, needed)
         partial = book.forming if include_partial else None
+        if timeframe == 60:  # the stored minutes are the answer: no aggregation to do
+            if partial is not None and (not minutes or partial.ts > minutes[-1].ts):
+                minutes = [*minutes, partial]
+            return minutes[-limit:]
         return last_n(minutes, timeframe, limit, partial)
 
     def _with_older_from_storage(self, symbol: str, minutes: list[Candle], needed: int) -> list[Candle]:

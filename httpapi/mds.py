@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import falcon
+import orjson
 
 from actors.core.market import Candle, to_iso_ist
 from httpapi.common import bool_param, int_param, str_param
@@ -32,6 +33,9 @@ class MarketDataView(Protocol):
 
     def now(self) -> float: ...
 
+    def version(self, symbol: str) -> int:
+        """Changes whenever the symbol's closed candles change."""
+
 
 def _symbol(req: falcon.Request, market_data: MarketDataView) -> str:
     symbol = str_param(req, "symbol", pattern=SYMBOL)
@@ -42,8 +46,14 @@ def _symbol(req: falcon.Request, market_data: MarketDataView) -> str:
 
 
 class CandlesLastResource:
+    """Closed-candle answers are cached as JSON bytes until the symbol's next closed or revised candle:
+    a poller hammering the same query between two minute closes costs a dict lookup."""
+
+    MEMO_MAX = 4096
+
     def __init__(self, market_data: MarketDataView) -> None:
         self.market_data = market_data
+        self._memo: dict[tuple[str, int, int], tuple[int, bytes]] = {}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         timeframe = int_param(req, "timeframe_seconds", default=60, minimum=60, maximum=86400, multiple_of=60)
@@ -51,9 +61,23 @@ class CandlesLastResource:
         partial = bool_param(req, "include_partial")
         symbol = _symbol(req, self.market_data)
         assert timeframe is not None and limit is not None
+        key = (symbol, timeframe, limit)
+        version = self.market_data.version(symbol)
+        if not partial:
+            hit = self._memo.get(key)
+            if hit is not None and hit[0] == version:
+                resp.content_type = falcon.MEDIA_JSON
+                resp.data = hit[1]
+                return
         candles = self.market_data.candles(symbol, timeframe, limit, partial)
-        resp.media = {"symbol": symbol, "timeframe_seconds": timeframe,
-                      "candles": [c.as_json() for c in candles]}
+        body = orjson.dumps({"symbol": symbol, "timeframe_seconds": timeframe,
+                             "candles": [c.as_json() for c in candles]})
+        if not partial:
+            if len(self._memo) >= self.MEMO_MAX:
+                self._memo.clear()
+            self._memo[key] = (version, body)
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = body
 
 
 class OptionChainResource:

@@ -103,7 +103,7 @@ def configure_logging(level: str = "INFO", file: str = "", max_bytes: int = 50_0
         rotating.setFormatter(formatter)
         root.addHandler(rotating)
     root.setLevel(level)
-    logging.getLogger("pykka").setLevel(logging.DEBUG if level == "DEBUG" else logging.INFO)
+    logging.getLogger("pykka").setLevel(level)
     logging.getLogger("pykka").propagate = True
     for noisy in ("urllib3", "websockets", "waitress.queue"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

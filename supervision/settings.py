@@ -218,6 +218,12 @@ class StrategySettings:
     supertrend_multiplier: float = knob(3.0, min=0.1, max=20.0)
     adx_period: int = knob(14, min=2, max=500)
     volume_avg_period: int = knob(20, min=2, max=500)
+    history_minutes: int = knob(600, min=0, max=20_000,
+                                help="stored 1m candles fed to the score engine before the first live candle "
+                                     "(warm-up: 15m indicators need ~35 of their candles)")
+    entry_max_candle_age_seconds: float = knob(120.0, min=0.0,
+                                               help="no entry on a candle that closed longer ago than this "
+                                                    "by the clock (catch-up after an outage); 0 = no limit")
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,16 @@ class MarketDataSettings:
     provider: str = knob("local", choices=("local", "mds", "dhan"), help="seed: MARKET_DATA_PROVIDER")
     mds_base_url: str = knob("http://127.0.0.1:8002/v1", help="seed: MDS_BASE_URL")
     request_timeout_seconds: float = knob(2.0, min=0.1, max=60)
+    request_attempts: int = knob(3, min=1, max=10, help="mds client: tries per request (transport errors, 5xx)")
+    retry_wait_seconds: float = knob(0.2, min=0.0, max=10, help="mds client: first wait between tries (doubles)")
+    candle_poll_seconds: float = knob(60.0, min=0.1, max=60,
+                                      help="mds client: fetch closed candles every N s, aligned to the clock "
+                                           "(60 = right after each minute closes)")
+    candle_fetch_delay_seconds: float = knob(2.0, min=0.0, max=30,
+                                             help="mds client: wait this long after the minute closes "
+                                                  "(the MDS closes a minute within ~1 s)")
+    quote_max_age_seconds: float = knob(1.0, min=0.0, max=60,
+                                        help="mds client: a cached quote younger than this is reused")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ serialized by its mailbox like any other actor's state.
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -103,7 +104,7 @@ class SlotState(StrEnum):
     STOPPED = "stopped"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     spec: ChildSpec
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -120,6 +121,9 @@ class _Slot:
     dead_letters: int = 0
     stopping_by_supervisor: bool = False
     done: bool = False  # ended and not to be restarted (a transient child that completed normally)
+
+
+_RUNNING = SlotState.RUNNING
 
 
 class ChildLink:
@@ -143,8 +147,9 @@ class ChildLink:
             leftover = drain()
             slot.buffer.extendleft(reversed(leftover))
         error = f"{type(exc).__name__}: {exc}"
+        # Pykka's own log line (event PYKKA) carries the traceback; this one tells the supervision story.
         log.event("ACTOR_CRASHED", f"{self.child_id} crashed in {phase}: {error}", level=40,
-                  actor=self.child_id, phase=phase, generation=generation, exc_info=exc)
+                  actor=self.child_id, phase=phase, generation=generation)
         if poison is not None:
             slot.dead_letters += 1
             log.event("DEAD_LETTER", f"message that crashed {self.child_id} is not redelivered", level=30,
@@ -157,15 +162,59 @@ class ChildLink:
             if slot.ref is not ref:
                 return
             slot.ref = None
+            slot.state = SlotState.RESTARTING  # tells buffer from here; the supervisor decides what follows
             by_supervisor = slot.stopping_by_supervisor
-            slot.state = SlotState.STOPPED if by_supervisor else SlotState.RESTARTING
             generation = slot.generation
         if not by_supervisor:
             self._supervisor._tell_self(_ChildExited(self.child_id, generation))
 
+    def rescue(self, dead: pykka.ActorRef[Any], drain: Callable[[], list[Any]]) -> None:
+        """Tells that reached a dead instance's inbox go on to its successor (or wait for it)."""
+        _rescue(self._slot, dead, drain)
+
+
+def _rescue(slot: _Slot, dead: pykka.ActorRef[Any], drain: Callable[[], list[Any]]) -> None:
+    with slot.lock:
+        stranded = drain()
+        if not stranded:
+            return
+        if slot.state is SlotState.STOPPED:
+            slot.dropped += len(stranded)
+            return
+        current = slot.ref
+        if current is not None and current is not dead and slot.state is _RUNNING:
+            for i, message in enumerate(stranded):
+                try:
+                    current.tell(message)
+                except pykka.ActorDeadError:
+                    slot.buffer.extendleft(reversed(stranded[i:]))
+                    return
+        else:
+            slot.buffer.extendleft(reversed(stranded))
+
+
+def _drain_tells(ref: pykka.ActorRef[Any]) -> list[Any]:
+    """Take queued messages out of a dead actor's inbox: tells are returned, asks fail at once."""
+    tells: list[Any] = []
+    while True:
+        try:
+            envelope = ref.actor_inbox.get_nowait()  # type: ignore[attr-defined]
+        except queue.Empty:
+            return tells
+        if isinstance(envelope.message, pykka.messages._ActorStop):
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(None)
+        elif envelope.reply_to is not None:
+            error = ChildUnavailable("the actor stopped before answering")
+            envelope.reply_to.set_exception(exc_info=(ChildUnavailable, error, None))
+        else:
+            tells.append(envelope.message)
+
 
 class ChildHandle:
     """A stable address for one child. Never goes stale: it follows the child across restarts."""
+
+    __slots__ = ("_slot", "_ask_timeout", "_buffer_limit", "id")
 
     def __init__(self, slot: _Slot, ask_timeout: float, buffer_limit: int) -> None:
         self._slot = slot
@@ -176,14 +225,26 @@ class ChildHandle:
     def tell(self, message: Any) -> bool:
         """Deliver now, or buffer while the child restarts. False if the message had to be dropped."""
         slot = self._slot
+        # Fast path without the slot lock (many senders share hot handles: a lock there convoys on the
+        # GIL). If the child died while this put happened, the message may sit in the dead inbox: the
+        # dead actor's teardown or this sender rescues it, whichever comes second.
+        ref = slot.ref
+        if ref is not None and slot.state is _RUNNING:
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                pass  # died this instant: buffer below
+            else:
+                if slot.ref is not ref:
+                    _rescue(slot, ref, lambda: _drain_tells(ref))
+                return True
         with slot.lock:
-            ref = slot.ref
-            if ref is not None and slot.state is SlotState.RUNNING:
+            if slot.state is _RUNNING and slot.ref is not None:
                 try:
-                    ref.tell(message)
+                    slot.ref.tell(message)
                     return True
                 except pykka.ActorDeadError:
-                    pass  # died this instant; its crash report will follow
+                    pass
             if slot.state is SlotState.STOPPED:
                 slot.dropped += 1
                 return False

@@ -7,6 +7,7 @@ ISO-8601 only at the edges (HTTP, CSV, logs). Pure: no clock reads, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta, timezone
 from typing import NamedTuple
 
@@ -56,7 +57,7 @@ class Candle:
     timeframe: int = 60
 
     def as_json(self) -> dict[str, object]:
-        return {"ts": to_iso_ist(self.ts), "open": self.open, "high": self.high, "low": self.low,
+        return {"ts": _iso_minute(self.ts), "open": self.open, "high": self.high, "low": self.low,
                 "close": self.close, "volume": self.volume}
 
 
@@ -89,6 +90,12 @@ def bucket_start(ts: float, timeframe: int, anchor_seconds: int = SESSION_OPEN_S
 
 def to_iso_ist(ts: float) -> str:
     return datetime.fromtimestamp(ts, IST).isoformat()
+
+
+@lru_cache(maxsize=1 << 16)
+def _iso_minute(ts: int) -> str:
+    """Candle starts repeat across every response that shows them: format each once."""
+    return to_iso_ist(ts)
 
 
 def from_iso(text: str) -> float:

@@ -347,16 +347,21 @@ class OrderUpdateStream:
     def stop(self, timeout: float = 2.0) -> None:
         with self._lock:
             self._stop.set()
-            loop, task = self._loop, self._task
-        if loop is not None and task is not None:
-            try:
-                loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                _log.event("ORDER_UPDATES_STOP_TIMEOUT", "order-update thread did not end in time", level=30)
+        deadline = time.monotonic() + timeout
+        while self._thread is not None and self._thread.is_alive():
+            # Cancel again each round: a cancel that lands as an inner await completes can be absorbed.
+            with self._lock:
+                loop, task = self._loop, self._task
+            if loop is not None and task is not None and not task.done():
+                try:
+                    loop.call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    pass  # the loop already closed: the thread is ending by itself
+            self._thread.join(min(0.1, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() >= deadline:
+                break
+        if self._thread is not None and self._thread.is_alive():
+            _log.event("ORDER_UPDATES_STOP_TIMEOUT", "order-update thread did not end in time", level=30)
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()

@@ -27,6 +27,7 @@ import json
 import random
 import struct
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -163,19 +164,27 @@ class DhanFeedSource:
     def stop(self, timeout: float = 2.0) -> None:
         with self._lock:
             self._stop.set()
-            loop, task = self._loop, self._task
-        if loop is not None and task is not None:
-            try:
-                loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:
-                pass  # the loop already closed: the thread is ending by itself
+        deadline = time.monotonic() + timeout
+        while self._thread is not None and self._thread.is_alive():
+            self._cancel_task()  # again each round: a cancel can land where it is absorbed
+            self._thread.join(min(0.1, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() >= deadline:
+                break
         if self._thread is not None:
-            self._thread.join(timeout)
             if self._thread.is_alive():
                 _log.event("FEED_STOP_TIMEOUT", "dhan feed thread did not end in time", level=30,
                            timeout=timeout)
         if self._own_client and self._client is not None:
             self._client.close()
+
+    def _cancel_task(self) -> None:
+        with self._lock:
+            loop, task = self._loop, self._task
+        if loop is not None and task is not None and not task.done():
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass  # the loop already closed: the thread is ending by itself
 
     def status(self) -> SourceStatus:
         with self._lock:
@@ -230,7 +239,12 @@ class DhanFeedSource:
                 reason: int | None = None
                 error = ""
                 try:
-                    await asyncio.wait_for(self._connect(), timeout=self._settings.dhan.request_timeout_seconds)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (our stop)
+                    # that lands just as the inner coroutine finishes.
+                    async with asyncio.timeout(self._settings.dhan.request_timeout_seconds):
+                        await self._connect()
+                    if self._stop.is_set():
+                        return
                     self._on_connected()
                     backoff = settings.reconnect_initial_seconds
                     reason = await self._receive()
@@ -304,13 +318,20 @@ class DhanFeedSource:
         ws = sdk.ws if sdk is not None else None
         if ws is None:
             return
+        closed = False
         try:
-            if polite:
-                await asyncio.wait_for(ws.send(json.dumps({"RequestCode": 12})), CLOSE_TIMEOUT)
-            await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
-        except Exception:  # noqa: BLE001, S110 - closing a dead socket: nothing left to do
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                if polite:
+                    await ws.send(json.dumps({"RequestCode": 12}))
+                await ws.close()
+            closed = True
+        except Exception:  # noqa: BLE001, S110 - a dead socket: dropped below
             pass
         finally:
+            if not closed:  # timed out, failed or cancelled: drop the TCP connection without ceremony
+                transport = getattr(ws, "transport", None)
+                if transport is not None:
+                    transport.abort()
             if sdk is not None:
                 sdk.ws = None
 

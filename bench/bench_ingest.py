@@ -1,0 +1,149 @@
+"""MDS ingest: 200 symbols, replay at speed 0, feed -> candle actors -> batched persistence -> bus.
+
+Run: .venv/bin/python -m bench.bench_ingest [--ticks 1000000] [--symbols 200] [--rounds 3]
+Baseline, same run, same file: a bare single-thread loop — decode (the same CSV parser) -> current bar
+per symbol -> batched SQLite persist of closed bars. Reported: ticks/s of both (median of rounds), their
+ratio, and the RSS of the process after the last full replayed session (memory target < 250 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from actors.candle_builder import CloseCandles
+from actors.clock import VirtualClock
+from actors.core.market import IST, Tick
+from actors.mds import MdsParts
+from actors.persister import FlushCandles
+from actors.sources.recorder import TickRecorder
+from actors.sources.replay import TickParser
+from bench.common import emit, rss_mb
+from supervision.logs import configure_logging
+from supervision.runtime import Runtime
+from supervision.settings import load_settings
+
+SESSION_OPEN = datetime(2026, 11, 20, 9, 15, tzinfo=IST).timestamp()
+SESSION_SECONDS = 375 * 60
+
+
+def make_file(path: Path, ticks: int, symbols: list[str], seed: int = 1) -> None:
+    rng = random.Random(seed)
+    prices = {s: rng.uniform(50, 500) for s in symbols}
+    step = SESSION_SECONDS / ticks
+    recorder = TickRecorder(path)
+    batch: list[Tick] = []
+    ts = SESSION_OPEN
+    for _ in range(ticks):
+        ts += step
+        symbol = symbols[rng.randrange(len(symbols))]
+        prices[symbol] = round(max(1.0, prices[symbol] * (1 + rng.gauss(0, 0.0005))), 2)
+        batch.append(Tick(symbol, ts, prices[symbol], 25))
+        if len(batch) >= 50_000:
+            recorder.record(batch)
+            batch = []
+    recorder.record(batch)
+    recorder.close()
+
+
+def bare_loop(path: Path, db: Path) -> float:
+    """The floor: one thread, no actors, no bus."""
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE IF NOT EXISTS bars (symbol TEXT, ts INTEGER, o REAL, h REAL, l REAL, c REAL,"
+                  " v INTEGER, PRIMARY KEY (symbol, ts))")
+    parser = TickParser()
+    bars: dict[str, list] = {}
+    closed: list[tuple] = []
+    count = 0
+    started = time.perf_counter()
+    with open(path) as fh:
+        fh.readline()
+        while True:
+            lines = fh.readlines(1 << 20)
+            if not lines:
+                break
+            for symbol, ts, price, volume in parser.parse(lines):
+                count += 1
+                minute = int(ts // 60) * 60
+                bar = bars.get(symbol)
+                if bar is None or bar[0] != minute:
+                    if bar is not None:
+                        closed.append((symbol, *bar))
+                    bars[symbol] = [minute, price, price, price, price, volume]
+                    continue
+                if price > bar[2]:
+                    bar[2] = price
+                elif price < bar[3]:
+                    bar[3] = price
+                bar[4] = price
+                bar[5] += volume
+            if len(closed) >= 1000:
+                conn.executemany("INSERT OR REPLACE INTO bars VALUES (?,?,?,?,?,?,?)", closed)
+                conn.commit()
+                closed = []
+    closed.extend((symbol, *bar) for symbol, bar in bars.items())
+    conn.executemany("INSERT OR REPLACE INTO bars VALUES (?,?,?,?,?,?,?)", closed)
+    conn.commit()
+    conn.close()
+    return count / (time.perf_counter() - started)
+
+
+def actor_pipeline(path: Path, workdir: Path, symbols: list[str], ticks: int) -> float:
+    settings = load_settings(env={}, overrides={
+        "storage": {"url": f"sqlite:///{workdir / 'mds.db'}"},
+        "feed": {"source": "replay", "replay_path": str(path), "replay_speed": 0.0, "symbols": symbols},
+        "option_chain": {"underlyings": []}, "log": {"level": "WARNING"}})
+    parts = MdsParts()
+    started = time.perf_counter()
+    runtime = Runtime(settings, "mds", clock=VirtualClock(), serve_http=False, extras={"mds": parts}).start()
+    try:
+        assert parts.feed_state is not None and parts.feed_state.finished_event.wait(600)
+        market = runtime.root.handle("market_data")._slot.spec.supervises  # type: ignore[union-attr]
+        candles = market.handle("candles")._slot.spec.supervises
+        for builder in candles.children():
+            builder.ask(CloseCandles("bench barrier"), timeout=60)
+        market.handle("candle-persister").ask(FlushCandles(), timeout=120)
+        elapsed = time.perf_counter() - started
+        assert parts.feed_state.ticks == ticks, (parts.feed_state.ticks, ticks)
+    finally:
+        runtime.shutdown()
+    return ticks / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ticks", type=int, default=1_000_000)
+    parser.add_argument("--symbols", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    configure_logging("WARNING")
+    symbols = [f"SEC_{40000 + i}" for i in range(args.symbols)]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        csv = work / "ticks.csv"
+        make_file(csv, args.ticks, symbols)
+        bare, actors = [], []
+        for round_no in range(args.rounds):
+            bare.append(bare_loop(csv, work / f"bare{round_no}.db"))
+            round_dir = work / f"r{round_no}"
+            round_dir.mkdir()
+            actors.append(actor_pipeline(csv, round_dir, symbols, args.ticks))
+        rss = rss_mb()
+    bare_median, actors_median = statistics.median(bare), statistics.median(actors)
+    emit("mds_ingest", {
+        "ticks": args.ticks, "symbols": args.symbols, "rounds": args.rounds,
+        "actors_ticks_per_s": round(actors_median), "bare_loop_ticks_per_s": round(bare_median),
+        "ratio_to_bare": round(actors_median / bare_median, 3),
+        "actors_all_rounds": [round(x) for x in actors], "bare_all_rounds": [round(x) for x in bare],
+        "rss_mb_after_full_sessions": rss,
+        "target": ">= 500k ticks/s and >= 0.40 of the bare loop; RSS < 250 MB"})
+
+
+if __name__ == "__main__":
+    main()
