@@ -73,6 +73,11 @@ class FeedState:
     batches: int = 0
     flow_waits: int = 0
     source_status: dict[str, Any] = field(default_factory=dict)
+    current_source: TickSource | None = None  # the running instance's source, for live status reads
+
+    def live_source_status(self) -> dict[str, Any]:
+        source = self.current_source
+        return _source_status(source) if source is not None else self.source_status
 
     def ages(self, now_monotonic: float) -> dict[str, float | None]:
         return {s: (round(now_monotonic - self.last_arrival[s], 3) if s in self.last_arrival else None)
@@ -124,6 +129,7 @@ class FeedActor(SupervisedActor):
             on_finished=lambda: ref.tell(SourceFinished()),
             on_status=lambda event, detail: ref.tell(SourceStatusChanged(event, detail)))
         self.source = self.source_factory()
+        self.state.current_source = self.source
         self.source.start(callbacks)
         self.timer = self.scheduler.call_every(1.0, self._tell_check)
         self.log.event("FEED_STARTED", f"{self.state.source} feed started for {len(self.known)} symbols",

@@ -124,7 +124,8 @@ def assemble_mds(ctx: RuntimeContext, parts: MdsParts | None = None,
     def feed_status() -> dict[str, Any]:
         return {"source": feed_state.source, "finished": feed_state.finished, "ticks": feed_state.ticks,
                 "unknown_symbol_ticks": feed_state.unknown_ticks, "batches": feed_state.batches,
-                "stale": sorted(feed_state.stale), "source_status": feed_state.source_status}
+                "stale": sorted(feed_state.stale), "flow_waits": feed_state.flow_waits,
+                "source_status": feed_state.live_source_status()}
 
     def chain_status() -> dict[str, Any]:
         return {"polls": poller_state.polls, "errors": poller_state.errors,
