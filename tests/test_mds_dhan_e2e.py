@@ -129,3 +129,22 @@ def test_option_chain_429s_back_off_and_the_poller_never_exceeds_dhans_limit(tmp
             assert runtime.status()["option_chains"]["errors"] >= 1
         finally:
             runtime.shutdown()
+
+
+def test_a_silent_symbol_goes_stale_in_health_and_resumes_with_its_next_tick(tmp_path) -> None:
+    configure_logging("WARNING")
+    with FakeDhan() as fake:
+        runtime, parts = _runtime(fake, f"sqlite:///{tmp_path / 'db.sqlite'}",
+                                  feed={"symbols": ["NIFTY"], "stale_seconds": 1.0, "rest_fallback": False})
+        try:
+            control = next(s for s in runtime.servers if s.name == "control").url
+            assert fake.feed.wait_for_subscriptions(1, timeout=10)
+            fake.feed.push_tick(13, 25000.0)
+            code, body = _until(lambda: (r := _get(f"{control}/v1/health"))[0] == 503 and r, what="FEED_STALE")
+            assert body["checks"]["feed"]["stale"] == ["NIFTY"]
+            assert body["checks"]["feed"]["last_tick_age_seconds"]["NIFTY"] > 1.0
+            fake.feed.push_tick(13, 25001.0)
+            _until(lambda: _get(f"{control}/v1/health")[0] == 200, what="FEED_RESUMED")
+            assert parts.feed_state.stale == set()
+        finally:
+            runtime.shutdown()

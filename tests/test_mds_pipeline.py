@@ -185,3 +185,59 @@ def test_a_replay_at_any_speed_builds_the_same_candles(tmp_path, speed) -> None:
         assert body["candles"] == expected_candles(ticks, 60)["NIFTY"]
     finally:
         runtime.shutdown()
+
+
+def test_a_crashed_candle_builder_resumes_without_losing_closed_candles(tmp_path) -> None:
+    configure_logging("CRITICAL")
+    ticks = make_ticks(minutes=30, per_second=4, seed=21)
+    csv = tmp_path / "ticks.csv"
+    write_csv(csv, ticks)
+    runtime, parts = mds_runtime(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", csv, speed=600.0)
+    try:
+        clock = runtime.clock
+        while clock.now() < START + 12 * 60 and not parts.feed_state.finished:
+            parts.feed_state.finished_event.wait(0.01)
+        market = runtime.root.handle("market_data")._slot.spec.supervises
+        builder = market.handle("candles")._slot.spec.supervises.handle("candles:NIFTY")
+        builder.tell(object())  # a message it cannot handle: it crashes, as on any bug
+        deadline = time.monotonic() + 10
+        while builder.status()["restarts"] < 1 and time.monotonic() < deadline:
+            parts.feed_state.finished_event.wait(0.01)
+        assert builder.status()["restarts"] == 1 and builder.status()["dead_letters"] == 1
+        drain(runtime, parts)
+        closed = fetch(runtime, "/v1/candles/last?symbol=NIFTY&limit=100")["candles"]
+        expected = expected_candles(ticks, 60)["NIFTY"]
+        # The minute forming at the crash lost the ticks the dead builder held in memory: that one minute
+        # may be partial or absent (a restart starts clean). Every minute closed before it is exact and
+        # every other minute is there exactly once.
+        by_ts = {c["ts"]: c for c in closed}
+        assert len(by_ts) == len(closed)
+        wrong = [e["ts"] for e in expected if by_ts.get(e["ts"]) != e]
+        assert len(wrong) <= 1, wrong
+        assert set(by_ts) <= {e["ts"] for e in expected}
+    finally:
+        runtime.shutdown()
+
+
+def test_record_flag_writes_a_file_that_replays_to_the_same_candles(tmp_path) -> None:
+    configure_logging("WARNING")
+    record = tmp_path / "recorded.csv"
+    settings = load_settings(env={}, overrides={
+        "storage": {"url": f"sqlite:///{tmp_path / 'live.db'}"},
+        "feed": {"source": "sim", "symbols": ["NIFTY"], "sim_ticks_per_second": 200},
+        "http": {"mds_port": 0, "control_port": 0}, "option_chain": {"underlyings": []}})
+    parts = MdsParts()
+    live = Runtime(settings, "mds", record_path=str(record), extras={"mds": parts}).start()
+    try:
+        deadline = time.monotonic() + 10
+        while parts.feed_state.ticks < 300 and time.monotonic() < deadline:
+            parts.feed_state.finished_event.wait(0.02)
+    finally:
+        live.shutdown()
+    lines = record.read_text().splitlines()
+    assert lines[0] == "ts,symbol,ltp,volume" and len(lines) > 300
+    replayed = []
+    from actors.sources.replay import read_ticks
+
+    replayed = list(read_ticks(record))
+    assert len(replayed) == len(lines) - 1 and {t.symbol for t in replayed} == {"NIFTY"}
