@@ -2,8 +2,9 @@
 
     MdsHttpClient   GET /v1/candles/last, /v1/option_chain, /v1/quote, /v1/health on `market_data.mds_base_url`
                     (thread-safe; timeouts from market_data.request_timeout_seconds; bounded tenacity retries)
-    MdsMarketView   the latest option chains and quotes the trader holds (any thread; never blocks the
-                    strategy); `quote(symbol)` is the paper broker's quote function in role trader
+    MdsMarketView   the latest option chains and quotes the trader holds (any thread); `quote(symbol)` is
+                    the trader's quote function in client mode (ctx.extras["quote"]: the executor's LIMIT
+                    prices, the paper broker's fills): answered from memory, refreshed by the actor
     MdsClientActor  its own actor (blocking HTTP never sits in the strategy's mailbox): right after each
                     minute closes (+ candle_fetch_delay_seconds) it fetches the closed candles of every symbol,
                     catching up on anything missed, and tells them to the strategy in order; the first
@@ -12,7 +13,8 @@
                     `candles:<symbol>` (the next minute goes straight through; a gap triggers an HTTP
                     catch-up; (symbol, ts) already delivered are dropped) and `feed:status`. Without Redis
                     the feed's staleness comes from the MDS health check, polled with the candles.
-Option chains of the index symbols are refreshed every `option_chain.poll_seconds`.
+Option chains of the index symbols are refreshed every `option_chain.poll_seconds`; a quote asked for and
+older than `market_data.quote_max_age_seconds` is fetched again.
 
 Errors are translated once, here: `MdsUnavailable` (transport error, timeout, 5xx: retried, then the
 caller tries again next cycle), `MdsRejected` (a 4xx other than 404: bad input or configuration, not
@@ -56,8 +58,6 @@ __all__ = [
 MINUTE = 60
 MAX_LIMIT = 5000  # the MDS API's cap on `limit`
 FIRST_CATCH_UP_LIMIT = 10  # minutes asked for first on a catch-up; doubled while that may miss some
-FEED_INDEX_CHAINS = ("NIFTY", "BANKNIFTY", "FINNIFTY")
-
 log = get_logger("mybot.mds_client")
 
 
@@ -182,15 +182,22 @@ class MdsHttpClient:
 
 # -- the trader's view of the market ------------------------------------------------------------------------
 class MdsMarketView:
-    """Latest option chains and quotes (any thread). `quote` fetches on a miss, bounded by the timeout."""
+    """Latest option chains and quotes (any thread).
+
+    `quote(symbol)` never waits on the network once the client actor runs: a quote older than
+    `quote_max_age` is answered from the cache (or an option's premium in the latest chain) while the actor
+    fetches a fresh one -- the paper broker calls it from the shared scheduler thread. Without the actor
+    (tools, tests) it fetches on the caller's thread, bounded by the timeout and the retries."""
 
     def __init__(self, client: MdsHttpClient, clock: Clock, quote_max_age: float = 1.0) -> None:
         self.client = client
         self.clock = clock
         self.quote_max_age = quote_max_age
+        self.refresher: Callable[[str], object] | None = None  # set by the client actor while it runs
         self._lock = threading.Lock()
         self._chains: dict[str, OptionChainRecord] = {}
         self._quotes: dict[str, tuple[float, float, float]] = {}  # symbol -> (ltp, tick ts, fetched monotonic)
+        self._failing = False
 
     def set_chain(self, record: OptionChainRecord) -> None:
         with self._lock:
@@ -205,24 +212,42 @@ class MdsMarketView:
         with self._lock:
             return self._chains.get(symbol)
 
-    def quote(self, symbol: str) -> float | None:
-        """The paper broker's quote function: a fresh cached quote, else the MDS's, else an option's
-        premium from the latest chain (SEC_<id> legs the MDS feed does not tick). None if nobody knows."""
-        now = time.monotonic()
+    def fresh(self, symbol: str) -> bool:
         with self._lock:
             cached = self._quotes.get(symbol)
-        if cached is not None and now - cached[2] <= self.quote_max_age:
+        return cached is not None and time.monotonic() - cached[2] <= self.quote_max_age
+
+    def quote(self, symbol: str) -> float | None:
+        """The trader's quote function in client mode: the MDS's last price, else an option's premium from
+        the latest chain (SEC_<id> legs the MDS feed does not tick), else None."""
+        with self._lock:
+            cached = self._quotes.get(symbol)
+        if cached is not None and time.monotonic() - cached[2] <= self.quote_max_age:
             return cached[0]
+        refresher = self.refresher
+        if refresher is None:
+            return self.fetch(symbol)
+        refresher(symbol)
+        return cached[0] if cached is not None else self._premium(symbol)
+
+    def fetch(self, symbol: str) -> float | None:
+        """Ask the MDS now (blocking, bounded); the answer is cached."""
         try:
             answer = self.client.quote(symbol, attempts=min(2, self.client.attempts))
         except MdsRejected:
             answer = None  # e.g. an option the MDS feed does not serve: look in the chains
         except MdsUnavailable as exc:
-            log.event("MDS_QUOTE_FAILED", f"quote for {symbol}: {exc}", level=30, symbol=symbol)
+            if not self._failing:
+                self._failing = True
+                log.event("MDS_QUOTE_FAILED", f"quote for {symbol}: {exc}; last known prices meanwhile",
+                          level=30, symbol=symbol)
+            with self._lock:
+                cached = self._quotes.get(symbol)
             return cached[0] if cached is not None else self._premium(symbol)
+        self._failing = False
         if answer is not None:
             with self._lock:
-                self._quotes[symbol] = (answer[0], answer[1], now)
+                self._quotes[symbol] = (answer[0], answer[1], time.monotonic())
             return answer[0]
         return self._premium(symbol)
 
@@ -285,6 +310,11 @@ class RefreshChains:
 
 
 @dataclass(frozen=True)
+class RefreshQuote:
+    symbol: str
+
+
+@dataclass(frozen=True)
 class CandlePushed:
     candle: Candle
     event: str
@@ -332,10 +362,20 @@ class MdsClientActor(SupervisedActor):
         ref.tell(FetchCandles(scheduled=True))  # the warm-up history, then the minute schedule
         if self.chain_symbols:
             ref.tell(RefreshChains())
+
+        def refresh(symbol: str) -> None:
+            try:
+                ref.tell(RefreshQuote(symbol))
+            except Exception:  # stopped meanwhile: the cache answers
+                pass
+
+        self.view.refresher = refresh
         self.log.event("MDS_CLIENT_STARTED", f"reading market data from {self.client.base_url}",
                        base_url=self.client.base_url, symbols=list(self.symbols), redis=self.bus is not None)
 
     def release(self) -> None:
+        # view.refresher stays: while this actor is down its tells fail and the cache answers (a quote
+        # asked from the scheduler thread must never wait on the network); a restart sets a new one.
         for timer in self.timers:
             timer.cancel()
         if self.subscription is not None:
@@ -398,6 +438,9 @@ class MdsClientActor(SupervisedActor):
         elif isinstance(message, RefreshChains):
             self._later(self.chain_poll_seconds, RefreshChains())
             self._refresh_chains()
+        elif isinstance(message, RefreshQuote):
+            if not self.view.fresh(message.symbol):  # asked for several times meanwhile: fetched once
+                self.view.fetch(message.symbol)
         else:
             return super().receive(message)
         return None

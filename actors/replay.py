@@ -1,16 +1,21 @@
 """Deterministic replay (`mybot replay TICKS.csv`): the MDS and trader actors over a tick file, then a report.
 
 The same actors as a live run (role all, in-process bus, paper broker, a fresh SQLite database in the output
-directory, no HTTP) with three things that make two replays of one file byte-identical:
+directory, no HTTP), with what makes two replays of one file byte-identical:
 
+- One order of decisions. The candle builders of different symbols run on their own threads; the strategy
+  decides every candle in one global (ts, symbol) order (`StrategyParts.merge_symbols`: the configured
+  symbols the file mentions), because the book, the trader's risk state and the clock are shared.
 - Time is candle time. `CandleClock` is the clock every actor reads: it stands at the close of the candle
-  the strategy is deciding on (the tick source's own advances are ignored: it reads ahead of the
-  decisions). The risk guard's session checks, order times and fills all see the decision's time.
+  being decided (the tick source's own advances are ignored: it reads ahead of the decisions). The risk
+  guard's session checks, order times and fills all see the decision's time; the strategy squares off in
+  candle time too.
 - The decision gate. After a candle that raised signals, the strategy holds the next candles until the
-  trader has settled them (the trade row is open, closed or refused), so the executor always acts on the
-  candle its signal came from — never on a later one.
+  trader has settled them (the trade row is open, closed or refused; `TradeSettledGate`), so the executor
+  acts on the candle its signal came from -- never a later one -- and the strategy's book learns, at that
+  same point, which entries the trader refused.
 - Quotes are marks: the paper broker's quote for a symbol is the close of its candle being decided
-  (`ReplayMarks`), and paper fills need no latency, so a fill price never depends on thread timing.
+  (`ReplayMarks`), fills need no latency, and the gate polls the broker itself while it waits.
 
 Output, in `out_dir`: `signals.jsonl` (every ENTRY_SIGNAL, EXIT_SIGNAL and ENTRY_SKIPPED with its score),
 `trades.jsonl` (every position as the trades table ends: prices, qty, P&L, state), both sorted by candle
@@ -20,6 +25,7 @@ the run's speed).
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import time
@@ -49,7 +55,7 @@ __all__ = ["CandleClock", "ReplayMarks", "TradeSettledGate", "run_replay"]
 log = get_logger("mybot.replay")
 
 # Entry states after which the trader has acted on an entry signal (it is open, or it will never be).
-FINISHED = frozenset({*TERMINAL_TRADE_STATES, "DENIED"})
+FINISHED = TERMINAL_TRADE_STATES
 ENTRY_SETTLED = frozenset({"POSITION_OPEN", *FINISHED})
 GATE_MAX_WAIT_SECONDS = 10.0  # a signal the trader never settles: carry on, and say so in the summary
 KIND_ORDER = {"EXIT_SIGNAL": 0, "ENTRY_SIGNAL": 1, "ENTRY_SKIPPED": 2}
@@ -77,22 +83,21 @@ class ReplayMarks:
     def quote(self, symbol: str) -> float | None:
         return self._closes.get(symbol)
 
-    def quote_pair(self, symbol: str) -> tuple[float, float] | None:
-        return None if symbol not in self._closes else (self._closes[symbol], 0.0)
-
 
 class TradeSettledGate:
     """Opens once the trader is ready (its start-up reconciliation passed) and has settled every signal
     passed through it: an entry is open or refused, an exit closed (read from the trades table)."""
 
     def __init__(self, storage: Callable[[], Storage], ready: Callable[[], bool],
-                 max_wait: float = GATE_MAX_WAIT_SECONDS) -> None:
+                 poke: Callable[[], object] = lambda: None, max_wait: float = GATE_MAX_WAIT_SECONDS) -> None:
         self.storage = storage  # the runtime's, once it started
         self.ready = ready
+        self.poke = poke  # advance the paper broker now rather than on its next timer tick
         self.max_wait = max_wait
         self.pending: dict[str, bool] = {}  # pos_id -> is an entry
         self.since = 0.0
         self.timeouts = 0
+        self.finished: list[str] = []  # entries settled without a position, for the strategy's book
         self.lock = threading.Lock()
 
     def passed(self, signals: Sequence[Signal]) -> None:
@@ -107,9 +112,13 @@ class TradeSettledGate:
         with self.lock:
             if not self.pending:
                 return True
+            self.poke()
             for pos_id, entry in list(self.pending.items()):
-                if self._settled(pos_id, entry):
+                state = self._state(pos_id)
+                if state in (ENTRY_SETTLED if entry else FINISHED):
                     del self.pending[pos_id]
+                    if entry and state != "POSITION_OPEN":
+                        self.finished.append(pos_id)
             if not self.pending:
                 return True
             if time.monotonic() - self.since > self.max_wait:
@@ -121,14 +130,31 @@ class TradeSettledGate:
                 return True
             return False
 
-    def _settled(self, pos_id: str, entry: bool) -> bool:
+    def take_finished(self) -> list[str]:
+        with self.lock:
+            finished, self.finished = self.finished, []
+        return finished
+
+    def _state(self, pos_id: str) -> str | None:
         try:
             record = self.storage().trades.get_trade(pos_id)
         except StorageError:
-            return False
-        if record is None:
-            return False
-        return record.state in (ENTRY_SETTLED if entry else FINISHED)
+            return None
+        return None if record is None else record.state
+
+
+def _symbols_in_file(path: Path, symbols: Sequence[str]) -> tuple[str, ...]:
+    """The configured symbols the file mentions (a substring search at C speed, no parsing)."""
+    if path.stat().st_size == 0:
+        return ()
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return tuple(s for s in symbols if data.find(b"," + s.encode() + b",") >= 0)
+
+
+def _poll_paper(broker: Any) -> None:
+    poll = getattr(broker, "poll", None)
+    if poll is not None:
+        poll()
 
 
 def _first_tick_time(path: Path) -> float:
@@ -141,10 +167,11 @@ def _replay_settings(settings: Settings, ticks: Path, db: Path) -> Settings:
     return settings.replace(
         feed={"source": "replay", "replay_path": str(ticks), "replay_speed": 0.0, "record_path": ""},
         storage={"url": f"sqlite:///{db}", "redis_url": ""},
-        # Fills at the mark, on the next 1 ms poll: what the gate waits for is quick and timing-free.
-        broker={"kind": "paper", "paper_latency_ms": 0.0, "paper_partial_fills": False, "paper_poll_ms": 1.0},
+        # Fills at the mark with no latency; the gate polls the paper broker while it waits.
+        broker={"kind": "paper", "paper_latency_ms": 0.0, "paper_partial_fills": False},
         option_chain={"underlyings": ()},  # no chain source replays: nothing may call a broker's API
         market_data={"provider": "local"},
+        strategy={"entry_max_candle_age_seconds": 0.0},  # candle time is the clock: no candle is old
     )
 
 
@@ -206,11 +233,13 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
         marks.update(candle)
 
     builders, trading = _builders(candles_only, marks)
-    strategy = StrategyParts(signal_listeners=[on_signal], candle_hooks=[on_candle], sync_positions=False)
-    extras: dict[str, Any] = {"mds": mds, "strategy": strategy, "replay": {"marks": marks, "clock": clock}}
+    strategy = StrategyParts(signal_listeners=[on_signal], candle_hooks=[on_candle], sync_positions=False,
+                             merge_symbols=_symbols_in_file(ticks, replay_settings.feed.symbols))
+    extras: dict[str, Any] = {"mds": mds, "strategy": strategy}
     runtime = Runtime(replay_settings, "all", clock=clock, part_builders=builders, serve_http=False,
                       extras=extras)
-    gate = TradeSettledGate(lambda: runtime.storage, lambda: extras["trader"].ready.is_set()) if trading else None
+    gate = TradeSettledGate(lambda: runtime.storage, lambda: extras["trader"].ready.is_set(),
+                            lambda: _poll_paper(extras["trader"].broker)) if trading else None
     strategy.gate = gate
     started = time.monotonic()
     runtime.start()
@@ -258,8 +287,9 @@ def _drain(runtime: Runtime, mds: Any, strategy: Any, deadline: float) -> None:
     _ask(runtime, "publisher", PublishValue("replay:drained", {}), deadline)
     if strategy is None:
         return
-    from actors.strategy import Drain
+    from actors.strategy import Drain, InputEnded
 
+    strategy.handle.tell(InputEnded())
     try:
         strategy.handle.ask(Drain(), timeout=max(0.1, deadline - time.monotonic()))
     except (ChildUnavailable, AskTimeout) as exc:
@@ -274,6 +304,11 @@ def _ask(runtime: Runtime, actor_id: str, message: Any, deadline: float) -> Any:
     if found is None:
         return None
     _, handle = found
+    waiting = threading.Event()
+    while not handle.alive:  # a dynamic child the feed just asked for may still be starting
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{actor_id} did not start")
+        waiting.wait(0.005)
     try:
         return handle.ask(message, timeout=max(0.1, deadline - time.monotonic()))
     except (ChildUnavailable, AskTimeout) as exc:
@@ -291,7 +326,7 @@ def _trade_rows(storage: Storage, records: list[dict[str, Any]], marks: ReplayMa
 def _trade_row(trade: TradeRecord, entry_ts: int | None, exit_ts: int | None,
                marks: ReplayMarks) -> dict[str, Any]:
     unrealized = None
-    if trade.state not in TERMINAL_TRADE_STATES and trade.entry_price is not None and trade.filled_qty:
+    if trade.state not in FINISHED and trade.entry_price is not None and trade.filled_qty:
         mark = marks.quote(trade.instrument)
         if mark is not None:
             unrealized = round(realized_pnl(Side(trade.side), trade.filled_qty, trade.entry_price, mark), 4)
@@ -303,7 +338,8 @@ def _trade_row(trade: TradeRecord, entry_ts: int | None, exit_ts: int | None,
         "entry_price": trade.entry_price, "exit_price": trade.exit_price,
         "entry_time": to_iso_ist(trade.entry_time) if trade.entry_time else None,
         "exit_time": to_iso_ist(trade.exit_time) if trade.exit_time else None,
-        "fees": trade.fees, "realized_pnl": trade.realized_pnl, "unrealized_pnl": unrealized,
+        "fees": trade.fees, "unrealized_pnl": unrealized,
+        "realized_pnl": None if trade.realized_pnl is None else round(trade.realized_pnl, 4),
         "opened_day": trade.opened_day,
     }
 
@@ -328,12 +364,12 @@ def _summary(records: list[dict[str, Any]], trades: list[dict[str, Any]], tradin
         "exits": sum(1 for r in records if r["kind"] == "EXIT_SIGNAL"),
         "skipped": sum(1 for r in records if r["kind"] == "ENTRY_SKIPPED"),
         "trades": len(closed),
-        "open_positions": sum(1 for t in trades if t["state"] not in TERMINAL_TRADE_STATES),
-        "refused": sum(1 for t in trades if t["state"] in ("REJECTED", "CANCELLED")),
+        "open_positions": sum(1 for t in trades if t["state"] not in FINISHED),
+        "refused": sum(1 for t in trades if t["state"] in ("REJECTED", "CANCELLED", "DENIED")),
         "wins": wins, "losses": len(closed) - wins,
         "win_rate": round(wins / len(closed), 4) if closed else None,
         "pnl": round(equity, 2),
-        "unrealized_pnl": round(sum(t["unrealized_pnl"] or 0.0 for t in trades), 2),
+        "unrealized_pnl": round(float(sum(t["unrealized_pnl"] or 0.0 for t in trades)), 2),
         "max_drawdown": round(drawdown, 2),
     }
 

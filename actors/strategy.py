@@ -16,15 +16,18 @@ History candles are scored (the engine needs ~35 candles of every timeframe) but
 
 The decision for a candle is made at its close (`at = ts + 60`), in candle time, so a replay of any day
 decides the same way: no entry outside risk.session_start-session_end (or at/after risk.square_off_time),
-none while the feed is stale (FEED_STALE on `feed:status`), none beyond risk.max_open_positions, none on a
-candle older than strategy.entry_max_candle_age_seconds by the clock (a catch-up after an outage). Exits
-are raised whatever the session or feed state. Sizing is the policy's (entry-score tiers), capped so an
-option's premium x qty stays within risk.capital.
+none while the feed is stale (FEED_STALE on `feed:status`), none beyond risk.max_open_positions, none while
+the trader's risk guard refuses every entry (halt, kill switch, reconciliation hold), none on a candle
+older than strategy.entry_max_candle_age_seconds by the clock (a catch-up after an outage). Exits are
+raised whatever the session or feed state; positions still held at square-off are exited on the first
+candle at/after it. Sizing is the policy's (entry-score tiers), capped so an option's premium x qty stays
+within risk.capital.
 
 Open positions: the strategy's own book, from the signals it raised; in live runs it is also reconciled
-with the trades table once per candle (trades the executor closed, denied or opened by other means), so a
-restarted strategy knows what is open. Replays keep the signal-only book (`sync_positions=False`): the
-decisions then depend on the candles alone, which is what makes a replay repeatable.
+with the trader's live trades (at most once a second: trades the executor closed, denied or opened by
+other means), so a restarted strategy knows what is open. Replays keep the signal-only book
+(`sync_positions=False`), corrected only at the decision gate (entries the trader refused), and decide the
+candles of all symbols in one (ts, symbol) order (`merge_symbols`): see actors/replay.py.
 
 Every signal is one JSON log line (ENTRY_SIGNAL, EXIT_SIGNAL, or ENTRY_SKIPPED with its reason when a
 qualifying score could not be acted on) carrying the score and its components.
@@ -63,6 +66,7 @@ __all__ = [
     "DecisionGate",
     "Drain",
     "FeedStatusChanged",
+    "InputEnded",
     "PositionClosed",
     "RecordingExecutor",
     "SignalTarget",
@@ -113,6 +117,11 @@ class Drain:
 
 
 @dataclass(frozen=True)
+class InputEnded:
+    """Replays: every candle has been delivered (the merge may release what it still holds)."""
+
+
+@dataclass(frozen=True)
 class ResumeDecisions:
     """Timer: the decision gate may have opened (replays hold candles until the trader settled)."""
 
@@ -130,6 +139,9 @@ class DecisionGate(Protocol):
     def passed(self, signals: Sequence[Signal]) -> None: ...
 
     def open(self) -> bool: ...
+
+    def take_finished(self) -> list[str]:
+        """pos_ids of entries the trader settled without a position (denied, rejected): no longer held."""
 
 
 class MarketView(Protocol):
@@ -162,6 +174,9 @@ class StrategyParts:
     signal_listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     candle_hooks: list[Callable[[Candle], None]] = field(default_factory=list)  # before each live decision
     gate: DecisionGate | None = None
+    # Replays: decide the candles of these symbols in one global (ts, symbol) order, whatever order their
+    # builders deliver them in (the book, the trader's risk state and the clock are shared across symbols).
+    merge_symbols: tuple[str, ...] = ()
     sync_positions: bool = True
     recorder: RecordingExecutor | None = None
     handle: ChildHandle | None = None
@@ -196,7 +211,8 @@ class StrategyActor(SupervisedActor):
     def __init__(self, link: ChildLink | None, settings: Settings, executor: SignalTarget, market: MarketView | None,
                  clock: Clock, scheduler: Scheduler, parts: StrategyParts,
                  history: Callable[[str, int], list[Candle]] | None = None,
-                 positions: Callable[[], dict[str, tuple[str, int]] | None] | None = None) -> None:
+                 positions: Callable[[], dict[str, tuple[str, int]] | None] | None = None,
+                 risk: Callable[[float], str | None] | None = None) -> None:
         super().__init__(link)
         self.settings = settings
         self.executor = executor
@@ -207,6 +223,7 @@ class StrategyActor(SupervisedActor):
         self.history = history  # (symbol, before_ts) -> stored candles before it (role all / local)
         # Live trades of the trader, pos_id -> (underlying, direction); None: the signal-only book (replays).
         self.positions = positions if parts.sync_positions else None
+        self.risk = risk  # at -> why the trader's risk guard would refuse any entry now (None: it would not)
         risk = settings.risk
         self.session = (hhmm_seconds(risk.session_start), hhmm_seconds(risk.session_end))
         self.square_off = hhmm_seconds(risk.square_off_time)
@@ -224,6 +241,10 @@ class StrategyActor(SupervisedActor):
         self.stale: set[str] = set()
         self.held_back: deque[Candle] = deque()
         self.last_score: dict[str, Score] = {}
+        self.last_candle: dict[str, Candle] = {}
+        self.merge = {sym: deque[Candle]() for sym in parts.merge_symbols} if parts.merge_symbols else None
+        self.merge_last: dict[str, int] = {}
+        self.input_ended = False
         self.paused = False
         self.resume_scheduled = False
         self.last_sync = 0.0
@@ -242,15 +263,20 @@ class StrategyActor(SupervisedActor):
         if isinstance(message, CandlesClosed):
             if message.history:
                 self._warm(message.symbol, message.candles)
+            elif self.merge is not None:
+                self._merge(message.symbol, message.candles)
             else:
                 for candle in message.candles:
                     self._arrived(candle)
+        elif isinstance(message, InputEnded):
+            self.input_ended = True
+            self._release_merged()
         elif isinstance(message, FeedStatusChanged):
             self._feed_status(message)
         elif isinstance(message, ResumeDecisions):
             self._resume()
         elif isinstance(message, PositionClosed):
-            self._forget(message.pos_id)
+            self._forget(message.pos_id, message.reason or "closed by the trader")
         elif isinstance(message, Drain):
             return self.status()
         else:
@@ -283,6 +309,33 @@ class StrategyActor(SupervisedActor):
         self.last_ts[candle.symbol] = candle.ts
         return True
 
+    def _merge(self, symbol: str, candles: Sequence[Candle]) -> None:
+        assert self.merge is not None
+        queue = self.merge.setdefault(symbol, deque())
+        for candle in candles:
+            if candle.ts > self.merge_last.get(symbol, -1):
+                queue.append(candle)
+                self.merge_last[symbol] = candle.ts
+        self._release_merged()
+
+    def _release_merged(self) -> None:
+        """Hand on the oldest held candle while no symbol can still deliver an older one (a symbol's next
+        candle comes after its last one; one that delivered none yet may deliver anything)."""
+        assert self.merge is not None
+        while True:
+            heads = [(q[0].ts, sym) for sym, q in self.merge.items() if q]
+            if not heads:
+                return
+            ts, symbol = min(heads)
+            if not self.input_ended:
+                for other, queue in self.merge.items():
+                    if queue or other == symbol:
+                        continue
+                    last = self.merge_last.get(other)
+                    if last is None or (last + MINUTE, other) < (ts, symbol):
+                        return
+            self._arrived(self.merge[symbol].popleft())
+
     def _arrived(self, candle: Candle) -> None:
         if self.paused or self.held_back or not self._gate_open():
             self.held_back.append(candle)
@@ -292,7 +345,14 @@ class StrategyActor(SupervisedActor):
         self._decide(candle)
 
     def _gate_open(self) -> bool:
-        return self.parts.gate is None or self.parts.gate.open()
+        gate = self.parts.gate
+        if gate is None:
+            return True
+        if not gate.open():
+            return False
+        for pos_id in gate.take_finished():
+            self._forget(pos_id, "the trader did not open it")
+        return True
 
     def _decide(self, candle: Candle) -> None:
         symbol = candle.symbol
@@ -310,6 +370,7 @@ class StrategyActor(SupervisedActor):
             return
         self.stats["scores"] += 1
         self.last_score[symbol] = score
+        self.last_candle[symbol] = candle
         if self.book and ist_seconds_of_day(candle.ts) + candle.timeframe >= self.square_off:
             signals = self._square_off(candle)
         else:
@@ -327,9 +388,9 @@ class StrategyActor(SupervisedActor):
         at = float(candle.ts + candle.timeframe)
         signals: list[Signal] = []
         for symbol, (pos_id, held) in sorted(self.book.items()):
-            score = self.last_score[symbol] if symbol in self.last_score else self.last_score[candle.symbol]
+            score = self.last_score.get(symbol, self.last_score[candle.symbol])
             signal = ExitSignalRaised(pos_id, SQUARE_OFF, score, at, symbol, score.exit_for(held))
-            self._send(candle, score, signal)
+            self._send(self.last_candle.get(symbol, candle), score, signal)  # described by its own last candle
             signals.append(signal)
         return signals
 
@@ -366,6 +427,9 @@ class StrategyActor(SupervisedActor):
             return f"at or after square-off {self.settings.risk.square_off_time} IST"
         if len(self.book) >= self.max_open:
             return f"{len(self.book)} open positions (limit {self.max_open})"
+        refusal = self.risk(at) if self.risk is not None else None
+        if refusal:
+            return refusal
         if self.max_age > 0:
             age = self.clock.now() - at
             if age > self.max_age:
@@ -451,11 +515,11 @@ class StrategyActor(SupervisedActor):
                                symbol=message.symbol)
             self.stale.discard(message.symbol)
 
-    def _forget(self, pos_id: str) -> None:
+    def _forget(self, pos_id: str, why: str = "closed by the trader") -> None:
         for symbol, (held, _) in list(self.book.items()):
             if held == pos_id:
                 del self.book[symbol]
-                self.log.event("STRATEGY_POSITION_CLOSED", f"{pos_id} closed by the executor", pos_id=pos_id)
+                self.log.event("STRATEGY_POSITION_CLOSED", f"{pos_id}: {why}", pos_id=pos_id, symbol=symbol)
 
     def _sync_positions(self, force: bool = False) -> None:
         """Live runs: align the book with the trader's live trades (at most once a second)."""
@@ -602,6 +666,31 @@ class _ExecutorLink:
         return self.resolve().tell(message)
 
 
+def _risk_refusal(ctx: RuntimeContext) -> Callable[[float], str | None]:
+    """Why the trader's risk guard would refuse every entry at `at` (halts, kill switch, holds), if it would:
+    the strategy skips such entries (ENTRY_SKIPPED) instead of sending one a minute to be denied."""
+    from actors.core.risk import ist_day
+
+    enabled = ctx.settings.risk.trading_enabled
+
+    def refusal(at: float) -> str | None:
+        if not enabled:
+            return "trading disabled by configuration (risk.trading_enabled)"
+        guard = getattr(ctx.extras.get("trader"), "risk", None)
+        if guard is None:
+            return None
+        state = guard.snapshot()
+        if state.kill_switch_engaged:
+            return f"kill switch engaged: {state.kill_switch_reason or 'by operator'}"
+        if state.reconciliation_hold:
+            return f"reconciliation hold: {state.reconciliation_hold_reason or 'broker and book disagree'}"
+        if not state.trading_enabled and state.day == ist_day(at):  # a halt lasts until the next session
+            return f"trading halted for the session: {state.halt_reason or 'limit breached'}"
+        return None
+
+    return refusal
+
+
 def _trader_positions(ctx: RuntimeContext,
                       symbols: frozenset[str]) -> Callable[[], dict[str, tuple[str, int]] | None]:
     """pos_id -> (underlying, direction) of the live trades in the trader's book (this process)."""
@@ -636,7 +725,7 @@ def assemble_strategy(ctx: RuntimeContext, parts: StrategyParts | None = None) -
         state = MdsClientState()
         parts.market = view
         parts.mds_client = (client, view, state)
-        ctx.extras["quote"] = view.quote  # the paper broker's quotes in role trader (read lazily by the trader)
+        ctx.extras["quote"] = view.quote  # the trader's quotes (its QuoteBook looks this up lazily)
         before_stop.append(client.close)
         status["mds_client"] = state.snapshot
 
@@ -651,10 +740,14 @@ def assemble_strategy(ctx: RuntimeContext, parts: StrategyParts | None = None) -
     else:
         parts.market = _StorageView(ctx.storage, ctx.clock)
         history = _stored_history(ctx.storage, s.strategy.history_minutes)
+        if not s.storage.redis_url:
+            log.event("STRATEGY_NO_MARKET_DATA", f"role {ctx.role} with market_data.provider "
+                      f"{s.market_data.provider} and no storage.redis_url: no candles can reach the strategy "
+                      "(set MARKET_DATA_PROVIDER=mds, or a shared Redis)", level=30)
 
     strategy_spec = ChildSpec("strategy", lambda link: StrategyActor.start(
         link, s, executor, parts.market, ctx.clock, ctx.scheduler, parts, history,
-        _trader_positions(ctx, frozenset(symbols))))
+        _trader_positions(ctx, frozenset(symbols)), _risk_refusal(ctx)))
     supervisor.initial = [strategy_spec]
     # Registered now, before the tree starts: tells to it are buffered until it runs, so no candle published
     # while the rest of the tree starts is lost.
@@ -664,12 +757,12 @@ def assemble_strategy(ctx: RuntimeContext, parts: StrategyParts | None = None) -
     if client_mode:
         client, view, state = parts.mds_client
         chain_symbols = tuple(sym for sym in symbols if sym in s.option_chain.underlyings)
-        bus = ctx.bus if s.storage.redis_url else None
         supervisor.initial.append(ChildSpec("mds-client", lambda link: MdsClientActor.start(
             link, client, view, symbols, chain_symbols, handle.tell, ctx.clock, ctx.scheduler, state,
             history_minutes=s.strategy.history_minutes, poll_seconds=s.market_data.candle_poll_seconds,
             fetch_delay=s.market_data.candle_fetch_delay_seconds,
-            chain_poll_seconds=s.option_chain.poll_seconds, bus=bus), backoff=ctx.backoff()))
+            chain_poll_seconds=s.option_chain.poll_seconds, bus=ctx.bus if s.storage.redis_url else None),
+            backoff=ctx.backoff()))
     else:
         subscription = _BusCandles(ctx.bus, symbols, handle, ctx.scheduler)
         subscription.start()

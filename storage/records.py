@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from actors.core.trade import TERMINAL_STATES
+
 __all__ = [
     "TERMINAL_TRADE_STATES",
     "OptionChainRecord",
@@ -19,7 +21,8 @@ __all__ = [
 ]
 
 # A trade in one of these states needs no more attention (not replayed at start, not reconciled).
-TERMINAL_TRADE_STATES: frozenset[str] = frozenset({"CLOSED", "REJECTED", "CANCELLED"})
+# The trade state machine owns what "terminal" means; the store only filters on it.
+TERMINAL_TRADE_STATES: frozenset[str] = frozenset(state.value for state in TERMINAL_STATES)
 
 
 @dataclass(frozen=True, slots=True)
