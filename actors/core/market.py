@@ -7,8 +7,8 @@ ISO-8601 only at the edges (HTTP, CSV, logs). Pure: no clock reads, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import NamedTuple
 
 __all__ = [
