@@ -23,7 +23,6 @@ already claimed (a recovery, a monitor asking again) is resolved by correlationI
 
 from __future__ import annotations
 
-import itertools
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +163,6 @@ class ExecutorState:
     refused: int = 0
     cancels: int = 0
     sweep_announced: str = ""  # the reason last announced by a sweep (logged once)
-    counter: Any = field(default_factory=itertools.count)
 
 
 # --------------------------------------------------------------------------------------------- actor
@@ -216,6 +214,9 @@ class Executor(SupervisedActor):
         elif isinstance(message, FlattenAll):
             self._sweep_all(f"FLATTEN: {message.reason}", "flatten")
         elif isinstance(message, _Sweep):
+            # The open-position count follows the book; here, between entries, no entry is half-way.
+            if self.ready.is_set():
+                self.deps.risk.sync_open_positions(self.deps.book.open_count())
             reason = self.deps.risk.exit_all_reason(self.deps.clock.now())
             if reason:
                 self._sweep_all(reason, "flatten" if reason.startswith("FLATTEN") else "square_off")
@@ -239,12 +240,7 @@ class Executor(SupervisedActor):
                       code=NOT_READY, source=order.source)
             self.state.denied += 1
             return
-        try:
-            known = order.pos_id in deps.book or deps.storage.trades.get_trade(order.pos_id) is not None
-        except StorageError as exc:
-            self._storage_refusal(order, reply, exc)
-            return
-        if known:
+        if order.pos_id in deps.book:  # known here; known anywhere else is caught by the claim below
             self._duplicate(order, reply, "pos_id is already known")
             return
         decision = deps.risk.try_enter(now)
@@ -387,6 +383,8 @@ class Executor(SupervisedActor):
         """Place (the claim is ours). None = deferred: a timer retries; the trade keeps waiting."""
         deps = self.deps
         now = deps.clock.now()
+        # Before the broker can know the order, the orders table does (any process can tell whose it is)
+        # and so does the router (an update racing the submit's answer still finds its trade).
         deps.storage.trades.record_order(OrderRecord(
             correlation_id=request.correlation_id, pos_id=request.pos_id, leg=request.leg.value,
             broker_order_id=None, status="SUBMITTING", qty=request.qty, filled_qty=0, avg_price=None,

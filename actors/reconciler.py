@@ -8,11 +8,14 @@ A pass:
 1. Missed fills: every broker order owned by a live trade whose state the trade has not seen yet (more
    filled, or ended while the trade thinks it works) is handed to that trade as `Observe` -- the trade
    applies it through the core, as events. Nothing is ever invented: only broker snapshots are observed.
-2. Positions: per symbol, the broker's net quantity against what the `trades` table says is held (every
-   non-terminal trade of the schema, whichever process runs it). A difference -- a broker position with
-   no trade, a trade the broker does not hold, a mismatch -- must be seen by two comparisons in a row
-   (the second a moment later: fills in flight settle) before it is an incident.
-3. An incident: RECONCILE_INCIDENT logged once, and a reconciliation hold (entries halted, exits
+2. Positions, from the broker's side: per symbol, its net quantity against the fills of the orders that
+   carry the correlation id of a trade of ours (whichever process runs it; a trade that ended without a
+   position explains nothing) -- a remainder is a broker position with no trade.
+3. The book, from our side: each live trade's open quantity against the net fills of its own orders at
+   the broker -- more in the book is a trade the broker does not know; less is fills the trade has not
+   taken. Either difference must persist (max(0.5 s, one interval, up to 2 s), and for a trade without
+   it moving on) before it is an incident: fills in flight settle first.
+4. An incident: RECONCILE_INCIDENT logged once, and a reconciliation hold (entries halted, exits
    allowed) until an operator acknowledges (POST /v1/control/reconcile/ack). Acknowledging accepts the
    differences as they are now: the same difference does not raise again, a new one does.
 """
@@ -20,16 +23,16 @@ A pass:
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.brokers.base import BrokerError
-from actors.core.orders import BrokerOrder, Side
+from actors.core.orders import BrokerOrder, Leg, Side, correlation_id
 from actors.core.risk import ist_day
 from actors.core.trade import TradeContext, TradeState
 from actors.trade_actor import Observe, TraderDeps
 from storage.errors import StorageError
-from storage.records import TERMINAL_TRADE_STATES, TradeRecord
 from supervision.actor import SupervisedActor
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink
@@ -37,10 +40,10 @@ from supervision.supervisor import ChildLink
 __all__ = ["RECONCILE_STATE_KEY", "ReconcileState", "Reconciler", "acknowledge"]
 
 RECONCILE_STATE_KEY = "reconcile"
-CONFIRM_DELAY_SECONDS = 0.25  # a suspected difference is compared again this much later
+CONFIRM_MIN_SECONDS = 0.5  # a difference must persist this long (or one interval, up to 2 s) to count
 RECOVERY_WAIT_SECONDS = 15.0  # longest the first pass waits for adopted trades to finish recovering
-_TERMINAL = TERMINAL_TRADE_STATES | {TradeState.DENIED.value}
 S = TradeState
+_ABANDONED = frozenset({S.REJECTED.value, S.CANCELLED.value, S.DENIED.value})  # ended without a position
 _ENTRY_WORKING = frozenset({S.ENTRY_PENDING, S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.ENTRY_CANCEL_PENDING,
                             S.ENTRY_PARTIAL_CANCEL_PENDING})
 _EXIT_WORKING = frozenset({S.EXIT_PENDING, S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILLED, S.EXIT_CANCEL_PENDING})
@@ -69,10 +72,11 @@ class ReconcileState:
     last_pass_at: float = 0.0
     last_error: str = ""
     missed_fills: int = 0
-    suspected: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_seen: dict[str, float] = field(default_factory=dict)  # difference key -> monotonic first sighting
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # raised, not yet acknowledged
     accepted: dict[str, int] = field(default_factory=dict)  # symbol -> difference an operator accepted
     last_differences: dict[str, int] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # correlation id -> pos_id (never changes)
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -94,6 +98,7 @@ class Reconciler(SupervisedActor):
         self.interval = interval_seconds
         self.state = state
         self.timer: Timer | None = None
+        self.confirm_after = max(CONFIRM_MIN_SECONDS, min(2.0, interval_seconds))
 
     def started(self) -> None:
         ref = self.actor_ref
@@ -178,9 +183,13 @@ class Reconciler(SupervisedActor):
             state.last_pass_at = now
             state.last_error = ""
             state.last_differences = {d["symbol"]: d["difference"] for d in differences.values() if "symbol" in d}
-            confirmed = {k: d for k, d in differences.items() if k in state.suspected}
-            fresh = {k: d for k, d in differences.items() if k not in state.suspected}
-            state.suspected = dict(differences)
+            # A difference is confirmed when it is still there `confirm_after` seconds after first seen
+            # (a regular pass right after the first sighting does not count: fills may be in flight).
+            moment = time.monotonic()
+            seen = {k: state.first_seen.get(k, moment) for k in differences}
+            confirmed = {k: d for k, d in differences.items() if moment - seen[k] >= self.confirm_after}
+            fresh = {k: d for k, d in differences.items() if k not in confirmed}
+            state.first_seen = seen
             new_incidents = {k: d for k, d in confirmed.items() if k not in state.incidents}
             state.incidents.update(new_incidents)
         for incident in new_incidents.values():
@@ -190,55 +199,112 @@ class Reconciler(SupervisedActor):
             deps.risk.set_reconciliation_hold(True, f"reconciliation: {', '.join(kinds)} (acknowledge with POST "
                                                     "/v1/control/reconcile/ack)")
         if fresh:
-            self._later(CONFIRM_DELAY_SECONDS, _Pass(confirm=True))  # confirm (or clear) the suspicion soon
+            wait = max(0.01, self.confirm_after - min(moment - seen[k] for k in fresh))
+            self._later(wait, _Pass(confirm=True))  # confirm (or clear) the suspicion soon
             return
         if not self.ready.is_set():
             deps.risk.sync_open_positions(deps.book.open_count())
             self.ready.set()
             self.log.event("RECONCILE_STARTUP_PASSED", "first reconciliation passed: entries allowed (risk "
                            "guard permitting)", incidents=len(state.incidents), adopted=len(state.adopted))
-        elif deps.book.open_count() > deps.risk.snapshot().open_positions:
-            deps.risk.sync_open_positions(deps.book.open_count())
         deps.risk.flush()
 
     def _compare(self) -> dict[str, dict[str, Any]]:
-        """Differences keyed by what they are about (a stable key: the same difference, the same key)."""
+        """Differences keyed by what they are about (the same difference, the same key)."""
         deps = self.deps
         positions = deps.broker.positions()
         orders = deps.broker.orders()
         self._apply_missed(orders)
-        expected = self._expected_net()
         broker_net: dict[str, int] = {}
         for position in positions:
             broker_net[position.symbol] = broker_net.get(position.symbol, 0) + position.net_qty
+        # What our trades explain, from the broker's own order book: fills of orders carrying the
+        # correlation id of a trade of ours (any process) that has not ended without a position.
+        explained: dict[str, int] = {}
+        per_trade: dict[str, int] = {}
+        states = self._trade_states()
+        for order in orders:
+            if not order.filled_qty:
+                continue
+            pos_id = self._owner(order)
+            if pos_id is None or self._state_of(pos_id, states) in _ABANDONED:
+                continue  # not ours, or fills on an entry that ended with none: nothing explains them
+            signed = order.filled_qty if order.side is Side.BUY else -order.filled_qty
+            explained[order.symbol] = explained.get(order.symbol, 0) + signed
+            per_trade[pos_id] = per_trade.get(pos_id, 0) + signed
         differences: dict[str, dict[str, Any]] = {}
         with self.state.lock:
             accepted = self.state.accepted
-            for symbol in sorted(set(broker_net) | set(expected)):
-                held, booked = broker_net.get(symbol, 0), expected.get(symbol, 0)
+            for symbol in sorted(set(broker_net) | set(explained)):
+                held, booked = broker_net.get(symbol, 0), explained.get(symbol, 0)
                 difference = held - booked
                 if difference == 0:
                     accepted.pop(symbol, None)  # settled: an accepted difference no longer applies
                     continue
                 if accepted.get(symbol) == difference:
                     continue
-                kind = ("BROKER_POSITION_WITHOUT_TRADE" if booked == 0 else
-                        "TRADE_NOT_AT_BROKER" if held == 0 else "POSITION_MISMATCH")
-                key = f"{kind}:{symbol}:{difference}"
-                differences[key] = {
+                kind = "BROKER_POSITION_WITHOUT_TRADE" if booked == 0 else "POSITION_MISMATCH"
+                differences[f"{kind}:{symbol}:{difference}"] = {
                     "kind": kind, "symbol": symbol, "broker_qty": held, "book_qty": booked,
                     "difference": difference,
-                    "detail": f"{symbol}: broker holds {held}, the trades book says {booked} "
+                    "detail": f"{symbol}: broker holds {held}, our trades' orders explain {booked} "
                               f"({kind.replace('_', ' ').lower()})"}
         for context in deps.book.contexts():
-            if context.open_qty and not self._broker_knows(context, orders):
-                key = f"TRADE_UNKNOWN_TO_BROKER:{context.pos_id}"
-                differences[key] = {
-                    "kind": "TRADE_UNKNOWN_TO_BROKER", "pos_id": context.pos_id, "symbol_held": context.symbol,
-                    "book_qty": context.open_qty,
-                    "detail": f"{context.pos_id}: the book holds {context.open_qty} {context.symbol} but the "
-                              f"broker does not list its entry order {context.entry_order_id or '?'}"}
+            if context.is_terminal:
+                continue
+            at_broker = per_trade.get(context.pos_id, 0)
+            in_book = context.open_qty if context.side is Side.BUY else -context.open_qty
+            if at_broker == in_book:
+                continue
+            # The trade's seq is in the key: a trade still moving (fills being applied) is not a difference.
+            if abs(in_book) > abs(at_broker) or in_book * at_broker < 0:
+                kind, what = "TRADE_UNKNOWN_TO_BROKER", "the broker's orders do not hold them"
+            else:
+                kind, what = "POSITION_MISMATCH", "the trade has not taken the broker's fills"
+            differences[f"{kind}:{context.pos_id}:{context.seq}:{at_broker - in_book}"] = {
+                "kind": kind, "pos_id": context.pos_id, "traded_symbol": context.symbol, "book_qty": in_book,
+                "broker_qty": at_broker,
+                "detail": f"{context.pos_id}: the book holds {in_book} {context.symbol}, its orders at the broker "
+                          f"{at_broker}: {what}"}
         return differences
+
+    def _trade_states(self) -> dict[str, str]:
+        """pos_id -> state of today's trades (one query a pass); live contexts win (they are fresher)."""
+        trades = self.deps.storage.trades
+        states = {t.pos_id: t.state for t in trades.list_trades(day=ist_day(self.deps.clock.now()))}
+        states.update({c.pos_id: c.state.value for c in self.deps.book.contexts()})
+        return states
+
+    def _state_of(self, pos_id: str, states: dict[str, str]) -> str | None:
+        state = states.get(pos_id)
+        if state is None:
+            row = self.deps.storage.trades.get_trade(pos_id)  # an older trade (opened another day)
+            state = row.state if row is not None else None
+            if state is not None:
+                states[pos_id] = state
+        return state
+
+    def _owner(self, order: BrokerOrder) -> str | None:
+        """The pos_id whose order this is: live trades, then the orders table (any process), then the
+        readable form of the correlation id ("<pos_id>-E", "<pos_id>-X2") checked against the trades."""
+        pos_id = self.deps.router.pos_id_for(order)
+        cid = order.correlation_id
+        if pos_id is not None or not cid:
+            return pos_id
+        cache = self.state.owners
+        if cid in cache:
+            return cache[cid]
+        trades = self.deps.storage.trades
+        record = trades.order(cid)
+        if record is not None:
+            pos_id = record.pos_id
+        else:
+            stem = cid.rpartition("-")[0]
+            if stem and correlation_id_matches(stem, cid) and trades.get_trade(stem) is not None:
+                pos_id = stem
+        if pos_id is not None:
+            cache[cid] = pos_id  # an order's owner never changes
+        return pos_id
 
     def _apply_missed(self, orders: list[BrokerOrder]) -> None:
         deps = self.deps
@@ -258,34 +324,15 @@ class Reconciler(SupervisedActor):
                                level=30, pos_id=pos_id, order_id=order.order_id,
                                correlation_id=order.correlation_id, filled_qty=order.filled_qty)
 
-    def _expected_net(self) -> dict[str, int]:
-        """Units held per symbol by the trades table: every non-terminal trade, whoever runs it."""
-        trades = self.deps.storage.trades
-        rows: dict[str, TradeRecord] = {t.pos_id: t for t in trades.list_trades(day=ist_day(self.deps.clock.now()))
-                                        if t.state not in _TERMINAL}
-        for pos_id in trades.open_pos_ids():
-            if pos_id not in rows:
-                row = trades.get_trade(pos_id)
-                if row is not None and row.state not in _TERMINAL:
-                    rows[pos_id] = row
-        live = {c.pos_id: c for c in self.deps.book.contexts()}
-        net: dict[str, int] = {}
-        for row in rows.values():
-            context = live.get(row.pos_id)
-            if context is not None:  # this process's own trades: the live context is the freshest
-                held = context.open_qty
-                side = context.side
-            else:
-                held = row.filled_qty - int((row.detail or {}).get("exit_filled_qty") or 0)
-                side = Side(row.side)
-            if held:
-                net[row.symbol] = net.get(row.symbol, 0) + (held if side is Side.BUY else -held)
-        return net
 
-    @staticmethod
-    def _broker_knows(context: TradeContext, orders: list[BrokerOrder]) -> bool:
-        return any(o.correlation_id == context.entry_correlation_id or
-                   (context.entry_order_id and o.order_id == context.entry_order_id) for o in orders)
+def correlation_id_matches(pos_id: str, cid: str) -> bool:
+    """Is cid one of the readable correlation ids `actors.core.orders.correlation_id` gives pos_id?"""
+    stem, _, suffix = cid.rpartition("-")
+    if stem != pos_id or suffix[:1] not in ("E", "X") or not (suffix[1:] == "" or suffix[1:].isdigit()):
+        return False
+    leg = Leg.ENTRY if suffix[0] == "E" else Leg.EXIT
+    attempt = int(suffix[1:]) if suffix[1:] else 0
+    return correlation_id(pos_id, leg, attempt) == cid
 
 
 # -- the operator -------------------------------------------------------------------------------------------
@@ -300,7 +347,7 @@ def acknowledge(state: ReconcileState, deps: TraderDeps, who: str = "operator") 
             if symbol is not None:
                 state.accepted[symbol] = int(incident["difference"])
         state.incidents.clear()
-        state.suspected.clear()
+        state.first_seen.clear()
         accepted = dict(state.accepted)
     try:
         deps.storage.bot_state.put(RECONCILE_STATE_KEY, {"accepted": accepted}, deps.clock.now())

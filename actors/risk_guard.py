@@ -6,7 +6,8 @@ reconciliation hold must take effect at once even while the executor is blocked 
 check-then-count (`check_entry` + `on_entry_started`) must be atomic against them. Every method is short
 (in-memory, plus one bot_state write on a change) and thread-safe.
 
-Persistence: bot_state["risk"] after every change. A failed write is logged and retried on the next
+Persistence: bot_state["risk"] after every change of a switch or a closed trade (the open-position
+counter, which the book rebuilds, is saved by the reconciler's periodic `flush`). A failed write is logged and retried on the next
 change or `flush()`; the guard keeps deciding from memory (refusing entries because the database blinked
 would be safe, but losing the kill switch would not: it lives here first). On `load()` the switches come
 from bot_state and the day's counters are recomputed from the `trades` rows (the book wins over
@@ -96,6 +97,12 @@ class RiskGuard:
             state = roll_session(state, now)
             if state.day == today:
                 state = replace(state, realized_pnl=realized, consecutive_losses=losses, trades_closed=len(closed))
+            early = self._state  # switches an operator threw before the stored state was read win
+            if early.kill_switch_engaged and not state.kill_switch_engaged:
+                state = replace(state, kill_switch_engaged=True, kill_switch_reason=early.kill_switch_reason)
+            if early.reconciliation_hold and not state.reconciliation_hold:
+                state = replace(state, reconciliation_hold=True,
+                                reconciliation_hold_reason=early.reconciliation_hold_reason)
             self._state = state
             self._loaded = True
             self._dirty = True
@@ -121,14 +128,14 @@ class RiskGuard:
             decision = check_entry(self.limits, self._state, now)
             if isinstance(decision, Allowed):
                 self._state = on_entry_started(self._state)
-                self._changed(now)
+                self._dirty = True  # a counter the book can rebuild: saved by the next flush, not here
             return decision
 
     def entry_abandoned(self) -> None:
         """An allowed entry ended with no position (rejected, cancelled, refused, a duplicate)."""
         with self._lock:
             self._state = on_entry_abandoned(self._state)
-            self._changed(self._clock.now())
+            self._dirty = True
 
     def trade_closed(self, pnl: float, pos_id: str) -> None:
         now = self._clock.now()
@@ -145,7 +152,7 @@ class RiskGuard:
         with self._lock:
             if self._state.open_positions != count:
                 self._state = with_open_positions(self._state, count)
-                self._changed(self._clock.now())
+                self._dirty = True
 
     # -- operator switches -------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from actors.core.trade import (
     EventDecodeError,
     ExitRequested,
     IllegalTransition,
+    OrderCancelled,
     OrderRejected,
     PlaceOrder,
     RaiseExitSignal,
@@ -52,6 +53,7 @@ from actors.core.trade import (
     timeout_due,
 )
 from actors.risk_guard import RiskGuard
+from storage.errors import StorageError
 from storage.records import TradeRecord
 from storage.repositories import Storage
 from supervision.actor import SupervisedActor
@@ -240,15 +242,19 @@ class TradeBook:
 class OrderRouter:
     """Delivers broker order updates (any thread) to the trade actor owning the order.
 
-    Keys are correlation ids (registered before a submit, so even an update racing the submit's answer
-    finds its trade) and broker order ids. An update no live trade claims goes to the fallback (the
-    executor: a database lookup, else the reconciler's business).
+    Keys are correlation ids (registered before a submit) and broker order ids. An update for a known
+    pos_id whose trade actor does not exist yet (it races the submit's answer: the executor creates the
+    actor right after) is kept for that actor, which takes it when it starts. An update no trade claims
+    goes to the fallback (the executor: a database lookup, else the reconciler's business).
     """
+
+    PENDING_LIMIT = 64  # updates kept per pos_id while its actor is being created
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[str, str] = {}
         self._keys: dict[str, set[str]] = {}
+        self._pending: dict[str, list[BrokerOrder]] = {}
         self._trades: SupervisorHandle | None = None
         self._fallback: Callable[[BrokerOrder], None] | None = None
         self.routed = 0
@@ -268,9 +274,15 @@ class OrderRouter:
 
     def forget(self, pos_id: str) -> None:
         with self._lock:
+            self._pending.pop(pos_id, None)
             for key in self._keys.pop(pos_id, set()):
                 if self._by_key.get(key) == pos_id:
                     del self._by_key[key]
+
+    def take_pending(self, pos_id: str) -> list[BrokerOrder]:
+        """Updates that arrived before the trade actor existed (its start takes them)."""
+        with self._lock:
+            return self._pending.pop(pos_id, [])
 
     def pos_id_for(self, order: BrokerOrder) -> str | None:
         with self._lock:
@@ -286,9 +298,18 @@ class OrderRouter:
     def on_update(self, order: BrokerOrder) -> None:
         """The broker's order-update listener: only hands over (never blocks, never raises)."""
         pos_id = self.pos_id_for(order)
-        if pos_id is not None and self.deliver(pos_id, Observe(order)):
-            self.routed += 1
-            return
+        if pos_id is not None:
+            if self.deliver(pos_id, Observe(order)):
+                self.routed += 1
+                return
+            with self._lock:
+                if pos_id in self._keys and self._trades is not None and \
+                        self._trades.find_child(pos_id) is None:
+                    waiting = self._pending.setdefault(pos_id, [])
+                    if len(waiting) < self.PENDING_LIMIT:
+                        waiting.append(order)
+                        self.routed += 1
+                        return
         self.unrouted += 1
         if self._fallback is not None:
             self._fallback(order)
@@ -379,6 +400,7 @@ class TradeActor(SupervisedActor):
         self.context = TradeContext()
         self.finished = False
         self.recovering = True  # the book says "recovered" only once started() is through
+        self.deferred_exit: RequestExit | None = None  # asked before the entry was placed: applied after
         self.log = self.log.bind(pos_id=pos_id)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -399,6 +421,11 @@ class TradeActor(SupervisedActor):
             self._finish()
             return
         if self.context.is_terminal:
+            # Ended before its row caught up (a crash between journal and row): heal the projection.
+            try:
+                deps.storage.trades.upsert_trade(trade_record(self.context))
+            except StorageError as exc:
+                self.log.event("TRADE_ROW_STALE", f"{self.pos_id}: trades row not updated ({exc})", level=30)
             self._finish()
             return
         self._publish()
@@ -410,6 +437,8 @@ class TradeActor(SupervisedActor):
                            f"{len(records)} events; reconciling with the broker",
                            state=self.context.state.value, events=len(records))
             self._recover()
+        for order in self.deps.router.take_pending(self.pos_id):  # updates that raced the actor's creation
+            self._observe(order, "stream")
         self.recovering = False
         self._after_step()
         if not self.finished:
@@ -459,30 +488,39 @@ class TradeActor(SupervisedActor):
         leg = Leg.ENTRY if context.state in _ENTRY_WORKING else Leg.EXIT if context.state in _EXIT_WORKING else None
         if leg is None:
             return
-        order = self._lookup(leg)
+        order, answered = self._lookup(leg)
         if order is not None:
             self._observe(order, "refresh")
-        if self.context.state in _CANCEL_PENDING and self.deps.executor is not None and (
-                order is None or not order.status.is_terminal):
-            order_id = _order_id_of(self.context, leg)
-            if order_id:
-                self.deps.executor.tell(CancelWorkingOrder(self.pos_id, order_id, leg))
+        if self.context.state not in _CANCEL_PENDING:
+            return
+        order_id = _order_id_of(self.context, leg)
+        if answered and order is None:
+            # We are cancelling an order the broker says does not exist (a restarted paper broker, an
+            # order lost before it reached the exchange): it will not fill. Fills it never had are not
+            # invented; should it ever appear with fills, the reconciler raises an incident.
+            self._apply(OrderCancelled(at=self.deps.clock.now(), order_id=order_id, leg=leg,
+                                       reason="the broker does not know the order"))
+        elif (order is None or not order.status.is_terminal) and order_id and self.deps.executor is not None:
+            self.deps.executor.tell(CancelWorkingOrder(self.pos_id, order_id, leg))
 
-    def _lookup(self, leg: Leg) -> BrokerOrder | None:
+    def _lookup(self, leg: Leg) -> tuple[BrokerOrder | None, bool]:
+        """(the broker's order, whether the broker answered): (None, True) = it does not know the order."""
         broker = self.deps.broker
         order_id = _order_id_of(self.context, leg)
         try:
             if order_id:
                 try:
-                    return broker.get_order(order_id)
+                    return broker.get_order(order_id), True
                 except OrderNotFound:
                     pass
-            return broker.find_by_correlation_id(_correlation_of(self.context, leg))
+            return broker.find_by_correlation_id(_correlation_of(self.context, leg)), True
+        except OrderNotFound:
+            return None, True
         except BrokerError as exc:
             self.log.event("TRADE_REFRESH_FAILED", f"{self.pos_id}: broker lookup failed ({exc}); "
                            "the timeout monitor will ask again", level=30, leg=leg.value,
                            order_id=order_id, code=exc.code)
-            return None
+            return None, False
 
     def _observe(self, order: BrokerOrder, source: str) -> None:
         try:
@@ -514,6 +552,13 @@ class TradeActor(SupervisedActor):
 
     def _on_request_exit(self, message: RequestExit) -> None:
         context = self.context
+        if context.state in (S.SIGNAL_GENERATED, S.ENTRY_PENDING):
+            # The entry order is not at the broker yet: nothing to cancel or sell. Keep the wish (in
+            # memory: if the actor dies first, recovery settles the entry and the signal comes again).
+            self.deferred_exit = message
+            self.log.event("EXIT_SIGNAL_DEFERRED", f"{self.pos_id}: exit ({message.reason}) waits for the entry "
+                           "order to be placed", state=context.state.value, source=message.source)
+            return
         if not can_apply(context, ExitRequested):
             self.log.event("EXIT_SIGNAL_IGNORED", f"{self.pos_id}: exit ({message.reason}) does not apply in "
                            f"{context.state}", level=10, state=context.state.value, source=message.source)
@@ -546,7 +591,7 @@ class TradeActor(SupervisedActor):
         self.context = after
         try:
             storage.trades.upsert_trade(trade_record(after))
-        except Exception as exc:  # the row is a projection of the journal; the next transition rewrites it
+        except StorageError as exc:  # the row is a projection of the journal; the next transition rewrites it
             self.log.event("TRADE_ROW_STALE", f"{self.pos_id}: trades row not updated ({exc})", level=30)
         self._publish()
         self._log_event(event, before, after, record.seq)
@@ -585,6 +630,11 @@ class TradeActor(SupervisedActor):
         slipped = slippage_guard(self.context, self.deps.execution.max_slippage_pct, now)
         if slipped is not None:
             self._apply(slipped)
+        context = self.context
+        if self.deferred_exit is not None and context.state not in (S.SIGNAL_GENERATED, S.ENTRY_PENDING):
+            deferred, self.deferred_exit = self.deferred_exit, None
+            if can_apply(context, ExitRequested):
+                self._on_request_exit(deferred)
         context = self.context
         if context.state in _EXITABLE and not context.exit_reason:
             reason = self.deps.risk.exit_all_reason(now)

@@ -13,10 +13,10 @@ dhan: the order-update websocket) goes to the OrderRouter, which tells the ownin
 reconciler's polling is the safety net.
 
 Quotes (the marketable LIMIT price, exits, the paper broker's fills, the API's marks) come from the
-in-process MDS read model in role `all`, else from the bus keys the MDS publisher writes
-(`quote:<symbol>`, `option_chain:<underlying>` for SEC_<id> premiums) -- so role `trader` on another
-server needs storage.redis_url. Without a quote an entry uses its signal's price and an exit its entry
-price (logged QUOTE_MISSING).
+in-process MDS read model in role `all`; in role `trader` from `ctx.extras["quote"]` (the strategy's MDS
+client, published after this assembly and looked up lazily), else from the bus keys the MDS publisher
+writes (`quote:<symbol>`, `option_chain:<underlying>` for SEC_<id> premiums). Without a quote an entry
+uses its signal's price and an exit its entry price (logged QUOTE_MISSING).
 """
 
 from __future__ import annotations
@@ -68,22 +68,32 @@ class TraderHandles:
         return self.executor.tell(signal)
 
     def open_positions(self) -> dict[str, tuple[str, int]]:
-        """symbol -> (pos_id, direction) of the live trades, in the shape SignalPolicy.decide reads.
+        """underlying -> (pos_id, direction) of the live trades: the shape SignalPolicy.decide reads.
 
-        Keyed by the traded symbol; a strategy keying by underlying keeps its own map from pos_ids."""
+        The underlying is the first word of the trade's instrument ("NIFTY 24500 CE" -> NIFTY, as the
+        executor writes it from an EntrySignalRaised); the direction is +1 long / -1 short the
+        underlying (a bought PE is short)."""
         out: dict[str, tuple[str, int]] = {}
         for context in self.book.contexts():
-            if not context.is_terminal:
-                out[context.symbol] = (context.pos_id, 1 if context.side.value == "BUY" else -1)
+            if context.is_terminal:
+                continue
+            words = context.instrument.split()
+            underlying = words[0] if words else context.symbol
+            direction = 1 if context.side.value == "BUY" else -1
+            if words and words[-1] == "PE":
+                direction = -direction
+            out[underlying] = (context.pos_id, direction)
         return out
 
 
 class QuoteBook:
     """Latest prices for the trading side: explicit overrides, the MDS read model, then the bus."""
 
-    def __init__(self, cache: Any = None, bus: Bus | None = None, underlyings: Iterable[str] = ()) -> None:
+    def __init__(self, cache: Any = None, bus: Bus | None = None, underlyings: Iterable[str] = (),
+                 late: Callable[[], Callable[[str], float | None] | None] | None = None) -> None:
         self._cache = cache
         self._bus = bus
+        self._late = late  # a quote function another part publishes after this one is built
         self._underlyings = tuple(underlyings)
         self._overrides: dict[str, float] = {}
         self._chain_prices: dict[str, float] = {}
@@ -107,7 +117,11 @@ class QuoteBook:
             quote = self._cache.quote(symbol)
             if quote is not None and quote[0] > 0:
                 return float(quote[0])
-        elif self._bus is not None:
+        late = self._late() if self._late is not None else None
+        if late is not None:
+            price = late(symbol)
+            return price if price and price > 0 else None
+        if self._cache is None and self._bus is not None:
             price = self._bus_quote(symbol)
             if price is not None:
                 return price
@@ -203,7 +217,9 @@ def assemble_trader(ctx: RuntimeContext, *, broker: Broker | None = None,
     if quotes is None:
         mds = ctx.extras.get("mds")
         cache = getattr(mds, "cache", None)
-        quotes = QuoteBook(cache, None if cache is not None else ctx.bus, s.option_chain.underlyings)
+        # In role trader the strategy's MDS client publishes ctx.extras["quote"] after this assembly.
+        quotes = QuoteBook(cache, None if cache is not None else ctx.bus, s.option_chain.underlyings,
+                           late=lambda: ctx.extras.get("quote"))
     owns_broker = broker is None
     broker = broker if broker is not None else build_broker(ctx, quotes)
     ready = threading.Event()

@@ -189,7 +189,8 @@ class TradingApi:
             if record.state in _TERMINAL:
                 raise TradeConflict(f"{pos_id} is {record.state}: nothing to exit")
             raise TradeConflict(f"{pos_id} ({record.state}) is not run by this process")
-        if not can_apply(live, ExitRequested):
+        if not can_apply(live, ExitRequested) and live.state not in (TradeState.SIGNAL_GENERATED,
+                                                                     TradeState.ENTRY_PENDING):
             raise TradeConflict(f"{pos_id} is {live.state.value}: an exit does not apply now")
         if not self.deps.router.deliver(pos_id, RequestExit(f"OPERATOR: {reason}", source="operator")):
             raise TradingUnavailable(f"the trade actor of {pos_id} is not running")

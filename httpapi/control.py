@@ -87,7 +87,7 @@ class PositionsResource:
 class TradesResource:
     def __init__(self, trading: TradingApi, auth: Any) -> None:
         self.trading = trading
-        self.on_post = falcon.before(auth)(self._on_post)
+        self.auth = auth
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         state = str_param(req, "state", required=False, max_len=40)
@@ -100,7 +100,8 @@ class TradesResource:
             raise bad_param("day", str(exc)) from None
         resp.media = {"trades": trades, "count": len(trades)}
 
-    def _on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.auth(req)
         body = json_body(req)
         request = self._entry(body)
         decision = self.trading.enter(request)
@@ -155,9 +156,10 @@ class TradeResource:
 class TradeExitResource:
     def __init__(self, trading: TradingApi, auth: Any) -> None:
         self.trading = trading
-        self.on_post = falcon.before(auth)(self._on_post)
+        self.auth = auth
 
-    def _on_post(self, req: falcon.Request, resp: falcon.Response, pos_id: str) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, pos_id: str) -> None:
+        self.auth(req)
         body = _optional_body(req)
         reason = _reason(body) or "manual exit"
         unknown = set(body) - {"reason"}
@@ -170,9 +172,10 @@ class TradeExitResource:
 class KillSwitchResource:
     def __init__(self, trading: TradingApi, auth: Any) -> None:
         self.trading = trading
-        self.on_post = falcon.before(auth)(self._on_post)
+        self.auth = auth
 
-    def _on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.auth(req)
         body = json_body(req)
         engaged = body.get("engaged")
         if not isinstance(engaged, bool):
@@ -186,9 +189,10 @@ class KillSwitchResource:
 class FlattenResource:
     def __init__(self, trading: TradingApi, auth: Any) -> None:
         self.trading = trading
-        self.on_post = falcon.before(auth)(self._on_post)
+        self.auth = auth
 
-    def _on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.auth(req)
         body = _optional_body(req)
         unknown = set(body) - {"reason"}
         if unknown:
@@ -200,9 +204,10 @@ class FlattenResource:
 class ReconcileAckResource:
     def __init__(self, trading: TradingApi, auth: Any) -> None:
         self.trading = trading
-        self.on_post = falcon.before(auth)(self._on_post)
+        self.auth = auth
 
-    def _on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.auth(req)
         _optional_body(req)
         resp.media = self.trading.reconcile_ack(who=req.remote_addr or "operator")
 

@@ -1,0 +1,186 @@
+"""Helpers for the trading tests: a real trader runtime (role trader) on a real database and real sockets.
+
+`TraderHarness` starts `supervision.runtime.Runtime` with only the trader part, a paper broker (or any
+broker the test hands in) and pinned quotes, waits for the start-up reconciliation, and stops everything
+(pykka.ActorRegistry.stop_all()) afterwards. `eventually` waits on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from actors.brokers.base import OrderUpdateListener
+from actors.brokers.paper import PaperBroker
+from actors.clock import SystemClock
+from actors.core.orders import BrokerOrder, OrderRequest, Side
+from actors.core.signals import EntrySignalRaised, ExitSignalRaised
+from actors.core.trade import TradeState
+from actors.trader import QuoteBook, TraderHandles, assemble_trader
+from supervision.runtime import Runtime
+from supervision.settings import Settings
+
+__all__ = ["TOKEN", "ScriptedBroker", "TraderHarness", "entry_signal", "eventually", "exit_signal",
+           "trader_settings"]
+
+TOKEN = "test-control-token-42"
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01,
+               message: str = "") -> Any:
+    """Wait until predicate() is truthy (returns it) or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {message or predicate}")
+        time.sleep(interval)
+
+
+class ScriptedBroker(PaperBroker):
+    """The paper broker with a few more misbehaviours a test can switch on.
+
+    - `deliver_updates = False`: order updates are dropped (a lost websocket message); kept in `dropped`.
+    - `fill_before_cancel = True`: a cancel arrives after the exchange filled the order (the fill wins).
+    - `crash_after_place = n`: the next n places go through at the broker, then raise RuntimeError (the
+      executor dies between submit and acknowledgement).
+    """
+
+    def __init__(self, quote: Any, clock: Any, **kwargs: Any) -> None:
+        super().__init__(quote, clock, **kwargs)
+        self.deliver_updates = True
+        self.dropped: list[BrokerOrder] = []
+        self.fill_before_cancel = False
+        self.crash_after_place = 0
+        self.places: list[OrderRequest] = []
+        self.cancels: list[str] = []
+
+    def subscribe_order_updates(self, listener: OrderUpdateListener) -> None:
+        def gate(order: BrokerOrder) -> None:
+            if self.deliver_updates:
+                listener(order)
+            else:
+                self.dropped.append(order)
+
+        super().subscribe_order_updates(gate)
+
+    def place(self, request: OrderRequest) -> BrokerOrder:
+        self.places.append(request)
+        order = super().place(request)
+        if self.crash_after_place > 0:
+            self.crash_after_place -= 1
+            raise RuntimeError("executor died after the submit (test)")
+        return order
+
+    def cancel(self, order_id: str) -> BrokerOrder:
+        self.cancels.append(order_id)
+        if self.fill_before_cancel:
+            self.hold_fills(False)
+            self.poll()
+        return super().cancel(order_id)
+
+    def lose_everything(self) -> None:
+        """Forget every order (a paper broker restarted under a running trader)."""
+        with self._lock:
+            self._entries.clear()
+            self._working.clear()
+            self._by_correlation.clear()
+
+    def orders_for(self, correlation_id: str) -> list[BrokerOrder]:
+        return [o for o in self.orders() if o.correlation_id == correlation_id]
+
+
+def trader_settings(storage_url: str, **sections: dict[str, Any]) -> Settings:
+    base: dict[str, dict[str, Any]] = {
+        "storage": {"url": storage_url},
+        "http": {"control_port": 0, "mds_port": 0, "threads": 4},
+        "risk": {"session_start": "00:00", "session_end": "23:59", "square_off_time": "23:59",
+                 "max_open_positions": 100, "daily_max_loss": 0.0, "daily_max_loss_pct": 0.0,
+                 "consecutive_losses_limit": 1000},
+        "execution": {"order_timeout_seconds": 5.0, "max_slippage_pct": 5.0, "square_off_check_seconds": 0.1,
+                      "submit_retry_seconds": 0.05},
+        "broker": {"paper_latency_ms": 0.0, "paper_poll_ms": 10.0, "protection_band_pct": 1.0},
+        "reconcile": {"interval_seconds": 0.5},
+        "control": {"token": TOKEN},
+        "supervision": {"backoff_initial_seconds": 0.02, "backoff_max_seconds": 0.2, "shutdown_timeout_seconds": 2.0},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return Settings().replace(**base)
+
+
+def entry_signal(pos_id: str, symbol: str = "SEC_49081", side: Side = Side.BUY, qty: int = 75,
+                 price: float = 100.0) -> EntrySignalRaised:
+    return EntrySignalRaised(pos_id=pos_id, symbol="NIFTY", instrument=symbol, side=side, qty=qty,
+                             score=None, candle_ts=0, at=time.time(), price=price)  # type: ignore[arg-type]
+
+
+def exit_signal(pos_id: str, reason: str = "EXIT_SCORE") -> ExitSignalRaised:
+    return ExitSignalRaised(pos_id=pos_id, reason=reason, score=None, at=time.time())  # type: ignore[arg-type]
+
+
+class TraderHarness:
+    def __init__(self, settings: Settings, *, broker: Any = None, quotes: QuoteBook | None = None,
+                 prices: dict[str, float] | None = None) -> None:
+        self.settings = settings
+        self.quotes = quotes or QuoteBook()
+        for symbol, price in (prices or {"SEC_49081": 100.0}).items():
+            self.quotes.set(symbol, price)
+        self.clock = SystemClock()
+        self.broker = broker if broker is not None else ScriptedBroker(self.quotes, self.clock)
+        self.runtime = Runtime(settings, "trader", clock=self.clock,
+                               part_builders=[lambda ctx: assemble_trader(ctx, broker=self.broker,
+                                                                          quotes=self.quotes)])
+        self.trader: TraderHandles
+
+    def start(self, wait_ready: bool = True) -> TraderHarness:
+        self.runtime.start()
+        self.trader = self.runtime.context.extras["trader"]
+        if wait_ready:
+            eventually(self.trader.ready.is_set, 10.0, message="start-up reconciliation")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.runtime.shutdown()
+        finally:
+            pykka.ActorRegistry.stop_all()
+
+    def __enter__(self) -> TraderHarness:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- views -------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.runtime.servers[0].url
+
+    @property
+    def storage(self) -> Any:
+        return self.runtime.storage
+
+    def state(self, pos_id: str) -> str | None:
+        record = self.storage.trades.get_trade(pos_id)
+        return None if record is None else record.state
+
+    def wait_state(self, pos_id: str, *states: TradeState | str, timeout: float = 5.0) -> str:
+        wanted = {str(s) for s in states}
+        return eventually(lambda: self.state(pos_id) in wanted and self.state(pos_id), timeout,
+                          message=f"{pos_id} in {sorted(wanted)} (now {self.state(pos_id)})")
+
+    def events(self, pos_id: str) -> list[str]:
+        return [e.event for e in self.storage.trades.events(pos_id)]
+
+    def enter(self, pos_id: str, **kwargs: Any) -> None:
+        assert self.trader.submit(entry_signal(pos_id, **kwargs))
+
+    def exit(self, pos_id: str, reason: str = "EXIT_SCORE") -> None:
+        assert self.trader.submit(exit_signal(pos_id, reason))
