@@ -257,12 +257,19 @@ class Executor(SupervisedActor):
         result: PlacementResult | None = None
         try:
             with deps.storage.placement_lock(order.pos_id, timeout=deps.execution.lock_timeout_seconds):
-                if not deps.storage.trades.claim_intent(order.pos_id, Leg.ENTRY.value, cid, now):
+                # The claim, the journal, the trade row and the SUBMITTING order row commit together
+                # (one durable write) and before the broker hears of the order.
+                with deps.storage.transaction():
+                    claimed = deps.storage.trades.claim_intent(order.pos_id, Leg.ENTRY.value, cid, now)
+                    if claimed:
+                        context = self._journal_entry(order, decision, request, now)
+                        if isinstance(decision, Allowed):
+                            self._record_submitting(request, now)
+                if not claimed:
                     if decision.allowed:
                         deps.risk.entry_abandoned()
                     self._duplicate(order, reply, "the entry intent is claimed by another executor")
                     return
-                context = self._journal_entry(order, decision, request, now)
                 self._answer(reply, EntryDecision(order.pos_id, decision.allowed,
                                                   getattr(decision, "code", ""), getattr(decision, "reason", "")))
                 if not isinstance(decision, Allowed):
@@ -270,7 +277,7 @@ class Executor(SupervisedActor):
                     return
                 self.state.in_flight[order.pos_id] = request
                 deps.book.update(context, recovered=True)
-                result = self._submit(request, attempt=1)
+                result = self._submit(request, attempt=1, recorded=True)
         except StorageError as exc:
             if order.pos_id not in self.state.in_flight:
                 if decision.allowed:
@@ -379,16 +386,19 @@ class Executor(SupervisedActor):
         if result is not None:
             self._reply(request.pos_id, result)
 
-    def _submit(self, request: OrderRequest, attempt: int) -> PlacementResult | None:
-        """Place (the claim is ours). None = deferred: a timer retries; the trade keeps waiting."""
-        deps = self.deps
-        now = deps.clock.now()
-        # Before the broker can know the order, the orders table does (any process can tell whose it is)
-        # and so does the router (an update racing the submit's answer still finds its trade).
-        deps.storage.trades.record_order(OrderRecord(
+    def _record_submitting(self, request: OrderRequest, now: float) -> None:
+        """Before the broker can know the order, the orders table does (any process can tell whose it is)."""
+        self.deps.storage.trades.record_order(OrderRecord(
             correlation_id=request.correlation_id, pos_id=request.pos_id, leg=request.leg.value,
             broker_order_id=None, status="SUBMITTING", qty=request.qty, filled_qty=0, avg_price=None,
             expected_price=request.expected_price, created_at=now, updated_at=now))
+
+    def _submit(self, request: OrderRequest, attempt: int, recorded: bool = False) -> PlacementResult | None:
+        """Place (the claim is ours). None = deferred: a timer retries; the trade keeps waiting."""
+        deps = self.deps
+        if not recorded:
+            self._record_submitting(request, deps.clock.now())
+        # The router knows the order first too: an update racing the submit's answer still finds its trade.
         deps.router.register(request.pos_id, [request.correlation_id])
         self.state.submits += 1
         try:

@@ -20,7 +20,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import orjson
@@ -145,6 +145,7 @@ class _Database:
         )
         self.lock_pool.open(wait=False)
         self._healthy = True
+        self._local = threading.local()
         self._last_error = ""
         self._health_lock = threading.Lock()
         self._probe_lock = threading.Lock()
@@ -166,7 +167,25 @@ class _Database:
             log.event("STORAGE_UNAVAILABLE", "database unreachable", level=30, detail=detail)
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if getattr(self._local, "conn", None) is not None:
+            yield  # nested: part of the outer transaction
+            return
+        with self.connection("transaction") as conn:
+            with _translated("transaction", self.timeout), conn.transaction():
+                self._local.conn = conn
+                try:
+                    yield
+                finally:
+                    self._local.conn = None
+
+    @contextmanager
     def connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        bound = getattr(self._local, "conn", None)
+        if bound is not None:  # inside transaction(): every call shares its connection
+            with _translated(what, self.timeout):
+                yield bound
+            return
         conn: psycopg.Connection[Any] | None = None
         lost = False
         try:
@@ -574,6 +593,9 @@ class PostgresStorage(Storage):
         if not self._closed:
             self._closed = True
             self._db.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._db.transaction()
 
     @contextmanager
     def placement_lock(self, pos_id: str, timeout: float = 30.0) -> Iterator[None]:

@@ -143,6 +143,11 @@ class Storage(ABC):
         """Release connections; later calls raise StorageError."""
 
     @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Every repository call made by this thread inside the block commits together, or not at all
+        (one fsync instead of one per write). Nested blocks join the outer one."""
+
+    @abstractmethod
     def placement_lock(self, pos_id: str, timeout: float = 30.0) -> AbstractContextManager[None]:
         """Hold the placement lock of `pos_id` for the `with` block (re-entrant in one thread).
 

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -94,6 +94,7 @@ class _Database:
         self.path = path
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
+        self._in_transaction = threading.local()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
 
@@ -124,6 +125,8 @@ class _Database:
         writers never deadlock on a read-to-write upgrade)."""
         with self._lock, _translated(what):
             conn = self._connection()
+            if getattr(self._in_transaction, "active", False):
+                return work(conn)  # inside transaction(): it commits
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = work(conn)
@@ -134,6 +137,28 @@ class _Database:
                         conn.execute("ROLLBACK")
                 raise
             return result
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if getattr(self._in_transaction, "active", False):
+            yield
+            return
+        with self._lock:
+            with _translated("transaction"):
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+            self._in_transaction.active = True
+            try:
+                yield
+            except BaseException:
+                self._in_transaction.active = False
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            self._in_transaction.active = False
+            with _translated("transaction commit"):
+                conn.execute("COMMIT")
 
     @property
     def closed(self) -> bool:
@@ -432,6 +457,9 @@ class SqliteStorage(Storage):
 
     def close(self) -> None:
         self._db.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._db.transaction()
 
     @contextmanager
     def placement_lock(self, pos_id: str, timeout: float = 30.0) -> Iterator[None]:

@@ -321,6 +321,25 @@ class StorageContract:
         waiter.join(10)
         assert order_of_events == ["first in", "first out", "second in"]
 
+    def test_writes_in_a_transaction_commit_together(self, storage: Storage) -> None:
+        with storage.transaction():
+            assert storage.trades.claim_intent("TX1", "ENTRY", "TX1-E", 1.0)
+            first = storage.trades.append_event("TX1", "SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)
+            with storage.transaction():  # nested: joins the outer one
+                second = storage.trades.append_event("TX1", "ENTRY_REQUESTED", "SIGNAL_GENERATED",
+                                                     "ENTRY_PENDING", {"limit": 1.5}, 1.0)
+        assert (first.seq, second.seq) == (1, 2)
+        assert [e.event for e in storage.trades.events("TX1")] == ["SIGNAL_ACCEPTED", "ENTRY_REQUESTED"]
+        assert not storage.trades.claim_intent("TX1", "ENTRY", "TX1-E", 2.0)
+
+    def test_a_failed_transaction_writes_nothing(self, storage: Storage) -> None:
+        with pytest.raises(RuntimeError), storage.transaction():
+            assert storage.trades.claim_intent("TX2", "ENTRY", "TX2-E", 1.0)
+            storage.trades.append_event("TX2", "SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)
+            raise RuntimeError("the broker call was never reached")
+        assert storage.trades.events("TX2") == []
+        assert storage.trades.claim_intent("TX2", "ENTRY", "TX2-E", 2.0)  # the claim was rolled back too
+
     def test_placement_lock_is_reentrant_and_per_position(self, storage: Storage) -> None:
         with storage.placement_lock("P1"), storage.placement_lock("P1", timeout=1.0):
             result = run_in_threads(1, lambda _: _try_lock(storage, "P2"))
