@@ -54,7 +54,7 @@ from actors.core.trade import (
 )
 from actors.risk_guard import RiskGuard
 from storage.errors import StorageError
-from storage.records import TradeRecord
+from storage.records import OrderRecord, TradeRecord
 from storage.repositories import Storage
 from supervision.actor import SupervisedActor
 from supervision.settings import ExecutionSettings
@@ -535,6 +535,25 @@ class TradeActor(SupervisedActor):
             return
         for event in events:
             self._apply(event)
+        if events:
+            self._record_order_status(order)
+
+    def _record_order_status(self, order: BrokerOrder) -> None:
+        """Keep the `orders` row as the broker last told us (the journal holds the history)."""
+        context = self.context
+        is_entry = order.correlation_id == context.entry_correlation_id or order.order_id == context.entry_order_id
+        now = self.deps.clock.now()
+        try:
+            self.deps.storage.trades.record_order(OrderRecord(
+                correlation_id=order.correlation_id or _correlation_of(context, Leg.ENTRY if is_entry else Leg.EXIT),
+                pos_id=self.pos_id, leg=(Leg.ENTRY if is_entry else Leg.EXIT).value,
+                broker_order_id=order.order_id or None, status=order.status.value, qty=order.qty,
+                filled_qty=order.filled_qty, avg_price=order.avg_price or None,
+                expected_price=context.expected_entry_price if is_entry else context.expected_exit_price,
+                created_at=now, updated_at=now))
+        except StorageError as exc:  # the journal already has the fill; the row catches up on the next update
+            self.log.event("ORDER_ROW_STALE", f"{self.pos_id}: orders row not updated: {exc}", level=30,
+                           order_id=order.order_id)
 
     def _on_placement(self, result: PlacementResult) -> None:
         context = self.context

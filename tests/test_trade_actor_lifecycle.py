@@ -38,6 +38,10 @@ def test_entry_fills_then_exit_closes_with_the_journal_written_before_each_step(
         orders = {o.leg: o for o in h.storage.trades.orders("LIFE-1")}
         assert orders["ENTRY"].correlation_id == correlation_id("LIFE-1", Leg.ENTRY)
         assert orders["EXIT"].broker_order_id is not None
+        # The orders rows say what the broker last said: both legs fully traded at their prices.
+        assert (orders["ENTRY"].status, orders["ENTRY"].filled_qty) == ("TRADED", 75)
+        assert (orders["EXIT"].status, orders["EXIT"].filled_qty) == ("TRADED", 75)
+        assert orders["EXIT"].avg_price == pytest.approx(104.0)
         # Marketable LIMIT prices: quote +- protection_band_pct (1 %).
         entry, exit_ = h.broker.places
         assert entry.price == pytest.approx(101.0) and exit_.price == pytest.approx(102.96)
