@@ -104,8 +104,8 @@ def actor_pipeline(path: Path, workdir: Path, symbols: list[str], ticks: int) ->
     runtime = Runtime(settings, "mds", clock=VirtualClock(), serve_http=False, extras={"mds": parts}).start()
     try:
         assert parts.feed_state is not None and parts.feed_state.finished_event.wait(600)
-        market = runtime.root.handle("market_data")._slot.spec.supervises  # type: ignore[union-attr]
-        candles = market.handle("candles")._slot.spec.supervises
+        market = runtime.root.handle("market_data").supervises  # type: ignore[union-attr]
+        candles = market.handle("candles").supervises
         for builder in candles.children():
             builder.ask(CloseCandles("bench barrier"), timeout=60)
         market.handle("candle-persister").ask(FlushCandles(), timeout=120)

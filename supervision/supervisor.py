@@ -281,6 +281,11 @@ class ChildHandle:
         return self._slot.state is SlotState.RUNNING
 
     @property
+    def supervises(self) -> SupervisorHandle | None:
+        """For a nested supervisor: the stable handle of its own children."""
+        return self._slot.spec.supervises
+
+    @property
     def state(self) -> str:
         return self._slot.state.value
 
@@ -300,46 +305,6 @@ class ChildHandle:
             "dropped": slot.dropped,
             "dead_letters": slot.dead_letters,
         }
-
-
-# -- supervisor messages (internal) -------------------------------------------------------------------
-@dataclass(frozen=True)
-class _ChildCrashed:
-    child_id: str
-    generation: int
-    error: str
-
-
-@dataclass(frozen=True)
-class _ChildExited:
-    child_id: str
-    generation: int
-
-
-@dataclass(frozen=True)
-class _RestartDue:
-    child_id: str
-    generation: int
-
-
-@dataclass(frozen=True)
-class _AddChild:
-    spec: ChildSpec
-
-
-@dataclass(frozen=True)
-class _OperatorRestart:
-    child_id: str
-
-
-@dataclass(frozen=True)
-class _TerminateChild:
-    child_id: str
-
-
-@dataclass(frozen=True)
-class _Status:
-    pass
 
 
 class SupervisorHandle:

@@ -48,7 +48,7 @@ def test_executor_crash_between_submit_and_acknowledgement_places_no_duplicate(p
         assert len(h.broker.orders_for(correlation_id("FENCE-1", Leg.ENTRY))) == 1
         assert len(h.broker.places) == 1  # resolved by correlationId after the restart, never resent
         assert h.events("FENCE-1") == ["SignalAccepted", "EntryRequested", "OrderPlaced", "OrderFilled"]
-        assert h.runtime.root.find("executor")[1]._slot.restarts == 1
+        assert h.runtime.root.find("executor")[1].status()["restarts"] == 1
 
 
 def test_ambiguous_submit_that_went_through_is_found_by_correlation_id_not_resent(pg_url: str) -> None:

@@ -77,7 +77,7 @@ def test_dhan_ticks_become_candles_in_postgresql_and_over_http_and_survive_recon
             quote = _get(f"{mds_url}/v1/quote?symbol=SEC_49081")[1]
             assert quote["ltp"] == 120.5
 
-            market = runtime.root.handle("market_data")._slot.spec.supervises
+            market = runtime.root.handle("market_data").supervises
             market.handle("candle-persister").ask(FlushCandles(), timeout=10)
             stored = open_storage(pg_url)
             try:

@@ -79,8 +79,8 @@ def drain(runtime: Runtime, parts: MdsParts, timeout: float = 60.0) -> None:
     """Wait for the end of the replay, then for every builder and the persister to finish their work."""
     assert parts.feed_state is not None
     assert parts.feed_state.finished_event.wait(timeout), "replay did not finish"
-    market = runtime.root.handle("market_data")._slot.spec.supervises
-    candles = market.handle("candles")._slot.spec.supervises
+    market = runtime.root.handle("market_data").supervises
+    candles = market.handle("candles").supervises
     for builder in candles.children():
         builder.ask(CloseCandles("test barrier"), timeout=10)  # answered after the final close
     market.handle("candle-persister").ask(FlushCandles(), timeout=30)
@@ -197,8 +197,8 @@ def test_a_crashed_candle_builder_resumes_without_losing_closed_candles(tmp_path
         clock = runtime.clock
         while clock.now() < START + 12 * 60 and not parts.feed_state.finished:
             parts.feed_state.finished_event.wait(0.01)
-        market = runtime.root.handle("market_data")._slot.spec.supervises
-        builder = market.handle("candles")._slot.spec.supervises.handle("candles:NIFTY")
+        market = runtime.root.handle("market_data").supervises
+        builder = market.handle("candles").supervises.handle("candles:NIFTY")
         builder.tell(object())  # a message it cannot handle: it crashes, as on any bug
         deadline = time.monotonic() + 10
         while builder.status()["restarts"] < 1 and time.monotonic() < deadline:

@@ -106,7 +106,7 @@ def test_crashed_trade_actor_rebuilds_from_the_journal_then_reconciles_with_the_
         handle.tell(object())  # ... and the trade actor crashes (an unknown message)
         h.wait_state("LIFE-5", "POSITION_OPEN")  # the restart found the fill at the broker
         assert h.events("LIFE-5") == ["SignalAccepted", "EntryRequested", "OrderPlaced", "OrderFilled"]
-        assert handle._slot.restarts == 1
+        assert handle.status()["restarts"] == 1
         assert len(h.broker.places) == 1
 
 
