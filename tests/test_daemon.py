@@ -207,3 +207,18 @@ def test_actor_restart_needs_the_control_token(tmp_path: Path, path: str) -> Non
         assert missing.value.code == 404
     finally:
         runtime.shutdown()
+
+
+def test_migrate_applies_the_migrations_once(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    first = subprocess.run([*MYBOT, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    again = subprocess.run([*MYBOT, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and "[1]" in first.stdout
+    assert again.returncode == 0 and "[]" in again.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["migrate"], ["config", "check"], ["replay"]])
+def test_every_command_explains_itself(tmp_path: Path, command: list[str]) -> None:
+    result = subprocess.run([*MYBOT, *command, "--help"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "usage: mybot" in result.stdout
