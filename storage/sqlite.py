@@ -106,7 +106,7 @@ class _Database:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                    check_same_thread=False)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(conn, self.busy_timeout)
                 # FULL: a committed trade event survives a power cut (NORMAL could lose the last commits).
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
@@ -170,6 +170,23 @@ class _Database:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """WAL persists in the file, so usually there is nothing to do. Switching to it needs a moment with no
+    other connection in a transaction, and SQLite answers "locked" at once instead of waiting (the busy
+    handler does not cover it): retry within the busy timeout."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # another connection holds the file for a moment: nothing to wait on but time
 
 
 _CANDLE_COLUMNS = ("symbol, ts, open, high, low, close, volume, ticks, revision, "
