@@ -18,6 +18,7 @@ from actors.publisher import PublishCandles
 from storage.errors import StorageError
 from storage.repositories import Storage
 from supervision.actor import SupervisedActor
+from supervision.outbox import Outbox
 from supervision.supervisor import ChildHandle, ChildLink
 
 __all__ = ["AdvanceClock", "CandleBuilder", "CloseCandles", "CandleTicks"]
@@ -42,7 +43,7 @@ class CloseCandles:
 
 class CandleBuilder(SupervisedActor):
     def __init__(self, link: ChildLink | None, symbol: str, grace_seconds: float, cache: MarketCache,
-                 storage: Storage, persister: ChildHandle, publisher: ChildHandle,
+                 storage: Storage, persister: ChildHandle | Outbox, publisher: ChildHandle | Outbox,
                  listeners: list[Any] | None = None) -> None:
         super().__init__(link)
         self.symbol = symbol

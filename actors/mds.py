@@ -24,6 +24,7 @@ from actors.option_chain_poller import ChainSource, OptionChainPoller, PollerSta
 from actors.persister import CandlePersister, persister_status
 from actors.publisher import Publisher
 from actors.sources.base import TickSource
+from supervision.outbox import Outbox
 from supervision.runtime import HealthCheck, Part, RuntimeContext
 from supervision.supervisor import ChildSpec, Strategy, supervisor_spec
 
@@ -86,8 +87,10 @@ def assemble_mds(ctx: RuntimeContext, parts: MdsParts | None = None,
     candles = ctx.supervisor("candles", spec_for_key=lambda symbol: ChildSpec(
         id=f"candles:{symbol}",
         start=lambda link: CandleBuilder.start(link, symbol, s.feed.late_grace_seconds, cache, ctx.storage,
-                                               market.handle("candle-persister"), market.handle("publisher"),
-                                               parts.candle_listeners)))
+                                               to_persister, to_publisher, parts.candle_listeners)))
+    # Every builder sends to the same two actors: through outboxes, one mailbox message per burst.
+    to_persister = Outbox(lambda: market.handle("candle-persister"))
+    to_publisher = Outbox(lambda: market.handle("publisher"))
 
     recorder = None
     if ctx.record_path:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from actors.core.market import Candle, Tick, to_iso_ist
+from actors.core.market import Candle, Tick
 from storage.bus import Bus
 from storage.errors import StorageError
 from supervision.actor import SupervisedActor
@@ -54,7 +54,7 @@ class PublishValue:
 
 def candle_message(candle: Candle, revised: bool = False) -> bytes:
     return orjson.dumps({
-        "symbol": candle.symbol, "ts": to_iso_ist(candle.ts), "ts_epoch": candle.ts, "open": candle.open,
+        "symbol": candle.symbol, "ts": candle.as_json()["ts"], "ts_epoch": candle.ts, "open": candle.open,
         "high": candle.high, "low": candle.low, "close": candle.close, "volume": candle.volume,
         "ticks": candle.ticks, "revision": candle.revision,
         "event": "CANDLE_REVISED" if revised else "CANDLE_CLOSED"})
@@ -75,31 +75,38 @@ class Publisher(SupervisedActor):
         stats.setdefault("messages", 0)
         stats.setdefault("failures", 0)
         stats.setdefault("degraded", False)
+        self._items: list[tuple[str, bytes]] = []
+        self._values: dict[str, bytes] = {}
 
     def receive(self, message: Any) -> Any:
+        # Accumulate; after_batch() sends one pipeline for everything drained in one go.
         if isinstance(message, PublishTicks):
-            items = [(f"ticks:{symbol}", orjson.dumps({"symbol": symbol, "ticks": [t[1:] for t in ticks]}))
-                     for symbol, ticks in message.by_symbol.items()]
-            values = [(f"quote:{symbol}", orjson.dumps({"ltp": ticks[-1].ltp, "ts_epoch": ticks[-1].ts}))
-                      for symbol, ticks in message.by_symbol.items()]
-            self._send(items, values)
+            for symbol, ticks in message.by_symbol.items():
+                self._items.append((f"ticks:{symbol}", orjson.dumps(
+                    {"symbol": symbol, "ticks": [t[1:] for t in ticks]})))
+                newest = ticks[-1]
+                self._values[f"quote:{symbol}"] = orjson.dumps({"ltp": newest.ltp, "ts_epoch": newest.ts})
         elif isinstance(message, PublishCandles):
-            self._send([(f"candles:{c.symbol}", candle_message(c, message.revised)) for c in message.candles], [])
+            self._items.extend((f"candles:{c.symbol}", candle_message(c, message.revised)) for c in message.candles)
         elif isinstance(message, PublishFeedStatus):
-            body = orjson.dumps({"event": message.event, "symbol": message.symbol, "at": message.at})
-            self._send([("feed:status", body)], [])
+            self._items.append(("feed:status", orjson.dumps(
+                {"event": message.event, "symbol": message.symbol, "at": message.at})))
         elif isinstance(message, PublishValue):
-            self._send([], [(message.key, orjson.dumps(message.value))])
+            self._values[message.key] = orjson.dumps(message.value)
         else:
             return super().receive(message)
         return None
 
-    def _send(self, items: list[tuple[str, bytes]], values: list[tuple[str, bytes]]) -> None:
+    def after_batch(self) -> None:
+        items, values = self._items, self._values
+        if not items and not values:
+            return
+        self._items, self._values = [], {}
         try:
             if items:
                 self.bus.publish_many(items)
             if values:
-                self.bus.set_many(values)
+                self.bus.set_many(list(values.items()))
         except StorageError as exc:
             self.stats["failures"] += 1
             if not self.stats["degraded"]:

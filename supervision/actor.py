@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from supervision.logs import EventLogger, get_logger
+from supervision.outbox import DrainOutbox
 
 if TYPE_CHECKING:
     from supervision.supervisor import ChildLink
@@ -67,10 +68,26 @@ class SupervisedActor(pykka.ThreadingActor):
             self._report_crash(exc, phase="on_start")
             raise
 
+    def after_batch(self) -> None:
+        """Called after each message, or after a whole outbox batch: flush what receive() accumulated."""
+
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, DrainOutbox):
+            batch = message.outbox.drain()
+            for index, item in enumerate(batch):
+                self._current_message = item
+                try:
+                    self.receive(item)
+                except Exception:
+                    message.outbox.put_back(batch[index + 1:])  # only the crashing message is lost
+                    raise
+            self._current_message = None
+            self.after_batch()
+            return None
         self._current_message = message
         result = self.receive(message)
         self._current_message = None
+        self.after_batch()
         return result
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -170,6 +171,9 @@ class Runtime:
         # too often at hundreds of thousands of ticks per second).
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
+        # Measured at 1M ticks through 200 candle actors: 5 ms (CPython's default) 82k ticks/s, 20 ms
+        # 123k, 50 ms 152k. Threads that block (most of ours) hand the GIL over at once regardless.
+        sys.setswitchinterval(s.supervision.gil_switch_interval_ms / 1000)
         log.event("RUNTIME_STARTED", f"mybot running ({self.role}) in {time.time() - self.started_at:.3f} s",
                   role=self.role, pid=os.getpid())
         return self

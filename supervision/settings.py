@@ -257,6 +257,9 @@ class SupervisionSettings:
     backoff_initial_seconds: float = knob(0.2, min=0.0)
     backoff_max_seconds: float = knob(30.0, min=0.0)
     shutdown_timeout_seconds: float = knob(4.0, min=0.1, max=60)
+    gil_switch_interval_ms: float = knob(20.0, min=1.0, max=200.0,
+                                         help="Python's thread switch interval; the 5 ms default makes "
+                                              "hundreds of actor threads thrash the GIL under load")
 
 
 @dataclass(frozen=True)
