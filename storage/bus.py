@@ -214,7 +214,7 @@ class _RedisSubscription(Subscription):
         self._stopped = threading.Event()
         # Subscribe confirmations must stay visible to `_await_confirmation` (the instance flag would hide
         # them); the listener thread ignores them per call.
-        self._pubsub = bus._client.pubsub(ignore_subscribe_messages=False)
+        self._pubsub = bus._client.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
         self._thread: Any = None
         self._failing = False
         self._delay = self._MIN_BACKOFF

@@ -533,7 +533,7 @@ class PostgresBotState:
     def get(self, key: str) -> dict[str, Any] | None:
         row = self._db.run("get bot state",
                            lambda conn: conn.execute("SELECT value FROM bot_state WHERE key = %s", (key,)).fetchone())
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        return None if row is None else row[0]
 
     def put(self, key: str, value: dict[str, Any], at: float) -> None:
         sql = """INSERT INTO bot_state (key, value, updated_at) VALUES (%s, %s, to_timestamp(%s))
