@@ -166,6 +166,9 @@ class _Database:
         else:
             log.event("STORAGE_UNAVAILABLE", "database unreachable", level=30, detail=detail)
 
+    def in_transaction(self) -> bool:
+        return getattr(self._local, "conn", None) is not None
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         if getattr(self._local, "conn", None) is not None:
@@ -487,16 +490,31 @@ class PostgresTrades:
 
     def append_event(self, pos_id: str, event: str, from_state: str | None, to_state: str | None,
                      payload: dict[str, Any], at: float) -> TradeEventRecord:
-        def work(conn: psycopg.Connection[Any]) -> TradeEventRecord:
-            # The per-pos_id lock serializes appenders, so MAX(seq) + 1 never collides.
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_JOURNAL_LOCK_CLASS, _int32_key(pos_id)))
-                row = conn.execute(_APPEND_EVENT, (pos_id, event, from_state, to_state, _jsonb(payload), at,
-                                                   pos_id)).fetchone()
+        params = (pos_id, event, from_state, to_state, _jsonb(payload), at, pos_id)
+
+        def in_transaction(conn: psycopg.Connection[Any]) -> TradeEventRecord:
+            # Inside Storage.transaction(): a failed statement would abort the caller's transaction, so
+            # take the per-pos_id journal lock first (held to its commit); MAX(seq) + 1 cannot collide.
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_JOURNAL_LOCK_CLASS, _int32_key(pos_id)))
+            row = conn.execute(_APPEND_EVENT, params).fetchone()
             assert row is not None
             return _event(row)
 
-        return self._db.run("append trade event", work)
+        def optimistic(conn: psycopg.Connection[Any]) -> TradeEventRecord:
+            # One round trip. A pos_id has one writer at a time (the executor under the placement lock, then
+            # its trade actor), so a collision is rare: the unique (pos_id, seq) key refuses it; try again.
+            for _ in range(20):
+                try:
+                    row = conn.execute(_APPEND_EVENT, params).fetchone()
+                except psycopg.errors.UniqueViolation:
+                    continue
+                assert row is not None
+                return _event(row)
+            raise StorageConflict(f"append trade event {pos_id}: seq kept colliding")
+
+        if self._db.in_transaction():
+            return self._db.run("append trade event", in_transaction)
+        return self._db.run("append trade event", optimistic)
 
     def events(self, pos_id: str) -> list[TradeEventRecord]:
         sql = f"SELECT {_EVENT_COLUMNS} FROM trade_events WHERE pos_id = %s ORDER BY seq"
@@ -617,8 +635,9 @@ class PostgresStorage(Storage):
                 conn = self._db.lock_connection()
             try:
                 with _translated(f"placement lock {pos_id}", self._db.timeout):
-                    conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{remaining_ms}ms",))
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(pos_id),))
+                    # One round trip: the select list runs left to right, so the timeout is set first.
+                    conn.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
+                                 (f"{remaining_ms}ms", advisory_key(pos_id)))
                 yield
                 with _translated(f"placement lock {pos_id}", self._db.timeout):
                     conn.commit()
