@@ -74,7 +74,7 @@ def knob_map(default: Mapping[str, Any], *, help: str = "") -> Any:
     return field(default_factory=lambda: dict(frozen), metadata={"help": help})
 
 
-HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+HHMM = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"  # 24:00 = the end of the IST day
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def test_read_endpoints_filter_and_validate(harness: TraderHarness, client: falc
     assert client.simulate_get("/v1/trades/bad%20id").status_code == 400
     risk = client.simulate_get("/v1/risk").json
     assert risk["trading_enabled"] is True and risk["open_positions"] == 1
-    assert risk["limits"]["square_off_time"] == "23:59" and risk["startup_reconciliation_passed"] is True
+    assert risk["limits"]["square_off_time"] == "24:00" and risk["startup_reconciliation_passed"] is True
     status = client.simulate_get("/v1/status").json
     assert status["trading"]["ready"] is True and status["trading"]["executor"]["submits"] == 1
 

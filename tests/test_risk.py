@@ -79,6 +79,14 @@ def test_session_boundaries_are_read_in_ist() -> None:
     assert not square_off_due(LIMITS, from_iso("2026-11-20T15:14:59+05:30"))
 
 
+def test_a_session_ending_at_2400_runs_to_the_last_second_of_the_ist_day() -> None:
+    limits = RiskLimits.from_settings(RiskSettings(session_start="00:00", session_end="24:00",
+                                                   square_off_time="24:00"))
+    assert check_entry(limits, fresh(), from_iso("2026-11-20T23:59:59+05:30")) == Allowed()
+    assert check_entry(limits, fresh(), from_iso("2026-11-20T00:00:00+05:30")) == Allowed()
+    assert not square_off_due(limits, from_iso("2026-11-20T23:59:59+05:30"))
+
+
 def test_max_open_positions_counts_entries_in_flight() -> None:
     state = on_entry_started(on_entry_started(fresh()))
     assert denial(state).code == DenyCode.MAX_OPEN_POSITIONS

@@ -99,7 +99,7 @@ def trader_settings(storage_url: str, **sections: dict[str, Any]) -> Settings:
     base: dict[str, dict[str, Any]] = {
         "storage": {"url": storage_url},
         "http": {"control_port": 0, "mds_port": 0, "threads": 4},
-        "risk": {"session_start": "00:00", "session_end": "23:59", "square_off_time": "23:59",
+        "risk": {"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00",
                  "max_open_positions": 100, "daily_max_loss": 0.0, "daily_max_loss_pct": 0.0,
                  "consecutive_losses_limit": 1000},
         "execution": {"order_timeout_seconds": 5.0, "max_slippage_pct": 5.0, "square_off_check_seconds": 0.1,

@@ -39,8 +39,8 @@ entry_max_candle_age_seconds = 0.0
 "60" = 1.0
 [risk]
 session_start = "00:00"
-session_end = "23:59"
-square_off_time = "23:59"
+session_end = "24:00"
+square_off_time = "24:00"
 [market_data]
 provider = "mds"
 candle_poll_seconds = {poll}
