@@ -7,7 +7,6 @@ without details).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Callable
@@ -161,10 +160,6 @@ def json_body(req: falcon.Request) -> dict[str, Any]:
     return body
 
 
-def token_fingerprint(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:8]
-
-
 def require_token(token_provider: Callable[[], str]) -> Callable[..., None]:
     """The control token check: bearer token compared in constant time; every call logged with who/what.
 
@@ -187,6 +182,6 @@ def require_token(token_provider: Callable[[], str]) -> Callable[..., None]:
             log.event("CONTROL_REFUSED", "bad or missing bearer token", level=30, **who)
             raise falcon.HTTPUnauthorized(title="unauthorized", description="a valid bearer token is required",
                                           challenges=["Bearer"])
-        log.event("CONTROL_CALL", f"{req.method} {req.path}", token=token_fingerprint(expected), **who)
+        log.event("CONTROL_CALL", f"{req.method} {req.path}", **who)
 
     return hook
