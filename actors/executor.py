@@ -51,7 +51,7 @@ from actors.trade_actor import (
 )
 from storage.errors import StorageConflict, StorageError
 from storage.records import OrderRecord
-from supervision.actor import SupervisedActor
+from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink
 
@@ -188,7 +188,7 @@ class Executor(SupervisedActor):
             self._ensure_trade(pos_id)
         ref = self.actor_ref
         self.timer = self.scheduler.call_every(self.deps.execution.square_off_check_seconds,
-                                               lambda: _tell(ref, _Sweep()))
+                                               lambda: tell_quietly(ref, _Sweep()))
 
     def release(self) -> None:
         if self.timer is not None:
@@ -454,7 +454,7 @@ class Executor(SupervisedActor):
         self.log.event("ORDER_SUBMIT_DEFERRED", f"{request.pos_id}: {why}; retry {attempt + 1} in {delay:.2f} s",
                        level=30, pos_id=request.pos_id, correlation_id=request.correlation_id, attempt=attempt)
         ref = self.actor_ref
-        self.scheduler.call_later(delay, lambda: _tell(ref, _RetrySubmit(request, attempt + 1)))
+        self.scheduler.call_later(delay, lambda: tell_quietly(ref, _RetrySubmit(request, attempt + 1)))
         return None
 
     def _resolve(self, request: OrderRequest) -> PlacementResult:
@@ -544,9 +544,3 @@ class Executor(SupervisedActor):
         if self.deps.trades is not None:
             self.deps.trades.ensure_child(pos_id)
 
-
-def _tell(ref: Any, message: Any) -> None:
-    try:
-        ref.tell(message)
-    except Exception:  # the actor is gone (stopping or restarting): a timer must never raise
-        pass

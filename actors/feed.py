@@ -19,7 +19,7 @@ from actors.core.market import Tick
 from actors.market_cache import MarketCache
 from actors.publisher import PublishFeedStatus, PublishTicks
 from actors.sources.base import SourceCallbacks, TickSource
-from supervision.actor import SupervisedActor
+from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildHandle, ChildLink, SupervisorHandle
 
@@ -131,15 +131,9 @@ class FeedActor(SupervisedActor):
         self.source = self.source_factory()
         self.state.current_source = self.source
         self.source.start(callbacks)
-        self.timer = self.scheduler.call_every(1.0, self._tell_check)
+        self.timer = self.scheduler.call_every(1.0, tell_quietly, self.actor_ref, CheckFeed())
         self.log.event("FEED_STARTED", f"{self.state.source} feed started for {len(self.known)} symbols",
                        source=self.state.source)
-
-    def _tell_check(self) -> None:
-        try:
-            self.actor_ref.tell(CheckFeed())
-        except Exception:
-            pass
 
     def release(self) -> None:
         if self.timer is not None:

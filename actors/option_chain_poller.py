@@ -23,7 +23,7 @@ from actors.publisher import PublishValue
 from storage.errors import StorageError
 from storage.records import OptionChainRecord
 from storage.repositories import Storage
-from supervision.actor import SupervisedActor
+from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildHandle, ChildLink
 
@@ -78,9 +78,9 @@ class OptionChainPoller(SupervisedActor):
 
     def started(self) -> None:
         ref = self.actor_ref
-        self.timer = self.scheduler.call_every(self.poll_seconds, lambda: _tell(ref, PollChains()))
+        self.timer = self.scheduler.call_every(self.poll_seconds, lambda: tell_quietly(ref, PollChains()))
         # The first poll waits a moment: a simulated chain needs a first spot tick.
-        self.scheduler.call_later(min(1.0, self.poll_seconds), _tell, ref, PollChains())
+        self.scheduler.call_later(min(1.0, self.poll_seconds), tell_quietly, ref, PollChains())
 
     def release(self) -> None:
         if self.timer is not None:
@@ -176,12 +176,6 @@ class OptionChainPoller(SupervisedActor):
                        f"next try in {delay:.1f} s", level=30, symbol=symbol, expiry=expiry,
                        code=getattr(exc, "code", ""), streak=streak, delay_seconds=round(delay, 2))
 
-
-def _tell(ref: Any, message: Any) -> None:
-    try:
-        ref.tell(message)
-    except Exception:
-        pass
 
 
 class SimChainSource:

@@ -18,7 +18,7 @@ from actors.clock import Clock
 from actors.core.market import Candle
 from storage.errors import StorageError, StorageUnavailable
 from storage.repositories import Storage
-from supervision.actor import SupervisedActor
+from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink
 
@@ -96,13 +96,8 @@ class CandlePersister(SupervisedActor):
 
     def _schedule(self, delay: float) -> None:
         if self._timer is None:
-            self._timer = self.scheduler.call_later(delay, self._tell_flush)
-
-    def _tell_flush(self) -> None:
-        try:
-            self.actor_ref.tell(FlushCandles())
-        except Exception:  # the actor stopped; its successor reschedules from the shared buffer
-            pass
+            # If this instance is gone by then, its successor reschedules from the shared buffer.
+            self._timer = self.scheduler.call_later(delay, tell_quietly, self.actor_ref, FlushCandles())
 
     def _flush(self, final: bool = False) -> None:
         while self.pending:

@@ -33,7 +33,7 @@ from actors.core.risk import ist_day
 from actors.core.trade import TradeContext, TradeState
 from actors.trade_actor import Observe, TraderDeps
 from storage.errors import StorageError
-from supervision.actor import SupervisedActor
+from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink
 
@@ -102,7 +102,7 @@ class Reconciler(SupervisedActor):
 
     def started(self) -> None:
         ref = self.actor_ref
-        self.timer = self.scheduler.call_every(self.interval, lambda: _tell(ref, _Pass()))
+        self.timer = self.scheduler.call_every(self.interval, lambda: tell_quietly(ref, _Pass()))
         ref.tell(_Startup())
 
     def release(self) -> None:
@@ -122,7 +122,7 @@ class Reconciler(SupervisedActor):
 
     def _later(self, delay: float, message: Any) -> None:
         ref = self.actor_ref
-        self.scheduler.call_later(delay, lambda: _tell(ref, message))
+        self.scheduler.call_later(delay, lambda: tell_quietly(ref, message))
 
     def _startup(self) -> None:
         if self.state.started_up:
@@ -378,9 +378,3 @@ def _news_for(context: TradeContext, order: BrokerOrder) -> tuple[bool, bool]:
         return missed or ended or not context.exit_order_id, missed
     return False, False
 
-
-def _tell(ref: Any, message: Any) -> None:
-    try:
-        ref.tell(message)
-    except Exception:  # stopping: a timer must never raise
-        pass

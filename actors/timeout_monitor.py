@@ -18,7 +18,7 @@ from typing import Any
 from actors.clock import Clock
 from actors.core.trade import ACTIVE_ORDER_STATES
 from actors.trade_actor import CheckTimeout, OrderRouter, RefreshFromBroker, WatchTrade
-from supervision.actor import SupervisedActor
+from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink
 
@@ -62,7 +62,7 @@ class TimeoutMonitor(SupervisedActor):
     def started(self) -> None:
         ref = self.actor_ref
         interval = max(0.02, min(1.0, self.timeout / 5))
-        self.timer = self.scheduler.call_every(interval, lambda: _tell(ref, _Scan()))
+        self.timer = self.scheduler.call_every(interval, lambda: tell_quietly(ref, _Scan()))
 
     def release(self) -> None:
         if self.timer is not None:
@@ -98,9 +98,3 @@ class TimeoutMonitor(SupervisedActor):
             if not delivered:
                 self.state.watched.pop(pos_id, None)  # the trade is gone
 
-
-def _tell(ref: Any, message: Any) -> None:
-    try:
-        ref.tell(message)
-    except Exception:  # stopping: a timer must never raise
-        pass

@@ -23,11 +23,19 @@ from supervision.outbox import DrainOutbox
 if TYPE_CHECKING:
     from supervision.supervisor import ChildLink
 
-__all__ = ["SupervisedActor", "ChildUnavailable"]
+__all__ = ["ChildUnavailable", "SupervisedActor", "tell_quietly"]
 
 
 class ChildUnavailable(Exception):
     """The addressed child is down (crashed, restarting, stopped): the call fails fast instead of hanging."""
+
+
+def tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
+    """A timer's tell to an actor that may have stopped meanwhile (its successor reschedules its own timers)."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
 
 
 class SupervisedActor(pykka.ThreadingActor):
