@@ -492,29 +492,19 @@ class PostgresTrades:
                      payload: dict[str, Any], at: float) -> TradeEventRecord:
         params = (pos_id, event, from_state, to_state, _jsonb(payload), at, pos_id)
 
-        def in_transaction(conn: psycopg.Connection[Any]) -> TradeEventRecord:
-            # Inside Storage.transaction(): a failed statement would abort the caller's transaction, so
-            # take the per-pos_id journal lock first (held to its commit); MAX(seq) + 1 cannot collide.
+        def locked(conn: psycopg.Connection[Any]) -> TradeEventRecord:
+            # The per-pos_id journal lock (held to the commit) serializes appenders: MAX(seq) + 1 never
+            # collides. Inside Storage.transaction() it joins the caller's transaction.
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_JOURNAL_LOCK_CLASS, _int32_key(pos_id)))
             row = conn.execute(_APPEND_EVENT, params).fetchone()
             assert row is not None
             return _event(row)
 
-        def optimistic(conn: psycopg.Connection[Any]) -> TradeEventRecord:
-            # One round trip. A pos_id has one writer at a time (the executor under the placement lock, then
-            # its trade actor), so a collision is rare: the unique (pos_id, seq) key refuses it; try again.
-            for _ in range(20):
-                try:
-                    row = conn.execute(_APPEND_EVENT, params).fetchone()
-                except psycopg.errors.UniqueViolation:
-                    continue
-                assert row is not None
-                return _event(row)
-            raise StorageConflict(f"append trade event {pos_id}: seq kept colliding")
+        def own_transaction(conn: psycopg.Connection[Any]) -> TradeEventRecord:
+            with conn.transaction():
+                return locked(conn)
 
-        if self._db.in_transaction():
-            return self._db.run("append trade event", in_transaction)
-        return self._db.run("append trade event", optimistic)
+        return self._db.run("append trade event", locked if self._db.in_transaction() else own_transaction)
 
     def events(self, pos_id: str) -> list[TradeEventRecord]:
         sql = f"SELECT {_EVENT_COLUMNS} FROM trade_events WHERE pos_id = %s ORDER BY seq"
