@@ -88,9 +88,6 @@ def assemble_mds(ctx: RuntimeContext, parts: MdsParts | None = None,
         id=f"candles:{symbol}",
         start=lambda link: CandleBuilder.start(link, symbol, s.feed.late_grace_seconds, cache, ctx.storage,
                                                to_persister, to_publisher, parts.candle_listeners)))
-    # Every builder sends to the same two actors: through outboxes, one mailbox message per burst.
-    to_persister = Outbox(lambda: market.handle("candle-persister"))
-    to_publisher = Outbox(lambda: market.handle("publisher"))
 
     recorder = None
     if ctx.record_path:
@@ -98,24 +95,24 @@ def assemble_mds(ctx: RuntimeContext, parts: MdsParts | None = None,
 
         recorder = TickRecorder(ctx.record_path)
 
-    market.initial = [
-        ChildSpec("candle-persister", lambda link: CandlePersister.start(
-            link, ctx.storage, ctx.scheduler, ctx.clock, s.storage.candle_buffer_max, state=persister_state)),
-        ChildSpec("publisher", lambda link: Publisher.start(link, ctx.bus, publisher_stats)),
-        supervisor_spec(candles, **ctx.supervisor_options()),
-        ChildSpec("feed", lambda link: FeedActor.start(
-            link, make_source(ctx), feed_state, candles, market.handle("publisher"), cache, ctx.clock,
-            ctx.scheduler, s.feed.stale_seconds, wrap_sink=recorder.wrap if recorder else None,
-            advance_candles=live),
-            backoff=ctx.backoff(), critical_tells=False),
-    ]
+    persister = market.add(ChildSpec("candle-persister", lambda link: CandlePersister.start(
+        link, ctx.storage, ctx.scheduler, ctx.clock, s.storage.candle_buffer_max, state=persister_state)))
+    publisher = market.add(ChildSpec("publisher", lambda link: Publisher.start(link, ctx.bus, publisher_stats)))
+    market.add(supervisor_spec(candles, **ctx.supervisor_options()))
+    market.add(ChildSpec("feed", lambda link: FeedActor.start(
+        link, make_source(ctx), feed_state, candles, publisher, cache, ctx.clock,
+        ctx.scheduler, s.feed.stale_seconds, wrap_sink=recorder.wrap if recorder else None,
+        advance_candles=live),
+        backoff=ctx.backoff(), critical_tells=False))
+    # Every builder sends to the same two actors: through outboxes, one mailbox message per burst.
+    to_persister, to_publisher = Outbox(persister), Outbox(publisher)
     children = [supervisor_spec(market, strategy=Strategy.REST_FOR_ONE, **ctx.supervisor_options())]
 
     source = chain_source if chain_source is not None else make_chain_source(ctx, cache)
     if source is not None and s.option_chain.underlyings:
         children.append(ChildSpec("option-chain-poller", lambda link: OptionChainPoller.start(
             link, source, tuple(s.option_chain.underlyings), tuple(s.option_chain.expiries),
-            s.option_chain.poll_seconds, cache, ctx.storage, market.handle("publisher"), ctx.clock,
+            s.option_chain.poll_seconds, cache, ctx.storage, publisher, ctx.clock,
             ctx.scheduler, poller_state), backoff=ctx.backoff()))
 
     def feed_health() -> HealthCheck:

@@ -748,16 +748,14 @@ def assemble_strategy(ctx: RuntimeContext, parts: StrategyParts | None = None) -
     strategy_spec = ChildSpec("strategy", lambda link: StrategyActor.start(
         link, s, executor, parts.market, ctx.clock, ctx.scheduler, parts, history,
         _trader_positions(ctx, frozenset(symbols)), _risk_refusal(ctx)))
-    supervisor.initial = [strategy_spec]
-    # Registered now, before the tree starts: tells to it are buffered until it runs, so no candle published
-    # while the rest of the tree starts is lost.
-    _, handle, _ = supervisor.register(strategy_spec)
+    # Its handle works from now on: candles published while the rest of the tree starts are buffered for it.
+    handle = supervisor.add(strategy_spec)
     parts.handle = handle
 
     if client_mode:
         client, view, state = parts.mds_client
         chain_symbols = tuple(sym for sym in symbols if sym in s.option_chain.underlyings)
-        supervisor.initial.append(ChildSpec("mds-client", lambda link: MdsClientActor.start(
+        supervisor.add(ChildSpec("mds-client", lambda link: MdsClientActor.start(
             link, client, view, symbols, chain_symbols, handle.tell, ctx.clock, ctx.scheduler, state,
             history_minutes=s.strategy.history_minutes, poll_seconds=s.market_data.candle_poll_seconds,
             fetch_delay=s.market_data.candle_fetch_delay_seconds,

@@ -262,12 +262,10 @@ def assemble_trader(ctx: RuntimeContext, *, broker: Broker | None = None,
 
     options = ctx.supervisor_options()
     trade_options = {**options, "max_restarts": max(options["max_restarts"] * 10, 50)}
-    trading.initial = [
-        supervisor_spec(trades, **trade_options),
-        ChildSpec("executor", start_executor),
-        ChildSpec("timeout-monitor", start_monitor),
-        ChildSpec("reconciler", start_reconciler, backoff=ctx.backoff()),
-    ]
+    trading.add(supervisor_spec(trades, **trade_options))
+    executor = trading.add(ChildSpec("executor", start_executor))
+    trading.add(ChildSpec("timeout-monitor", start_monitor))
+    trading.add(ChildSpec("reconciler", start_reconciler, backoff=ctx.backoff()))
     children = [supervisor_spec(trading, **options)]
 
     def unrouted(order: Any) -> None:
@@ -277,8 +275,7 @@ def assemble_trader(ctx: RuntimeContext, *, broker: Broker | None = None,
     router.bind(trades, unrouted)
     broker.subscribe_order_updates(router.on_update)
 
-    # The TradingApi's executor handle must exist before HTTP starts: resolve it lazily.
-    api = TradingApi(deps, _LazyHandle(lambda: trading.handle("executor")), ready, reconcile_state,
+    api = TradingApi(deps, executor, ready, reconcile_state,
                      executor_state, monitor_state, s.execution.lot_sizes,
                      answer_timeout=max(2.0, s.supervision.ask_timeout_seconds * 2))
     poll_timer: list[Timer] = []
@@ -301,42 +298,13 @@ def assemble_trader(ctx: RuntimeContext, *, broker: Broker | None = None,
                   "reconciliation_hold": state.reconciliation_hold}
         return HealthCheck(ready.is_set() and not snapshot["last_error"], detail)
 
-    handles = TraderHandles(executor=_LazyHandle(lambda: trading.handle("executor")),  # type: ignore[arg-type]
+    handles = TraderHandles(executor=executor,
                             trades=trades, book=book, risk=risk, ready=ready, api=api, broker=broker, deps=deps,
                             reconcile=reconcile_state)
     ctx.extras["trader"] = handles
     return Part(name="trader", children=children, health={"trading": trading_health},
                 status={"trading": api.status}, trading_api=api, after_start=[start_polling],
                 before_stop=[stop_polling])
-
-
-class _LazyHandle:
-    """A ChildHandle looked up on first use (the supervisor registers its children when it starts)."""
-
-    def __init__(self, resolve: Callable[[], ChildHandle]) -> None:
-        self._resolve = resolve
-        self._handle: ChildHandle | None = None
-
-    def _get(self) -> ChildHandle:
-        if self._handle is None:
-            self._handle = self._resolve()
-        return self._handle
-
-    def tell(self, message: Any) -> bool:
-        try:
-            return self._get().tell(message)
-        except KeyError:
-            return False
-
-    def ask(self, message: Any, timeout: float | None = None) -> Any:
-        return self._get().ask(message, timeout)
-
-    @property
-    def alive(self) -> bool:
-        try:
-            return self._get().alive
-        except KeyError:
-            return False
 
 
 def _safe_poll(broker: PaperBroker) -> Callable[[], None]:

@@ -13,7 +13,6 @@ again (the handle buffers it until the restart): only the message that crashed i
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,19 +28,10 @@ class DrainOutbox:
 
 
 class Outbox:
-    """`target` resolves the handle on first use (handles exist once their supervisor has started)."""
-
-    def __init__(self, target: Callable[[], ChildHandle]) -> None:
-        self._resolve = target
-        self._target: ChildHandle | None = None
+    def __init__(self, target: ChildHandle) -> None:
+        self.target = target
         self._queue: deque[Any] = deque()
         self._rung = False
-
-    @property
-    def target(self) -> ChildHandle:
-        if self._target is None:
-            self._target = self._resolve()
-        return self._target
 
     def tell(self, message: Any) -> bool:
         self._queue.append(message)

@@ -318,7 +318,7 @@ class SupervisorHandle:
                  spec_for_key: Callable[[Hashable], ChildSpec] | None = None, *,
                  ask_timeout: float = 2.0, tell_buffer: int = 10_000) -> None:
         self.name = name
-        self.initial = list(children or [])
+        self.initial: list[ChildSpec] = []
         self.spec_for_key = spec_for_key
         self.ask_timeout = ask_timeout
         self.tell_buffer = tell_buffer
@@ -327,6 +327,14 @@ class SupervisorHandle:
         self.slots: dict[str, _Slot] = {}
         self.handles: dict[str, ChildHandle] = {}
         self.owner: ChildHandle | _RootHandle | None = None  # how to reach the current supervisor instance
+        for spec in children or []:
+            self.add(spec)
+
+    def add(self, spec: ChildSpec) -> ChildHandle:
+        """A static child, started in the order added. Its handle works at once: tells sent before the
+        tree starts are buffered and delivered when the child runs (assemblies wire handles up front)."""
+        self.initial.append(spec)
+        return self.register(spec)[1]
 
     # -- addressing ---------------------------------------------------------------------------------------
     def handle(self, child_id: str) -> ChildHandle:
