@@ -485,14 +485,14 @@ class Supervisor(SupervisedActor):
     restart it starts every child the handle still knows (a dynamic supervisor's children included).
     """
 
-    def __init__(self, link: ChildLink | None, face: SupervisorHandle, *,
+    def __init__(self, link: ChildLink | None, tree: SupervisorHandle, *,
                  strategy: Strategy = Strategy.ONE_FOR_ONE, max_restarts: int = 5,
                  max_seconds: float = 10.0, shutdown_timeout: float = 4.0,
                  scheduler: Scheduler | None = None,
                  on_escalate: Callable[[str], None] | None = None, seed: int | None = None) -> None:
         super().__init__(link)
-        self.face = face
-        self.name = face.name
+        self.tree = tree
+        self.name = tree.name
         self.strategy = strategy
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
@@ -512,10 +512,10 @@ class Supervisor(SupervisedActor):
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def started(self) -> None:
-        for spec in self.face.initial:
-            self.face.register(spec)
-        with self.face.lock:
-            slots = [self.face.slots[cid] for cid in self.face.order]
+        for spec in self.tree.initial:
+            self.tree.register(spec)
+        with self.tree.lock:
+            slots = [self.tree.slots[cid] for cid in self.tree.order]
         for slot in slots:
             if not slot.done:
                 with slot.lock:
@@ -523,7 +523,7 @@ class Supervisor(SupervisedActor):
                 self._start_slot(slot, restarted=slot.restarts > 0 or slot.generation > 1)
 
     def stopping(self) -> None:
-        self._stop_children(list(self.face.order), final=True)
+        self._stop_children(list(self.tree.order), final=True)
 
     def receive(self, message: Any) -> Any:
         if isinstance(message, _ChildCrashed):
@@ -531,19 +531,19 @@ class Supervisor(SupervisedActor):
         elif isinstance(message, _ChildExited):
             self._on_child_down(message.child_id, message.generation, "", crashed=False)
         elif isinstance(message, _RestartDue):
-            slot = self.face.slots.get(message.child_id)
+            slot = self.tree.slots.get(message.child_id)
             if slot is not None and slot.generation == message.generation \
                     and slot.state is SlotState.RESTARTING:
                 self._start_slot(slot, restarted=True)
         elif isinstance(message, _StartChild):
-            slot = self.face.slots.get(message.child_id)
+            slot = self.tree.slots.get(message.child_id)
             if slot is not None and slot.state is SlotState.STARTING and slot.ref is None:
                 self._start_slot(slot)
         elif isinstance(message, _OperatorRestart):
             return self._operator_restart(message.child_id)
         elif isinstance(message, _TerminateChild):
             self._stop_children([message.child_id], final=True)
-            self.face.forget(message.child_id)
+            self.tree.forget(message.child_id)
         elif isinstance(message, _Status):
             return self.status()
         else:
@@ -552,7 +552,7 @@ class Supervisor(SupervisedActor):
 
     def status(self) -> dict[str, Any]:
         children = []
-        for handle in self.face.children():
+        for handle in self.tree.children():
             status = handle.status()
             nested = handle._slot.spec.supervises
             if nested is not None and handle.alive:
@@ -598,7 +598,7 @@ class Supervisor(SupervisedActor):
                        redelivered=redelivered)
 
     def _on_child_down(self, child_id: str, generation: int, error: str, crashed: bool) -> None:
-        slot = self.face.slots.get(child_id)
+        slot = self.tree.slots.get(child_id)
         if slot is None or slot.generation != generation or self._escalated:
             return
         if crashed:
@@ -612,8 +612,8 @@ class Supervisor(SupervisedActor):
                 slot.buffer.clear()
             self.log.event("ACTOR_STOPPED", f"{child_id} ended ({'crash' if crashed else 'normal'}); "
                            f"{restart.value}: not restarted", child=child_id, discarded=discarded)
-            if self.face.spec_for_key is not None:
-                self.face.forget(child_id)
+            if self.tree.spec_for_key is not None:
+                self.tree.forget(child_id)
             return
         now = time.monotonic()
         self._restart_times.append(now)
@@ -625,13 +625,13 @@ class Supervisor(SupervisedActor):
             return
         to_restart = [child_id]
         if self.strategy is Strategy.REST_FOR_ONE:
-            with self.face.lock:
-                order = list(self.face.order)
+            with self.tree.lock:
+                order = list(self.tree.order)
             later = order[order.index(child_id) + 1:]
             self._stop_children(later)
             to_restart += later
         for cid in to_restart:
-            self._schedule_restart(self.face.slots[cid], now)
+            self._schedule_restart(self.tree.slots[cid], now)
 
     def _schedule_restart(self, slot: _Slot, now: float) -> None:
         with slot.lock:
@@ -658,7 +658,7 @@ class Supervisor(SupervisedActor):
         """
         after = SlotState.STOPPED if final else SlotState.RESTARTING
         for cid in reversed(child_ids):
-            slot = self.face.slots.get(cid)
+            slot = self.tree.slots.get(cid)
             if slot is None:
                 continue
             with slot.lock:
@@ -680,7 +680,7 @@ class Supervisor(SupervisedActor):
                 slot.state = after
 
     def _operator_restart(self, child_id: str) -> dict[str, Any]:
-        slot = self.face.slots[child_id]
+        slot = self.tree.slots[child_id]
         self.log.event("ACTOR_RESTART_REQUESTED", f"operator restart of {child_id}", child=child_id)
         self._stop_children([child_id])
         with slot.lock:
@@ -688,12 +688,12 @@ class Supervisor(SupervisedActor):
             slot.restarts += 1
             slot.state = SlotState.RESTARTING
         self._start_slot(slot, restarted=True)
-        return self.face.handles[child_id].status()
+        return self.tree.handles[child_id].status()
 
     def _escalate(self, reason: str) -> None:
         self._escalated = True
         self.log.event("SUPERVISOR_ESCALATED", f"{self.name}: {reason}", level=50, reason=reason)
-        self._stop_children(list(self.face.order))
+        self._stop_children(list(self.tree.order))
         if self.link is None:
             if self.on_escalate is not None:
                 self.on_escalate(reason)
@@ -701,16 +701,16 @@ class Supervisor(SupervisedActor):
         raise SupervisorEscalated(reason)
 
 
-def supervisor_spec(face: SupervisorHandle, *, restart: Restart = Restart.PERMANENT,
+def supervisor_spec(tree: SupervisorHandle, *, restart: Restart = Restart.PERMANENT,
                     **kwargs: Any) -> ChildSpec:
-    """A child spec that runs a (nested) supervisor addressed by `face`."""
-    return ChildSpec(id=face.name, start=lambda link: Supervisor.start(link, face, **kwargs),
-                     restart=restart, supervises=face)
+    """A child spec that runs a (nested) supervisor addressed by `tree`."""
+    return ChildSpec(id=tree.name, start=lambda link: Supervisor.start(link, tree, **kwargs),
+                     restart=restart, supervises=tree)
 
 
-def start_root(face: SupervisorHandle, on_escalate: Callable[[str], None], **kwargs: Any) -> SupervisorHandle:
+def start_root(tree: SupervisorHandle, on_escalate: Callable[[str], None], **kwargs: Any) -> SupervisorHandle:
     """Start the root supervisor: its escalation ends the process (on_escalate decides how)."""
-    ref = Supervisor.start(None, face, on_escalate=on_escalate, **kwargs)
-    face.owner = _RootHandle(ref)
-    face.status()  # a barrier: answered once every supervisor in the tree has started its children
-    return face
+    ref = Supervisor.start(None, tree, on_escalate=on_escalate, **kwargs)
+    tree.owner = _RootHandle(ref)
+    tree.status()  # a barrier: answered once every supervisor in the tree has started its children
+    return tree
