@@ -47,6 +47,7 @@ from actors.core.ratelimit import TokenBucket
 from actors.dhan.client import DhanClient
 from actors.dhan.errors import RateLimited
 from actors.dhan.ids import InstrumentMap, segment_from_order_update
+from actors.dhan.threads import cancel_until_stopped
 from supervision.logs import get_logger
 from supervision.settings import Settings
 
@@ -344,23 +345,14 @@ class OrderUpdateStream:
         self._thread = threading.Thread(target=self._run, name="dhan-order-updates", daemon=True)
         self._thread.start()
 
+    def _loop_and_task(self) -> tuple[asyncio.AbstractEventLoop | None, asyncio.Task[None] | None]:
+        with self._lock:
+            return self._loop, self._task
+
     def stop(self, timeout: float = 2.0) -> None:
         with self._lock:
             self._stop.set()
-        deadline = time.monotonic() + timeout
-        while self._thread is not None and self._thread.is_alive():
-            # Cancel again each round: a cancel that lands as an inner await completes can be absorbed.
-            with self._lock:
-                loop, task = self._loop, self._task
-            if loop is not None and task is not None and not task.done():
-                try:
-                    loop.call_soon_threadsafe(task.cancel)
-                except RuntimeError:
-                    pass  # the loop already closed: the thread is ending by itself
-            self._thread.join(min(0.1, max(0.0, deadline - time.monotonic())))
-            if time.monotonic() >= deadline:
-                break
-        if self._thread is not None and self._thread.is_alive():
+        if not cancel_until_stopped(self._thread, self._loop_and_task, timeout):
             _log.event("ORDER_UPDATES_STOP_TIMEOUT", "order-update thread did not end in time", level=30)
 
     def _run(self) -> None:

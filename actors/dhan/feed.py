@@ -27,7 +27,6 @@ import json
 import random
 import struct
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -39,6 +38,7 @@ from actors.core.market import Tick
 from actors.dhan.client import DhanClient
 from actors.dhan.errors import DhanAuthError, RateLimited
 from actors.dhan.ids import InstrumentMap
+from actors.dhan.threads import cancel_until_stopped
 from actors.sources.base import SourceCallbacks, SourceStatus
 from supervision.logs import get_logger, redact
 from supervision.settings import Settings
@@ -164,27 +164,14 @@ class DhanFeedSource:
     def stop(self, timeout: float = 2.0) -> None:
         with self._lock:
             self._stop.set()
-        deadline = time.monotonic() + timeout
-        while self._thread is not None and self._thread.is_alive():
-            self._cancel_task()  # again each round: a cancel can land where it is absorbed
-            self._thread.join(min(0.1, max(0.0, deadline - time.monotonic())))
-            if time.monotonic() >= deadline:
-                break
-        if self._thread is not None:
-            if self._thread.is_alive():
-                _log.event("FEED_STOP_TIMEOUT", "dhan feed thread did not end in time", level=30,
-                           timeout=timeout)
+        if not cancel_until_stopped(self._thread, self._loop_and_task, timeout):
+            _log.event("FEED_STOP_TIMEOUT", "dhan feed thread did not end in time", level=30, timeout=timeout)
         if self._own_client and self._client is not None:
             self._client.close()
 
-    def _cancel_task(self) -> None:
+    def _loop_and_task(self) -> tuple[asyncio.AbstractEventLoop | None, asyncio.Task[None] | None]:
         with self._lock:
-            loop, task = self._loop, self._task
-        if loop is not None and task is not None and not task.done():
-            try:
-                loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:
-                pass  # the loop already closed: the thread is ending by itself
+            return self._loop, self._task
 
     def status(self) -> SourceStatus:
         with self._lock:
