@@ -35,11 +35,11 @@ import pykka  # noqa: E402
 
 from actors.brokers.paper import PaperBroker  # noqa: E402
 from actors.clock import SystemClock  # noqa: E402
-from actors.core.orders import BrokerOrder, Leg, OrderRequest, Side  # noqa: E402
-from actors.core.signals import EntrySignalRaised  # noqa: E402
-from actors.trader import QuoteBook, assemble_trader  # noqa: E402
-from supervision.runtime import Runtime  # noqa: E402
-from supervision.settings import Settings  # noqa: E402
+from actors.trading.assembly import QuoteBook, assemble_trader  # noqa: E402
+from config.settings import Settings  # noqa: E402
+from core.orders import BrokerOrder, Leg, OrderRequest, Side  # noqa: E402
+from core.signals import EntrySignalRaised  # noqa: E402
+from daemon.runtime import Runtime  # noqa: E402
 
 DEFAULT_PG = os.environ.get("MYBOT_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -78,7 +78,7 @@ def stats_ms(samples: list[float]) -> dict[str, float]:
 
 
 def run(pg_url: str, signals: int, burst: int) -> dict[str, Any]:
-    from actors.core.orders import correlation_id
+    from core.orders import correlation_id
 
     settings = Settings().replace(
         storage={"url": pg_url}, http={"control_port": 0, "mds_port": 0},

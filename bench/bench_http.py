@@ -27,11 +27,11 @@ def serve(port_queue: Any, stop: Any) -> None:
     import falcon
 
     from actors.clock import SystemClock
-    from actors.core.market import IST, Candle
-    from actors.market_cache import MarketCache
+    from actors.market_data.market_cache import MarketCache
+    from core.market import IST, Candle
     from httpapi.app import create_mds_app
     from httpapi.server import HttpServer
-    from supervision.logs import configure_logging
+    from telemetry.logs import configure_logging
 
     configure_logging("WARNING")
 

@@ -21,17 +21,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from actors.candle_builder import CloseCandles
 from actors.clock import VirtualClock
-from actors.core.market import IST, Tick
-from actors.mds import MdsParts
-from actors.persister import FlushCandles
+from actors.market_data.assembly import MdsParts
+from actors.market_data.candle_builder import CloseCandles
+from actors.market_data.persister import FlushCandles
 from actors.sources.recorder import TickRecorder
 from actors.sources.replay import TickParser
 from bench.common import ROOT, emit, rss_mb
-from supervision.logs import configure_logging
-from supervision.runtime import Runtime
-from supervision.settings import load_settings
+from config.settings import load_settings
+from core.market import IST, Tick
+from daemon.runtime import Runtime
+from telemetry.logs import configure_logging
 
 SESSION_OPEN = datetime(2026, 11, 20, 9, 15, tzinfo=IST).timestamp()
 SESSION_SECONDS = 375 * 60

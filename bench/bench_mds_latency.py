@@ -17,14 +17,14 @@ from typing import Any
 
 import pykka
 
-from actors.core.market import Candle, Tick
-from actors.market_cache import MarketCache
-from actors.mds import MdsParts
+from actors.market_data.assembly import MdsParts
+from actors.market_data.market_cache import MarketCache
 from actors.sources.base import SourceCallbacks, SourceStatus
 from bench.common import emit, summary_ms
-from supervision.logs import configure_logging
-from supervision.runtime import Runtime
-from supervision.settings import load_settings
+from config.settings import load_settings
+from core.market import Candle, Tick
+from daemon.runtime import Runtime
+from telemetry.logs import configure_logging
 
 
 class PacedSource:
@@ -90,7 +90,7 @@ def actors_latency(rate: float, seconds: float, symbols: list[str], work: Path) 
     parts = MdsParts()
     cache_holder: dict[str, TimingCache] = {}
 
-    import actors.mds as mds
+    import actors.market_data.assembly as mds
 
     original_cache, original_source = mds.MarketCache, mds.make_source
 

@@ -1,7 +1,7 @@
 """Full replay (candles + indicators + scores + paper execution) vs the same file through candles only.
 
 Run: .venv/bin/python -m bench.bench_replay [--days 5] [--symbols 2] [--ticks-per-minute 60] [--rounds 3]
-Both sides are `actors.replay.run_replay` on one generated file (a trending random walk per symbol, full
+Both sides are `daemon.replay.run_replay` on one generated file (a trending random walk per symbol, full
 sessions 09:15-15:30 IST), in the same process and run: `candles_only=True` runs the MDS actors alone
 (feed -> candle builders -> SQLite + bus); the full replay adds the strategy (default multi-timeframe
 scoring) and the trader (risk guard, executor, trade actors, paper broker). Reported: ticks/s of each
@@ -21,11 +21,11 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from actors.core.market import IST
-from actors.replay import run_replay
 from bench.common import emit
-from supervision.logs import configure_logging
-from supervision.settings import load_settings
+from config.settings import load_settings
+from core.market import IST
+from daemon.replay import run_replay
+from telemetry.logs import configure_logging
 
 SYMBOLS = ("NIFTY", "BANKNIFTY", "FINNIFTY", "SEC_49081")
 BASES = {"NIFTY": 24_000.0, "BANKNIFTY": 52_000.0, "FINNIFTY": 23_000.0, "SEC_49081": 150.0}

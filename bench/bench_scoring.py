@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors.core.market import Candle  # noqa: E402
-from actors.core.scoring import ScoreEngine  # noqa: E402
-from actors.core.signals import SignalPolicy  # noqa: E402
-from supervision.settings import StrategySettings  # noqa: E402
+from config.settings import StrategySettings  # noqa: E402
+from core.market import Candle  # noqa: E402
+from core.scoring import ScoreEngine  # noqa: E402
+from core.signals import SignalPolicy  # noqa: E402
 
 SESSION_OPEN = 1_763_610_300  # 2025-11-20 09:15 IST
 SESSION_MINUTES = 375

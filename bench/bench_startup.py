@@ -1,7 +1,7 @@
 """Start-up: `mybot run` (embedded default, role all) to a 200 from /v1/health, median of N runs.
 
 Run: .venv/bin/python -m bench.bench_startup [--runs 5]
-Baseline, same run: the interpreter starting and importing the CLI (`python -c 'import supervision.cli'`),
+Baseline, same run: the interpreter starting and importing the CLI (`python -c 'import daemon.cli'`),
 the floor any daemon start pays. Each run uses a fresh SQLite file and free ports.
 """
 
@@ -27,7 +27,7 @@ def one_start(role: str) -> float:
                "MYBOT_HTTP_MDS_PORT": "0", "MYBOT_HTTP_CONTROL_PORT": "0", "PYTHONPATH": str(ROOT),
                "MYBOT_STORAGE_URL": f"sqlite:///{tmp}/mybot.db", "MYBOT_SECRETS_DIR": f"{tmp}/secrets"}
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "supervision.cli", "run", "--role", role], cwd=tmp,
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--role", role], cwd=tmp,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             port = None
@@ -53,7 +53,7 @@ def one_start(role: str) -> float:
 
 def import_floor() -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import supervision.cli, supervision.runtime, actors.mds"],
+    subprocess.run([sys.executable, "-c", "import daemon.cli, daemon.runtime, actors.market_data.assembly"],
                    cwd=ROOT, check=True)
     return time.perf_counter() - started
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from actors.core.market import Candle  # noqa: E402
+from core.market import Candle  # noqa: E402
 from storage.errors import StorageUnavailable  # noqa: E402
 from storage.repositories import Storage, open_storage  # noqa: E402
 

@@ -17,8 +17,8 @@ import pykka
 
 from bench.common import emit, summary_ms
 from supervision.actor import ChildUnavailable, SupervisedActor
-from supervision.logs import configure_logging
 from supervision.supervisor import ChildSpec, SupervisorHandle, start_root
+from telemetry.logs import configure_logging
 
 
 class Crash:

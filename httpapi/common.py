@@ -16,7 +16,7 @@ import falcon
 import falcon.media
 import orjson
 
-from supervision.logs import get_logger
+from telemetry.logs import get_logger
 
 __all__ = [
     "bad_param",

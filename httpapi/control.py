@@ -26,10 +26,7 @@ from typing import Any
 
 import falcon
 
-from actors.core.orders import Side
-from actors.core.trade import TradeState
-from actors.executor import DUPLICATE, NOT_READY, STORAGE
-from actors.trading_api import (
+from actors.trading.api import (
     POS_ID_PATTERN,
     ManualEntryRequest,
     TradeConflict,
@@ -37,6 +34,9 @@ from actors.trading_api import (
     TradingApi,
     TradingUnavailable,
 )
+from actors.trading.executor import DUPLICATE, NOT_READY, STORAGE
+from core.orders import Side
+from core.trade import TradeState
 from httpapi.common import bad_param, float_param, json_body, str_param
 from storage.errors import StorageError, StorageUnavailable
 

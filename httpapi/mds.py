@@ -1,6 +1,6 @@
 """The seed's MDS API: /v1/candles/last, /v1/option_chain, /v1/quote. Hot reads come from memory.
 
-`market_data` is the MDS read model (actors.mds.MarketDataView): it answers from in-memory state kept
+`market_data` is the MDS read model (actors.market_data.assembly.MarketDataView): it answers from in-memory state kept
 by the candle builders, the feed and the option-chain poller, never with a database query per request.
 """
 
@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import falcon
 import orjson
 
-from actors.core.market import Candle, to_iso_ist
+from core.market import Candle, to_iso_ist
 from httpapi.common import bool_param, int_param, str_param
 
 __all__ = ["MarketDataView", "add_mds_routes"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from waitress.server import create_server
 
-from supervision.logs import get_logger
+from telemetry.logs import get_logger
 
 __all__ = ["HttpServer"]
 

@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from storage.errors import BusUnavailable
-from supervision.logs import get_logger
+from telemetry.logs import get_logger
 
 __all__ = ["Bus", "Handler", "InProcessBus", "RedisBus", "Subscription", "open_bus"]
 

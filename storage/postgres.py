@@ -29,7 +29,7 @@ import psycopg.errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from actors.core.market import Candle
+from core.market import Candle
 from storage.errors import StorageConflict, StorageError, StorageUnavailable
 from storage.locks import KeyedLocks, advisory_key
 from storage.records import (
@@ -41,7 +41,7 @@ from storage.records import (
 )
 from storage.repositories import Storage, check_day, newest_revision_per_key
 from storage.schema import load_migrations
-from supervision.logs import get_logger
+from telemetry.logs import get_logger
 
 __all__ = ["PostgresStorage"]
 

@@ -2,7 +2,7 @@
 
 Times are epoch seconds (float); `None` where not yet known. PostgreSQL keeps them as TIMESTAMPTZ, so
 they round-trip to the microsecond (a finer fraction is rounded). Days are 'YYYY-MM-DD' in IST. JSON columns
-are plain dicts. Candles are `actors.core.market.Candle`.
+are plain dicts. Candles are `core.market.Candle`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from actors.core.trade import TERMINAL_STATES
+from core.trade import TERMINAL_STATES
 
 __all__ = [
     "TERMINAL_TRADE_STATES",

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from actors.core.market import Candle
+from core.market import Candle
 from storage.records import OptionChainRecord, OrderRecord, TradeEventRecord, TradeRecord
 
 __all__ = [

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from actors.core.market import Candle
+from core.market import Candle
 from storage.errors import StorageConflict, StorageError, StorageUnavailable
 from storage.locks import KeyedLocks
 from storage.records import (
@@ -35,7 +35,7 @@ from storage.records import (
 )
 from storage.repositories import Storage, check_day, newest_revision_per_key
 from storage.schema import load_migrations
-from supervision.logs import get_logger
+from telemetry.logs import get_logger
 
 __all__ = ["SqliteStorage"]
 

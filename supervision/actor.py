@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from supervision.logs import EventLogger, get_logger
 from supervision.outbox import DrainOutbox
+from telemetry.logs import EventLogger, get_logger
 
 if TYPE_CHECKING:
     from supervision.supervisor import ChildLink

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from supervision.logs import get_logger
+from telemetry.logs import get_logger
 
 __all__ = ["Scheduler", "Timer"]
 

@@ -29,8 +29,8 @@ from typing import Any
 import pykka
 
 from supervision.actor import ChildUnavailable, SupervisedActor
-from supervision.logs import get_logger
 from supervision.scheduler import Scheduler
+from telemetry.logs import get_logger
 
 __all__ = [
     "AskTimeout",
@@ -385,13 +385,15 @@ class SupervisorHandle:
 
     # -- operator / runtime calls (ask the actor, with deadlines) ------------------------------------------
     def status(self) -> dict[str, Any]:
-        return self._owner().ask(_Status(), timeout=self.ask_timeout)
+        status: dict[str, Any] = self._owner().ask(_Status(), timeout=self.ask_timeout)
+        return status
 
     def restart_child(self, child_id: str) -> dict[str, Any]:
         with self.lock:
             if child_id not in self.slots:
                 raise KeyError(child_id)
-        return self._owner().ask(_OperatorRestart(child_id), timeout=self.ask_timeout * 5)
+        status: dict[str, Any] = self._owner().ask(_OperatorRestart(child_id), timeout=self.ask_timeout * 5)
+        return status
 
     def terminate_child(self, child_id: str) -> None:
         self._owner().tell(_TerminateChild(child_id))

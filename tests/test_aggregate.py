@@ -7,8 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from actors.core.aggregate import IncrementalAggregator, aggregate, check_timeframe, last_n
-from actors.core.market import IST, Candle
+from core.aggregate import IncrementalAggregator, aggregate, check_timeframe, last_n
+from core.market import IST, Candle
 
 OPEN = int(datetime(2026, 11, 20, 9, 15, tzinfo=IST).timestamp())
 

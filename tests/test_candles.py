@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from actors.core.aggregate import aggregate
-from actors.core.candles import (
+from actors.sources.replay import TickParser, read_ticks
+from core.aggregate import aggregate
+from core.candles import (
     CandleBook,
     CandleClosed,
     CandleEvent,
@@ -18,8 +19,7 @@ from actors.core.candles import (
     GapRecorded,
     LateTickDropped,
 )
-from actors.core.market import IST, Candle, Tick
-from actors.sources.replay import TickParser, read_ticks
+from core.market import IST, Candle, Tick
 
 SESSION_OPEN = datetime(2026, 11, 20, 9, 15, tzinfo=IST).timestamp()  # 09:15 IST
 T0 = SESSION_OPEN + 600  # 09:25 IST, a minute start

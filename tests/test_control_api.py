@@ -12,7 +12,7 @@ import pykka
 import pytest
 import requests
 
-from actors.core.risk import ist_day
+from core.risk import ist_day
 from httpapi.app import create_control_app
 from tests.test_trader_support import TOKEN, TraderHarness, eventually, trader_settings
 

@@ -1,4 +1,4 @@
-"""`actors/core` is pure logic: stdlib and `actors.core` imports only, no threads, no I/O, no clock reads."""
+"""`core` is pure logic: stdlib and `core` imports only, no threads, no I/O, no clock reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parent.parent / "actors" / "core"
+CORE = Path(__file__).resolve().parent.parent / "core"
 FORBIDDEN_MODULES = {"threading", "socket", "subprocess", "asyncio", "os", "time", "random", "uuid",
                      "sqlite3", "urllib", "http", "logging", "multiprocessing", "queue"}
 FORBIDDEN_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today"), ("date", "today")}
@@ -29,7 +29,7 @@ def test_core_module_imports_only_the_stdlib_and_the_core(path: Path) -> None:
             names = [node.module]
         for name in names:
             top = name.split(".")[0]
-            if name.startswith("actors.core") or top == "__future__":
+            if name.startswith("core") or top == "__future__":
                 continue
             assert top in sys.stdlib_module_names, f"{path.name} imports {name}"
             assert top not in FORBIDDEN_MODULES, f"{path.name} imports {name}: not pure"

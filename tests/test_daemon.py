@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from supervision.logs import configure_logging
-from supervision.runtime import Runtime
-from supervision.settings import load_settings
+from config.settings import load_settings
+from daemon.runtime import Runtime
+from telemetry.logs import configure_logging
 from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
-MYBOT = [sys.executable, "-m", "supervision.cli"]
+MYBOT = [sys.executable, "-m", "daemon.cli"]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -14,11 +14,11 @@ from actors.brokers.base import (
     TemporaryBrokerError,
 )
 from actors.clock import SystemClock
-from actors.core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id
 from actors.dhan.broker import DhanBroker, order_from_update
 from actors.dhan.errors import RateLimited
 from actors.dhan.ids import InstrumentMap
-from supervision.settings import Settings
+from config.settings import Settings
+from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id
 from tests.fakedhan import FakeDhan
 
 TIMEOUT = 0.5  # request timeout in these tests

@@ -11,7 +11,7 @@ import pytest
 from actors.brokers.base import PermanentBrokerError, TemporaryBrokerError
 from actors.dhan.client import DhanClient
 from actors.dhan.errors import DhanAuthError, InvalidExpiry, RateLimited
-from supervision.settings import Settings
+from config.settings import Settings
 from tests.fakedhan import FakeDhan
 
 WINDOW = 0.25  # the option-chain window in these tests (production: 3 s, the settings floor)

@@ -12,7 +12,6 @@ from actors.brokers.base import (
     PermanentBrokerError,
     TemporaryBrokerError,
 )
-from actors.core.ratelimit import RateWindow, TokenBucket
 from actors.dhan.errors import (
     DhanAuthError,
     InvalidExpiry,
@@ -22,6 +21,7 @@ from actors.dhan.errors import (
     unwrap,
 )
 from actors.dhan.ids import Instrument, InstrumentMap, UnknownSymbol, segment_from_order_update
+from core.ratelimit import RateWindow, TokenBucket
 
 
 def failure(remarks: object) -> dict[str, object]:

@@ -13,11 +13,11 @@ import pytest
 
 from actors.brokers.base import PermanentBrokerError
 from actors.clock import SystemClock
-from actors.core.market import Tick
 from actors.dhan.errors import DhanAuthError
 from actors.dhan.feed import DhanFeedSource, FeedPacket, TickAssembler, decode_packet, disconnect_reason
 from actors.sources.base import SourceCallbacks
-from supervision.settings import Settings
+from config.settings import Settings
+from core.market import Tick
 from tests.fakedhan import IST_OFFSET, FakeDhan, packets
 
 LTT_EPOCH = 1_729_750_500  # 2024-10-24 11:45:00 IST as a true epoch

@@ -18,8 +18,8 @@ import pytest
 
 from actors.brokers.base import AmbiguousSubmitError, PermanentBrokerError, TemporaryBrokerError
 from actors.clock import SystemClock
-from actors.core.orders import Leg, OrderRequest, correlation_id
 from actors.dhan.broker import DhanBroker
+from core.orders import Leg, OrderRequest, correlation_id
 from storage.repositories import open_storage
 from tests.fakedhan import FakeDhan
 from tests.test_trader_support import (
@@ -135,9 +135,9 @@ class _DieAfterSubmit(DhanBroker):
 def _trader_process(pg_url: str, dhan: dict[str, Any], pos_ids: list[str], wait_for: list[str], go: Any,
                     out: Any, die: bool, log_file: str) -> None:
     """One trader process: enter `pos_ids` when `go` is set, report once `wait_for` are all open."""
-    from actors.trader import QuoteBook, assemble_trader
-    from supervision.logs import configure_logging
-    from supervision.runtime import Runtime
+    from actors.trading.assembly import QuoteBook, assemble_trader
+    from daemon.runtime import Runtime
+    from telemetry.logs import configure_logging
 
     configure_logging("INFO", file=log_file, stream=open(os.devnull, "w"))  # noqa: SIM115
 

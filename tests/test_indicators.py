@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from actors.core.indicators import (
+from core.indicators import (
     ADX,
     ATR,
     EMA,
@@ -28,7 +28,7 @@ from actors.core.indicators import (
     BollingerBands,
     Supertrend,
 )
-from actors.core.market import Candle
+from core.market import Candle
 
 N_CANDLES = 3000
 SESSION_MINUTES = 375

@@ -11,8 +11,8 @@ import falcon.testing
 import pytest
 
 from actors.clock import VirtualClock
-from actors.core.market import IST, Candle
-from actors.market_cache import MarketCache
+from actors.market_data.market_cache import MarketCache
+from core.market import IST, Candle
 from httpapi.app import create_mds_app
 from httpapi.server import HttpServer
 from storage.records import OptionChainRecord

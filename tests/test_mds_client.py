@@ -14,8 +14,7 @@ import pykka
 import pytest
 
 from actors.clock import SystemClock
-from actors.core.market import Candle
-from actors.mds_client import (
+from actors.signals.mds_client import (
     CandlePushed,
     FetchCandles,
     MdsClientActor,
@@ -26,13 +25,14 @@ from actors.mds_client import (
     MdsUnavailable,
     RefreshQuote,
 )
-from actors.strategy import CandlesClosed
+from actors.signals.strategy import CandlesClosed
+from config.settings import load_settings
+from core.market import Candle
+from daemon.runtime import Runtime
 from storage.bus import InProcessBus
 from storage.records import OptionChainRecord
-from supervision.logs import configure_logging
-from supervision.runtime import Runtime
 from supervision.scheduler import Scheduler
-from supervision.settings import load_settings
+from telemetry.logs import configure_logging
 from tests.test_replay import SESSION_OPEN, trend_ticks, write_ticks
 
 MINUTE = 60
@@ -269,7 +269,7 @@ def test_redis_pushes_reach_the_client_through_the_bus() -> None:
     MdsClientActor.start(None, fake, view, ("NIFTY",), (), deliveries, SystemClock(), Scheduler.shared(), state,
                          history_minutes=3, poll_seconds=60.0, fetch_delay=0.0, chain_poll_seconds=60.0, bus=bus)
     deliveries.wait(1)
-    from actors.publisher import candle_message
+    from actors.market_data.publisher import candle_message
 
     bus.publish("feed:status", b'{"event": "FEED_STALE", "symbol": "NIFTY", "at": 1.0}')
     bus.publish("candles:NIFTY", candle_message(minute(3)))

@@ -14,13 +14,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from actors.core.market import IST
-from actors.mds import MdsParts
-from actors.persister import FlushCandles
+from actors.market_data.assembly import MdsParts
+from actors.market_data.persister import FlushCandles
+from config.settings import load_settings
+from core.market import IST
+from daemon.runtime import Runtime
 from storage.repositories import open_storage
-from supervision.logs import configure_logging
-from supervision.runtime import Runtime
-from supervision.settings import load_settings
+from telemetry.logs import configure_logging
 from tests.fakedhan import FakeDhan, ist_epoch_now
 
 

@@ -17,16 +17,16 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pytest
 
-from actors.candle_builder import CloseCandles
 from actors.clock import VirtualClock
-from actors.core.market import IST, Tick
-from actors.mds import MdsParts
-from actors.persister import FlushCandles
+from actors.market_data.assembly import MdsParts
+from actors.market_data.candle_builder import CloseCandles
+from actors.market_data.persister import FlushCandles
 from actors.sources.recorder import TickRecorder
+from config.settings import load_settings
+from core.market import IST, Tick
+from daemon.runtime import Runtime
 from storage.repositories import open_storage
-from supervision.logs import configure_logging
-from supervision.runtime import Runtime
-from supervision.settings import load_settings
+from telemetry.logs import configure_logging
 from tests.tcp_proxy import TcpProxy
 
 SYMBOLS = ["NIFTY", "SEC_49081"]

@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 import redis
 
-from actors.mds import MdsParts
-from supervision.logs import configure_logging
-from supervision.runtime import Runtime
-from supervision.settings import load_settings
+from actors.market_data.assembly import MdsParts
+from config.settings import load_settings
+from daemon.runtime import Runtime
+from telemetry.logs import configure_logging
 from tests.tcp_proxy import TcpProxy
 from tests.test_mds_pipeline import SYMBOLS, drain, expected_candles, make_ticks, mds_runtime, write_csv
 

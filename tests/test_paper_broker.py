@@ -15,8 +15,9 @@ from actors.brokers.base import (
 )
 from actors.brokers.paper import PaperBroker, paper_broker_from_settings
 from actors.clock import VirtualClock
-from actors.core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id
-from actors.core.trade import (
+from config.settings import BrokerSettings
+from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id
+from core.trade import (
     EntryRequested,
     ExitRequested,
     PlaceOrder,
@@ -27,7 +28,6 @@ from actors.core.trade import (
     apply,
     observe,
 )
-from supervision.settings import BrokerSettings
 
 T0 = 1_795_147_200.0  # 2026-11-20 09:30 IST
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from actors.core.market import from_iso
-from actors.core.orders import Side
-from actors.core.pnl import PositionBook, daily_pnl, realized_pnl, unrealized_pnl
-from actors.core.trade import TradeContext, TradeState
+from core.market import from_iso
+from core.orders import Side
+from core.pnl import PositionBook, daily_pnl, realized_pnl, unrealized_pnl
+from core.trade import TradeContext, TradeState
 
 DAY = from_iso("2026-11-20T12:00:00+05:30")
 

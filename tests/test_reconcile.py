@@ -8,7 +8,7 @@ import pykka
 import pytest
 import requests
 
-from actors.core.orders import Leg, OrderRequest, Side
+from core.orders import Leg, OrderRequest, Side
 from tests.test_trader_support import TOKEN, ScriptedBroker, TraderHarness, eventually, trader_settings
 
 

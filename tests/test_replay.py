@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from actors.core.market import IST
-from actors.replay import run_replay
 from actors.sources.replay import ReplayFileUnreadable
-from supervision.logs import configure_logging
-from supervision.settings import Settings, load_settings
+from config.settings import Settings, load_settings
+from core.market import IST
+from daemon.replay import run_replay
+from telemetry.logs import configure_logging
 
 SESSION_OPEN = datetime(2026, 11, 20, 9, 15, tzinfo=IST).timestamp()
 WARM, UP, DOWN = 45, 35, 35  # minutes of each phase

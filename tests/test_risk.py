@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from actors.core.market import from_iso
-from actors.core.risk import (
+from config.settings import RiskSettings
+from core.market import from_iso
+from core.risk import (
     Allowed,
     Denied,
     DenyCode,
@@ -34,7 +35,6 @@ from actors.core.risk import (
     square_off_due,
     with_open_positions,
 )
-from supervision.settings import RiskSettings
 
 LIMITS = RiskLimits(daily_max_loss=5000.0, daily_max_loss_pct=2.0, capital=500_000.0,
                     consecutive_losses_limit=3, max_open_positions=2)

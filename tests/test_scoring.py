@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.core.aggregate import aggregate
-from actors.core.market import Candle
-from actors.core.scoring import (
+from config.settings import StrategySettings
+from core.aggregate import aggregate
+from core.market import Candle
+from core.scoring import (
     BUCKETS,
     IndicatorParams,
     IndicatorSet,
@@ -22,7 +23,6 @@ from actors.core.scoring import (
     combine_timeframes,
     exit_score,
 )
-from supervision.settings import StrategySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION_OPEN = 1_763_610_300  # 2025-11-20 09:15 IST
@@ -311,10 +311,10 @@ def test_score_as_json_is_plain_rounded_data() -> None:
 
 @pytest.mark.parametrize("module", ["indicators", "scoring", "signals"])
 def test_strategy_core_modules_import_only_the_stdlib_and_actors_core(module: str) -> None:
-    tree = ast.parse((ROOT / "actors" / "core" / f"{module}.py").read_text())
+    tree = ast.parse((ROOT / "core" / f"{module}.py").read_text())
     for node in ast.walk(tree):
         names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                  else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
         for name in names:
             top = name.split(".")[0]
-            assert name.startswith("actors.core") or top in sys.stdlib_module_names, f"{module} imports {name}"
+            assert name.startswith("core") or top in sys.stdlib_module_names, f"{module} imports {name}"

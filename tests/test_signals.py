@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actors.core.market import Candle
-from actors.core.orders import CORRELATION_ID_MAX, Leg, Side, correlation_id
-from actors.core.scoring import Score, ScoreEngine
-from actors.core.signals import (
+from config.settings import StrategySettings
+from core.market import Candle
+from core.orders import CORRELATION_ID_MAX, Leg, Side, correlation_id
+from core.scoring import Score, ScoreEngine
+from core.signals import (
     EXIT_SCORE,
     EntrySignalRaised,
     ExitSignalRaised,
@@ -20,7 +21,6 @@ from actors.core.signals import (
     make_pos_id,
     pick_atm_option,
 )
-from supervision.settings import StrategySettings
 
 CANDLE_TS = 1_763_622_000  # 2025-11-20 12:30 IST
 SETTINGS = StrategySettings()  # entry >= 0.65, exit >= 0.6, base_lot 75, tiers 0.65->1, 0.75->2, 0.85->3

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from actors.clock import SystemClock, VirtualClock
-from actors.core.candles import CandleBook, CandleClosed, CandleEvent, CandleRevised
-from actors.core.market import IST, Candle, Tick, from_iso
 from actors.sources.base import SourceCallbacks
 from actors.sources.recorder import HEADER, TickRecorder, format_ts
 from actors.sources.replay import BATCH_MAX, ReplayFileUnreadable, ReplaySource, TickParser, read_ticks
 from actors.sources.sim import SimSource
+from core.candles import CandleBook, CandleClosed, CandleEvent, CandleRevised
+from core.market import IST, Candle, Tick, from_iso
 
 DATA = Path(__file__).parent / "data"
 OPEN = datetime(2026, 11, 20, 9, 15, tzinfo=IST).timestamp()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.core.market import Candle
+from core.market import Candle
 from storage.errors import StorageConflict, StorageError
 from storage.locks import advisory_key
 from storage.records import OrderRecord, TradeRecord

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from actors.core.market import Candle
+from core.market import Candle
 from storage.errors import StorageUnavailable
 from storage.repositories import Storage, open_storage
 from tests.tcp_proxy import TcpProxy

@@ -11,10 +11,8 @@ import pykka
 import pytest
 
 from actors.clock import SystemClock, VirtualClock
-from actors.core.market import Candle
-from actors.core.signals import EntrySignalRaised, ExitSignalRaised
-from actors.publisher import candle_message
-from actors.strategy import (
+from actors.market_data.publisher import candle_message
+from actors.signals.strategy import (
     CandlesClosed,
     Drain,
     FeedStatusChanged,
@@ -24,13 +22,15 @@ from actors.strategy import (
     assemble_strategy,
     position_of,
 )
+from config.settings import Settings
+from core.market import Candle
+from core.signals import EntrySignalRaised, ExitSignalRaised
+from daemon.runtime import RuntimeContext
 from storage.bus import InProcessBus
 from storage.repositories import open_storage
-from supervision.logs import configure_logging
-from supervision.runtime import RuntimeContext
 from supervision.scheduler import Scheduler
-from supervision.settings import Settings
 from supervision.supervisor import start_root
+from telemetry.logs import configure_logging
 from tests.test_replay import SESSION_OPEN, UP, WARM, replay_settings, trend_ticks
 
 MINUTE = 60

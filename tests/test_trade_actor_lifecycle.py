@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pykka
 import pytest
 
-from actors.core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
-from actors.trade_actor import Observe
+from actors.trading.trade_actor import Observe
+from core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
 from tests.test_trader_support import ScriptedBroker, TraderHarness, eventually, trader_settings
 
 

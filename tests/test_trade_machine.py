@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
-from actors.core.trade import (
+from core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
+from core.trade import (
     EVENT_TYPES,
     MAX_EXIT_ATTEMPTS,
     TRANSITIONS,
@@ -563,14 +563,14 @@ def test_context_payload_is_plain_data() -> None:
 
 @pytest.mark.parametrize("module", ["trade", "risk", "pnl"])
 def test_core_module_imports_only_the_stdlib_and_actors_core(module: str) -> None:
-    source = (Path(__file__).resolve().parent.parent / "actors" / "core" / f"{module}.py").read_text()
+    source = (Path(__file__).resolve().parent.parent / "core" / f"{module}.py").read_text()
     imported: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module)
-    outside = {name for name in imported if not name.startswith("actors.core")
+    outside = {name for name in imported if not name.startswith("core")
                and name.split(".")[0] not in sys.stdlib_module_names and name != "__future__"}
     assert outside == set()
     assert "time" not in imported and "threading" not in imported

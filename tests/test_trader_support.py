@@ -1,6 +1,6 @@
 """Helpers for the trading tests: a real trader runtime (role trader) on a real database and real sockets.
 
-`TraderHarness` starts `supervision.runtime.Runtime` with only the trader part, a paper broker (or any
+`TraderHarness` starts `daemon.runtime.Runtime` with only the trader part, a paper broker (or any
 broker the test hands in) and pinned quotes, waits for the start-up reconciliation, and stops everything
 (pykka.ActorRegistry.stop_all()) afterwards. `eventually` waits on a condition with a deadline.
 """
@@ -16,12 +16,12 @@ import pykka
 from actors.brokers.base import OrderUpdateListener
 from actors.brokers.paper import PaperBroker
 from actors.clock import SystemClock
-from actors.core.orders import BrokerOrder, OrderRequest, Side
-from actors.core.signals import EntrySignalRaised, ExitSignalRaised
-from actors.core.trade import TradeState
-from actors.trader import QuoteBook, TraderHandles, assemble_trader
-from supervision.runtime import Runtime
-from supervision.settings import Settings
+from actors.trading.assembly import QuoteBook, TraderHandles, assemble_trader
+from config.settings import Settings
+from core.orders import BrokerOrder, OrderRequest, Side
+from core.signals import EntrySignalRaised, ExitSignalRaised
+from core.trade import TradeState
+from daemon.runtime import Runtime
 
 __all__ = ["TOKEN", "ScriptedBroker", "TraderHarness", "entry_signal", "eventually", "exit_signal",
            "trader_settings"]

@@ -18,7 +18,7 @@ from typing import Any
 from tests.test_replay import trend_ticks, write_ticks
 
 ROOT = Path(__file__).resolve().parent.parent
-MYBOT = [sys.executable, "-m", "supervision.cli"]
+MYBOT = [sys.executable, "-m", "daemon.cli"]
 
 MDS_CONFIG = """
 [feed]

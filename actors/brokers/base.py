@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from actors.core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest
+from core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest
 
 __all__ = [
     "AmbiguousSubmitError",

@@ -26,8 +26,8 @@ from actors.brokers.base import (
     PermanentBrokerError,
 )
 from actors.clock import Clock
-from actors.core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest, OrderStatus, Side
-from supervision.logs import get_logger
+from core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest, OrderStatus, Side
+from telemetry.logs import get_logger
 
 __all__ = ["PaperBroker", "paper_broker_from_settings"]
 
@@ -277,6 +277,6 @@ class PaperBroker:
 
 
 def paper_broker_from_settings(broker: Any, quote: QuoteFn, clock: Clock) -> PaperBroker:
-    """Build from supervision.settings.BrokerSettings (paper_latency_ms, paper_slippage_pct, ...)."""
+    """Build from config.settings.BrokerSettings (paper_latency_ms, paper_slippage_pct, ...)."""
     return PaperBroker(quote, clock, latency_seconds=broker.paper_latency_ms / 1000.0,
                        slippage_pct=broker.paper_slippage_pct, partial_fills=broker.paper_partial_fills)

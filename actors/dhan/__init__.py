@@ -5,7 +5,7 @@ ids      symbol <-> (exchange segment, security id)
 client   DhanClient: expiry list, option chain (3 s window), LTP; the shared SDK handle
 feed     DhanFeedSource: websocket v2 ticks, reconnect + resubscribe, REST LTP fallback
 broker   DhanBroker: orders, positions, trades, order-update socket
-The pure rate-limit arithmetic lives in actors.core.ratelimit.
+The pure rate-limit arithmetic lives in core.ratelimit.
 """
 
 from actors.dhan.broker import DhanBroker

@@ -41,15 +41,15 @@ from actors.brokers.base import (
     TemporaryBrokerError,
 )
 from actors.clock import Clock
-from actors.core.market import from_iso
-from actors.core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest, OrderStatus, Side
-from actors.core.ratelimit import TokenBucket
 from actors.dhan.client import DhanClient
 from actors.dhan.errors import RateLimited
 from actors.dhan.ids import InstrumentMap, segment_from_order_update
 from actors.dhan.threads import cancel_until_stopped
-from supervision.logs import get_logger
-from supervision.settings import Settings
+from config.settings import Settings
+from core.market import from_iso
+from core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest, OrderStatus, Side
+from core.ratelimit import TokenBucket
+from telemetry.logs import get_logger
 
 __all__ = ["DhanBroker", "OrderUpdateStream", "order_from_dhan", "order_from_update"]
 

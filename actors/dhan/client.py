@@ -24,11 +24,11 @@ from dhanhq import DhanContext, dhanhq
 
 from actors.brokers.base import PermanentBrokerError
 from actors.clock import Clock, SystemClock
-from actors.core.ratelimit import RateWindow
 from actors.dhan.errors import RateLimited, Transport, unwrap
 from actors.dhan.ids import Instrument, InstrumentMap
-from supervision.logs import get_logger, redact
-from supervision.settings import Settings
+from config.settings import Settings
+from core.ratelimit import RateWindow
+from telemetry.logs import get_logger, redact
 
 __all__ = ["CapturingSession", "DhanClient"]
 

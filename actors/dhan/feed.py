@@ -34,14 +34,14 @@ from dhanhq import DhanContext, MarketFeed
 
 from actors.brokers.base import PermanentBrokerError, TemporaryBrokerError
 from actors.clock import Clock
-from actors.core.market import Tick
 from actors.dhan.client import DhanClient
 from actors.dhan.errors import DhanAuthError, RateLimited
 from actors.dhan.ids import InstrumentMap
 from actors.dhan.threads import cancel_until_stopped
 from actors.sources.base import SourceCallbacks, SourceStatus
-from supervision.logs import get_logger, redact
-from supervision.settings import Settings
+from config.settings import Settings
+from core.market import Tick
+from telemetry.logs import get_logger, redact
 
 __all__ = ["DhanFeedSource", "FeedPacket", "TickAssembler", "decode_packet", "disconnect_reason"]
 

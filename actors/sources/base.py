@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from actors.core.market import Tick
+from core.market import Tick
 
 __all__ = ["SourceCallbacks", "SourceStatus", "TickSource"]
 

@@ -19,9 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from actors.core.market import IST, Tick
 from actors.sources.base import TickSink
-from supervision.logs import get_logger
+from core.market import IST, Tick
+from telemetry.logs import get_logger
 
 __all__ = ["HEADER", "TickRecorder", "format_ts"]
 

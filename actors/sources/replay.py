@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import IO
 
 from actors.clock import VirtualClock
-from actors.core.market import IST, Tick
 from actors.sources.base import SourceCallbacks, SourceStatus
-from supervision.logs import get_logger
+from core.market import IST, Tick
+from telemetry.logs import get_logger
 
 __all__ = ["BATCH_MAX", "BadRows", "ReplayFileUnreadable", "ReplaySource", "TickParser", "read_ticks"]
 

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from actors.clock import Clock
-from actors.core.market import Tick
 from actors.sources.base import SourceCallbacks, SourceStatus
-from supervision.logs import get_logger
+from core.market import Tick
+from telemetry.logs import get_logger
 
 __all__ = ["BATCH_INTERVAL_SECONDS", "SimSource", "SymbolModel", "model_for"]
 

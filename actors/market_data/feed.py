@@ -1,0 +1,238 @@
+"""FeedActor: owns the tick source (sim, replay or Dhan); routes tick batches to the candle builders.
+
+The source runs on its own thread and hands over batches; one message per batch (not per tick) crosses
+into this actor and one per symbol per batch goes on to each builder, which is what lets ingest go past
+the one-message-per-tick ceiling. Stale-feed detection runs on a 1-second timer: no tick for
+`feed.stale_seconds` on a subscribed symbol -> FEED_STALE, the next tick -> FEED_RESUMED.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.clock import Clock
+from actors.market_data.candle_builder import AdvanceClock, CandleTicks, CloseCandles
+from actors.market_data.market_cache import MarketCache
+from actors.market_data.publisher import PublishFeedStatus, PublishTicks
+from actors.sources.base import SourceCallbacks, TickSource
+from core.market import Tick
+from supervision.actor import SupervisedActor, tell_quietly
+from supervision.scheduler import Scheduler, Timer
+from supervision.supervisor import ChildHandle, ChildLink, SupervisorHandle
+
+__all__ = ["FeedActor", "FeedState", "TicksReceived"]
+
+MAX_IN_FLIGHT = 8  # tick batches queued for routing before the source waits
+FLOW_WAIT_SECONDS = 1.0  # a live source never waits longer than this (then the batch goes anyway)
+
+
+@dataclass(frozen=True)
+class TicksReceived:
+    ticks: list[Tick]
+    holds_slot: bool = False  # took a flow-control slot: release it once routed
+
+
+@dataclass(frozen=True)
+class SourceFailed:
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class SourceFinished:
+    pass
+
+
+@dataclass(frozen=True)
+class SourceStatusChanged:
+    event: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class CheckFeed:
+    pass
+
+
+@dataclass
+class FeedState:
+    """Outlives FeedActor restarts; read by health and status from HTTP threads."""
+
+    source: str
+    symbols: tuple[str, ...]
+    live: bool  # a live source goes stale; a replay does not
+    last_arrival: dict[str, float] = field(default_factory=dict)  # monotonic seconds
+    started_at: float = 0.0
+    stale: set[str] = field(default_factory=set)
+    finished: bool = False
+    finished_event: threading.Event = field(default_factory=threading.Event)
+    ticks: int = 0
+    unknown_ticks: int = 0
+    batches: int = 0
+    flow_waits: int = 0
+    source_status: dict[str, Any] = field(default_factory=dict)
+    current_source: TickSource | None = None  # the running instance's source, for live status reads
+
+    def live_source_status(self) -> dict[str, Any]:
+        source = self.current_source
+        return _source_status(source) if source is not None else self.source_status
+
+    def ages(self, now_monotonic: float) -> dict[str, float | None]:
+        return {s: (round(now_monotonic - self.last_arrival[s], 3) if s in self.last_arrival else None)
+                for s in self.symbols}
+
+
+class FeedActor(SupervisedActor):
+    def __init__(self, link: ChildLink | None, source_factory: Callable[[], TickSource], state: FeedState,
+                 candles: SupervisorHandle, publisher: ChildHandle, cache: MarketCache, clock: Clock,
+                 scheduler: Scheduler, stale_seconds: float,
+                 wrap_sink: Callable[[Callable[[list[Tick]], None]], Callable[[list[Tick]], None]] | None = None,
+                 advance_candles: bool = True) -> None:
+        super().__init__(link)
+        self.source_factory = source_factory
+        self.state = state
+        self.candles = candles
+        self.publisher = publisher
+        self.cache = cache
+        self.clock = clock
+        self.scheduler = scheduler
+        self.stale_seconds = stale_seconds
+        self.wrap_sink = wrap_sink
+        self.advance_candles = advance_candles  # live: close minutes on the clock; replay: on ticks only
+        self.known = frozenset(state.symbols)
+        self.builders: dict[str, ChildHandle] = {}
+        self.source: TickSource | None = None
+        self.timer: Timer | None = None
+        self.unknown_logged: set[str] = set()
+        self.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+    def started(self) -> None:
+        if not self.state.started_at:
+            self.state.started_at = self.clock.monotonic()
+        ref = self.actor_ref
+        in_flight = self.in_flight
+
+        def on_ticks(ticks: Any) -> None:
+            # Flow control: the source waits while MAX_IN_FLIGHT batches are queued here, so a fast
+            # replay cannot flood the mailbox (memory, and GC scans of millions of queued ticks).
+            holds = in_flight.acquire(timeout=FLOW_WAIT_SECONDS)
+            if not holds:
+                self.state.flow_waits += 1
+            ref.tell(TicksReceived(ticks if isinstance(ticks, list) else list(ticks), holds))
+
+        sink = self.wrap_sink(on_ticks) if self.wrap_sink else on_ticks
+        callbacks = SourceCallbacks(
+            on_ticks=sink,
+            on_error=lambda exc: ref.tell(SourceFailed(exc)),
+            on_finished=lambda: ref.tell(SourceFinished()),
+            on_status=lambda event, detail: ref.tell(SourceStatusChanged(event, detail)))
+        self.source = self.source_factory()
+        self.state.current_source = self.source
+        self.source.start(callbacks)
+        self.timer = self.scheduler.call_every(1.0, tell_quietly, self.actor_ref, CheckFeed())
+        self.log.event("FEED_STARTED", f"{self.state.source} feed started for {len(self.known)} symbols",
+                       source=self.state.source)
+
+    def release(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.source is not None:
+            self.source.stop(timeout=2.0)
+            self.state.source_status = _source_status(self.source)
+
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, TicksReceived):
+            try:
+                self._route(message.ticks)
+            finally:
+                if message.holds_slot:
+                    self.in_flight.release()
+        elif isinstance(message, CheckFeed):
+            self._check()
+        elif isinstance(message, SourceStatusChanged):
+            self.log.event(message.event, message.detail, source=self.state.source)
+        elif isinstance(message, SourceFinished):
+            self._finish()
+        elif isinstance(message, SourceFailed):
+            raise RuntimeError(f"{self.state.source} source failed: {message.error}") from message.error
+        else:
+            return super().receive(message)
+        return None
+
+    def _route(self, ticks: list[Tick]) -> None:
+        groups: dict[str, list[Tick]] = {}
+        known = self.known
+        unknown = 0
+        for tick in ticks:
+            symbol = tick[0]
+            group = groups.get(symbol)
+            if group is None:
+                if symbol not in known:
+                    unknown += 1
+                    if symbol not in self.unknown_logged:
+                        self.unknown_logged.add(symbol)
+                        self.log.event("UNKNOWN_SYMBOL", f"ticks for {symbol} ignored: not in feed.symbols",
+                                       level=30, symbol=symbol)
+                    continue
+                group = groups[symbol] = []
+            group.append(tick)
+        arrival = self.clock.monotonic()
+        quotes = {}
+        for symbol, group in groups.items():
+            builder = self.builders.get(symbol)
+            if builder is None:
+                builder = self.builders[symbol] = self.candles.ensure_child(symbol)
+            builder.tell(CandleTicks(group))
+            newest = max(group, key=_tick_ts) if len(group) > 1 else group[0]
+            quotes[symbol] = (newest.ltp, newest.ts)
+            self.state.last_arrival[symbol] = arrival
+            if symbol in self.state.stale:
+                self.state.stale.discard(symbol)
+                self.log.event("FEED_RESUMED", f"{symbol} ticking again", symbol=symbol)
+                self.publisher.tell(PublishFeedStatus("FEED_RESUMED", symbol, self.clock.now()))
+        self.cache.set_quotes(quotes)
+        self.publisher.tell(PublishTicks(groups))
+        self.state.ticks += len(ticks) - unknown
+        self.state.unknown_ticks += unknown
+        self.state.batches += 1
+
+    def _check(self) -> None:
+        if self.source is not None:
+            self.state.source_status = _source_status(self.source)
+        if self.advance_candles and not self.state.finished:
+            now = self.clock.now()
+            for builder in self.builders.values():
+                builder.tell(AdvanceClock(now))
+        if not self.state.live or self.state.finished:
+            return
+        mono = self.clock.monotonic()
+        for symbol in self.state.symbols:
+            last = self.state.last_arrival.get(symbol, self.state.started_at)
+            if mono - last > self.stale_seconds and symbol not in self.state.stale:
+                self.state.stale.add(symbol)
+                self.log.event("FEED_STALE", f"no tick for {symbol} in {mono - last:.1f} s", level=30,
+                               symbol=symbol, age_seconds=round(mono - last, 3))
+                self.publisher.tell(PublishFeedStatus("FEED_STALE", symbol, self.clock.now()))
+
+    def _finish(self) -> None:
+        for builder in self.builders.values():
+            builder.tell(CloseCandles("end of input"))
+        self.state.finished = True
+        if self.source is not None:
+            self.state.source_status = _source_status(self.source)
+        self.log.event("FEED_FINISHED", f"{self.state.source} input ended after {self.state.ticks} ticks; "
+                       "forming candles closed", ticks=self.state.ticks)
+        self.publisher.tell(PublishFeedStatus("FEED_FINISHED", "*", self.clock.now()))
+        self.state.finished_event.set()
+
+
+def _tick_ts(tick: Tick) -> float:
+    return tick[1]
+
+
+def _source_status(source: TickSource) -> dict[str, Any]:
+    status = source.status()
+    return {"name": status.name, "connected": status.connected, "finished": status.finished,
+            "ticks": status.ticks, "reconnects": status.reconnects, **status.detail}

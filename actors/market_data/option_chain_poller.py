@@ -1,0 +1,219 @@
+"""OptionChainPoller: the expiry list, then the chain for the nearest (or configured) expiries, every
+`option_chain.poll_seconds` (the seed's FEED_POLL_SECONDS), never faster than Dhan allows.
+
+The Dhan client refuses to send inside its 3-second window (it raises RateLimited with the wait), and
+this actor backs off per (underlying, expiry) on 429s and server errors; an invalid expiry is logged and
+dropped (the expiry list is fetched again), never retried forever. Chains land in the read model, in
+`option_chains` and on the bus.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from actors.brokers.base import BrokerError, PermanentBrokerError, TemporaryBrokerError
+from actors.clock import Clock
+from actors.market_data.market_cache import MarketCache
+from actors.market_data.publisher import PublishValue
+from core.market import IST
+from storage.errors import StorageError
+from storage.records import OptionChainRecord
+from storage.repositories import Storage
+from supervision.actor import SupervisedActor, tell_quietly
+from supervision.scheduler import Scheduler, Timer
+from supervision.supervisor import ChildHandle, ChildLink
+
+__all__ = ["ChainSource", "OptionChainPoller", "PollerState", "SimChainSource"]
+
+EXPIRY_REFRESH_SECONDS = 3600.0
+
+
+class ChainSource(Protocol):
+    def expiry_list(self, symbol: str) -> list[str]: ...
+
+    def option_chain(self, symbol: str, expiry: str) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class PollChains:
+    pass
+
+
+@dataclass
+class PollerState:
+    """Outlives restarts; read by /v1/status."""
+
+    expiries: dict[str, list[str]] = field(default_factory=dict)
+    expiries_at: dict[str, float] = field(default_factory=dict)
+    not_before: dict[tuple[str, str], float] = field(default_factory=dict)
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    invalid: set[tuple[str, str]] = field(default_factory=set)
+    polls: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+class OptionChainPoller(SupervisedActor):
+    def __init__(self, link: ChildLink | None, source: ChainSource, underlyings: tuple[str, ...],
+                 configured_expiries: tuple[str, ...], poll_seconds: float, cache: MarketCache,
+                 storage: Storage, publisher: ChildHandle, clock: Clock, scheduler: Scheduler,
+                 state: PollerState, seed: int = 7) -> None:
+        super().__init__(link)
+        self.source = source
+        self.underlyings = underlyings
+        self.configured_expiries = configured_expiries
+        self.poll_seconds = poll_seconds
+        self.cache = cache
+        self.storage = storage
+        self.publisher = publisher
+        self.clock = clock
+        self.scheduler = scheduler
+        self.state = state
+        self.rng = random.Random(seed)
+        self.timer: Timer | None = None
+
+    def started(self) -> None:
+        ref = self.actor_ref
+        self.timer = self.scheduler.call_every(self.poll_seconds, lambda: tell_quietly(ref, PollChains()))
+        # The first poll waits a moment: a simulated chain needs a first spot tick.
+        self.scheduler.call_later(min(1.0, self.poll_seconds), tell_quietly, ref, PollChains())
+
+    def release(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, PollChains):
+            self._poll()
+            return None
+        return super().receive(message)
+
+    def _poll(self) -> None:
+        self.state.polls += 1
+        now = self.clock.monotonic()
+        for symbol in self.underlyings:
+            expiries = self._expiries(symbol, now)
+            for expiry in self._targets(symbol, expiries):
+                key = (symbol, expiry)
+                if now < self.state.not_before.get(key, 0.0):
+                    continue
+                self._fetch(symbol, expiry, now)
+
+    def _expiries(self, symbol: str, now: float) -> list[str]:
+        known = self.state.expiries.get(symbol)
+        fresh = now - self.state.expiries_at.get(symbol, -math.inf) < EXPIRY_REFRESH_SECONDS
+        if known and fresh:
+            return known
+        key = (symbol, "*expiries*")
+        if now < self.state.not_before.get(key, 0.0):
+            return known or []
+        try:
+            expiries = sorted(self.source.expiry_list(symbol))
+        except BrokerError as exc:
+            self._failed(key, exc, now)
+            return known or []
+        self.state.expiries[symbol] = expiries
+        self.state.expiries_at[symbol] = now
+        self.state.failures.pop(key, None)
+        return expiries
+
+    def _targets(self, symbol: str, expiries: list[str]) -> list[str]:
+        if self.configured_expiries:
+            return [e for e in self.configured_expiries if (symbol, e) not in self.state.invalid]
+        today = datetime.fromtimestamp(self.clock.now(), IST).date().isoformat()
+        upcoming = [e for e in expiries if e >= today and (symbol, e) not in self.state.invalid]
+        return upcoming[:1]
+
+    def _fetch(self, symbol: str, expiry: str, now: float) -> None:
+        key = (symbol, expiry)
+        try:
+            payload = self.source.option_chain(symbol, expiry)
+        except BrokerError as exc:
+            self._failed(key, exc, now)
+            return
+        self.state.failures.pop(key, None)
+        record = OptionChainRecord(symbol, expiry, payload, self.clock.now())
+        self.cache.set_option_chain(record)
+        self.publisher.tell(PublishValue(f"option_chain:{symbol}", {
+            "expiry": expiry, "updated_at": record.updated_at, "payload": payload}))
+        try:
+            self.storage.option_chains.upsert(symbol, expiry, payload, record.updated_at)
+        except StorageError as exc:
+            self.log.event("OPTION_CHAIN_PERSIST_FAILED", f"{symbol} {expiry}: {exc}", level=30,
+                           symbol=symbol, expiry=expiry)
+        self.log.event("OPTION_CHAIN_UPDATED", f"{symbol} {expiry}: {len(payload.get('oc', {}))} strikes",
+                       level=10, symbol=symbol, expiry=expiry)
+
+    def _failed(self, key: tuple[str, str], exc: BrokerError, now: float) -> None:
+        from actors.dhan.errors import InvalidExpiry, RateLimited
+
+        symbol, expiry = key
+        self.state.errors += 1
+        self.state.last_error = f"{symbol} {expiry}: {exc}"
+        if isinstance(exc, InvalidExpiry):
+            self.state.invalid.add(key)
+            self.state.expiries_at.pop(symbol, None)  # fetch the expiry list again
+            self.log.event("OPTION_CHAIN_INVALID_EXPIRY", f"{symbol} {expiry}: {exc}; not retried", level=30,
+                           symbol=symbol, expiry=expiry)
+            return
+        streak = self.state.failures.get(key, 0) + 1
+        self.state.failures[key] = streak
+        if isinstance(exc, RateLimited):
+            delay = max(exc.retry_after, 3.0 * 2 ** (streak - 1))
+        elif isinstance(exc, TemporaryBrokerError):
+            delay = min(300.0, self.poll_seconds * 2 ** (streak - 1))
+        elif isinstance(exc, PermanentBrokerError):
+            delay = 300.0
+        else:
+            delay = self.poll_seconds
+        delay = min(delay, 600.0) * (1 + self.rng.uniform(0, 0.2))
+        self.state.not_before[key] = now + delay
+        self.log.event("OPTION_CHAIN_BACKOFF", f"{symbol} {expiry}: {type(exc).__name__}: {exc}; "
+                       f"next try in {delay:.1f} s", level=30, symbol=symbol, expiry=expiry,
+                       code=getattr(exc, "code", ""), streak=streak, delay_seconds=round(delay, 2))
+
+
+
+class SimChainSource:
+    """An option chain made up around the simulated spot, so the embedded default serves the whole API.
+
+    Strikes every 50 (NIFTY) / 100 (BANKNIFTY) around the spot; each contract has a stable made-up
+    security id; premiums from intrinsic value plus a time-value hump. Not a pricing model: a stand-in.
+    """
+
+    STEP = {"NIFTY": 50, "BANKNIFTY": 100, "FINNIFTY": 50}
+    BASE_ID = {"NIFTY": 40_000, "BANKNIFTY": 60_000, "FINNIFTY": 80_000}
+
+    def __init__(self, cache: MarketCache, clock: Clock) -> None:
+        self.cache = cache
+        self.clock = clock
+
+    def expiry_list(self, symbol: str) -> list[str]:
+        today = datetime.fromtimestamp(self.clock.now(), IST).date()
+        days_to_tuesday = (1 - today.weekday()) % 7
+        first = today.toordinal() + days_to_tuesday
+        return [datetime.fromordinal(first + 7 * i).date().isoformat() for i in range(4)]
+
+    def option_chain(self, symbol: str, expiry: str) -> dict[str, Any]:
+        quote = self.cache.quote(symbol)
+        if quote is None:
+            raise TemporaryBrokerError(f"no simulated spot for {symbol} yet")
+        spot = quote[0]
+        step = self.STEP.get(symbol, 50)
+        atm = round(spot / step) * step
+        chain: dict[str, Any] = {}
+        for i in range(-10, 11):
+            strike = atm + i * step
+            index = i + 10
+            time_value = max(5.0, 120.0 - abs(strike - spot) * 0.4)
+            chain[f"{strike:.6f}"] = {
+                "ce": {"last_price": round(max(0.0, spot - strike) + time_value, 2),
+                       "security_id": self.BASE_ID.get(symbol, 90_000) + 2 * index},
+                "pe": {"last_price": round(max(0.0, strike - spot) + time_value, 2),
+                       "security_id": self.BASE_ID.get(symbol, 90_000) + 2 * index + 1},
+            }
+        return {"last_price": spot, "oc": chain}

@@ -1,0 +1,380 @@
+"""Reconciler: start-up adoption of open trades, then broker vs book every reconcile.interval_seconds.
+
+Start-up (before any entry is allowed): load the risk state, re-create a trade actor for every open
+pos_id in `trades` (each rebuilds from its journal and reconciles its own orders with the broker), wait
+until they have, then run the first pass. The executor refuses entries until that pass has completed.
+
+A pass:
+1. Missed fills: every broker order owned by a live trade whose state the trade has not seen yet (more
+   filled, or ended while the trade thinks it works) is handed to that trade as `Observe` -- the trade
+   applies it through the core, as events. Nothing is ever invented: only broker snapshots are observed.
+2. Positions, from the broker's side: per symbol, its net quantity against the fills of the orders that
+   carry the correlation id of a trade of ours (whichever process runs it; a trade that ended without a
+   position explains nothing) -- a remainder is a broker position with no trade.
+3. The book, from our side: each live trade's open quantity against the net fills of its own orders at
+   the broker -- more in the book is a trade the broker does not know; less is fills the trade has not
+   taken. Either difference must persist (max(0.5 s, one interval, up to 2 s), and for a trade without
+   it moving on) before it is an incident: fills in flight settle first.
+4. An incident: RECONCILE_INCIDENT logged once, and a reconciliation hold (entries halted, exits
+   allowed) until an operator acknowledges (POST /v1/control/reconcile/ack). Acknowledging accepts the
+   differences as they are now: the same difference does not raise again, a new one does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.brokers.base import BrokerError
+from actors.trading.trade_actor import Observe, TraderDeps
+from core.orders import BrokerOrder, Leg, Side, correlation_id
+from core.risk import ist_day
+from core.trade import TradeContext, TradeState
+from storage.errors import StorageError
+from supervision.actor import SupervisedActor, tell_quietly
+from supervision.scheduler import Scheduler, Timer
+from supervision.supervisor import ChildLink
+
+__all__ = ["RECONCILE_STATE_KEY", "ReconcileState", "Reconciler", "acknowledge"]
+
+RECONCILE_STATE_KEY = "reconcile"
+CONFIRM_MIN_SECONDS = 0.5  # a difference must persist this long (or one interval, up to 2 s) to count
+RECOVERY_WAIT_SECONDS = 15.0  # longest the first pass waits for adopted trades to finish recovering
+S = TradeState
+_ABANDONED = frozenset({S.REJECTED.value, S.CANCELLED.value, S.DENIED.value})  # ended without a position
+_ENTRY_WORKING = frozenset({S.ENTRY_PENDING, S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.ENTRY_CANCEL_PENDING,
+                            S.ENTRY_PARTIAL_CANCEL_PENDING})
+_EXIT_WORKING = frozenset({S.EXIT_PENDING, S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILLED, S.EXIT_CANCEL_PENDING})
+
+
+@dataclass(frozen=True)
+class _Startup:
+    pass
+
+
+@dataclass(frozen=True)
+class _Pass:
+    confirm: bool = False
+
+
+@dataclass
+class ReconcileState:
+    """Outlives reconciler restarts; read by the control API. `acknowledge` may be called from any thread."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    started_up: bool = False
+    adopted: list[str] = field(default_factory=list)
+    adopted_at: float = 0.0
+    passes: int = 0
+    failures: int = 0
+    last_pass_at: float = 0.0
+    last_error: str = ""
+    missed_fills: int = 0
+    first_seen: dict[str, float] = field(default_factory=dict)  # difference key -> monotonic first sighting
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # raised, not yet acknowledged
+    accepted: dict[str, int] = field(default_factory=dict)  # symbol -> difference an operator accepted
+    last_differences: dict[str, int] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # correlation id -> pos_id (never changes)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {"started_up": self.started_up, "passes": self.passes, "failures": self.failures,
+                    "last_pass_at": self.last_pass_at or None, "last_error": self.last_error or None,
+                    "missed_fills_applied": self.missed_fills, "adopted_at_start": list(self.adopted),
+                    "incidents": list(self.incidents.values()), "accepted_differences": dict(self.accepted)}
+
+
+class Reconciler(SupervisedActor):
+    def __init__(self, link: ChildLink | None, deps: TraderDeps, ready: threading.Event,
+                 storage_ready: threading.Event, scheduler: Scheduler, interval_seconds: float,
+                 state: ReconcileState) -> None:
+        super().__init__(link)
+        self.deps = deps
+        self.ready = ready
+        self.storage_ready = storage_ready
+        self.scheduler = scheduler
+        self.interval = interval_seconds
+        self.state = state
+        self.timer: Timer | None = None
+        self.confirm_after = max(CONFIRM_MIN_SECONDS, min(2.0, interval_seconds))
+
+    def started(self) -> None:
+        ref = self.actor_ref
+        self.timer = self.scheduler.call_every(self.interval, lambda: tell_quietly(ref, _Pass()))
+        ref.tell(_Startup())
+
+    def release(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, _Startup):
+            self._startup()
+        elif isinstance(message, _Pass):
+            self._pass(message.confirm)
+        else:
+            return super().receive(message)
+        return None
+
+    # -- start-up ----------------------------------------------------------------------------------------
+
+    def _later(self, delay: float, message: Any) -> None:
+        ref = self.actor_ref
+        self.scheduler.call_later(delay, lambda: tell_quietly(ref, message))
+
+    def _startup(self) -> None:
+        if self.state.started_up:
+            self.actor_ref.tell(_Pass())
+            return
+        if not self.storage_ready.is_set():
+            self._later(0.1, _Startup())
+            return
+        deps = self.deps
+        try:
+            if not deps.risk.loaded:
+                deps.risk.load()
+            stored = deps.storage.bot_state.get(RECONCILE_STATE_KEY) or {}
+            denied = {t.pos_id for t in deps.storage.trades.list_trades(state=S.DENIED.value)}
+            pos_ids = [p for p in deps.storage.trades.open_pos_ids() if p not in denied]
+        except StorageError as exc:
+            self.log.event("RECONCILE_STARTUP_DEFERRED", f"storage unavailable: {exc}", level=30)
+            self._later(0.5, _Startup())
+            return
+        with self.state.lock:
+            self.state.accepted = {str(k): int(v) for k, v in (stored.get("accepted") or {}).items()}
+            self.state.adopted = pos_ids
+            self.state.adopted_at = deps.clock.monotonic()
+            self.state.started_up = True
+        deps.book.await_recovery(pos_ids)
+        for pos_id in pos_ids:
+            if deps.trades is not None:
+                deps.trades.ensure_child(pos_id)
+        self.log.event("RECONCILE_STARTUP", f"adopting {len(pos_ids)} open trades before the first pass",
+                       adopted=pos_ids)
+        self.actor_ref.tell(_Pass())
+
+    # -- passes ---------------------------------------------------------------------------------------------
+
+    def _pass(self, confirm: bool) -> None:
+        state = self.state
+        deps = self.deps
+        if not state.started_up:
+            return
+        if not self.ready.is_set() and not confirm:
+            waited = deps.clock.monotonic() - state.adopted_at
+            if not deps.book.all_recovered() and waited < RECOVERY_WAIT_SECONDS:
+                self._later(0.05, _Pass())
+                return
+        try:
+            differences = self._compare()
+        except (BrokerError, StorageError) as exc:
+            with state.lock:
+                state.failures += 1
+                state.last_error = f"{type(exc).__name__}: {exc}"
+            self.log.event("RECONCILE_FAILED", f"pass failed: {exc}", level=30, first=not self.ready.is_set())
+            if not self.ready.is_set():
+                self._later(min(1.0, self.interval), _Pass())
+            return
+        now = deps.clock.now()
+        with state.lock:
+            state.passes += 1
+            state.last_pass_at = now
+            state.last_error = ""
+            state.last_differences = {d["symbol"]: d["difference"] for d in differences.values() if "symbol" in d}
+            # A difference is confirmed when it is still there `confirm_after` seconds after first seen
+            # (a regular pass right after the first sighting does not count: fills may be in flight).
+            moment = time.monotonic()
+            seen = {k: state.first_seen.get(k, moment) for k in differences}
+            confirmed = {k: d for k, d in differences.items() if moment - seen[k] >= self.confirm_after}
+            fresh = {k: d for k, d in differences.items() if k not in confirmed}
+            state.first_seen = seen
+            new_incidents = {k: d for k, d in confirmed.items() if k not in state.incidents}
+            state.incidents.update(new_incidents)
+        for incident in new_incidents.values():
+            self.log.event("RECONCILE_INCIDENT", incident["detail"], level=40, **incident)
+        if new_incidents:
+            kinds = sorted({d["kind"] for d in new_incidents.values()})
+            deps.risk.set_reconciliation_hold(True, f"reconciliation: {', '.join(kinds)} (acknowledge with POST "
+                                                    "/v1/control/reconcile/ack)")
+        if fresh:
+            wait = max(0.01, self.confirm_after - min(moment - seen[k] for k in fresh))
+            self._later(wait, _Pass(confirm=True))  # confirm (or clear) the suspicion soon
+            return
+        if not self.ready.is_set():
+            deps.risk.sync_open_positions(deps.book.open_count())
+            self.ready.set()
+            self.log.event("RECONCILE_STARTUP_PASSED", "first reconciliation passed: entries allowed (risk "
+                           "guard permitting)", incidents=len(state.incidents), adopted=len(state.adopted))
+        deps.risk.flush()
+
+    def _compare(self) -> dict[str, dict[str, Any]]:
+        """Differences keyed by what they are about (the same difference, the same key)."""
+        deps = self.deps
+        positions = deps.broker.positions()
+        orders = deps.broker.orders()
+        self._apply_missed(orders)
+        broker_net: dict[str, int] = {}
+        for position in positions:
+            broker_net[position.symbol] = broker_net.get(position.symbol, 0) + position.net_qty
+        # What our trades explain, from the broker's own order book: fills of orders carrying the
+        # correlation id of a trade of ours (any process) that has not ended without a position.
+        explained: dict[str, int] = {}
+        per_trade: dict[str, int] = {}
+        states = self._trade_states()
+        for order in orders:
+            if not order.filled_qty:
+                continue
+            pos_id = self._owner(order)
+            if pos_id is None or self._state_of(pos_id, states) in _ABANDONED:
+                continue  # not ours, or fills on an entry that ended with none: nothing explains them
+            signed = order.filled_qty if order.side is Side.BUY else -order.filled_qty
+            explained[order.symbol] = explained.get(order.symbol, 0) + signed
+            per_trade[pos_id] = per_trade.get(pos_id, 0) + signed
+        differences: dict[str, dict[str, Any]] = {}
+        with self.state.lock:
+            accepted = self.state.accepted
+            for symbol in sorted(set(broker_net) | set(explained)):
+                held, booked = broker_net.get(symbol, 0), explained.get(symbol, 0)
+                difference = held - booked
+                if difference == 0:
+                    accepted.pop(symbol, None)  # settled: an accepted difference no longer applies
+                    continue
+                if accepted.get(symbol) == difference:
+                    continue
+                kind = "BROKER_POSITION_WITHOUT_TRADE" if booked == 0 else "POSITION_MISMATCH"
+                differences[f"{kind}:{symbol}:{difference}"] = {
+                    "kind": kind, "symbol": symbol, "broker_qty": held, "book_qty": booked,
+                    "difference": difference,
+                    "detail": f"{symbol}: broker holds {held}, our trades' orders explain {booked} "
+                              f"({kind.replace('_', ' ').lower()})"}
+        for context in deps.book.contexts():
+            if context.is_terminal:
+                continue
+            at_broker = per_trade.get(context.pos_id, 0)
+            in_book = context.open_qty if context.side is Side.BUY else -context.open_qty
+            if at_broker == in_book:
+                continue
+            # The trade's seq is in the key: a trade still moving (fills being applied) is not a difference.
+            if abs(in_book) > abs(at_broker) or in_book * at_broker < 0:
+                kind, what = "TRADE_UNKNOWN_TO_BROKER", "the broker's orders do not hold them"
+            else:
+                kind, what = "POSITION_MISMATCH", "the trade has not taken the broker's fills"
+            differences[f"{kind}:{context.pos_id}:{context.seq}:{at_broker - in_book}"] = {
+                "kind": kind, "pos_id": context.pos_id, "traded_symbol": context.symbol, "book_qty": in_book,
+                "broker_qty": at_broker,
+                "detail": f"{context.pos_id}: the book holds {in_book} {context.symbol}, its orders at the broker "
+                          f"{at_broker}: {what}"}
+        return differences
+
+    def _trade_states(self) -> dict[str, str]:
+        """pos_id -> state of today's trades (one query a pass); live contexts win (they are fresher)."""
+        trades = self.deps.storage.trades
+        states = {t.pos_id: t.state for t in trades.list_trades(day=ist_day(self.deps.clock.now()))}
+        states.update({c.pos_id: c.state.value for c in self.deps.book.contexts()})
+        return states
+
+    def _state_of(self, pos_id: str, states: dict[str, str]) -> str | None:
+        state = states.get(pos_id)
+        if state is None:
+            row = self.deps.storage.trades.get_trade(pos_id)  # an older trade (opened another day)
+            state = row.state if row is not None else None
+            if state is not None:
+                states[pos_id] = state
+        return state
+
+    def _owner(self, order: BrokerOrder) -> str | None:
+        """The pos_id whose order this is: live trades, then the orders table (any process), then the
+        readable form of the correlation id ("<pos_id>-E", "<pos_id>-X2") checked against the trades."""
+        pos_id = self.deps.router.pos_id_for(order)
+        cid = order.correlation_id
+        if pos_id is not None or not cid:
+            return pos_id
+        cache = self.state.owners
+        if cid in cache:
+            return cache[cid]
+        trades = self.deps.storage.trades
+        record = trades.order(cid)
+        if record is not None:
+            pos_id = record.pos_id
+        else:
+            stem = cid.rpartition("-")[0]
+            if stem and correlation_id_matches(stem, cid) and trades.get_trade(stem) is not None:
+                pos_id = stem
+        if pos_id is not None:
+            cache[cid] = pos_id  # an order's owner never changes
+        return pos_id
+
+    def _apply_missed(self, orders: list[BrokerOrder]) -> None:
+        deps = self.deps
+        for order in orders:
+            pos_id = deps.router.pos_id_for(order)
+            context = deps.book.get(pos_id) if pos_id is not None else None
+            if pos_id is None or context is None:
+                continue
+            news, missed_fill = _news_for(context, order)
+            if not news or not deps.router.deliver(pos_id, Observe(order, "reconcile")):
+                continue
+            if missed_fill:
+                with self.state.lock:
+                    self.state.missed_fills += 1
+                self.log.event("RECONCILE_MISSED_FILL", f"{pos_id}: broker order {order.order_id} is "
+                               f"{order.status} {order.filled_qty}/{order.qty}; the trade had not seen it",
+                               level=30, pos_id=pos_id, order_id=order.order_id,
+                               correlation_id=order.correlation_id, filled_qty=order.filled_qty)
+
+
+def correlation_id_matches(pos_id: str, cid: str) -> bool:
+    """Is cid one of the readable correlation ids `core.orders.correlation_id` gives pos_id?"""
+    stem, _, suffix = cid.rpartition("-")
+    if stem != pos_id or suffix[:1] not in ("E", "X") or not (suffix[1:] == "" or suffix[1:].isdigit()):
+        return False
+    leg = Leg.ENTRY if suffix[0] == "E" else Leg.EXIT
+    attempt = int(suffix[1:]) if suffix[1:] else 0
+    return correlation_id(pos_id, leg, attempt) == cid
+
+
+# -- the operator -------------------------------------------------------------------------------------------
+
+
+def acknowledge(state: ReconcileState, deps: TraderDeps, who: str = "operator") -> dict[str, Any]:
+    """Accept the differences as they are now, release the hold (any thread)."""
+    with state.lock:
+        incidents = list(state.incidents.values())
+        for incident in incidents:
+            symbol = incident.get("symbol")
+            if symbol is not None:
+                state.accepted[symbol] = int(incident["difference"])
+        state.incidents.clear()
+        state.first_seen.clear()
+        accepted = dict(state.accepted)
+    try:
+        deps.storage.bot_state.put(RECONCILE_STATE_KEY, {"accepted": accepted}, deps.clock.now())
+    except StorageError as exc:
+        deps.risk.set_reconciliation_hold(True, f"acknowledgement not saved: {exc}")
+        raise
+    released = deps.risk.set_reconciliation_hold(False)
+    from telemetry.logs import get_logger
+
+    get_logger("mybot.reconciler").event("RECONCILE_ACKNOWLEDGED", f"{len(incidents)} incidents acknowledged by "
+                                         f"{who}; hold released", incidents=len(incidents), accepted=accepted,
+                                         released=released)
+    return {"acknowledged": incidents, "accepted_differences": accepted, "hold_released": released}
+
+
+def _news_for(context: TradeContext, order: BrokerOrder) -> tuple[bool, bool]:
+    """(does this broker order tell the trade something it has not applied, is that a fill it missed)."""
+    cid = order.correlation_id
+    if (cid and cid == context.entry_correlation_id) or (
+            context.entry_order_id and order.order_id == context.entry_order_id):
+        missed = order.filled_qty > context.entry_filled_qty
+        ended = order.status.is_terminal and context.state in _ENTRY_WORKING
+        return missed or ended or not context.entry_order_id, missed
+    if (cid and cid == context.exit_correlation_id) or (
+            context.exit_order_id and order.order_id == context.exit_order_id):
+        missed = order.filled_qty > context.exit_order_filled_qty
+        ended = order.status.is_terminal and context.state in _EXIT_WORKING
+        return missed or ended or not context.exit_order_id, missed
+    return False, False
+

@@ -1,0 +1,314 @@
+"""The pre-entry risk guard: limits, the day's risk state, and the decisions made from them.
+
+Entries are checked against every limit; exits are always allowed (a guard that blocks exits turns a
+loss limit into a bigger loss). A breach (daily loss in rupees or percent, consecutive losses) halts
+new entries until the next session; an operator's kill switch and a reconciliation hold stay engaged
+until someone releases them, whatever the session.
+
+Pure: `now` comes in as epoch seconds; IST times via core.market. The state is a frozen value the
+shell persists in bot_state (`to_payload` / `RiskState.from_payload`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.market import IST, hhmm_seconds, ist_seconds_of_day
+
+__all__ = [
+    "Allowed",
+    "Decision",
+    "Denied",
+    "DenyCode",
+    "KillSwitchEngaged",
+    "KillSwitchReleased",
+    "ReconciliationHoldChanged",
+    "RiskEvent",
+    "RiskLimits",
+    "RiskState",
+    "TradingHalted",
+    "TradingResumed",
+    "check_entry",
+    "check_exit",
+    "engage_kill_switch",
+    "ist_day",
+    "new_risk_state",
+    "on_entry_abandoned",
+    "on_entry_started",
+    "on_trade_closed",
+    "release_kill_switch",
+    "resume_trading",
+    "roll_session",
+    "set_reconciliation_hold",
+    "square_off_due",
+    "with_open_positions",
+]
+
+
+class _RiskSettingsLike(Protocol):
+    trading_enabled: bool
+    daily_max_loss: float
+    daily_max_loss_pct: float
+    capital: float
+    consecutive_losses_limit: int
+    max_open_positions: int
+    session_start: str
+    session_end: str
+    square_off_time: str
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """The configured limits (config.settings.RiskSettings). A limit of 0 for the two loss limits
+    switches that rule off; max_open_positions 0 means no new entries at all."""
+
+    trading_enabled: bool = True
+    daily_max_loss: float = 5000.0
+    daily_max_loss_pct: float = 2.0
+    capital: float = 500_000.0
+    consecutive_losses_limit: int = 3
+    max_open_positions: int = 3
+    session_start: str = "09:15"
+    session_end: str = "15:30"
+    square_off_time: str = "15:15"
+
+    @classmethod
+    def from_settings(cls, risk: _RiskSettingsLike) -> RiskLimits:
+        return cls(**{f.name: getattr(risk, f.name) for f in dataclasses.fields(cls)})
+
+    @property
+    def daily_loss_pct_rupees(self) -> float:
+        """daily_max_loss_pct of capital, in rupees (0 = rule off)."""
+        return self.capital * self.daily_max_loss_pct / 100.0
+
+
+class DenyCode:
+    """Why an entry was denied: stable codes for tests, metrics and the status API."""
+
+    KILL_SWITCH = "KILL_SWITCH"
+    RECONCILIATION_HOLD = "RECONCILIATION_HOLD"
+    TRADING_DISABLED = "TRADING_DISABLED"  # by configuration
+    TRADING_HALTED = "TRADING_HALTED"  # by a breach earlier in the session
+    DAILY_MAX_LOSS = "DAILY_MAX_LOSS"
+    DAILY_MAX_LOSS_PCT = "DAILY_MAX_LOSS_PCT"
+    CONSECUTIVE_LOSSES = "CONSECUTIVE_LOSSES"
+    OUTSIDE_SESSION = "OUTSIDE_SESSION"
+    AFTER_SQUARE_OFF = "AFTER_SQUARE_OFF"
+    MAX_OPEN_POSITIONS = "MAX_OPEN_POSITIONS"
+
+
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    allowed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    code: str
+    reason: str
+    allowed: bool = False
+
+
+Decision = Allowed | Denied
+
+
+@dataclass(frozen=True, slots=True)
+class RiskState:
+    """The day's risk counters and switches (the seed's bot_state)."""
+
+    day: str  # IST date, YYYY-MM-DD, the counters belong to
+    trading_enabled: bool = True  # False after a breach, until the next session
+    halt_reason: str = ""
+    halt_code: str = ""
+    realized_pnl: float = 0.0
+    consecutive_losses: int = 0
+    trades_closed: int = 0
+    open_positions: int = 0
+    kill_switch_engaged: bool = False
+    kill_switch_reason: str = ""
+    reconciliation_hold: bool = False
+    reconciliation_hold_reason: str = ""
+
+    def to_payload(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> RiskState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class RiskEvent:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TradingHalted(RiskEvent):
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradingResumed(RiskEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitchEngaged(RiskEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitchReleased(RiskEvent):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationHoldChanged(RiskEvent):
+    engaged: bool
+    reason: str
+
+
+def ist_day(now: float) -> str:
+    return datetime.fromtimestamp(now, IST).date().isoformat()
+
+
+def new_risk_state(now: float) -> RiskState:
+    return RiskState(day=ist_day(now))
+
+
+def _breach(limits: RiskLimits, state: RiskState) -> Denied | None:
+    """The loss limit the counters are past, if any (checked on every entry, not only on a close:
+    limits may have been tightened since the last trade)."""
+    loss = -state.realized_pnl
+    if limits.daily_max_loss > 0 and loss >= limits.daily_max_loss:
+        return Denied(DenyCode.DAILY_MAX_LOSS,
+                      f"daily loss ₹{loss:,.2f} reached the limit ₹{limits.daily_max_loss:,.2f}")
+    pct_limit = limits.daily_loss_pct_rupees
+    if pct_limit > 0 and loss >= pct_limit:
+        return Denied(DenyCode.DAILY_MAX_LOSS_PCT,
+                      f"daily loss ₹{loss:,.2f} reached {limits.daily_max_loss_pct}% of capital "
+                      f"₹{limits.capital:,.2f} (₹{pct_limit:,.2f})")
+    if state.consecutive_losses >= limits.consecutive_losses_limit:
+        return Denied(DenyCode.CONSECUTIVE_LOSSES,
+                      f"{state.consecutive_losses} consecutive losing trades "
+                      f"(limit {limits.consecutive_losses_limit})")
+    return None
+
+
+def check_entry(limits: RiskLimits, state: RiskState, now: float) -> Decision:
+    """May a new position be opened now? The first failing rule is the reason.
+
+    The shell rolls the state (`roll_session`) before asking, so the counters are today's.
+    """
+    if state.kill_switch_engaged:
+        return Denied(DenyCode.KILL_SWITCH, f"kill switch engaged: {state.kill_switch_reason or 'by operator'}")
+    if state.reconciliation_hold:
+        return Denied(DenyCode.RECONCILIATION_HOLD,
+                      f"reconciliation hold: {state.reconciliation_hold_reason or 'broker and book disagree'}")
+    if not limits.trading_enabled:
+        return Denied(DenyCode.TRADING_DISABLED, "trading disabled by configuration (risk.trading_enabled)")
+    if not state.trading_enabled:
+        return Denied(state.halt_code or DenyCode.TRADING_HALTED,
+                      f"trading halted for the session: {state.halt_reason or 'limit breached'}")
+    breach = _breach(limits, state)
+    if breach is not None:
+        return breach
+    second = ist_seconds_of_day(now)
+    start, end = hhmm_seconds(limits.session_start), hhmm_seconds(limits.session_end)
+    if not start <= second < end:
+        return Denied(DenyCode.OUTSIDE_SESSION,
+                      f"outside the session {limits.session_start}-{limits.session_end} IST")
+    if second >= hhmm_seconds(limits.square_off_time):
+        return Denied(DenyCode.AFTER_SQUARE_OFF, f"at or after square-off {limits.square_off_time} IST")
+    if state.open_positions >= limits.max_open_positions:
+        return Denied(DenyCode.MAX_OPEN_POSITIONS,
+                      f"{state.open_positions} open positions (limit {limits.max_open_positions})")
+    return Allowed()
+
+
+def check_exit(limits: RiskLimits, state: RiskState, now: float) -> Decision:
+    """Exits are always allowed: kill switch, halts and holds exist to reduce risk, never to trap it."""
+    return Allowed()
+
+
+def square_off_due(limits: RiskLimits, now: float) -> bool:
+    """Open intraday positions must be closed: at or after square_off_time IST (until midnight)."""
+    return ist_seconds_of_day(now) >= hhmm_seconds(limits.square_off_time)
+
+
+def on_entry_started(state: RiskState) -> RiskState:
+    """An entry was allowed and sent: it counts against max_open_positions from now (so two signals
+    racing for the last slot cannot both pass)."""
+    return replace(state, open_positions=state.open_positions + 1)
+
+
+def on_entry_abandoned(state: RiskState) -> RiskState:
+    """The entry ended with no position (rejected, cancelled unfilled): free its slot."""
+    return replace(state, open_positions=max(0, state.open_positions - 1))
+
+
+def with_open_positions(state: RiskState, count: int) -> RiskState:
+    """Set the count from the trades actually open (restart, reconciliation): the book wins over counters."""
+    return replace(state, open_positions=max(0, count))
+
+
+def on_trade_closed(limits: RiskLimits, state: RiskState, pnl: float,
+                    at: float = 0.0) -> tuple[RiskState, list[RiskEvent]]:
+    """Count a closed trade's P&L; a breach halts new entries for the rest of the session."""
+    losses = state.consecutive_losses + 1 if pnl < 0 else (0 if pnl > 0 else state.consecutive_losses)
+    updated = replace(state, realized_pnl=state.realized_pnl + pnl, consecutive_losses=losses,
+                      trades_closed=state.trades_closed + 1, open_positions=max(0, state.open_positions - 1))
+    if not updated.trading_enabled:
+        return updated, []
+    breach = _breach(limits, updated)
+    if breach is None:
+        return updated, []
+    halted = replace(updated, trading_enabled=False, halt_reason=breach.reason, halt_code=breach.code)
+    return halted, [TradingHalted(at=at, code=breach.code, reason=breach.reason)]
+
+
+def roll_session(state: RiskState, now: float) -> RiskState:
+    """On a new IST day: fresh counters and breach halts lifted. The kill switch and a reconciliation
+    hold are an operator's decisions and survive; open positions are carried (the book says so)."""
+    day = ist_day(now)
+    if day <= state.day:
+        return state
+    return RiskState(day=day, open_positions=state.open_positions,
+                     kill_switch_engaged=state.kill_switch_engaged, kill_switch_reason=state.kill_switch_reason,
+                     reconciliation_hold=state.reconciliation_hold,
+                     reconciliation_hold_reason=state.reconciliation_hold_reason)
+
+
+def resume_trading(state: RiskState, reason: str, at: float = 0.0) -> tuple[RiskState, list[RiskEvent]]:
+    """An operator lifts a breach halt within the session (the counters stay as they are)."""
+    if state.trading_enabled:
+        return state, []
+    return (replace(state, trading_enabled=True, halt_reason="", halt_code="", consecutive_losses=0),
+            [TradingResumed(at=at, reason=reason)])
+
+
+def engage_kill_switch(state: RiskState, reason: str, at: float = 0.0) -> tuple[RiskState, list[RiskEvent]]:
+    if state.kill_switch_engaged:
+        return state, []
+    return (replace(state, kill_switch_engaged=True, kill_switch_reason=reason),
+            [KillSwitchEngaged(at=at, reason=reason)])
+
+
+def release_kill_switch(state: RiskState, reason: str, at: float = 0.0) -> tuple[RiskState, list[RiskEvent]]:
+    if not state.kill_switch_engaged:
+        return state, []
+    return (replace(state, kill_switch_engaged=False, kill_switch_reason=""),
+            [KillSwitchReleased(at=at, reason=reason)])
+
+
+def set_reconciliation_hold(state: RiskState, engaged: bool, reason: str = "",
+                            at: float = 0.0) -> tuple[RiskState, list[RiskEvent]]:
+    if state.reconciliation_hold == engaged:
+        return state, []
+    return (replace(state, reconciliation_hold=engaged, reconciliation_hold_reason=reason if engaged else ""),
+            [ReconciliationHoldChanged(at=at, engaged=engaged, reason=reason)])

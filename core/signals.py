@@ -1,0 +1,259 @@
+"""Signal decisions: a `Score` and the book of open positions in, entry/exit signal events out. Pure.
+
+Rules (`SignalPolicy.decide`):
+- Exit: for an open position on the symbol held in direction d, `score.exit_for(d) >= mds_exit_score_min`
+  raises `ExitSignalRaised(reason="EXIT_SCORE")`. Exits are raised whatever the session or feed state:
+  the score was computed from real candles, and refusing a protective exit is never the safe side (the
+  executor and risk guard decide what can be sent).
+- Entry: no open position on the symbol, the market is open, the feed is not stale, the score has a
+  direction and `entry_score >= mds_entry_score_min`. `entry_blocker` tells why an entry was not raised,
+  for the shell's log line.
+- Size: lots = the largest `sizing_tiers` lot count whose threshold is <= entry_score (at least 1: the
+  entry threshold is the gate), units per lot = `lot_size` when the caller knows it (instrument master),
+  else `base_lot`; qty = lots x units, capped by `max_qty` rounded down to whole lots (less than one lot
+  left -> no entry).
+- Instrument: with a Dhan option chain for the index, the ATM strike (nearest to the chain's last_price,
+  the lower strike on a tie) whose CE (long) / PE (short) leg has a security_id and a positive premium;
+  the trade is a BUY of `SEC_<security_id>` at that premium. Without a usable chain the symbol itself is
+  traded (paper broker: BUY long, SELL short) at the candle close, and the signal's `note` says so.
+- pos_id = f"{symbol}-{YYMMDDHHMM}-{n}" from the IST start of the deciding candle, n counting entries
+  raised for that symbol and candle (1 unless the same candle is decided again). No uuids: a replay
+  gives byte-identical ids, and a re-decided candle a distinct one. NIFTY/BANKNIFTY/FINNIFTY ids are
+  <= 22 characters, so `correlation_id(pos_id, leg)` (<= 25) stays readable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.market import IST, Candle
+from core.orders import Side
+from core.scoring import Score
+
+__all__ = [
+    "EXIT_SCORE",
+    "EntrySignalRaised",
+    "ExitSignalRaised",
+    "OptionPick",
+    "Signal",
+    "SignalConfig",
+    "SignalPolicy",
+    "lots_for",
+    "make_pos_id",
+    "option_chain_strikes",
+    "pick_atm_option",
+]
+
+EXIT_SCORE = "EXIT_SCORE"
+
+
+@dataclass(frozen=True)
+class EntrySignalRaised:
+    """Open a position: BUY/SELL `qty` of `instrument` because `symbol` scored `score` (seed: ENTRY_SIGNAL)."""
+
+    pos_id: str
+    symbol: str  # the scored underlying (NIFTY) or instrument
+    instrument: str  # what to trade: SEC_<security id> of the ATM option, or the symbol itself
+    side: Side
+    qty: int
+    score: Score
+    candle_ts: int  # start of the 1m candle the decision was made on
+    at: float  # decision time (epoch seconds; the candle's close unless the caller passed `now`)
+    direction: int = 0  # +1 long the underlying, -1 short
+    price: float = 0.0  # expected price of `instrument` (option premium or the candle close)
+    lots: int = 0
+    strike: float | None = None
+    option_type: str = ""  # CE / PE / "" when trading the symbol itself
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ExitSignalRaised:
+    """Close position `pos_id` (seed: EXIT_SIGNAL)."""
+
+    pos_id: str
+    reason: str
+    score: Score
+    at: float
+    symbol: str = ""
+    exit_score: float = 0.0
+
+
+Signal = EntrySignalRaised | ExitSignalRaised
+
+
+class SignalConfig(Protocol):
+    """What the policy reads from `config.settings.StrategySettings`."""
+
+    @property
+    def mds_entry_score_min(self) -> float: ...
+    @property
+    def mds_exit_score_min(self) -> float: ...
+    @property
+    def base_lot(self) -> int: ...
+    @property
+    def sizing_tiers(self) -> Mapping[str, float]: ...
+
+
+@dataclass(frozen=True)
+class OptionPick:
+    instrument: str  # SEC_<security id>
+    security_id: str
+    strike: float
+    option_type: str  # CE / PE
+    premium: float
+    underlying_price: float
+
+
+def make_pos_id(symbol: str, candle_ts: float, n: int = 1) -> str:
+    stamp = datetime.fromtimestamp(candle_ts, IST).strftime("%y%m%d%H%M")
+    return f"{symbol}-{stamp}-{n}"
+
+
+def lots_for(entry_score: float, tiers: Mapping[str, float]) -> int:
+    """The lot count of the highest tier threshold <= entry_score; 1 when none is reached."""
+    lots = 1
+    best = -1.0
+    for threshold, tier_lots in tiers.items():
+        level = float(threshold)
+        if level <= entry_score and level > best:
+            best, lots = level, max(1, int(tier_lots))
+    return lots
+
+
+def _chain_body(chain: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The object holding `oc`: accepts the raw Dhan body, the SDK's wrapper, or the inner object."""
+    node: Any = chain
+    for _ in range(3):
+        if not isinstance(node, Mapping):
+            return None
+        if isinstance(node.get("oc"), Mapping):
+            return node
+        node = node.get("data")
+    return None
+
+
+def option_chain_strikes(chain: Mapping[str, Any]) -> tuple[float | None, dict[float, Mapping[str, Any]]]:
+    """(underlying last_price or None, {strike: {"ce": ..., "pe": ...}}) from a Dhan option-chain payload."""
+    body = _chain_body(chain)
+    if body is None:
+        return None, {}
+    strikes: dict[float, Mapping[str, Any]] = {}
+    for key, legs in body["oc"].items():
+        try:
+            strike = float(key)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(legs, Mapping):
+            strikes[strike] = legs
+    last_price = body.get("last_price")
+    try:
+        underlying = float(last_price) if last_price is not None else None
+    except (TypeError, ValueError):
+        underlying = None
+    return (underlying if underlying and underlying > 0 else None), strikes
+
+
+def _leg_quote(legs: Mapping[str, Any], option_type: str) -> tuple[str, float] | None:
+    leg = legs.get(option_type.lower())
+    if not isinstance(leg, Mapping):
+        return None
+    security_id = leg.get("security_id")
+    try:
+        premium = float(leg.get("last_price") or 0.0)
+    except (TypeError, ValueError):
+        return None
+    if security_id in (None, "", 0) or premium <= 0.0:
+        return None
+    return str(security_id), premium
+
+
+def pick_atm_option(chain: Mapping[str, Any] | None, direction: int, fallback_price: float) -> OptionPick | None:
+    """The ATM CE (direction > 0) or PE (< 0) with a security id and a premium; None if the chain has none."""
+    if not chain or direction == 0:
+        return None
+    underlying, strikes = option_chain_strikes(chain)
+    if underlying is None:
+        underlying = fallback_price
+    option_type = "CE" if direction > 0 else "PE"
+    for strike in sorted(strikes, key=lambda s: (abs(s - underlying), s)):
+        quote = _leg_quote(strikes[strike], option_type)
+        if quote is not None:
+            security_id, premium = quote
+            return OptionPick(f"SEC_{security_id}", security_id, strike, option_type, premium, underlying)
+    return None
+
+
+class SignalPolicy:
+    """Turns scores into entry/exit signals (module docstring). Holds only the per-candle pos_id counter."""
+
+    def __init__(self, settings: SignalConfig) -> None:
+        self.entry_min = float(settings.mds_entry_score_min)
+        self.exit_min = float(settings.mds_exit_score_min)
+        self.base_lot = int(settings.base_lot)
+        self.tiers = {str(k): float(v) for k, v in settings.sizing_tiers.items()}
+        for threshold in self.tiers:
+            float(threshold)  # a bad tier key is bad config: fail at construction, not mid-session
+        self._entries: dict[str, tuple[int, int]] = {}  # symbol -> (candle ts, entries raised on it)
+
+    def entry_blocker(self, symbol: str, score: Score, open_positions: Mapping[str, tuple[str, int]],
+                      market_open: bool, feed_stale: bool) -> str | None:
+        """Why no entry would be raised (None: the gates pass; sizing may still refuse)."""
+        if symbol in open_positions:
+            return "position already open"
+        if not market_open:
+            return "market closed"
+        if feed_stale:
+            return "feed stale"
+        if score.direction == 0:
+            return "no direction"
+        if score.entry_score < self.entry_min:
+            return f"entry_score {score.entry_score:.4f} < {self.entry_min}"
+        return None
+
+    def decide(self, symbol: str, score: Score, candle: Candle,
+               open_positions: Mapping[str, tuple[str, int]], market_open: bool, feed_stale: bool,
+               option_chain: Mapping[str, Any] | None, lot_size: int, max_qty: int | None = None,
+               now: float | None = None) -> list[Signal]:
+        at = float(candle.ts + candle.timeframe) if now is None else now
+        position = open_positions.get(symbol)
+        if position is not None:
+            pos_id, held = position
+            exit_value = score.exit_for(held)
+            if exit_value >= self.exit_min:
+                return [ExitSignalRaised(pos_id, EXIT_SCORE, score, at, symbol, exit_value)]
+            return []
+        if self.entry_blocker(symbol, score, open_positions, market_open, feed_stale) is not None:
+            return []
+        units = lot_size if lot_size > 0 else self.base_lot
+        lots = lots_for(score.entry_score, self.tiers)
+        if max_qty is not None:
+            lots = min(lots, max_qty // units)
+        if lots < 1:
+            return []
+        direction = score.direction
+        pick = pick_atm_option(option_chain, direction, candle.close)
+        if pick is not None:
+            instrument, side, price = pick.instrument, Side.BUY, pick.premium
+            strike: float | None = pick.strike
+            option_type = pick.option_type
+            note = f"ATM {pick.option_type} {pick.strike:g} of {symbol} at {pick.underlying_price:g}"
+        else:
+            instrument, side, price = symbol, (Side.BUY if direction > 0 else Side.SELL), candle.close
+            strike, option_type = None, ""
+            note = ("no option chain: trading the symbol itself" if not option_chain
+                    else "option chain has no usable ATM leg: trading the symbol itself")
+        return [EntrySignalRaised(
+            pos_id=make_pos_id(symbol, candle.ts, self._next_entry_number(symbol, candle.ts)),
+            symbol=symbol, instrument=instrument, side=side, qty=lots * units, score=score,
+            candle_ts=candle.ts, at=at, direction=direction, price=price, lots=lots, strike=strike,
+            option_type=option_type, note=note)]
+
+    def _next_entry_number(self, symbol: str, candle_ts: int) -> int:
+        last = self._entries.get(symbol)
+        n = last[1] + 1 if last is not None and last[0] == candle_ts else 1
+        self._entries[symbol] = (candle_ts, n)
+        return n

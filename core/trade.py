@@ -1,0 +1,732 @@
+"""The trade lifecycle: one literal transition table, a pure `apply`, and journal replay.
+
+A trade (one pos_id) moves SIGNAL_GENERATED -> ENTRY_PENDING -> ORDER_PLACED -> POSITION_OPEN ->
+EXIT_PENDING -> EXIT_ORDER_PLACED -> CLOSED on the happy path. What a real broker forces is in the
+table too: rejections, partial fills, timeouts followed by a cancel, fills that arrive after the timeout,
+and exit orders that time out and are retried.
+
+Choices made explicit here:
+- Partial fills have their own states (ENTRY_PARTIALLY_FILLED, EXIT_PARTIALLY_FILLED) because the table
+  maps (state, event type) to exactly one state: a fill event is OrderPartiallyFilled or OrderFilled
+  (complete), never "whichever the quantity says". `observe` picks the right one from a broker order.
+- An entry that times out is cancelled: with nothing filled it ends CANCELLED, with some qty filled it
+  becomes POSITION_OPEN for the filled qty (the remainder is cancelled). A fill that beats the cancel
+  still opens the position.
+- An exit that times out is cancelled and the trade returns to POSITION_OPEN with the unexited qty, and
+  the core asks for a fresh exit (a new correlation id: `correlation_id(pos_id, EXIT, attempt)`).
+- An exit requested while the entry order is still working cancels the entry; if anything had filled,
+  the position opens and the exit is asked for again at once.
+
+`apply(context, event)` is the only way a state changes. Events are journaled by the shell;
+`rebuild(events)` replays them into the exact same context after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, ClassVar, get_type_hints
+
+from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id
+from core.pnl import realized_pnl
+
+__all__ = [
+    "ACTIVE_ORDER_STATES",
+    "EVENT_TYPES",
+    "MAX_EXIT_ATTEMPTS",
+    "TERMINAL_STATES",
+    "TRANSITIONS",
+    "AlertOperator",
+    "CancelOrder",
+    "Command",
+    "EntryDenied",
+    "EntryRequested",
+    "Event",
+    "EventDecodeError",
+    "ExitRequested",
+    "IllegalTransition",
+    "OrderCancelled",
+    "OrderFilled",
+    "OrderPartiallyFilled",
+    "OrderPlaced",
+    "OrderRejected",
+    "OrderSlippageDetected",
+    "OrderTimedOut",
+    "PlaceOrder",
+    "RaiseExitSignal",
+    "RecordClosedTrade",
+    "SignalAccepted",
+    "TradeContext",
+    "TradeState",
+    "apply",
+    "can_apply",
+    "event_from_payload",
+    "observe",
+    "rebuild",
+    "slippage_exceeded",
+    "slippage_guard",
+    "slippage_pct",
+    "timeout_due",
+]
+
+# After this many exit orders that ended without closing the position, stop retrying and page a human:
+# a broker that rejects every exit (margin, freeze, RMS block) must not be hammered forever.
+MAX_EXIT_ATTEMPTS = 5
+
+
+class TradeState(StrEnum):
+    NEW = "NEW"  # the empty context a replay starts from; SignalAccepted is always the first event
+    SIGNAL_GENERATED = "SIGNAL_GENERATED"
+    ENTRY_PENDING = "ENTRY_PENDING"  # risk passed, entry order being submitted
+    ORDER_PLACED = "ORDER_PLACED"  # the broker acknowledged the entry order
+    ENTRY_PARTIALLY_FILLED = "ENTRY_PARTIALLY_FILLED"
+    ENTRY_CANCEL_PENDING = "ENTRY_CANCEL_PENDING"  # timed out (or exit asked) with nothing filled
+    ENTRY_PARTIAL_CANCEL_PENDING = "ENTRY_PARTIAL_CANCEL_PENDING"  # same, with some qty already filled
+    POSITION_OPEN = "POSITION_OPEN"
+    EXIT_PENDING = "EXIT_PENDING"  # exit order being submitted
+    EXIT_ORDER_PLACED = "EXIT_ORDER_PLACED"
+    EXIT_PARTIALLY_FILLED = "EXIT_PARTIALLY_FILLED"
+    EXIT_CANCEL_PENDING = "EXIT_CANCEL_PENDING"  # exit order timed out, cancel sent
+    CLOSED = "CLOSED"
+    REJECTED = "REJECTED"  # the entry order was rejected: no position
+    CANCELLED = "CANCELLED"  # the entry order ended with nothing filled: no position
+    DENIED = "DENIED"  # the risk guard refused the entry: no order was sent
+
+
+S = TradeState
+TERMINAL_STATES = frozenset({S.CLOSED, S.REJECTED, S.CANCELLED, S.DENIED})
+# States in which an order of ours is working at the broker (the timeout monitor watches these).
+ACTIVE_ORDER_STATES = frozenset({S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.EXIT_ORDER_PLACED,
+                                 S.EXIT_PARTIALLY_FILLED})
+_ENTRY_LEG_STATES = frozenset({S.ENTRY_PENDING, S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED,
+                               S.ENTRY_CANCEL_PENDING, S.ENTRY_PARTIAL_CANCEL_PENDING})
+_EXIT_LEG_STATES = frozenset({S.EXIT_PENDING, S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILLED,
+                              S.EXIT_CANCEL_PENDING})
+
+
+class IllegalTransition(Exception):
+    """The event does not apply to the trade in its current state (or names another trade's order)."""
+
+    def __init__(self, state: TradeState, event: Event, detail: str = "") -> None:
+        text = f"{type(event).__name__} is not allowed in state {state}"
+        super().__init__(f"{text}: {detail}" if detail else text)
+        self.state = state
+        self.event = event
+
+
+class EventDecodeError(ValueError):
+    """A journal row that is not a known event or does not fit its fields (bad input: quarantine it)."""
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every trade event: past tense, carries its time (epoch seconds), serializable."""
+
+    at: float
+    log_name: ClassVar[str] = ""  # the seed's vocabulary, for the shell's log line
+
+    def to_payload(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalAccepted(Event):
+    """The strategy's ENTRY_SIGNAL, accepted as a trade: it creates the context."""
+
+    log_name: ClassVar[str] = "ENTRY_SIGNAL"
+    pos_id: str
+    symbol: str  # what is traded: SEC_<security id> for an option
+    instrument: str  # what it is, for people: "NIFTY 2026-11-27 24500 CE"
+    side: Side  # entry side; BUY = long
+    qty: int
+    expected_price: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryRequested(Event):
+    """The risk guard allowed the entry; the executor is to place it at `limit_price`."""
+
+    log_name: ClassVar[str] = "ENTRY_REQUESTED"
+    limit_price: float
+    expected_price: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryDenied(Event):
+    log_name: ClassVar[str] = "ENTRY_DENIED"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderPlaced(Event):
+    log_name: ClassVar[str] = "ORDER_PLACED"
+    order_id: str
+    correlation_id: str
+    leg: Leg
+    qty: int
+    price: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderPartiallyFilled(Event):
+    """Some of the order filled; `filled_qty` and `avg_price` are cumulative for the order."""
+
+    log_name: ClassVar[str] = "ORDER_FILLED"
+    order_id: str
+    leg: Leg
+    filled_qty: int
+    avg_price: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderFilled(Event):
+    """The order filled completely; `filled_qty` and `avg_price` are cumulative for the order."""
+
+    log_name: ClassVar[str] = "ORDER_FILLED"
+    order_id: str
+    leg: Leg
+    filled_qty: int
+    avg_price: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderTimedOut(Event):
+    log_name: ClassVar[str] = "ORDER_TIMEOUT"
+    order_id: str
+    leg: Leg
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderSlippageDetected(Event):
+    log_name: ClassVar[str] = "ORDER_SLIPPAGE"
+    order_id: str
+    expected: float
+    actual: float
+    pct: float  # signed, adverse positive (see slippage_pct)
+    limit_pct: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderRejected(Event):
+    """The broker refused the order; `order_id` is empty when the submit itself was refused."""
+
+    log_name: ClassVar[str] = "ORDER_REJECTED"
+    leg: Leg
+    reason: str
+    order_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderCancelled(Event):
+    """The order ended unfilled (the rest of it): cancelled by us or anyone, or expired."""
+
+    log_name: ClassVar[str] = "ORDER_CANCELLED"
+    order_id: str
+    leg: Leg
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExitRequested(Event):
+    """The EXIT_SIGNAL reached this trade (strategy, square-off, kill switch, slippage guard)."""
+
+    log_name: ClassVar[str] = "EXIT_SIGNAL"
+    reason: str
+    limit_price: float = 0.0
+    expected_price: float = 0.0
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
+    SignalAccepted, EntryRequested, EntryDenied, OrderPlaced, OrderPartiallyFilled, OrderFilled,
+    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested)}
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, StrEnum) else value
+
+
+def event_from_payload(name: str, payload: dict[str, Any]) -> Event:
+    """The inverse of `event.to_payload()` keyed by `event.name` (what the journal stores)."""
+    cls = EVENT_TYPES.get(name)
+    if cls is None:
+        raise EventDecodeError(f"unknown trade event {name!r}")
+    hints = _FIELD_HINTS[cls]
+    try:
+        values = {key: (hints[key](value) if hints.get(key) in (Side, Leg) else value)
+                  for key, value in payload.items()}
+        return cls(**values)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise EventDecodeError(f"{name}: {exc}") from exc
+
+
+_FIELD_HINTS: dict[type[Event], dict[str, Any]] = {cls: get_type_hints(cls) for cls in EVENT_TYPES.values()}
+
+
+# -------------------------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    request: OrderRequest
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOrder:
+    pos_id: str
+    order_id: str
+    leg: Leg
+
+
+@dataclass(frozen=True, slots=True)
+class RaiseExitSignal:
+    """Publish EXIT_SIGNAL for this trade (slippage guard, a pending exit, an exit to retry)."""
+
+    pos_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertOperator:
+    pos_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordClosedTrade:
+    """Write the closed trade (the seed's `trades` table) and feed its P&L to the risk guard."""
+
+    pos_id: str
+    symbol: str
+    instrument: str
+    side: Side
+    qty: int
+    avg_entry_price: float
+    avg_exit_price: float
+    realized_pnl: float
+    opened_at: float
+    closed_at: float
+    exit_reason: str
+
+
+Command = PlaceOrder | CancelOrder | RaiseExitSignal | AlertOperator | RecordClosedTrade
+
+
+# --------------------------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True, slots=True)
+class TradeContext:
+    """Everything known about one trade; only `apply` makes a new one from an event."""
+
+    pos_id: str = ""
+    symbol: str = ""
+    instrument: str = ""
+    side: Side = Side.BUY
+    qty: int = 0  # requested
+    state: TradeState = TradeState.NEW
+    signal_reason: str = ""
+    # entry leg
+    expected_entry_price: float = 0.0
+    entry_limit_price: float = 0.0
+    entry_correlation_id: str = ""
+    entry_order_id: str = ""
+    entry_placed_at: float = 0.0
+    entry_filled_qty: int = 0
+    avg_entry_price: float = 0.0
+    entry_slippage_pct: float | None = None
+    # exit leg: totals over every exit order, plus the current exit order's own cumulative fill
+    exit_attempt: int = -1  # index of the current exit order (-1 = none yet); feeds correlation_id
+    expected_exit_price: float = 0.0
+    exit_limit_price: float = 0.0
+    exit_correlation_id: str = ""
+    exit_order_id: str = ""
+    exit_placed_at: float = 0.0
+    exit_order_filled_qty: int = 0
+    exit_order_avg_price: float = 0.0
+    exit_filled_qty: int = 0
+    avg_exit_price: float = 0.0
+    exit_reason: str = ""
+    # outcome
+    realized_pnl: float = 0.0
+    reason: str = ""  # why it was denied / rejected / cancelled
+    signal_at: float = 0.0
+    opened_at: float = 0.0  # first entry fill
+    closed_at: float = 0.0
+    updated_at: float = 0.0
+    seq: int = 0  # events applied = the journal's length
+
+    @property
+    def open_qty(self) -> int:
+        return self.entry_filled_qty - self.exit_filled_qty
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def exit_side(self) -> Side:
+        return self.side.opposite
+
+    def to_payload(self) -> dict[str, Any]:
+        """Plain data for the status API and snapshots (rebuild uses the event journal, not this)."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out["open_qty"] = self.open_qty
+        return out
+
+
+# ------------------------------------------------------------------------------------ the one table
+
+TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
+    (S.NEW, SignalAccepted): S.SIGNAL_GENERATED,
+    (S.SIGNAL_GENERATED, EntryRequested): S.ENTRY_PENDING,  # -> PlaceOrder(entry)
+    (S.SIGNAL_GENERATED, EntryDenied): S.DENIED,
+    (S.ENTRY_PENDING, OrderPlaced): S.ORDER_PLACED,
+    (S.ENTRY_PENDING, OrderRejected): S.REJECTED,  # the submit itself was refused
+    (S.ORDER_PLACED, OrderPartiallyFilled): S.ENTRY_PARTIALLY_FILLED,
+    (S.ORDER_PLACED, OrderFilled): S.POSITION_OPEN,
+    (S.ORDER_PLACED, OrderRejected): S.REJECTED,  # exchange/RMS rejection after TRANSIT
+    (S.ORDER_PLACED, OrderCancelled): S.CANCELLED,  # cancelled elsewhere or expired, nothing filled
+    (S.ORDER_PLACED, OrderTimedOut): S.ENTRY_CANCEL_PENDING,  # -> CancelOrder
+    (S.ORDER_PLACED, ExitRequested): S.ENTRY_CANCEL_PENDING,  # exit before any fill = cancel the entry
+    (S.ENTRY_PARTIALLY_FILLED, OrderPartiallyFilled): S.ENTRY_PARTIALLY_FILLED,
+    (S.ENTRY_PARTIALLY_FILLED, OrderFilled): S.POSITION_OPEN,
+    (S.ENTRY_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # remainder cancelled elsewhere: keep the fills
+    (S.ENTRY_PARTIALLY_FILLED, OrderTimedOut): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder(remainder)
+    (S.ENTRY_PARTIALLY_FILLED, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder, exit after
+    (S.ENTRY_CANCEL_PENDING, OrderCancelled): S.CANCELLED,
+    # The surprising edges: a fill that arrives AFTER the timeout (the cancel lost the race at the
+    # exchange). The units are ours, so the position opens; an exit asked meanwhile is raised again.
+    (S.ENTRY_CANCEL_PENDING, OrderFilled): S.POSITION_OPEN,
+    (S.ENTRY_CANCEL_PENDING, OrderPartiallyFilled): S.ENTRY_PARTIAL_CANCEL_PENDING,
+    (S.ENTRY_CANCEL_PENDING, OrderRejected): S.REJECTED,
+    (S.ENTRY_CANCEL_PENDING, ExitRequested): S.ENTRY_CANCEL_PENDING,  # cancel already sent; remember the exit
+    (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderPartiallyFilled): S.ENTRY_PARTIAL_CANCEL_PENDING,
+    (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderFilled): S.POSITION_OPEN,  # the remainder beat the cancel
+    (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # open with the filled qty
+    (S.ENTRY_PARTIAL_CANCEL_PENDING, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,
+    (S.POSITION_OPEN, OrderSlippageDetected): S.POSITION_OPEN,  # -> RaiseExitSignal
+    (S.POSITION_OPEN, ExitRequested): S.EXIT_PENDING,  # -> PlaceOrder(exit)
+    (S.EXIT_PENDING, OrderPlaced): S.EXIT_ORDER_PLACED,
+    (S.EXIT_PENDING, OrderRejected): S.POSITION_OPEN,  # still holding: retry the exit (bounded)
+    (S.EXIT_ORDER_PLACED, OrderPartiallyFilled): S.EXIT_PARTIALLY_FILLED,
+    (S.EXIT_ORDER_PLACED, OrderFilled): S.CLOSED,  # -> RecordClosedTrade
+    (S.EXIT_ORDER_PLACED, OrderRejected): S.POSITION_OPEN,
+    (S.EXIT_ORDER_PLACED, OrderCancelled): S.POSITION_OPEN,
+    (S.EXIT_ORDER_PLACED, OrderTimedOut): S.EXIT_CANCEL_PENDING,  # -> CancelOrder
+    (S.EXIT_PARTIALLY_FILLED, OrderPartiallyFilled): S.EXIT_PARTIALLY_FILLED,
+    (S.EXIT_PARTIALLY_FILLED, OrderFilled): S.CLOSED,
+    (S.EXIT_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # the unexited units stay open
+    (S.EXIT_PARTIALLY_FILLED, OrderTimedOut): S.EXIT_CANCEL_PENDING,
+    (S.EXIT_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # -> RaiseExitSignal (a fresh exit order)
+    (S.EXIT_CANCEL_PENDING, OrderFilled): S.CLOSED,  # late exit fill after the timeout: closed after all
+    (S.EXIT_CANCEL_PENDING, OrderPartiallyFilled): S.EXIT_CANCEL_PENDING,
+    (S.EXIT_CANCEL_PENDING, OrderRejected): S.POSITION_OPEN,
+}
+
+
+def can_apply(context: TradeContext, event_type: type[Event]) -> bool:
+    """Whether the table has this pair (the shell asks before sending a second EXIT_SIGNAL, say)."""
+    return (context.state, event_type) in TRANSITIONS
+
+
+def apply(context: TradeContext, event: Event) -> tuple[TradeContext, list[Command]]:
+    """The next context and the commands the shell must carry out. Raises IllegalTransition."""
+    target = TRANSITIONS.get((context.state, type(event)))
+    if target is None:
+        raise IllegalTransition(context.state, event)
+    _check_consistent(context, event)
+    updated = _UPDATES[type(event)](context, event)
+    updated = replace(updated, state=target, seq=context.seq + 1, updated_at=event.at)
+    if target is S.CLOSED:
+        updated = replace(updated, closed_at=event.at)
+    return updated, _commands(context, updated, event)
+
+
+def rebuild(events: Iterable[Event]) -> TradeContext:
+    """Replay a trade's journal (in order) into its context; commands are not re-issued."""
+    context = TradeContext()
+    for event in events:
+        context, _ = apply(context, event)
+    return context
+
+
+# ------------------------------------------------------------------------------ field updates per event
+
+
+def _leg_of(state: TradeState) -> Leg | None:
+    if state in _ENTRY_LEG_STATES:
+        return Leg.ENTRY
+    if state in _EXIT_LEG_STATES:
+        return Leg.EXIT
+    return None
+
+
+def _check_consistent(context: TradeContext, event: Event) -> None:
+    """An order event must be about this trade's current order of the leg the state is working on."""
+    leg = _leg_of(context.state)
+    event_leg = getattr(event, "leg", None)
+    if event_leg is not None and event_leg is not leg:
+        raise IllegalTransition(context.state, event, f"a {event_leg} event while the {leg} leg is working")
+    if isinstance(event, OrderPlaced):
+        expected = context.entry_correlation_id if leg is Leg.ENTRY else context.exit_correlation_id
+        if event.correlation_id != expected:
+            raise IllegalTransition(context.state, event,
+                                    f"correlation id {event.correlation_id!r} is not this trade's {expected!r}")
+        if event.qty <= 0:
+            raise IllegalTransition(context.state, event, f"qty {event.qty} must be positive")
+        return
+    order_id = getattr(event, "order_id", "")
+    if isinstance(event, OrderSlippageDetected):
+        if order_id != context.entry_order_id:
+            raise IllegalTransition(context.state, event, f"order {order_id!r} is not the entry order")
+        return
+    if order_id and event_leg is not None:
+        current = context.entry_order_id if leg is Leg.ENTRY else context.exit_order_id
+        if current and order_id != current:
+            raise IllegalTransition(context.state, event, f"order {order_id!r} is not the current {leg} order")
+    if isinstance(event, OrderPartiallyFilled | OrderFilled):
+        before = context.entry_filled_qty if leg is Leg.ENTRY else context.exit_order_filled_qty
+        if event.filled_qty < before or (isinstance(event, OrderPartiallyFilled) and event.filled_qty == before):
+            raise IllegalTransition(context.state, event,
+                                    f"cumulative filled qty {event.filled_qty} does not advance from {before}")
+        if event.filled_qty <= 0 or event.avg_price <= 0:
+            raise IllegalTransition(context.state, event, "a fill needs a positive qty and price")
+        if leg is Leg.EXIT and context.exit_filled_qty - context.exit_order_filled_qty + event.filled_qty > \
+                context.entry_filled_qty:
+            raise IllegalTransition(context.state, event, "the exit fills exceed the position")
+
+
+def _on_signal(c: TradeContext, e: SignalAccepted) -> TradeContext:
+    if e.qty <= 0 or not e.pos_id:
+        raise IllegalTransition(c.state, e, "a signal needs a pos_id and a positive qty")
+    return replace(c, pos_id=e.pos_id, symbol=e.symbol, instrument=e.instrument, side=e.side, qty=e.qty,
+                   expected_entry_price=e.expected_price, signal_reason=e.reason, signal_at=e.at,
+                   entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY))
+
+
+def _on_entry_requested(c: TradeContext, e: EntryRequested) -> TradeContext:
+    return replace(c, entry_limit_price=e.limit_price, expected_entry_price=e.expected_price)
+
+
+def _on_denied(c: TradeContext, e: EntryDenied) -> TradeContext:
+    return replace(c, reason=e.reason)
+
+
+def _on_placed(c: TradeContext, e: OrderPlaced) -> TradeContext:
+    if e.leg is Leg.ENTRY:
+        return replace(c, entry_order_id=e.order_id, entry_placed_at=e.at)
+    return replace(c, exit_order_id=e.order_id, exit_placed_at=e.at, exit_order_filled_qty=0,
+                   exit_order_avg_price=0.0)
+
+
+def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> TradeContext:
+    if e.leg is Leg.ENTRY:
+        return replace(c, entry_filled_qty=e.filled_qty, avg_entry_price=e.avg_price,
+                       opened_at=c.opened_at or e.at)
+    # The event is cumulative for the current exit order; fold the new units into the trade's totals.
+    new_qty = e.filled_qty - c.exit_order_filled_qty
+    if not new_qty:
+        return c
+    new_value = e.avg_price * e.filled_qty - c.exit_order_avg_price * c.exit_order_filled_qty
+    exited = c.exit_filled_qty + new_qty
+    avg_exit = (c.avg_exit_price * c.exit_filled_qty + new_value) / exited
+    return replace(c, exit_order_filled_qty=e.filled_qty, exit_order_avg_price=e.avg_price,
+                   exit_filled_qty=exited, avg_exit_price=avg_exit,
+                   realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
+
+
+def _on_timed_out(c: TradeContext, e: OrderTimedOut) -> TradeContext:
+    return c
+
+
+def _on_slippage(c: TradeContext, e: OrderSlippageDetected) -> TradeContext:
+    return replace(c, entry_slippage_pct=e.pct)
+
+
+def _on_rejected(c: TradeContext, e: OrderRejected) -> TradeContext:
+    return replace(c, reason=e.reason)
+
+
+def _on_cancelled(c: TradeContext, e: OrderCancelled) -> TradeContext:
+    return replace(c, reason=e.reason or c.reason)
+
+
+def _on_exit_requested(c: TradeContext, e: ExitRequested) -> TradeContext:
+    if c.state is not S.POSITION_OPEN:
+        return replace(c, exit_reason=e.reason)  # the entry is being cancelled; exit once it settles
+    attempt = c.exit_attempt + 1
+    return replace(c, exit_reason=e.reason, exit_attempt=attempt, exit_limit_price=e.limit_price,
+                   expected_exit_price=e.expected_price, exit_order_id="", exit_placed_at=0.0,
+                   exit_order_filled_qty=0, exit_order_avg_price=0.0,
+                   exit_correlation_id=correlation_id(c.pos_id, Leg.EXIT, attempt))
+
+
+_UPDATES: dict[type[Event], Any] = {
+    SignalAccepted: _on_signal,
+    EntryRequested: _on_entry_requested,
+    EntryDenied: _on_denied,
+    OrderPlaced: _on_placed,
+    OrderPartiallyFilled: _on_fill,
+    OrderFilled: _on_fill,
+    OrderTimedOut: _on_timed_out,
+    OrderSlippageDetected: _on_slippage,
+    OrderRejected: _on_rejected,
+    OrderCancelled: _on_cancelled,
+    ExitRequested: _on_exit_requested,
+}
+
+
+# ---------------------------------------------------------------------------------- commands per step
+
+
+def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[Command]:
+    if isinstance(event, EntryRequested):
+        return [PlaceOrder(OrderRequest(
+            correlation_id=after.entry_correlation_id, pos_id=after.pos_id, leg=Leg.ENTRY,
+            symbol=after.symbol, side=after.side, qty=after.qty, price=after.entry_limit_price,
+            expected_price=after.expected_entry_price))]
+    if isinstance(event, ExitRequested):
+        if after.state is S.EXIT_PENDING:
+            return [PlaceOrder(OrderRequest(
+                correlation_id=after.exit_correlation_id, pos_id=after.pos_id, leg=Leg.EXIT,
+                symbol=after.symbol, side=after.exit_side, qty=after.open_qty, price=after.exit_limit_price,
+                expected_price=after.expected_exit_price))]
+        if before.state in (S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED):
+            return [CancelOrder(after.pos_id, after.entry_order_id, Leg.ENTRY)]
+        return []  # a cancel is already on its way
+    if isinstance(event, OrderTimedOut):
+        return [CancelOrder(after.pos_id, event.order_id, event.leg)]
+    if isinstance(event, OrderSlippageDetected):
+        return [RaiseExitSignal(after.pos_id, f"ORDER_SLIPPAGE: entry filled at {event.actual} vs expected "
+                                              f"{event.expected} ({event.pct:+.2f}% > {event.limit_pct}%)")]
+    if after.state is S.CLOSED:
+        return [RecordClosedTrade(
+            pos_id=after.pos_id, symbol=after.symbol, instrument=after.instrument, side=after.side,
+            qty=after.entry_filled_qty, avg_entry_price=after.avg_entry_price,
+            avg_exit_price=after.avg_exit_price, realized_pnl=after.realized_pnl,
+            opened_at=after.opened_at, closed_at=after.closed_at, exit_reason=after.exit_reason)]
+    if after.state is S.POSITION_OPEN and before.state is not S.POSITION_OPEN:
+        if before.state in _ENTRY_LEG_STATES:
+            # Opened while an exit was already wanted (asked during the entry cancel): ask again now.
+            return [RaiseExitSignal(after.pos_id, after.exit_reason)] if after.exit_reason else []
+        # Back from an exit that did not complete: retry with a fresh order, but not forever.
+        why = f"exit order {before.exit_order_id or '(unplaced)'} ended unfilled: {after.reason or event.name}"
+        if after.exit_attempt + 1 >= MAX_EXIT_ATTEMPTS:
+            return [AlertOperator(after.pos_id, f"{why}; {after.exit_attempt + 1} exit orders failed, "
+                                                f"{after.open_qty} units still open: exit by hand")]
+        return [RaiseExitSignal(after.pos_id, f"retry exit ({why}); reason: {after.exit_reason}")]
+    return []
+
+
+# ------------------------------------------------------------------------------ pure helpers for shells
+
+
+def slippage_pct(expected: float, actual: float, side: Side) -> float:
+    """Fill deviation from the expected price in percent, signed so that adverse is positive
+    (paying more on a BUY, receiving less on a SELL)."""
+    if expected <= 0:
+        return 0.0
+    deviation = (actual - expected) / expected * 100.0
+    return deviation if side is Side.BUY else -deviation
+
+
+def slippage_exceeded(pct: float, max_slippage_pct: float) -> bool:
+    """The seed's rule: a fill deviating by more than max_slippage_pct (either way) triggers an exit;
+    a large favourable deviation means the decision was made on a stale or wrong price."""
+    return abs(pct) > max_slippage_pct
+
+
+def slippage_guard(context: TradeContext, max_slippage_pct: float, at: float) -> OrderSlippageDetected | None:
+    """After the entry has filled: the slippage event to apply, or None (not open, already checked, fine)."""
+    if context.state is not S.POSITION_OPEN or context.entry_slippage_pct is not None:
+        return None
+    if context.exit_attempt >= 0 or context.exit_reason:
+        return None  # already on its way out
+    pct = slippage_pct(context.expected_entry_price, context.avg_entry_price, context.side)
+    if not slippage_exceeded(pct, max_slippage_pct):
+        return None
+    return OrderSlippageDetected(at=at, order_id=context.entry_order_id, expected=context.expected_entry_price,
+                                 actual=context.avg_entry_price, pct=round(pct, 4), limit_pct=max_slippage_pct)
+
+
+def timeout_due(context: TradeContext, now: float, timeout_seconds: float) -> OrderTimedOut | None:
+    """The ORDER_TIMEOUT to apply if the working order has been open for timeout_seconds, else None."""
+    if context.state not in ACTIVE_ORDER_STATES:
+        return None
+    leg = _leg_of(context.state)
+    placed_at, order_id = ((context.entry_placed_at, context.entry_order_id) if leg is Leg.ENTRY
+                           else (context.exit_placed_at, context.exit_order_id))
+    if now - placed_at < timeout_seconds:
+        return None
+    assert leg is not None
+    return OrderTimedOut(at=now, order_id=order_id, leg=leg)
+
+
+def observe(context: TradeContext, order: BrokerOrder, at: float) -> list[Event]:
+    """The events a broker order snapshot implies for this trade, given what the trade already knows.
+
+    The broker is the truth; every source of order news (the place() answer, the order-update stream,
+    a reconciliation poll) goes through here, so duplicates and stale snapshots produce no events and
+    a fill that beat its own acknowledgement produces OrderPlaced first. Orders of other trades (or an
+    old exit attempt) produce nothing. A new fill the trade cannot accept raises IllegalTransition: units
+    the broker says we hold must never be dropped silently (the reconciler quarantines the trade).
+    """
+    if order.correlation_id and order.correlation_id == context.entry_correlation_id:
+        leg = Leg.ENTRY
+    elif order.correlation_id and order.correlation_id == context.exit_correlation_id:
+        leg = Leg.EXIT
+    elif order.order_id and order.order_id == context.entry_order_id:
+        leg = Leg.ENTRY
+    elif order.order_id and order.order_id == context.exit_order_id:
+        leg = Leg.EXIT
+    else:
+        return []
+    events: list[Event] = []
+    scratch = context
+
+    def offer(event: Event) -> bool:
+        nonlocal scratch
+        if (scratch.state, type(event)) not in TRANSITIONS:
+            return False
+        scratch, _ = apply(scratch, event)
+        events.append(event)
+        return True
+
+    known_order = context.entry_order_id if leg is Leg.ENTRY else context.exit_order_id
+    if known_order and order.order_id != known_order:
+        return []  # a different order carrying our correlation id: the reconciler's business
+    if order.status is OrderStatus.REJECTED and not known_order:
+        offer(OrderRejected(at=at, leg=leg, reason=order.reason or "rejected", order_id=order.order_id))
+        return events
+    if not known_order and _leg_of(context.state) is leg:
+        offer(OrderPlaced(at=at, order_id=order.order_id, correlation_id=order.correlation_id, leg=leg,
+                          qty=order.qty, price=order.price))
+    known_fill = context.entry_filled_qty if leg is Leg.ENTRY else context.exit_order_filled_qty
+    if order.filled_qty > known_fill:
+        complete = order.status is OrderStatus.TRADED or order.filled_qty >= order.qty
+        fill_type = OrderFilled if complete else OrderPartiallyFilled
+        fill = fill_type(at=at, order_id=order.order_id, leg=leg, filled_qty=order.filled_qty,
+                         avg_price=order.avg_price)
+        if not offer(fill):
+            raise IllegalTransition(scratch.state, fill, "the broker reports fills this trade cannot take")
+    if order.status is OrderStatus.REJECTED:
+        offer(OrderRejected(at=at, leg=leg, reason=order.reason or "rejected", order_id=order.order_id))
+    elif order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED) and order.filled_qty < order.qty:
+        offer(OrderCancelled(at=at, order_id=order.order_id, leg=leg,
+                             reason=order.reason or order.status.value.lower()))
+    return events
+
+
+# Every event type has an update rule, and every table entry names known types (checked at import).
+assert set(_UPDATES) == set(EVENT_TYPES.values())
+assert all(event_type in _UPDATES for _, event_type in TRANSITIONS)

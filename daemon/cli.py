@@ -1,0 +1,142 @@
+"""The `mybot` command: run the daemon, apply migrations, check the config, replay a tick file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from config.settings import ConfigError, Settings, load_settings, settings_summary
+from telemetry.logs import configure_logging, get_logger
+
+__all__ = ["main"]
+
+EXIT_CONFIG = 2
+
+DESCRIPTION = """\
+mybot: a trading runtime for NSE index options through Dhan.
+
+One daemon, two roles: the Market Data Service (role mds: feed -> 1-minute candles -> PostgreSQL/SQLite,
+Redis, HTTP on :8002) and the trading runtime (role trader: strategy -> risk guard -> executor ->
+broker, control API on :8000). Role all runs both in one process.
+
+Configuration: defaults < TOML file (--config) < environment (MYBOT_SECTION_KEY, plus the seed's
+MARKET_DATA_PROVIDER, MDS_BASE_URL, FEED_POLL_SECONDS) < secret files in secrets_dir
+(dhan_client_id.txt, dhan_access_token.txt, control_token.txt, postgres_password.txt,
+redis_password.txt). `mybot config check` prints the effective configuration with secrets masked.
+"""
+
+
+def _settings(args: argparse.Namespace, overrides: dict[str, dict[str, object]] | None = None) -> Settings:
+    return load_settings(args.config, overrides=overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    overrides: dict[str, dict[str, object]] = {}
+    settings = _settings(args, overrides)
+    configure_logging(settings.log.level, settings.log.file, settings.log.file_max_bytes,
+                      settings.log.file_backups)
+    from daemon.runtime import Runtime
+
+    record = args.record or settings.feed.record_path
+    runtime = Runtime(settings, args.role, record_path=record, install_signals=True)
+    try:
+        runtime.start()
+    except Exception as exc:
+        get_logger("mybot.runtime").event("RUNTIME_START_FAILED", f"{type(exc).__name__}: {exc}",
+                                          level=50, exc_info=exc)
+        runtime.shutdown()
+        return 1
+    return runtime.wait()
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(settings.log.level)
+    from storage.errors import StorageError
+    from storage.repositories import open_storage
+
+    storage = open_storage(settings.storage.url, connect_timeout=settings.storage.connect_timeout_seconds,
+                           password=settings.storage_password.reveal())
+    try:
+        applied = storage.migrate()
+    except StorageError as exc:
+        print(f"migration failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+    print(f"migrations applied: {applied!r}")
+    return 0
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    sys.stdout.write(orjson.dumps(settings_summary(settings), option=orjson.OPT_INDENT_2).decode() + "\n")
+    print("config OK", file=sys.stderr)
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(settings.log.level if args.verbose else "WARNING")
+    from daemon.replay import run_replay
+
+    summary = run_replay(settings, args.ticks, args.out)
+    sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mybot", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+        return p
+
+    run = with_config(sub.add_parser(
+        "run", help="run the daemon (Ctrl-C / SIGTERM stop it cleanly)",
+        description="Run the daemon. Exit 0 on SIGTERM/Ctrl-C, 1 when the supervision tree gives up "
+                    "(supervisord restarts it), 2 on a bad configuration."))
+    run.add_argument("--role", choices=("all", "mds", "trader"), default="all",
+                     help="all: both servers in one process (default); mds: Server A; trader: Server B")
+    run.add_argument("--record", metavar="FILE", help="also write every received tick to FILE (replay format)")
+    run.set_defaults(func=_cmd_run)
+
+    migrate = with_config(sub.add_parser("migrate", help="apply the database migrations and exit"))
+    migrate.set_defaults(func=_cmd_migrate)
+
+    config = sub.add_parser("config", help="configuration commands")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = with_config(config_sub.add_parser(
+        "check", help="validate and print the effective configuration (secrets masked)"))
+    check.set_defaults(func=_cmd_config_check)
+
+    replay = with_config(sub.add_parser(
+        "replay", help="backtest: replay a tick file through the same actors on a virtual clock",
+        description="Run the MDS and trader actors over TICKS.csv (ts,symbol,ltp,volume) on a virtual clock "
+                    "with the paper broker; write signals, trades and a summary to --out."))
+    replay.add_argument("ticks", metavar="TICKS.csv")
+    replay.add_argument("--out", metavar="DIR", default="var/replay", help="output directory (default var/replay)")
+    replay.add_argument("--verbose", action="store_true", help="log at the configured level (default: warnings)")
+    replay.set_defaults(func=_cmd_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"mybot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""Deterministic replay (`mybot replay TICKS.csv`): the MDS and trader actors over a tick file, then a report.
+
+The same actors as a live run (role all, in-process bus, paper broker, a fresh SQLite database in the output
+directory, no HTTP), with what makes two replays of one file byte-identical:
+
+- One order of decisions. The candle builders of different symbols run on their own threads; the strategy
+  decides every candle in one global (ts, symbol) order (`StrategyParts.merge_symbols`: the configured
+  symbols the file mentions), because the book, the trader's risk state and the clock are shared.
+- Time is candle time. `CandleClock` is the clock every actor reads: it stands at the close of the candle
+  being decided (the tick source's own advances are ignored: it reads ahead of the decisions). The risk
+  guard's session checks, order times and fills all see the decision's time; the strategy squares off in
+  candle time too.
+- The decision gate. After a candle that raised signals, the strategy holds the next candles until the
+  trader has settled them (the trade row is open, closed or refused; `TradeSettledGate`), so the executor
+  acts on the candle its signal came from -- never a later one -- and the strategy's book learns, at that
+  same point, which entries the trader refused.
+- Quotes are marks: the paper broker's quote for a symbol is the close of its candle being decided
+  (`ReplayMarks`), fills need no latency, and the gate polls the broker itself while it waits.
+
+Output, in `out_dir`: `signals.jsonl` (every ENTRY_SIGNAL, EXIT_SIGNAL and ENTRY_SKIPPED with its score),
+`trades.jsonl` (every position as the trades table ends: prices, qty, P&L, state), both sorted by candle
+time and holding no wall-clock value, and `summary.json` (trades, win rate, P&L, max drawdown, counts, and
+the run's speed).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from actors.clock import VirtualClock
+from actors.sources.replay import ReplayFileUnreadable, read_ticks
+from config.settings import Settings
+from core.market import Candle, minute_start, to_iso_ist
+from core.orders import Side
+from core.pnl import realized_pnl
+from core.signals import EntrySignalRaised, Signal
+from daemon.runtime import PartBuilder, Runtime
+from storage.errors import StorageError
+from storage.records import TERMINAL_TRADE_STATES, TradeRecord
+from storage.repositories import Storage
+from supervision.actor import ChildUnavailable
+from supervision.supervisor import AskTimeout
+from telemetry.logs import get_logger
+
+__all__ = ["CandleClock", "ReplayMarks", "TradeSettledGate", "run_replay"]
+
+log = get_logger("mybot.replay")
+
+# Entry states after which the trader has acted on an entry signal (it is open, or it will never be).
+FINISHED = TERMINAL_TRADE_STATES
+ENTRY_SETTLED = frozenset({"POSITION_OPEN", *FINISHED})
+GATE_MAX_WAIT_SECONDS = 10.0  # a signal the trader never settles: carry on, and say so in the summary
+KIND_ORDER = {"EXIT_SIGNAL": 0, "ENTRY_SIGNAL": 1, "ENTRY_SKIPPED": 2}
+
+
+class CandleClock(VirtualClock):
+    """The replay's clock: the close of the candle being decided. `advance` (the tick source) is ignored."""
+
+    def advance(self, ts: float) -> None:
+        """The tick source reads ahead of the decisions: its time is not the actors' time."""
+
+    def advance_to(self, ts: float) -> None:
+        VirtualClock.advance(self, ts)
+
+
+class ReplayMarks:
+    """Quotes for the paper broker: the close of each symbol's candle being decided."""
+
+    def __init__(self) -> None:
+        self._closes: dict[str, float] = {}
+
+    def update(self, candle: Candle) -> None:
+        self._closes[candle.symbol] = candle.close
+
+    def quote(self, symbol: str) -> float | None:
+        return self._closes.get(symbol)
+
+
+class TradeSettledGate:
+    """Opens once the trader is ready (its start-up reconciliation passed) and has settled every signal
+    passed through it: an entry is open or refused, an exit closed (read from the trades table)."""
+
+    def __init__(self, storage: Callable[[], Storage], ready: Callable[[], bool],
+                 poke: Callable[[], object] = lambda: None, max_wait: float = GATE_MAX_WAIT_SECONDS) -> None:
+        self.storage = storage  # the runtime's, once it started
+        self.ready = ready
+        self.poke = poke  # advance the paper broker now rather than on its next timer tick
+        self.max_wait = max_wait
+        self.pending: dict[str, bool] = {}  # pos_id -> is an entry
+        self.since = 0.0
+        self.timeouts = 0
+        self.finished: list[str] = []  # entries settled without a position, for the strategy's book
+        self.lock = threading.Lock()
+
+    def passed(self, signals: Sequence[Signal]) -> None:
+        with self.lock:
+            for signal in signals:
+                self.pending[signal.pos_id] = isinstance(signal, EntrySignalRaised)
+            self.since = time.monotonic()
+
+    def open(self) -> bool:
+        if not self.ready():
+            return False
+        with self.lock:
+            if not self.pending:
+                return True
+            self.poke()
+            for pos_id, entry in list(self.pending.items()):
+                state = self._state(pos_id)
+                if state in (ENTRY_SETTLED if entry else FINISHED):
+                    del self.pending[pos_id]
+                    if entry and state != "POSITION_OPEN":
+                        self.finished.append(pos_id)
+            if not self.pending:
+                return True
+            if time.monotonic() - self.since > self.max_wait:
+                self.timeouts += 1
+                log.event("REPLAY_GATE_TIMEOUT", f"the trader did not settle {sorted(self.pending)} in "
+                          f"{self.max_wait:g} s; carrying on (this replay may not repeat exactly)", level=30,
+                          pos_ids=sorted(self.pending))
+                self.pending.clear()
+                return True
+            return False
+
+    def take_finished(self) -> list[str]:
+        with self.lock:
+            finished, self.finished = self.finished, []
+        return finished
+
+    def _state(self, pos_id: str) -> str | None:
+        try:
+            record = self.storage().trades.get_trade(pos_id)
+        except StorageError:
+            return None
+        return None if record is None else record.state
+
+
+def _symbols_in_file(path: Path, symbols: Sequence[str]) -> tuple[str, ...]:
+    """The configured symbols the file mentions (a substring search at C speed, no parsing)."""
+    if path.stat().st_size == 0:
+        return ()
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return tuple(s for s in symbols if data.find(b"," + s.encode() + b",") >= 0)
+
+
+def _poll_paper(broker: Any) -> None:
+    poll = getattr(broker, "poll", None)
+    if poll is not None:
+        poll()
+
+
+def _first_tick_time(path: Path) -> float:
+    for tick in read_ticks(path):
+        return tick.ts
+    raise ReplayFileUnreadable(f"{path} holds no valid tick")
+
+
+def _replay_settings(settings: Settings, ticks: Path, db: Path) -> Settings:
+    return settings.replace(
+        feed={"source": "replay", "replay_path": str(ticks), "replay_speed": 0.0, "record_path": ""},
+        storage={"url": f"sqlite:///{db}", "redis_url": ""},
+        # Fills at the mark with no latency; the gate polls the paper broker while it waits.
+        broker={"kind": "paper", "paper_latency_ms": 0.0, "paper_partial_fills": False},
+        option_chain={"underlyings": ()},  # no chain source replays: nothing may call a broker's API
+        market_data={"provider": "local"},
+        strategy={"entry_max_candle_age_seconds": 0.0},  # candle time is the clock: no candle is old
+    )
+
+
+def _builders(candles_only: bool, marks: ReplayMarks) -> tuple[list[PartBuilder], bool]:
+    from actors.market_data.assembly import assemble_mds
+
+    if candles_only:
+        return [assemble_mds], False
+    from actors.signals.strategy import assemble_strategy
+
+    try:
+        from actors.trading.assembly import assemble_trader
+    except ImportError:
+        log.event("REPLAY_NO_TRADER", "the trader is not installed: signals only, no paper trades", level=30)
+        return [assemble_mds, assemble_strategy], False
+
+    def trader(ctx: Any) -> Any:
+        return assemble_trader(ctx, quotes=marks.quote)  # quotes are the marks, not the feed's latest tick
+
+    return [assemble_mds, trader, assemble_strategy], True
+
+
+def _fresh_database(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.remove(f"{db}{suffix}")
+        except FileNotFoundError:
+            pass
+
+
+def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+               candles_only: bool = False, timeout: float = 3600.0) -> dict[str, Any]:
+    """Replay `ticks_path` through the actors; write signals.jsonl, trades.jsonl, summary.json; the summary.
+
+    candles_only: the MDS actors alone (ticks -> candles -> store and bus), the benchmark's baseline.
+    Raises ReplayFileUnreadable for a missing/empty file, TimeoutError if the pipeline does not drain.
+    """
+    from actors.market_data.assembly import MdsParts
+    from actors.signals.strategy import StrategyParts
+
+    ticks = Path(ticks_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "replay.db"
+    _fresh_database(db)
+    clock = CandleClock(minute_start(_first_tick_time(ticks)))
+    replay_settings = _replay_settings(settings, ticks, db)
+    marks = ReplayMarks()
+    mds = MdsParts()
+    records: list[dict[str, Any]] = []
+    records_lock = threading.Lock()
+
+    def on_signal(record: dict[str, Any]) -> None:
+        with records_lock:
+            records.append(record)
+
+    def on_candle(candle: Candle) -> None:
+        clock.advance_to(candle.ts + candle.timeframe)
+        marks.update(candle)
+
+    builders, trading = _builders(candles_only, marks)
+    strategy = StrategyParts(signal_listeners=[on_signal], candle_hooks=[on_candle], sync_positions=False,
+                             merge_symbols=_symbols_in_file(ticks, replay_settings.feed.symbols))
+    extras: dict[str, Any] = {"mds": mds, "strategy": strategy}
+    runtime = Runtime(replay_settings, "all", clock=clock, part_builders=builders, serve_http=False,
+                      extras=extras)
+    gate = TradeSettledGate(lambda: runtime.storage, lambda: extras["trader"].ready.is_set(),
+                            lambda: _poll_paper(extras["trader"].broker)) if trading else None
+    strategy.gate = gate
+    started = time.monotonic()
+    runtime.start()
+    try:
+        _drain(runtime, mds, strategy if not candles_only else None, deadline=started + timeout)
+        elapsed = time.monotonic() - started
+        trades = [] if candles_only else _trade_rows(runtime.storage, records, marks)
+    finally:
+        runtime.shutdown()
+    feed = mds.feed_state
+    ticks_replayed = feed.ticks if feed is not None else 0
+    summary = _summary(records, trades, trading, candles_only)
+    summary.update({
+        "ticks": ticks_replayed, "bad_rows": (feed.source_status.get("bad_rows", 0) if feed else 0),
+        "candles": strategy.stats.get("candles", 0) + strategy.stats.get("history", 0),
+        "elapsed_seconds": round(elapsed, 3),
+        "ticks_per_second": round(ticks_replayed / elapsed, 1) if elapsed > 0 else None,
+        "gate_timeouts": gate.timeouts if gate is not None else 0,
+        "out_dir": str(out)})
+    _write_jsonl(out / "signals.jsonl", sorted(records, key=_signal_key))
+    _write_jsonl(out / "trades.jsonl", trades)
+    (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+                                       + b"\n")
+    log.event("REPLAY_FINISHED", f"replayed {ticks_replayed} ticks in {elapsed:.2f} s", **{
+        k: summary[k] for k in ("trades", "entries", "exits", "pnl", "ticks", "elapsed_seconds")})
+    return summary
+
+
+def _drain(runtime: Runtime, mds: Any, strategy: Any, deadline: float) -> None:
+    """Wait for the end of the file, then for every stage to have handled what the one before it sent."""
+    feed = mds.feed_state
+    assert feed is not None and runtime.root is not None
+    while not feed.finished_event.wait(0.2):
+        if runtime.escalation:
+            raise RuntimeError(f"replay aborted: {runtime.escalation}")
+        if time.monotonic() > deadline:
+            raise TimeoutError("the replay feed did not finish in time")
+    from actors.market_data.candle_builder import CloseCandles
+    from actors.market_data.publisher import PublishValue
+
+    # The feed told every builder to close its last candle before it set `finished_event`; an ask behind
+    # that tell returns once it was handled. Then the same through the publisher (the bus is synchronous).
+    for symbol in sorted(feed.last_arrival):
+        _ask(runtime, f"candles:{symbol}", CloseCandles("replay drained"), deadline)
+    _ask(runtime, "publisher", PublishValue("replay:drained", {}), deadline)
+    if strategy is None:
+        return
+    from actors.signals.strategy import Drain, InputEnded
+
+    strategy.handle.tell(InputEnded())
+    try:
+        strategy.handle.ask(Drain(), timeout=max(0.1, deadline - time.monotonic()))
+    except (ChildUnavailable, AskTimeout) as exc:
+        raise TimeoutError(f"the strategy did not drain: {exc}") from exc
+    if not strategy.idle.wait(max(0.0, deadline - time.monotonic())):
+        raise TimeoutError("the strategy did not finish deciding in time")
+
+
+def _ask(runtime: Runtime, actor_id: str, message: Any, deadline: float) -> Any:
+    assert runtime.root is not None
+    found = runtime.root.find(actor_id)
+    if found is None:
+        return None
+    _, handle = found
+    waiting = threading.Event()
+    while not handle.alive:  # a dynamic child the feed just asked for may still be starting
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{actor_id} did not start")
+        waiting.wait(0.005)
+    try:
+        return handle.ask(message, timeout=max(0.1, deadline - time.monotonic()))
+    except (ChildUnavailable, AskTimeout) as exc:
+        raise TimeoutError(f"{actor_id} did not drain: {exc}") from exc
+
+
+def _trade_rows(storage: Storage, records: list[dict[str, Any]], marks: ReplayMarks) -> list[dict[str, Any]]:
+    entry_candle = {r["pos_id"]: r["candle_ts"] for r in records if r["kind"] == "ENTRY_SIGNAL"}
+    exit_candle = {r["pos_id"]: r["candle_ts"] for r in records if r["kind"] == "EXIT_SIGNAL"}
+    rows = [_trade_row(t, entry_candle.get(t.pos_id), exit_candle.get(t.pos_id), marks)
+            for t in storage.trades.list_trades()]
+    return sorted(rows, key=lambda r: (r["entry_candle_ts"] or 0, r["pos_id"]))
+
+
+def _trade_row(trade: TradeRecord, entry_ts: int | None, exit_ts: int | None,
+               marks: ReplayMarks) -> dict[str, Any]:
+    unrealized = None
+    if trade.state not in FINISHED and trade.entry_price is not None and trade.filled_qty:
+        mark = marks.quote(trade.instrument)
+        if mark is not None:
+            unrealized = round(realized_pnl(Side(trade.side), trade.filled_qty, trade.entry_price, mark), 4)
+    return {
+        "pos_id": trade.pos_id, "symbol": trade.symbol, "instrument": trade.instrument, "side": trade.side,
+        "qty": trade.qty, "filled_qty": trade.filled_qty, "state": trade.state,
+        "entry_candle_ts": entry_ts, "entry_candle_time": to_iso_ist(entry_ts) if entry_ts else None,
+        "exit_candle_ts": exit_ts, "exit_candle_time": to_iso_ist(exit_ts) if exit_ts else None,
+        "entry_price": trade.entry_price, "exit_price": trade.exit_price,
+        "entry_time": to_iso_ist(trade.entry_time) if trade.entry_time else None,
+        "exit_time": to_iso_ist(trade.exit_time) if trade.exit_time else None,
+        "fees": trade.fees, "unrealized_pnl": unrealized,
+        "realized_pnl": None if trade.realized_pnl is None else round(trade.realized_pnl, 4),
+        "opened_day": trade.opened_day,
+    }
+
+
+def _signal_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    return record["candle_ts"], record["symbol"], KIND_ORDER.get(record["kind"], 9), record.get("pos_id", "")
+
+
+def _summary(records: list[dict[str, Any]], trades: list[dict[str, Any]], trading: bool,
+             candles_only: bool) -> dict[str, Any]:
+    closed = [t for t in trades if t["state"] == "CLOSED" and t["realized_pnl"] is not None]
+    closed.sort(key=lambda t: (t["exit_candle_ts"] or 0, t["exit_time"] or "", t["pos_id"]))
+    equity = peak = drawdown = 0.0
+    for trade in closed:
+        equity += trade["realized_pnl"]
+        peak = max(peak, equity)
+        drawdown = max(drawdown, peak - equity)
+    wins = sum(1 for t in closed if t["realized_pnl"] > 0)
+    return {
+        "mode": "candles_only" if candles_only else ("paper" if trading else "signals_only"),
+        "entries": sum(1 for r in records if r["kind"] == "ENTRY_SIGNAL"),
+        "exits": sum(1 for r in records if r["kind"] == "EXIT_SIGNAL"),
+        "skipped": sum(1 for r in records if r["kind"] == "ENTRY_SKIPPED"),
+        "trades": len(closed),
+        "open_positions": sum(1 for t in trades if t["state"] not in FINISHED),
+        "refused": sum(1 for t in trades if t["state"] in ("REJECTED", "CANCELLED", "DENIED")),
+        "wins": wins, "losses": len(closed) - wins,
+        "win_rate": round(wins / len(closed), 4) if closed else None,
+        "pnl": round(equity, 2),
+        "unrealized_pnl": round(float(sum(t["unrealized_pnl"] or 0.0 for t in trades)), 2),
+        "max_drawdown": round(drawdown, 2),
+    }
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "wb") as fh:
+        for row in rows:
+            fh.write(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+            fh.write(b"\n")
