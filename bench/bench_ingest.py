@@ -22,14 +22,13 @@ from datetime import datetime
 from pathlib import Path
 
 from actors.clock import VirtualClock
-from actors.market_data.assembly import MdsParts
-from actors.market_data.candle_builder import CloseCandles
-from actors.market_data.persister import FlushCandles
+from actors.market_data.messages import CloseCandles, FlushCandles
 from actors.sources.recorder import TickRecorder
 from actors.sources.replay import TickParser
 from bench.common import ROOT, emit, rss_mb
 from config.settings import load_settings
 from core.market import IST, Tick
+from daemon.cli import tune_interpreter
 from daemon.runtime import Runtime
 from telemetry.logs import configure_logging
 
@@ -103,16 +102,16 @@ def actor_pipeline(path: Path, workdir: Path, symbols: list[str], ticks: int) ->
         "storage": {"url": f"sqlite:///{workdir / 'mds.db'}"},
         "feed": {"source": "replay", "replay_path": str(path), "replay_speed": 0.0, "symbols": symbols},
         "option_chain": {"underlyings": []}, "log": {"level": "WARNING"}})
-    parts = MdsParts()
     started = time.perf_counter()
-    runtime = Runtime(settings, "mds", clock=VirtualClock(), serve_http=False, extras={"mds": parts}).start()
+    runtime = Runtime(settings, "mds", clock=VirtualClock(), serve_http=False).start()
+    tune_interpreter(settings)  # what `mybot run` does once started
+    parts = runtime.market_data
     try:
         assert parts.feed_state is not None and parts.feed_state.finished_event.wait(600)
-        market = runtime.root.handle("market_data").supervises  # type: ignore[union-attr]
-        candles = market.handle("candles").supervises
+        candles = parts.candles
         for builder in candles.children():
             builder.ask(CloseCandles("bench barrier"), timeout=60)
-        market.handle("candle-persister").ask(FlushCandles(), timeout=120)
+        parts.persister.ask(FlushCandles(), timeout=120)
         elapsed = time.perf_counter() - started
         assert parts.feed_state.ticks == ticks, (parts.feed_state.ticks, ticks)
     finally:

@@ -17,7 +17,6 @@ from typing import Any
 
 import pykka
 
-from actors.market_data.assembly import MdsParts
 from actors.market_data.market_cache import MarketCache
 from actors.sources.base import SourceCallbacks, SourceStatus
 from bench.common import emit, summary_ms
@@ -87,7 +86,6 @@ def actors_latency(rate: float, seconds: float, symbols: list[str], work: Path) 
         "option_chain": {"underlyings": []}})
     stamps: dict[float, float] = {}
     source = PacedSource(symbols, rate, seconds, stamps)
-    parts = MdsParts()
     cache_holder: dict[str, TimingCache] = {}
 
     import actors.market_data.assembly as mds
@@ -101,11 +99,12 @@ def actors_latency(rate: float, seconds: float, symbols: list[str], work: Path) 
     mds.MarketCache = timing_cache  # type: ignore[assignment,misc]
     mds.make_source = lambda ctx: (lambda: source)  # type: ignore[assignment]
     try:
-        runtime = Runtime(settings, "mds", serve_http=False, extras={"mds": parts}).start()
+        runtime = Runtime(settings, "mds", serve_http=False).start()
     finally:
         mds.MarketCache, mds.make_source = original_cache, original_source
     cache = cache_holder["cache"]
-    feed_state = parts.feed_state
+    assert runtime.market_data is not None
+    feed_state = runtime.market_data.feed_state
     assert feed_state is not None
     try:
         assert feed_state.finished_event.wait(seconds * 3 + 30)

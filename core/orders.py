@@ -15,6 +15,7 @@ __all__ = [
     "OrderStatus",
     "Side",
     "correlation_id",
+    "marketable_limit",
 ]
 
 
@@ -64,6 +65,12 @@ def correlation_id(pos_id: str, leg: Leg, attempt: int = 0) -> str:
         return plain
     digest = hashlib.md5(pos_id.encode()).hexdigest()[: CORRELATION_ID_MAX - len(suffix) - 2]
     return f"h{digest}-{suffix}"
+
+
+def marketable_limit(price: float, side: Side, band_pct: float) -> float:
+    """A LIMIT price that crosses the market by band_pct: above the quote to buy, below it to sell."""
+    factor = 1 + band_pct / 100.0 if side is Side.BUY else 1 - band_pct / 100.0
+    return round(max(price * factor, 0.0), 2)
 
 
 @dataclass(frozen=True, slots=True)

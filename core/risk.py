@@ -49,15 +49,24 @@ __all__ = [
 
 
 class _RiskSettingsLike(Protocol):
-    trading_enabled: bool
-    daily_max_loss: float
-    daily_max_loss_pct: float
-    capital: float
-    consecutive_losses_limit: int
-    max_open_positions: int
-    session_start: str
-    session_end: str
-    square_off_time: str
+    @property
+    def trading_enabled(self) -> bool: ...
+    @property
+    def daily_max_loss(self) -> float: ...
+    @property
+    def daily_max_loss_pct(self) -> float: ...
+    @property
+    def capital(self) -> float: ...
+    @property
+    def consecutive_losses_limit(self) -> int: ...
+    @property
+    def max_open_positions(self) -> int: ...
+    @property
+    def session_start(self) -> str: ...
+    @property
+    def session_end(self) -> str: ...
+    @property
+    def square_off_time(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,13 +24,15 @@ Rules (`SignalPolicy.decide`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from core.chains import parse_chain
 from core.market import IST, Candle
 from core.orders import Side
+from core.risk import Denied, DenyCode, RiskLimits, RiskState, check_entry, roll_session
 from core.scoring import Score
 
 __all__ = [
@@ -43,8 +45,10 @@ __all__ = [
     "SignalPolicy",
     "lots_for",
     "make_pos_id",
-    "option_chain_strikes",
+    "EntryGate",
+    "OPEN_GATE",
     "pick_atm_option",
+    "position_direction",
 ]
 
 EXIT_SCORE = "EXIT_SCORE"
@@ -124,67 +128,54 @@ def lots_for(entry_score: float, tiers: Mapping[str, float]) -> int:
     return lots
 
 
-def _chain_body(chain: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The object holding `oc`: accepts the raw Dhan body, the SDK's wrapper, or the inner object."""
-    node: Any = chain
-    for _ in range(3):
-        if not isinstance(node, Mapping):
-            return None
-        if isinstance(node.get("oc"), Mapping):
-            return node
-        node = node.get("data")
-    return None
-
-
-def option_chain_strikes(chain: Mapping[str, Any]) -> tuple[float | None, dict[float, Mapping[str, Any]]]:
-    """(underlying last_price or None, {strike: {"ce": ..., "pe": ...}}) from a Dhan option-chain payload."""
-    body = _chain_body(chain)
-    if body is None:
-        return None, {}
-    strikes: dict[float, Mapping[str, Any]] = {}
-    for key, legs in body["oc"].items():
-        try:
-            strike = float(key)
-        except (TypeError, ValueError):
-            continue
-        if isinstance(legs, Mapping):
-            strikes[strike] = legs
-    last_price = body.get("last_price")
-    try:
-        underlying = float(last_price) if last_price is not None else None
-    except (TypeError, ValueError):
-        underlying = None
-    return (underlying if underlying and underlying > 0 else None), strikes
-
-
-def _leg_quote(legs: Mapping[str, Any], option_type: str) -> tuple[str, float] | None:
-    leg = legs.get(option_type.lower())
-    if not isinstance(leg, Mapping):
-        return None
-    security_id = leg.get("security_id")
-    try:
-        premium = float(leg.get("last_price") or 0.0)
-    except (TypeError, ValueError):
-        return None
-    if security_id in (None, "", 0) or premium <= 0.0:
-        return None
-    return str(security_id), premium
-
-
 def pick_atm_option(chain: Mapping[str, Any] | None, direction: int, fallback_price: float) -> OptionPick | None:
     """The ATM CE (direction > 0) or PE (< 0) with a security id and a premium; None if the chain has none."""
     if not chain or direction == 0:
         return None
-    underlying, strikes = option_chain_strikes(chain)
-    if underlying is None:
-        underlying = fallback_price
-    option_type = "CE" if direction > 0 else "PE"
-    for strike in sorted(strikes, key=lambda s: (abs(s - underlying), s)):
-        quote = _leg_quote(strikes[strike], option_type)
-        if quote is not None:
-            security_id, premium = quote
-            return OptionPick(f"SEC_{security_id}", security_id, strike, option_type, premium, underlying)
-    return None
+    parsed = parse_chain(chain)
+    underlying = parsed.underlying_price if parsed.underlying_price is not None else fallback_price
+    leg = parsed.atm("CE" if direction > 0 else "PE", underlying)
+    if leg is None:
+        return None
+    return OptionPick(leg.symbol, leg.security_id, leg.strike, leg.option_type, leg.last_price, underlying)
+
+
+def position_direction(symbol: str, instrument: str, side: Side, underlyings: Collection[str]) -> tuple[str, int]:
+    """(underlying, direction) of a trade: +1 when it profits from the underlying rising, -1 otherwise.
+
+    "NIFTY 2026-11-27 24500 PE" bought -> ("NIFTY", -1); a CE sold -> ("NIFTY", -1); an index or equity
+    traded itself -> (symbol, +1 for BUY / -1 for SELL)."""
+    words = instrument.split()
+    sign = 1 if side is Side.BUY else -1
+    if len(words) >= 2 and words[-1].upper() in ("CE", "PE") and words[0] in underlyings:
+        return words[0], sign * (1 if words[-1].upper() == "CE" else -1)
+    return symbol, sign
+
+
+@dataclass(frozen=True, slots=True)
+class EntryGate:
+    """Everything besides the score and the book that decides whether an entry may be raised now.
+
+    Built by the shell for one candle; `SignalPolicy.entry_blocker` reads it. The risk part is the risk
+    guard's own state and limits: the strategy never sends an entry the guard would refuse, and says why in
+    the guard's words."""
+
+    market_open: bool = True  # the candle lies inside the session
+    square_off_time: str = ""  # HH:MM IST, for the reason text
+    after_square_off: bool = False
+    feed_stale: bool = False
+    max_open_positions: int = 1_000_000
+    candle_age_seconds: float = 0.0  # how long ago (by the clock) the candle closed
+    max_candle_age_seconds: float = 0.0  # 0 = no limit
+    risk: RiskState | None = None  # the trader's risk state (None: no trader to ask)
+    risk_limits: RiskLimits | None = None
+
+
+OPEN_GATE = EntryGate()
+
+# Rules the gate applies in candle time; the guard applies them again, in clock time, at the entry.
+_GATED_IN_CANDLE_TIME = frozenset({DenyCode.OUTSIDE_SESSION, DenyCode.AFTER_SQUARE_OFF,
+                                   DenyCode.MAX_OPEN_POSITIONS})
 
 
 class SignalPolicy:
@@ -200,22 +191,33 @@ class SignalPolicy:
         self._entries: dict[str, tuple[int, int]] = {}  # symbol -> (candle ts, entries raised on it)
 
     def entry_blocker(self, symbol: str, score: Score, open_positions: Mapping[str, tuple[str, int]],
-                      market_open: bool, feed_stale: bool) -> str | None:
-        """Why no entry would be raised (None: the gates pass; sizing may still refuse)."""
+                      gate: EntryGate, at: float) -> str | None:
+        """Why no entry would be raised at `at` (None: it would; sizing may still refuse). The whole gate."""
         if symbol in open_positions:
             return "position already open"
-        if not market_open:
+        if not gate.market_open:
             return "market closed"
-        if feed_stale:
+        if gate.feed_stale:
             return "feed stale"
         if score.direction == 0:
             return "no direction"
         if score.entry_score < self.entry_min:
             return f"entry_score {score.entry_score:.4f} < {self.entry_min}"
+        if gate.after_square_off:
+            return f"at or after square-off {gate.square_off_time} IST"
+        if len(open_positions) >= gate.max_open_positions:
+            return f"{len(open_positions)} open positions (limit {gate.max_open_positions})"
+        if gate.risk is not None and gate.risk_limits is not None:
+            decision = check_entry(gate.risk_limits, roll_session(gate.risk, at), at)
+            if isinstance(decision, Denied) and decision.code not in _GATED_IN_CANDLE_TIME:
+                return decision.reason
+        if 0 < gate.max_candle_age_seconds < gate.candle_age_seconds:
+            return (f"candle closed {gate.candle_age_seconds:.0f} s ago "
+                    f"(limit {gate.max_candle_age_seconds:g} s)")
         return None
 
     def decide(self, symbol: str, score: Score, candle: Candle,
-               open_positions: Mapping[str, tuple[str, int]], market_open: bool, feed_stale: bool,
+               open_positions: Mapping[str, tuple[str, int]], gate: EntryGate,
                option_chain: Mapping[str, Any] | None, lot_size: int, max_qty: int | None = None,
                now: float | None = None) -> list[Signal]:
         at = float(candle.ts + candle.timeframe) if now is None else now
@@ -226,7 +228,7 @@ class SignalPolicy:
             if exit_value >= self.exit_min:
                 return [ExitSignalRaised(pos_id, EXIT_SCORE, score, at, symbol, exit_value)]
             return []
-        if self.entry_blocker(symbol, score, open_positions, market_open, feed_stale) is not None:
+        if self.entry_blocker(symbol, score, open_positions, gate, at) is not None:
             return []
         units = lot_size if lot_size > 0 else self.base_lot
         lots = lots_for(score.entry_score, self.tiers)

@@ -33,7 +33,16 @@ from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, corre
 from core.pnl import realized_pnl
 
 __all__ = [
+    "ABANDONED",
     "ACTIVE_ORDER_STATES",
+    "CANCEL_PENDING",
+    "ENDED_WITHOUT_POSITION",
+    "ENTRY_LEG",
+    "ENTRY_WORKING",
+    "EXITABLE",
+    "EXIT_LEG",
+    "EXIT_WORKING",
+    "SUBMIT_PENDING",
     "EVENT_TYPES",
     "MAX_EXIT_ATTEMPTS",
     "TERMINAL_STATES",
@@ -62,6 +71,9 @@ __all__ = [
     "TradeState",
     "apply",
     "can_apply",
+    "correlation_of",
+    "order_id_of",
+    "request_for",
     "event_from_payload",
     "observe",
     "rebuild",
@@ -97,13 +109,21 @@ class TradeState(StrEnum):
 
 S = TradeState
 TERMINAL_STATES = frozenset({S.CLOSED, S.REJECTED, S.CANCELLED, S.DENIED})
-# States in which an order of ours is working at the broker (the timeout monitor watches these).
+# The named state sets: every shell asks these, none keeps its own copy.
+ENTRY_LEG = frozenset({S.ENTRY_PENDING, S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.ENTRY_CANCEL_PENDING,
+                       S.ENTRY_PARTIAL_CANCEL_PENDING})  # the entry is being submitted, worked or cancelled
+EXIT_LEG = frozenset({S.EXIT_PENDING, S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILLED, S.EXIT_CANCEL_PENDING})
+SUBMIT_PENDING = frozenset({S.ENTRY_PENDING, S.EXIT_PENDING})  # the order's submit has no answer yet
+ENTRY_WORKING = ENTRY_LEG - SUBMIT_PENDING  # an entry order is at the broker
+EXIT_WORKING = EXIT_LEG - SUBMIT_PENDING  # an exit order is at the broker
+CANCEL_PENDING = frozenset({S.ENTRY_CANCEL_PENDING, S.ENTRY_PARTIAL_CANCEL_PENDING, S.EXIT_CANCEL_PENDING})
+# States in which an order of ours is working and not being cancelled (the timeout monitor watches these).
 ACTIVE_ORDER_STATES = frozenset({S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.EXIT_ORDER_PLACED,
                                  S.EXIT_PARTIALLY_FILLED})
-_ENTRY_LEG_STATES = frozenset({S.ENTRY_PENDING, S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED,
-                               S.ENTRY_CANCEL_PENDING, S.ENTRY_PARTIAL_CANCEL_PENDING})
-_EXIT_LEG_STATES = frozenset({S.EXIT_PENDING, S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILLED,
-                              S.EXIT_CANCEL_PENDING})
+# A sweep (square-off, flatten) exits trades in these states; others are exiting or have nothing to exit.
+EXITABLE = frozenset({S.POSITION_OPEN, S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED})
+ABANDONED = frozenset({S.REJECTED, S.CANCELLED})  # an entry was sent and ended with nothing filled
+ENDED_WITHOUT_POSITION = ABANDONED | {S.DENIED}  # no units were ever held
 
 
 class IllegalTransition(Exception):
@@ -464,9 +484,9 @@ def rebuild(events: Iterable[Event]) -> TradeContext:
 
 
 def _leg_of(state: TradeState) -> Leg | None:
-    if state in _ENTRY_LEG_STATES:
+    if state in ENTRY_LEG:
         return Leg.ENTRY
-    if state in _EXIT_LEG_STATES:
+    if state in EXIT_LEG:
         return Leg.EXIT
     return None
 
@@ -616,7 +636,7 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
             avg_exit_price=after.avg_exit_price, realized_pnl=after.realized_pnl,
             opened_at=after.opened_at, closed_at=after.closed_at, exit_reason=after.exit_reason)]
     if after.state is S.POSITION_OPEN and before.state is not S.POSITION_OPEN:
-        if before.state in _ENTRY_LEG_STATES:
+        if before.state in ENTRY_LEG:
             # Opened while an exit was already wanted (asked during the entry cancel): ask again now.
             return [RaiseExitSignal(after.pos_id, after.exit_reason)] if after.exit_reason else []
         # Back from an exit that did not complete: retry with a fresh order, but not forever.
@@ -629,6 +649,28 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
 
 
 # ------------------------------------------------------------------------------ pure helpers for shells
+
+
+def request_for(context: TradeContext) -> OrderRequest | None:
+    """The order a pending submit is about (the same request the PlaceOrder command carried)."""
+    if context.state is S.ENTRY_PENDING:
+        return OrderRequest(correlation_id=context.entry_correlation_id, pos_id=context.pos_id, leg=Leg.ENTRY,
+                            symbol=context.symbol, side=context.side, qty=context.qty,
+                            price=context.entry_limit_price, expected_price=context.expected_entry_price)
+    if context.state is S.EXIT_PENDING:
+        return OrderRequest(correlation_id=context.exit_correlation_id, pos_id=context.pos_id, leg=Leg.EXIT,
+                            symbol=context.symbol, side=context.exit_side, qty=context.open_qty,
+                            price=context.exit_limit_price, expected_price=context.expected_exit_price)
+    return None
+
+
+def order_id_of(context: TradeContext, leg: Leg) -> str:
+    return context.entry_order_id if leg is Leg.ENTRY else context.exit_order_id
+
+
+def correlation_of(context: TradeContext, leg: Leg) -> str:
+    return context.entry_correlation_id if leg is Leg.ENTRY else context.exit_correlation_id
+
 
 
 def slippage_pct(expected: float, actual: float, side: Side) -> float:

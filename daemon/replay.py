@@ -4,7 +4,7 @@ The same actors as a live run (role all, in-process bus, paper broker, a fresh S
 directory, no HTTP), with what makes two replays of one file byte-identical:
 
 - One order of decisions. The candle builders of different symbols run on their own threads; the strategy
-  decides every candle in one global (ts, symbol) order (`StrategyParts.merge_symbols`: the configured
+  decides every candle in one global (ts, symbol) order (`StrategyOptions.merge_symbols`: the configured
   symbols the file mentions), because the book, the trader's risk state and the clock are shared.
 - Time is candle time. `CandleClock` is the clock every actor reads: it stands at the close of the candle
   being decided (the tick source's own advances are ignored: it reads ahead of the decisions). The risk
@@ -36,13 +36,15 @@ from typing import Any
 import orjson
 
 from actors.clock import VirtualClock
+from actors.market_data.feed import FeedState
+from actors.signals.assembly import SignalsHandles
 from actors.sources.replay import ReplayFileUnreadable, read_ticks
 from config.settings import Settings
 from core.market import Candle, minute_start, to_iso_ist
 from core.orders import Side
 from core.pnl import realized_pnl
 from core.signals import EntrySignalRaised, Signal
-from daemon.runtime import PartBuilder, Runtime
+from daemon.runtime import Runtime, Wiring
 from storage.errors import StorageError
 from storage.records import TERMINAL_TRADE_STATES, TradeRecord
 from storage.repositories import Storage
@@ -175,25 +177,6 @@ def _replay_settings(settings: Settings, ticks: Path, db: Path) -> Settings:
     )
 
 
-def _builders(candles_only: bool, marks: ReplayMarks) -> tuple[list[PartBuilder], bool]:
-    from actors.market_data.assembly import assemble_mds
-
-    if candles_only:
-        return [assemble_mds], False
-    from actors.signals.strategy import assemble_strategy
-
-    try:
-        from actors.trading.assembly import assemble_trader
-    except ImportError:
-        log.event("REPLAY_NO_TRADER", "the trader is not installed: signals only, no paper trades", level=30)
-        return [assemble_mds, assemble_strategy], False
-
-    def trader(ctx: Any) -> Any:
-        return assemble_trader(ctx, quotes=marks.quote)  # quotes are the marks, not the feed's latest tick
-
-    return [assemble_mds, trader, assemble_strategy], True
-
-
 def _fresh_database(db: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         try:
@@ -209,8 +192,8 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
     candles_only: the MDS actors alone (ticks -> candles -> store and bus), the benchmark's baseline.
     Raises ReplayFileUnreadable for a missing/empty file, TimeoutError if the pipeline does not drain.
     """
-    from actors.market_data.assembly import MdsParts
-    from actors.signals.strategy import StrategyParts
+    from actors.market_data.assembly import MarketDataOptions
+    from actors.signals.strategy import StrategyOptions
 
     ticks = Path(ticks_path)
     out = Path(out_dir)
@@ -220,7 +203,6 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
     clock = CandleClock(minute_start(_first_tick_time(ticks)))
     replay_settings = _replay_settings(settings, ticks, db)
     marks = ReplayMarks()
-    mds = MdsParts()
     records: list[dict[str, Any]] = []
     records_lock = threading.Lock()
 
@@ -232,24 +214,30 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
         clock.advance_to(candle.ts + candle.timeframe)
         marks.update(candle)
 
-    builders, trading = _builders(candles_only, marks)
-    strategy = StrategyParts(signal_listeners=[on_signal], candle_hooks=[on_candle], sync_positions=False,
-                             merge_symbols=_symbols_in_file(ticks, replay_settings.feed.symbols))
-    extras: dict[str, Any] = {"mds": mds, "strategy": strategy}
-    runtime = Runtime(replay_settings, "all", clock=clock, part_builders=builders, serve_http=False,
-                      extras=extras)
-    gate = TradeSettledGate(lambda: runtime.storage, lambda: extras["trader"].ready.is_set(),
-                            lambda: _poll_paper(extras["trader"].broker)) if trading else None
-    strategy.gate = gate
+    trading = not candles_only
+
+    def trader() -> Any:
+        assert runtime.trading is not None
+        return runtime.trading
+
+    gate = TradeSettledGate(lambda: runtime.storage, lambda: trader().ready.is_set(),
+                            lambda: _poll_paper(trader().broker)) if trading else None
+    strategy = StrategyOptions(signal_listeners=(on_signal,), candle_hooks=(on_candle,), sync_positions=False,
+                               merge_symbols=_symbols_in_file(ticks, replay_settings.feed.symbols), gate=gate)
+    # The paper broker's quotes are the marks (each symbol's candle being decided), not the feed's last tick.
+    wiring = Wiring(subtrees=frozenset({"market_data"} if candles_only else {"market_data", "trading", "signals"}),
+                    market_data=MarketDataOptions(), strategy=strategy, quotes=marks.quote)
+    runtime = Runtime(replay_settings, "all", clock=clock, wiring=wiring, serve_http=False)
     started = time.monotonic()
     runtime.start()
     try:
-        _drain(runtime, mds, strategy if not candles_only else None, deadline=started + timeout)
+        assert runtime.market_data is not None
+        _drain(runtime, runtime.market_data.feed_state, runtime.signals, deadline=started + timeout)
         elapsed = time.monotonic() - started
         trades = [] if candles_only else _trade_rows(runtime.storage, records, marks)
     finally:
         runtime.shutdown()
-    feed = mds.feed_state
+    feed = runtime.market_data.feed_state if runtime.market_data is not None else None
     ticks_replayed = feed.ticks if feed is not None else 0
     summary = _summary(records, trades, trading, candles_only)
     summary.update({
@@ -268,33 +256,31 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
     return summary
 
 
-def _drain(runtime: Runtime, mds: Any, strategy: Any, deadline: float) -> None:
+def _drain(runtime: Runtime, feed: FeedState, signals: SignalsHandles | None, deadline: float) -> None:
     """Wait for the end of the file, then for every stage to have handled what the one before it sent."""
-    feed = mds.feed_state
-    assert feed is not None and runtime.root is not None
+    assert runtime.root is not None
     while not feed.finished_event.wait(0.2):
         if runtime.escalation:
             raise RuntimeError(f"replay aborted: {runtime.escalation}")
         if time.monotonic() > deadline:
             raise TimeoutError("the replay feed did not finish in time")
-    from actors.market_data.candle_builder import CloseCandles
-    from actors.market_data.publisher import PublishValue
+    from actors.market_data.messages import CloseCandles, PublishValue
 
     # The feed told every builder to close its last candle before it set `finished_event`; an ask behind
     # that tell returns once it was handled. Then the same through the publisher (the bus is synchronous).
     for symbol in sorted(feed.last_arrival):
         _ask(runtime, f"candles:{symbol}", CloseCandles("replay drained"), deadline)
     _ask(runtime, "publisher", PublishValue("replay:drained", {}), deadline)
-    if strategy is None:
+    if signals is None:
         return
-    from actors.signals.strategy import Drain, InputEnded
+    from actors.signals.messages import Drain, InputEnded
 
-    strategy.handle.tell(InputEnded())
+    signals.strategy.tell(InputEnded())
     try:
-        strategy.handle.ask(Drain(), timeout=max(0.1, deadline - time.monotonic()))
+        signals.strategy.ask(Drain(), timeout=max(0.1, deadline - time.monotonic()))
     except (ChildUnavailable, AskTimeout) as exc:
         raise TimeoutError(f"the strategy did not drain: {exc}") from exc
-    if not strategy.idle.wait(max(0.0, deadline - time.monotonic())):
+    if not signals.options.idle.wait(max(0.0, deadline - time.monotonic())):
         raise TimeoutError("the strategy did not finish deciding in time")
 
 

@@ -2,7 +2,8 @@
 
 Roles: `mds` (Server A: feed, candle builders, option-chain poller, MDS API), `trader` (Server B:
 strategy, executor, trade actors, monitors, control API) and `all` (both in one process, talking over the
-in-process bus). Each role contributes a `Part`: its child specs, health checks and status sections.
+in-process bus). `Runtime._assemble` is the one composition root: each subtree (actors/market_data,
+actors/trading, actors/signals) is built in dependency order and handed the typed handles it needs.
 
 Shutdown order: HTTP servers first (no new requests), then the supervision tree (children in reverse
 start order), then the bus and storage. Root escalation -> the same orderly shutdown, exit code 1, so
@@ -11,131 +12,97 @@ supervisord restarts the process. SIGTERM / Ctrl-C -> exit 0.
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from actors.brokers.base import Broker
 from actors.clock import Clock, SystemClock
+from actors.market_data.assembly import MarketDataHandles, MarketDataOptions, assemble_market_data
+from actors.signals.assembly import (
+    MdsConnection,
+    SignalsHandles,
+    assemble_signals,
+    cache_chains,
+    stored_chains,
+)
+from actors.signals.messages import MarketView, SignalSink
+from actors.signals.strategy import StrategyOptions
+from actors.sources.mds_http import MdsHttpClient, MdsMarketView
+from actors.trading.assembly import TradingHandles, assemble_trading
+from actors.trading.quotes import QuoteBook, QuoteSource, bus_quotes, chain_quotes
+from actors.wiring import HealthCheck, Infrastructure, Subtree
 from config.settings import Settings, settings_summary
-from storage.bus import Bus, open_bus
+from storage.bus import open_bus
 from storage.errors import StorageError
-from storage.repositories import Storage, open_storage
+from storage.repositories import open_storage
 from supervision.actor import ChildUnavailable
 from supervision.scheduler import Scheduler
-from supervision.supervisor import (
-    AskTimeout,
-    Backoff,
-    ChildSpec,
-    SupervisorHandle,
-    start_root,
-)
+from supervision.supervisor import AskTimeout, SupervisorHandle, start_root
 from telemetry.logs import get_logger, redact
 
-__all__ = ["HealthCheck", "Part", "Runtime", "RuntimeContext"]
+__all__ = ["ROLES", "Runtime", "Wiring"]
 
 log = get_logger("mybot.runtime")
 
 ROLES = ("all", "mds", "trader")
+SUBTREES = ("market_data", "trading", "signals")
+ROLE_SUBTREES: dict[str, frozenset[str]] = {
+    "all": frozenset(SUBTREES), "mds": frozenset({"market_data"}), "trader": frozenset({"trading", "signals"})}
 EXIT_OK = 0
 EXIT_ESCALATED = 1
 
 
 @dataclass(frozen=True)
-class HealthCheck:
-    ok: bool
-    detail: dict[str, Any] = field(default_factory=dict)
+class Wiring:
+    """What a caller may set besides the settings: the replay runner, tests and benchmarks inject parts here.
 
+    `subtrees`: which subtrees to assemble (default: the role's). `broker` and `quotes` replace the ones the
+    runtime would build (an injected broker is the caller's: not closed at shutdown). `signal_sink` replaces
+    the trading desk as the strategy's output."""
 
-@dataclass
-class Part:
-    """What a role contributes to the runtime."""
-
-    name: str
-    children: list[ChildSpec] = field(default_factory=list)
-    health: dict[str, Callable[[], HealthCheck]] = field(default_factory=dict)
-    status: dict[str, Callable[[], Any]] = field(default_factory=dict)
-    mds_api: Any = None  # the MDS read model served on the MDS port
-    trading_api: Any = None  # the trading control surface served on the control port
-    after_start: list[Callable[[], None]] = field(default_factory=list)
-    before_stop: list[Callable[[], None]] = field(default_factory=list)
-
-
-@dataclass
-class RuntimeContext:
-    """What part builders get: settings and the shared infrastructure, nothing global."""
-
-    settings: Settings
-    role: str
-    storage: Storage
-    bus: Bus
-    clock: Clock
-    scheduler: Scheduler
-    storage_ready: threading.Event
-    record_path: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def backoff(self) -> Backoff:
-        s = self.settings.supervision
-        return Backoff(initial=s.backoff_initial_seconds, maximum=s.backoff_max_seconds)
-
-    def supervisor(self, name: str, children: list[ChildSpec] | None = None,
-                   spec_for_key: Callable[[Any], ChildSpec] | None = None) -> SupervisorHandle:
-        s = self.settings.supervision
-        return SupervisorHandle(name, children, spec_for_key, ask_timeout=s.ask_timeout_seconds,
-                                tell_buffer=s.tell_buffer)
-
-    def supervisor_options(self) -> dict[str, Any]:
-        s = self.settings.supervision
-        return {"max_restarts": s.max_restarts, "max_seconds": s.max_seconds,
-                "shutdown_timeout": s.shutdown_timeout_seconds, "scheduler": self.scheduler}
-
-
-PartBuilder = Callable[[RuntimeContext], Part]
-
-
-def default_part_builders(role: str) -> list[PartBuilder]:
-    builders: list[PartBuilder] = []
-    if role in ("all", "mds"):
-        from actors.market_data.assembly import assemble_mds
-
-        builders.append(assemble_mds)
-    if role in ("all", "trader"):
-        from actors.signals.strategy import assemble_strategy
-        from actors.trading.assembly import assemble_trader
-
-        builders += [assemble_trader, assemble_strategy]  # the strategy sends its signals to the executor
-    return builders
+    subtrees: frozenset[str] | None = None
+    market_data: MarketDataOptions = MarketDataOptions()
+    strategy: StrategyOptions | None = None
+    broker: Broker | None = None
+    quotes: QuoteSource | None = None
+    signal_sink: SignalSink | None = None
 
 
 class Runtime:
     def __init__(self, settings: Settings, role: str = "all", *, clock: Clock | None = None,
-                 part_builders: list[PartBuilder] | None = None, record_path: str = "",
-                 install_signals: bool = False, serve_http: bool = True,
-                 extras: dict[str, Any] | None = None) -> None:
+                 wiring: Wiring | None = None, record_path: str = "",
+                 install_signals: bool = False, serve_http: bool = True) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.settings = settings
         self.role = role
         self.clock = clock or SystemClock()
+        self.wiring = wiring or Wiring()
+        subtrees = self.wiring.subtrees if self.wiring.subtrees is not None else ROLE_SUBTREES[role]
+        unknown = set(subtrees) - set(SUBTREES)
+        if unknown:
+            raise ValueError(f"unknown subtrees {sorted(unknown)}: expected some of {', '.join(SUBTREES)}")
+        self.subtrees = subtrees
         self.started_at = 0.0
         self.exit_code = EXIT_OK
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._install_signals = install_signals
-        self._builders = part_builders if part_builders is not None else default_part_builders(role)
         self._record_path = record_path
         self._serve_http = serve_http
-        self._extras = extras if extras is not None else {}
-        self.parts: list[Part] = []
         self.servers: list[Any] = []
         self.root: SupervisorHandle | None = None
         self.escalation: str | None = None
+        self.market_data: MarketDataHandles | None = None
+        self.trading: TradingHandles | None = None
+        self.signals: SignalsHandles | None = None
+        self.parts: list[Subtree] = []
         for secret in (settings.dhan.client_id, settings.dhan.access_token, settings.control.token,
                        settings.storage_password, settings.redis_password):
             redact(secret.reveal())
@@ -152,12 +119,14 @@ class Runtime:
         self.storage_ready = threading.Event()
         self._migrate_with_retry(attempt=1)
         self.bus = open_bus(s.storage.redis_url, s.storage.redis_prefix, s.redis_password.reveal())
-        ctx = RuntimeContext(s, self.role, self.storage, self.bus, self.clock, self.scheduler,
-                             self.storage_ready, self._record_path, self._extras)
-        self.context = ctx
-        self.parts = [build(ctx) for build in self._builders]
-        root = ctx.supervisor("root", [spec for part in self.parts for spec in part.children])
-        self.root = start_root(root, self._on_escalate, **ctx.supervisor_options())
+        infra = Infrastructure(s, self.role, self.storage, self.bus, self.clock, self.scheduler,
+                               self.storage_ready, self._record_path)
+        self.infra = infra
+        self._assemble(infra)
+        root = infra.supervisor("root")
+        for part in self.parts:
+            root.add(part.spec)
+        self.root = start_root(root, self._on_escalate, **infra.supervisor_options())
         for part in self.parts:
             for hook in part.after_start:
                 hook()
@@ -166,18 +135,67 @@ class Runtime:
         if self._install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
-        # Start-up objects live for the whole run: keep them out of every future GC scan, and collect
-        # young objects less often (ticks are short-lived; the default threshold of 700 rescans far
-        # too often at hundreds of thousands of ticks per second).
-        gc.collect()  # freeze what lives, not garbage (several runtimes in one process: tests, benchmarks)
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
-        # Measured at 1M ticks through 200 candle actors: 5 ms (CPython's default) 82k ticks/s, 20 ms
-        # 123k, 50 ms 152k. Threads that block (most of ours) hand the GIL over at once regardless.
-        sys.setswitchinterval(s.supervision.gil_switch_interval_ms / 1000)
         log.event("RUNTIME_STARTED", f"mybot running ({self.role}) in {time.time() - self.started_at:.3f} s",
                   role=self.role, pid=os.getpid())
         return self
+
+    def _assemble(self, infra: Infrastructure) -> None:
+        """The one composition root: each subtree is built in dependency order and handed, explicitly, the
+        typed handles of those it needs. Nothing is looked up later."""
+        s, w = self.settings, self.wiring
+        if "market_data" in self.subtrees:
+            self.market_data = assemble_market_data(infra, w.market_data)
+        mds = None
+        if self.role == "trader" and s.market_data.provider == "mds":
+            client = MdsHttpClient.from_settings(s.market_data)
+            mds = MdsConnection(client, MdsMarketView(client, infra.clock, s.market_data.quote_max_age_seconds))
+        if "trading" in self.subtrees:
+            quotes = w.quotes if w.quotes is not None else self._quote_book(mds)
+            self.trading = assemble_trading(infra, quotes, w.broker)
+        if "signals" in self.subtrees:
+            trading = self.trading
+            chains: MarketView | None
+            if mds is not None:
+                chains = mds.view
+            elif self.market_data is not None:
+                chains = cache_chains(self.market_data.cache)
+            else:
+                chains = stored_chains(infra.storage, infra.clock)
+            sink = w.signal_sink if w.signal_sink is not None else (trading.desk if trading else None)
+            underlyings = tuple(s.feed.symbols)
+            self.signals = assemble_signals(
+                infra, sink, chains=chains, mds=mds, options=w.strategy,
+                risk_view=(lambda: (trading.risk.snapshot(), trading.risk.limits)) if trading else None,
+                positions=(lambda: trading.book.positions_by_underlying(underlyings)) if trading else None)
+        self.parts = [h.subtree for h in (self.market_data, self.trading, self.signals) if h is not None]
+
+    def _quote_book(self, mds: MdsConnection | None) -> QuoteBook:
+        """Where the trading side's prices come from, by what this process has (see actors/trading/quotes)."""
+        underlyings = tuple(self.settings.option_chain.underlyings)
+        if self.market_data is not None:
+            cache = self.market_data.cache
+
+            def cache_quote(symbol: str) -> float | None:
+                quote = cache.quote(symbol)
+                return float(quote[0]) if quote is not None else None
+
+            def cache_payloads(underlying: str) -> list[object]:
+                records = (cache.option_chain(underlying, expiry) for expiry in cache.chain_expiries(underlying))
+                return [record.payload for record in records if record is not None]
+
+            return QuoteBook([cache_quote, chain_quotes(underlyings, cache_payloads)])
+        if mds is not None:
+            return QuoteBook([mds.view.quote])
+        bus = self.bus
+
+        def bus_payloads(underlying: str) -> list[object]:
+            try:
+                raw = bus.get(f"option_chain:{underlying}")
+                return [orjson.loads(raw).get("payload")] if raw is not None else []
+            except (StorageError, ValueError, AttributeError):
+                return []
+
+        return QuoteBook([bus_quotes(bus), chain_quotes(underlyings, bus_payloads)])
 
     def _migrate_with_retry(self, attempt: int) -> None:
         """Database down at start: retry with backoff on the scheduler; health says so meanwhile."""
@@ -200,12 +218,10 @@ class Runtime:
         from httpapi.server import HttpServer
 
         h = self.settings.http
-        mds_api = next((p.mds_api for p in self.parts if p.mds_api is not None), None)
-        trading_api = next((p.trading_api for p in self.parts if p.trading_api is not None), None)
-        if mds_api is not None:
-            app = create_mds_app(mds_api, self)
+        if self.market_data is not None:
+            app = create_mds_app(self.market_data.cache, self)
             self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds").start())
-        control = create_control_app(self, trading_api)
+        control = create_control_app(self, self.trading.api if self.trading is not None else None)
         self.servers.append(HttpServer(control, h.host, h.control_port, h.threads, "control").start())
 
     # -- run / stop -------------------------------------------------------------------------------------
@@ -243,7 +259,7 @@ class Runtime:
                 try:
                     hook()
                 except Exception as exc:  # shutdown goes on whatever one hook does
-                    log.event("SHUTDOWN_HOOK_FAILED", str(exc), level=40, part=part.name, exc_info=exc)
+                    log.event("SHUTDOWN_HOOK_FAILED", str(exc), level=40, part=part.spec.id, exc_info=exc)
         if self.root is not None and self.root.owner is not None:
             ref = self.root.owner.ref  # type: ignore[union-attr]
             try:
@@ -304,20 +320,20 @@ class Runtime:
             tree = self.root.status() if self.root else None
         except (ChildUnavailable, AskTimeout) as exc:
             tree = {"error": str(exc)}
-        extras: dict[str, Any] = {}
+        sections: dict[str, Any] = {}
         for part in self.parts:
             for name, provider in part.status.items():
                 try:
-                    extras[name] = provider()
+                    sections[name] = provider()
                 except Exception as exc:
-                    extras[name] = {"error": str(exc)}
+                    sections[name] = {"error": str(exc)}
         return {
             "role": self.role,
             "pid": os.getpid(),
             "started_at": self.started_at,
             "uptime_seconds": round(time.time() - self.started_at, 3),
             "supervision": tree,
-            **extras,
+            **sections,
             "config": settings_summary(self.settings),
         }
 

@@ -10,11 +10,11 @@
     POST /v1/control/reconcile/ack         accept the reconciliation differences, release the hold
     GET  /v1/risk                          limits, today's P&L, consecutive losses, trading_enabled and why
 
-Answers to a manual entry (it goes through the same risk guard and executor as a strategy signal):
+Answers to a manual entry (it takes the same path as a strategy signal: its own trade actor, the risk guard, the executor):
   202 {"pos_id", "status": "accepted"}  the entry was journaled and is being placed (follow GET /v1/trades/{pos_id})
   409 {"error": "duplicate pos_id"}     the pos_id is already known (here or in another process)
   403 {"error": "entry denied", "code", "reason"}  the risk guard refused (kill switch, loss limits, session, ...)
-  503 + Retry-After                     not ready (start-up reconciliation), storage down, executor busy
+  503 + Retry-After                     not ready (start-up reconciliation), storage down, trading busy
 Mutating endpoints need the bearer token (401 without it) and validate their JSON body (400 naming the
 field). Nothing a client sends produces a 500.
 """
@@ -28,13 +28,13 @@ import falcon
 
 from actors.trading.api import (
     POS_ID_PATTERN,
+    EntryRefusal,
     ManualEntryRequest,
     TradeConflict,
     TradeNotFound,
     TradingApi,
     TradingUnavailable,
 )
-from actors.trading.executor import DUPLICATE, NOT_READY, STORAGE
 from core.orders import Side
 from core.trade import TradeState
 from httpapi.common import bad_param, float_param, json_body, str_param
@@ -109,9 +109,9 @@ class TradesResource:
             resp.status = falcon.HTTP_202
             resp.media = {"pos_id": decision.pos_id, "status": "accepted"}
             return
-        if decision.code == DUPLICATE:
+        if decision.code == EntryRefusal.DUPLICATE:
             raise falcon.HTTPConflict(title="duplicate pos_id", description=decision.reason)
-        if decision.code in (NOT_READY, STORAGE):
+        if decision.code in (EntryRefusal.NOT_READY, EntryRefusal.STORAGE):
             raise _unavailable(decision.reason)
         resp.status = falcon.HTTP_403
         resp.media = {"error": "entry denied", "pos_id": decision.pos_id, "code": decision.code,

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import pykka
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,3 +91,10 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mybot.db'}"
+
+
+@pytest.fixture(autouse=True)
+def stop_all() -> Iterator[None]:
+    """Every test ends with no actor running, whatever it started and however it ended."""
+    yield
+    pykka.ActorRegistry.stop_all()

@@ -14,7 +14,7 @@ import requests
 
 from core.risk import ist_day
 from httpapi.app import create_control_app
-from tests.test_trader_support import TOKEN, TraderHarness, eventually, trader_settings
+from tests.support.trading import TOKEN, TraderHarness, eventually, trader_settings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PRICES = {"SEC_49081": 100.0, "SEC_49082": 200.0, "NIFTY": 25000.0}

@@ -22,7 +22,7 @@ from actors.dhan.broker import DhanBroker
 from core.orders import Leg, OrderRequest, correlation_id
 from storage.repositories import open_storage
 from tests.fakedhan import FakeDhan
-from tests.test_trader_support import (
+from tests.support.trading import (
     ScriptedBroker,
     TraderHarness,
     entry_signal,
@@ -87,7 +87,7 @@ def test_duplicate_pos_id_is_refused_without_a_second_order(pg_url: str) -> None
         h.enter("FENCE-6")
         h.wait_state("FENCE-6", "POSITION_OPEN")
         h.enter("FENCE-6")
-        eventually(lambda: h.runtime.context.extras["trader"].api.status()["executor"]["duplicates"] == 1)
+        eventually(lambda: h.trader.api.status()["entries"]["duplicates"] == 1)
         assert len(h.broker.places) == 1
         assert h.events("FENCE-6").count("SignalAccepted") == 1
 
@@ -110,7 +110,7 @@ def test_entries_are_refused_until_the_first_reconciliation_has_passed(pg_url: s
     h = TraderHarness(settings, broker=broker, quotes=h.quotes).start(wait_ready=False)
     try:
         h.enter("FENCE-7")
-        eventually(lambda: h.trader.api.status()["executor"]["denied"] == 1)
+        eventually(lambda: h.trader.api.status()["entries"]["denied"] == 1)
         assert h.state("FENCE-7") is None and broker.places == []
         assert not h.trader.ready.is_set()
         broker.down = False
@@ -125,7 +125,11 @@ def test_entries_are_refused_until_the_first_reconciliation_has_passed(pg_url: s
 
 
 class _DieAfterSubmit(DhanBroker):
-    """The process is killed right after the submit reached Dhan, before anything was acknowledged."""
+    """The process is killed right after the submit reached Dhan, before anything was acknowledged (its
+    order-update stream is never heard: the process dies before the update could be journaled)."""
+
+    def subscribe_order_updates(self, listener: Any) -> None:
+        pass
 
     def place(self, request: OrderRequest) -> Any:
         super().place(request)
@@ -135,8 +139,8 @@ class _DieAfterSubmit(DhanBroker):
 def _trader_process(pg_url: str, dhan: dict[str, Any], pos_ids: list[str], wait_for: list[str], go: Any,
                     out: Any, die: bool, log_file: str) -> None:
     """One trader process: enter `pos_ids` when `go` is set, report once `wait_for` are all open."""
-    from actors.trading.assembly import QuoteBook, assemble_trader
-    from daemon.runtime import Runtime
+    from actors.trading.quotes import QuoteBook
+    from daemon.runtime import Runtime, Wiring
     from telemetry.logs import configure_logging
 
     configure_logging("INFO", file=log_file, stream=open(os.devnull, "w"))  # noqa: SIM115
@@ -146,26 +150,26 @@ def _trader_process(pg_url: str, dhan: dict[str, Any], pos_ids: list[str], wait_
     quotes = QuoteBook()
     quotes.set("SEC_49081", 100.0)
     broker = (_DieAfterSubmit if die else DhanBroker)(settings, SystemClock())
-    runtime = Runtime(settings, "trader",
-                      part_builders=[lambda ctx: assemble_trader(ctx, broker=broker, quotes=quotes)]).start()
+    runtime = Runtime(settings, "trader", wiring=Wiring(subtrees=frozenset({"trading"}), broker=broker,
+                                                        quotes=quotes)).start()
     try:
-        trader = runtime.context.extras["trader"]
-        eventually(trader.ready.is_set, 15.0)
+        trader = runtime.trading
+        assert trader is not None and trader.ready.wait(15.0)
         out.put(("ready", os.getpid()))
         if pos_ids:
             go.wait(15.0)
             for pos_id in pos_ids:
-                trader.submit(entry_signal(pos_id))
+                trader.desk.tell(entry_signal(pos_id))
         storage = runtime.storage
         eventually(lambda: all((t := storage.trades.get_trade(p)) is not None and t.state == "POSITION_OPEN"
                                for p in wait_for), 20.0)
-        out.put(("done", trader.api.status()["executor"]))
+        status = trader.api.status()
+        out.put(("done", {**status["entries"], **status["executor"]}))
     except Exception as exc:
         out.put(("failed", f"pid {os.getpid()}: {type(exc).__name__}: {exc}"))
         raise
     finally:
         runtime.shutdown()
-        pykka.ActorRegistry.stop_all()
 
 
 def _problems(paths: list[Any]) -> str:
@@ -229,8 +233,8 @@ def test_process_killed_after_submit_recovers_from_journal_and_broker_without_a_
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     with FakeDhan() as fake:
         go, out = spawn.Event(), spawn.Queue()
-        first = spawn.Process(target=_trader_process, args=(pg_url, fake.dhan_settings(), ["KILL-1"], [], go,
-                                                             out, True, str(logs[0])))
+        first = spawn.Process(target=_trader_process, args=(pg_url, fake.dhan_settings(), ["KILL-1"], ["KILL-1"],
+                                                             go, out, True, str(logs[0])))
         first.start()
         _wait_message(out, "ready")
         go.set()

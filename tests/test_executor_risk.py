@@ -8,7 +8,7 @@ from dataclasses import replace
 import pykka
 import pytest
 
-from tests.test_trader_support import TraderHarness, eventually, trader_settings
+from tests.support.trading import TraderHarness, eventually, trader_settings
 
 PRICES = {"SEC_49081": 100.0, "SEC_49082": 100.0, "SEC_49083": 100.0}
 

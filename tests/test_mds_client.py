@@ -14,18 +14,9 @@ import pykka
 import pytest
 
 from actors.clock import SystemClock
-from actors.signals.mds_client import (
-    CandlePushed,
-    FetchCandles,
-    MdsClientActor,
-    MdsClientState,
-    MdsHttpClient,
-    MdsMarketView,
-    MdsRejected,
-    MdsUnavailable,
-    RefreshQuote,
-)
-from actors.signals.strategy import CandlesClosed
+from actors.signals.mds_client import CandlePushed, FetchCandles, MdsClientActor, MdsClientState, RefreshQuote
+from actors.signals.messages import CandlesClosed
+from actors.sources.mds_http import MdsHttpClient, MdsMarketView, MdsRejected, MdsUnavailable
 from config.settings import load_settings
 from core.market import Candle
 from daemon.runtime import Runtime
@@ -33,7 +24,7 @@ from storage.bus import InProcessBus
 from storage.records import OptionChainRecord
 from supervision.scheduler import Scheduler
 from telemetry.logs import configure_logging
-from tests.test_replay import SESSION_OPEN, trend_ticks, write_ticks
+from tests.support.series import SESSION_OPEN, trend_ticks, write_ticks
 
 MINUTE = 60
 
@@ -123,7 +114,7 @@ def test_the_client_reads_a_running_mds(tmp_path: Path) -> None:
         "option_chain": {"underlyings": []}})
     runtime = Runtime(settings, "mds").start()
     try:
-        assert runtime.context.extras["mds"].feed_state.finished_event.wait(10)
+        assert runtime.market_data is not None and runtime.market_data.feed_state.finished_event.wait(10)
         mds_url = next(s.url for s in runtime.servers if s.name == "mds") + "/v1"
         client = MdsHttpClient(mds_url, timeout=2.0)
         candles = client.candles_last("NIFTY", 100)
@@ -269,7 +260,7 @@ def test_redis_pushes_reach_the_client_through_the_bus() -> None:
     MdsClientActor.start(None, fake, view, ("NIFTY",), (), deliveries, SystemClock(), Scheduler.shared(), state,
                          history_minutes=3, poll_seconds=60.0, fetch_delay=0.0, chain_poll_seconds=60.0, bus=bus)
     deliveries.wait(1)
-    from actors.market_data.publisher import candle_message
+    from actors.market_data.messages import candle_message
 
     bus.publish("feed:status", b'{"event": "FEED_STALE", "symbol": "NIFTY", "at": 1.0}')
     bus.publish("candles:NIFTY", candle_message(minute(3)))

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from actors.market_data.assembly import MdsParts
-from actors.market_data.persister import FlushCandles
+from actors.market_data.assembly import MarketDataHandles
+from actors.market_data.messages import FlushCandles
 from config.settings import load_settings
 from core.market import IST
 from daemon.runtime import Runtime
@@ -43,15 +43,16 @@ def _get(url: str) -> tuple[int, dict]:
         return exc.code, json.load(exc)
 
 
-def _runtime(fake: FakeDhan, storage_url: str, **sections) -> tuple[Runtime, MdsParts]:
+def _runtime(fake: FakeDhan, storage_url: str, **sections) -> tuple[Runtime, MarketDataHandles]:
     overrides = {"storage": {"url": storage_url}, "dhan": fake.dhan_settings(),
                  "feed": {"source": "dhan", "symbols": ["NIFTY", "SEC_49081"], "stale_seconds": 30,
                           "reconnect_initial_seconds": 0.05, "reconnect_max_seconds": 0.2},
                  "http": {"mds_port": 0, "control_port": 0}, "option_chain": {"underlyings": []}}
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
-    parts = MdsParts()
-    runtime = Runtime(load_settings(env={}, overrides=overrides), "mds", extras={"mds": parts}).start()
+    runtime = Runtime(load_settings(env={}, overrides=overrides), "mds").start()
+    parts = runtime.market_data
+    assert parts is not None
     return runtime, parts
 
 
@@ -77,8 +78,7 @@ def test_dhan_ticks_become_candles_in_postgresql_and_over_http_and_survive_recon
             quote = _get(f"{mds_url}/v1/quote?symbol=SEC_49081")[1]
             assert quote["ltp"] == 120.5
 
-            market = runtime.root.handle("market_data").supervises
-            market.handle("candle-persister").ask(FlushCandles(), timeout=10)
+            parts.persister.ask(FlushCandles(), timeout=10)
             stored = open_storage(pg_url)
             try:
                 row = stored.candles.latest("NIFTY", 5)[-1]

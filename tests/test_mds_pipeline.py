@@ -18,9 +18,8 @@ import pandas as pd
 import pytest
 
 from actors.clock import VirtualClock
-from actors.market_data.assembly import MdsParts
-from actors.market_data.candle_builder import CloseCandles
-from actors.market_data.persister import FlushCandles
+from actors.market_data.assembly import MarketDataHandles
+from actors.market_data.messages import CloseCandles, FlushCandles
 from actors.sources.recorder import TickRecorder
 from config.settings import load_settings
 from core.market import IST, Tick
@@ -75,24 +74,24 @@ def write_csv(path: Path, ticks: list[Tick]) -> None:
     recorder.close()
 
 
-def drain(runtime: Runtime, parts: MdsParts, timeout: float = 60.0) -> None:
+def drain(runtime: Runtime, parts: MarketDataHandles, timeout: float = 60.0) -> None:
     """Wait for the end of the replay, then for every builder and the persister to finish their work."""
     assert parts.feed_state is not None
     assert parts.feed_state.finished_event.wait(timeout), "replay did not finish"
-    market = runtime.root.handle("market_data").supervises
-    candles = market.handle("candles").supervises
+    candles = parts.candles
     for builder in candles.children():
         builder.ask(CloseCandles("test barrier"), timeout=10)  # answered after the final close
-    market.handle("candle-persister").ask(FlushCandles(), timeout=30)
+    parts.persister.ask(FlushCandles(), timeout=30)
 
 
-def mds_runtime(tmp_path: Path, storage_url: str, csv: Path, speed: float = 0.0) -> tuple[Runtime, MdsParts]:
+def mds_runtime(tmp_path: Path, storage_url: str, csv: Path, speed: float = 0.0) -> tuple[Runtime, MarketDataHandles]:
     settings = load_settings(env={}, overrides={
         "storage": {"url": storage_url, "connect_timeout_seconds": 1.0},
         "feed": {"source": "replay", "replay_path": str(csv), "replay_speed": speed, "symbols": SYMBOLS},
         "http": {"mds_port": 0, "control_port": 0}, "option_chain": {"underlyings": []}})
-    parts = MdsParts()
-    runtime = Runtime(settings, "mds", clock=VirtualClock(), extras={"mds": parts}).start()
+    runtime = Runtime(settings, "mds", clock=VirtualClock()).start()
+    parts = runtime.market_data
+    assert parts is not None
     return runtime, parts
 
 
@@ -197,8 +196,7 @@ def test_a_crashed_candle_builder_resumes_without_losing_closed_candles(tmp_path
         clock = runtime.clock
         while clock.now() < START + 12 * 60 and not parts.feed_state.finished:
             parts.feed_state.finished_event.wait(0.01)
-        market = runtime.root.handle("market_data").supervises
-        builder = market.handle("candles").supervises.handle("candles:NIFTY")
+        builder = parts.candles.handle("candles:NIFTY")
         builder.tell(object())  # a message it cannot handle: it crashes, as on any bug
         deadline = time.monotonic() + 10
         while builder.status()["restarts"] < 1 and time.monotonic() < deadline:
@@ -226,8 +224,9 @@ def test_record_flag_writes_a_file_that_replays_to_the_same_candles(tmp_path) ->
         "storage": {"url": f"sqlite:///{tmp_path / 'live.db'}"},
         "feed": {"source": "sim", "symbols": ["NIFTY"], "sim_ticks_per_second": 200},
         "http": {"mds_port": 0, "control_port": 0}, "option_chain": {"underlyings": []}})
-    parts = MdsParts()
-    live = Runtime(settings, "mds", record_path=str(record), extras={"mds": parts}).start()
+    live = Runtime(settings, "mds", record_path=str(record)).start()
+    parts = live.market_data
+    assert parts is not None
     try:
         deadline = time.monotonic() + 10
         while parts.feed_state.ticks < 300 and time.monotonic() < deadline:

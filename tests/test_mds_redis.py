@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import redis
 
-from actors.market_data.assembly import MdsParts
 from config.settings import load_settings
 from daemon.runtime import Runtime
 from telemetry.logs import configure_logging
@@ -99,8 +98,9 @@ def test_a_redis_outage_degrades_health_but_candles_keep_building(tmp_path, redi
                     "redis_url": f"redis://127.0.0.1:{proxy.port}/0", "redis_prefix": redis_prefix},
         "feed": {"source": "sim", "symbols": SYMBOLS, "sim_ticks_per_second": 50},
         "http": {"mds_port": 0, "control_port": 0}, "option_chain": {"underlyings": []}})
-    parts = MdsParts()
-    runtime = Runtime(settings, "mds", extras={"mds": parts}).start()
+    runtime = Runtime(settings, "mds").start()
+    parts = runtime.market_data
+    assert parts is not None
     try:
         wait = threading.Event()
         deadline = time.monotonic() + 10

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from core.orders import Leg, OrderRequest, Side
-from tests.test_trader_support import TOKEN, ScriptedBroker, TraderHarness, eventually, trader_settings
+from tests.support.trading import TOKEN, ScriptedBroker, TraderHarness, eventually, trader_settings
 
 
 @pytest.fixture(autouse=True)

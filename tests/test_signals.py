@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,12 @@ import pytest
 from config.settings import StrategySettings
 from core.market import Candle
 from core.orders import CORRELATION_ID_MAX, Leg, Side, correlation_id
+from core.risk import RiskLimits, check_entry, new_risk_state
 from core.scoring import Score, ScoreEngine
 from core.signals import (
     EXIT_SCORE,
+    OPEN_GATE,
+    EntryGate,
     EntrySignalRaised,
     ExitSignalRaised,
     SignalPolicy,
@@ -54,7 +58,8 @@ def decide(policy: SignalPolicy, sc: Score, *, open_positions: dict[str, tuple[s
            market_open: bool = True, feed_stale: bool = False, option_chain: dict[str, Any] | None = None,
            lot_size: int = 75, max_qty: int | None = None, symbol: str = "NIFTY",
            bar: Candle | None = None, now: float | None = None) -> list[EntrySignalRaised | ExitSignalRaised]:
-    return policy.decide(symbol, sc, bar or candle(symbol), open_positions or {}, market_open, feed_stale,
+    gate = EntryGate(market_open=market_open, feed_stale=feed_stale)
+    return policy.decide(symbol, sc, bar or candle(symbol), open_positions or {}, gate,
                          option_chain, lot_size, max_qty=max_qty, now=now)
 
 
@@ -137,8 +142,8 @@ def test_no_entry_unless_every_gate_passes(change: dict[str, Any], reason: str) 
     signals = decide(policy, args["sc"], open_positions=args["open_positions"], market_open=args["market_open"],
                      feed_stale=args["feed_stale"], option_chain=chain())
     assert not [s for s in signals if isinstance(s, EntrySignalRaised)]
-    assert policy.entry_blocker("NIFTY", args["sc"], args["open_positions"], args["market_open"],
-                                args["feed_stale"]) == reason
+    gate = EntryGate(market_open=args["market_open"], feed_stale=args["feed_stale"])
+    assert policy.entry_blocker("NIFTY", args["sc"], args["open_positions"], gate, CANDLE_TS + 60) == reason
 
 
 def test_entry_exactly_at_the_threshold_is_raised() -> None:
@@ -247,7 +252,7 @@ def test_a_replay_through_engine_and_policy_gives_identical_signals_with_unique_
             sc = engine.on_candle(bar, held)
             if sc is None:
                 continue
-            for signal in policy.decide("NIFTY", sc, bar, book, True, False, copy.deepcopy(chain(bar.close)), 75):
+            for signal in policy.decide("NIFTY", sc, bar, book, OPEN_GATE, copy.deepcopy(chain(bar.close)), 75):
                 out.append(signal)
                 if isinstance(signal, EntrySignalRaised):
                     book["NIFTY"] = (signal.pos_id, signal.direction)
@@ -265,3 +270,44 @@ def test_a_replay_through_engine_and_policy_gives_identical_signals_with_unique_
     # entries and exits alternate, each exit closing the entry before it
     for entry, exit_signal in zip(entries, exits, strict=False):
         assert exit_signal.pos_id == entry.pos_id and exit_signal.at > entry.at
+
+
+RISK_GATES = [
+    pytest.param(EntryGate(after_square_off=True, square_off_time="15:15"), "at or after square-off 15:15 IST",
+                 id="after square-off"),
+    pytest.param(EntryGate(max_open_positions=0), "0 open positions (limit 0)", id="max open positions"),
+    pytest.param(EntryGate(risk=new_risk_state(CANDLE_TS), risk_limits=RiskLimits(trading_enabled=False)),
+                 "trading disabled by configuration (risk.trading_enabled)", id="trading disabled"),
+    pytest.param(EntryGate(risk=replace(new_risk_state(CANDLE_TS), kill_switch_engaged=True,
+                                        kill_switch_reason="news"), risk_limits=RiskLimits()),
+                 "kill switch engaged: news", id="kill switch"),
+    pytest.param(EntryGate(risk=replace(new_risk_state(CANDLE_TS), reconciliation_hold=True,
+                                        reconciliation_hold_reason="orphan"), risk_limits=RiskLimits()),
+                 "reconciliation hold: orphan", id="reconciliation hold"),
+    pytest.param(EntryGate(risk=replace(new_risk_state(CANDLE_TS), realized_pnl=-6000.0),
+                           risk_limits=RiskLimits(daily_max_loss=5000.0)), None, id="daily loss breached"),
+    pytest.param(EntryGate(candle_age_seconds=400, max_candle_age_seconds=120),
+                 "candle closed 400 s ago (limit 120 s)", id="old candle"),
+]
+
+
+@pytest.mark.parametrize(("gate", "reason"), RISK_GATES)
+def test_the_policy_owns_the_whole_entry_gate_and_says_why_in_the_guards_words(gate: EntryGate,
+                                                                                reason: str | None) -> None:
+    policy = SignalPolicy(SETTINGS)
+    got = policy.entry_blocker("NIFTY", score(1, entry=0.7, momentum=0.5), {}, gate, CANDLE_TS + 60)
+    if reason is None:  # the guard's own wording for a breach; what matters is that it refuses
+        limits, state = gate.risk_limits, gate.risk
+        assert limits is not None and state is not None
+        assert got == check_entry(limits, state, CANDLE_TS + 60).reason  # type: ignore[union-attr]
+    else:
+        assert got == reason
+    assert not decide_with(policy, gate)
+
+
+def test_an_open_gate_lets_a_qualifying_score_through() -> None:
+    assert decide_with(SignalPolicy(SETTINGS), EntryGate(risk=new_risk_state(CANDLE_TS), risk_limits=RiskLimits()))
+
+
+def decide_with(policy: SignalPolicy, gate: EntryGate) -> list[EntrySignalRaised | ExitSignalRaised]:
+    return policy.decide("NIFTY", score(1, entry=0.7, momentum=0.5), candle(), {}, gate, chain(), 75)

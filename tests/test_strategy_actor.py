@@ -3,44 +3,35 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
 
 from actors.clock import SystemClock, VirtualClock
-from actors.market_data.publisher import candle_message
-from actors.signals.strategy import (
-    CandlesClosed,
-    Drain,
-    FeedStatusChanged,
-    RecordingExecutor,
-    StrategyActor,
-    StrategyParts,
-    assemble_strategy,
-    position_of,
-)
+from actors.market_data.messages import candle_message
+from actors.signals.assembly import assemble_signals, stored_chains
+from actors.signals.messages import CandlesClosed, Drain, FeedStatusChanged, RecordingSink
+from actors.signals.strategy import StrategyActor, StrategyOptions
+from actors.wiring import Infrastructure
 from config.settings import Settings
 from core.market import Candle
-from core.signals import EntrySignalRaised, ExitSignalRaised
-from daemon.runtime import RuntimeContext
+from core.orders import Side
+from core.signals import EntrySignalRaised, ExitSignalRaised, position_direction
 from storage.bus import InProcessBus
 from storage.repositories import open_storage
 from supervision.scheduler import Scheduler
 from supervision.supervisor import start_root
 from telemetry.logs import configure_logging
-from tests.test_replay import SESSION_OPEN, UP, WARM, replay_settings, trend_ticks
+from tests.support.series import SESSION_OPEN, UP, WARM, replay_settings, trend_ticks
 
 MINUTE = 60
 
 
 @pytest.fixture(autouse=True)
-def quiet_logs() -> Iterator[None]:
+def quiet_logs() -> None:
     configure_logging("WARNING")
-    yield
-    pykka.ActorRegistry.stop_all()
 
 
 def candles_of(ticks: list[tuple[float, str, float]]) -> list[Candle]:
@@ -65,18 +56,18 @@ class Chains:
 
 
 def start(settings: Settings | None = None, market: Any = None,
-          positions: Any = None) -> tuple[Any, RecordingExecutor, StrategyParts]:
+          positions: Any = None) -> tuple[Any, RecordingSink, StrategyOptions]:
     settings = settings or replay_settings(strategy={"entry_max_candle_age_seconds": 0})
-    recorder = RecordingExecutor()
+    recorder = RecordingSink()
     records: list[dict[str, Any]] = []
-    parts = StrategyParts(executor=recorder, signal_listeners=[records.append])
+    parts = StrategyOptions(signal_listeners=(records.append,))
     RECORDS[id(parts)] = records
     ref = StrategyActor.start(None, settings, recorder, market, VirtualClock(), Scheduler.shared(), parts,
                               None, positions)
     return ref, recorder, parts
 
 
-def records_of(parts: StrategyParts) -> list[dict[str, Any]]:
+def records_of(parts: StrategyOptions) -> list[dict[str, Any]]:
     """What the strategy's signal listener saw (ENTRY_SIGNAL, EXIT_SIGNAL, ENTRY_SKIPPED records)."""
     return RECORDS[id(parts)]
 
@@ -152,9 +143,12 @@ def test_a_restarted_strategy_adopts_the_traders_open_positions() -> None:
 
 def test_the_underlying_and_direction_of_a_trade() -> None:
     symbols = frozenset({"NIFTY", "BANKNIFTY"})
-    assert position_of("SEC_49082", "NIFTY 24000 PE", "BUY", symbols) == ("NIFTY", -1)
-    assert position_of("SEC_49081", "NIFTY 2026-11-27 24500 CE", "BUY", symbols) == ("NIFTY", 1)
-    assert position_of("BANKNIFTY", "BANKNIFTY", "SELL", symbols) == ("BANKNIFTY", -1)
+    assert position_direction("SEC_49082", "NIFTY 24000 PE", Side.BUY, symbols) == ("NIFTY", -1)
+    assert position_direction("SEC_49081", "NIFTY 2026-11-27 24500 CE", Side.BUY, symbols) == ("NIFTY", 1)
+    assert position_direction("BANKNIFTY", "BANKNIFTY", Side.SELL, symbols) == ("BANKNIFTY", -1)
+    # selling an option is a position against its direction
+    assert position_direction("SEC_49081", "NIFTY 24500 CE", Side.SELL, symbols) == ("NIFTY", -1)
+    assert position_direction("SEC_49082", "NIFTY 24000 PE", Side.SELL, symbols) == ("NIFTY", 1)
 
 
 def test_candles_published_before_the_strategy_runs_are_not_lost(tmp_path: Path) -> None:
@@ -164,22 +158,24 @@ def test_candles_published_before_the_strategy_runs_are_not_lost(tmp_path: Path)
     bus = InProcessBus()
     ready = threading.Event()
     ready.set()
-    recorder = RecordingExecutor()
-    ctx = RuntimeContext(settings, "all", storage, bus, SystemClock(), Scheduler.shared(), ready,
-                         extras={"strategy": StrategyParts(executor=recorder)})
-    part = assemble_strategy(ctx)
+    recorder = RecordingSink()
+    infra = Infrastructure(settings, "all", storage, bus, SystemClock(), Scheduler.shared(), ready)
+    handles = assemble_signals(infra, recorder, chains=stored_chains(storage, infra.clock))
+    part = handles.subtree
     bus.publish("feed:status", b'{"event": "FEED_STALE", "symbol": "NIFTY", "at": 0}')
     for candle in TREND[:ENTRY_MINUTE + 1]:  # the MDS publishes while the tree is still starting
         bus.publish("candles:NIFTY", candle_message(candle))
     bus.publish("candles:NIFTY", candle_message(TREND[3], revised=True))  # a revision: ignored
     bus.publish("feed:status", b'{"event": "FEED_RESUMED", "symbol": "NIFTY", "at": 0}')
     bus.publish("candles:NIFTY", candle_message(TREND[ENTRY_MINUTE + 1]))
-    root = start_root(ctx.supervisor("root", part.children), lambda reason: None, **ctx.supervisor_options())
+    tree = infra.supervisor("root")
+    tree.add(part.spec)
+    root = start_root(tree, lambda reason: None, **infra.supervisor_options())
     try:
         assert recorder.wait_for(lambda signals: len(signals) == 1, timeout=5)
         # every candle arrived, in order; none was traded on while the feed was stale
         assert recorder.signals[0].candle_ts == TREND[ENTRY_MINUTE + 1].ts
-        assert ctx.extras["strategy"].stats["candles"] == ENTRY_MINUTE + 2
+        assert handles.options.stats["candles"] == ENTRY_MINUTE + 2
     finally:
         for hook in part.before_stop:
             hook()

@@ -9,7 +9,7 @@ import pytest
 
 from actors.trading.trade_actor import Observe
 from core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
-from tests.test_trader_support import ScriptedBroker, TraderHarness, eventually, trader_settings
+from tests.support.trading import ScriptedBroker, TraderHarness, eventually, trader_settings
 
 
 @pytest.fixture(autouse=True)

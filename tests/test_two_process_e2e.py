@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.test_replay import trend_ticks, write_ticks
+from tests.support.series import trend_ticks, write_ticks
 
 ROOT = Path(__file__).resolve().parent.parent
 MYBOT = [sys.executable, "-m", "daemon.cli"]

@@ -1,19 +1,22 @@
-"""Role `mds` (the seed's Server A): how its actors are wired and supervised.
+"""The `market_data` subtree (role mds / all; the seed's Server A): built and wired here.
 
-    market_data (rest_for_one)
-      ├─ candle-persister      batched upserts, survives database outages
-      ├─ publisher             bus: ticks:<s>, candles:<s>, quote:<s>, option_chain:<s>
-      ├─ candles (dynamic)     candles:NIFTY, candles:SEC_49081, ...   one builder per symbol
-      └─ feed                  sim | replay | dhan, with backoff
-    option-chain-poller (backoff)
+    market_data (one_for_one)
+      ├─ ingest (rest_for_one)
+      │   ├─ candle-persister      batched upserts, survives database outages
+      │   ├─ publisher             bus: ticks:<s>, candles:<s>, quote:<s>, option_chain:<s>
+      │   ├─ candles (dynamic)     candles:NIFTY, candles:SEC_49081, ...   one builder per symbol
+      │   └─ feed                  sim | replay | dhan, with backoff
+      └─ option-chain-poller       expiry list + nearest chain, with backoff
 
-rest_for_one: when the persister or publisher restart, everything after them restarts too (they are the
-addresses the later actors hold); when the feed restarts, the builders keep their state.
+rest_for_one inside `ingest`: when the persister or publisher restart, everything after them restarts too
+(they are the addresses the later actors hold); when the feed restarts, the builders keep their state.
+The poller sits beside `ingest`: a feed reconnect does not restart it, nor it the feed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from actors.clock import VirtualClock
@@ -24,99 +27,108 @@ from actors.market_data.option_chain_poller import ChainSource, OptionChainPolle
 from actors.market_data.persister import CandlePersister, persister_status
 from actors.market_data.publisher import Publisher
 from actors.sources.base import TickSource
-from daemon.runtime import HealthCheck, Part, RuntimeContext
+from actors.wiring import HealthCheck, Infrastructure, Subtree
 from supervision.outbox import Outbox
-from supervision.supervisor import ChildSpec, Strategy, supervisor_spec
+from supervision.supervisor import ChildHandle, ChildSpec, Strategy, SupervisorHandle
 
-__all__ = ["MdsParts", "assemble_mds"]
+__all__ = ["CandleListener", "MarketDataHandles", "MarketDataOptions", "assemble_market_data"]
 
-
-class MdsParts:
-    """Handles a test or the replay runner may want after assembly."""
-
-    def __init__(self) -> None:
-        self.cache: MarketCache | None = None
-        self.feed_state: FeedState | None = None
-        self.candle_listeners: list[Callable[[str, list[Any], list[Any]], None]] = []
+CandleListener = Callable[[str, list[Any], list[Any]], None]  # (symbol, closed, revised): the replay runner
 
 
-def make_source(ctx: RuntimeContext) -> Callable[[], TickSource]:
-    s = ctx.settings
+@dataclass(frozen=True)
+class MarketDataOptions:
+    """What a caller may set besides the settings: the replay runner and tests."""
+
+    candle_listeners: tuple[CandleListener, ...] = ()
+    chain_source: ChainSource | None = None  # default: Dhan with credentials, the simulator with the sim feed
+
+
+@dataclass(frozen=True)
+class MarketDataHandles:
+    subtree: Subtree
+    cache: MarketCache  # the MDS read model: quotes, candles, option chains (the MDS API serves it)
+    feed_state: FeedState
+    persister: ChildHandle
+    publisher: ChildHandle
+    candles: SupervisorHandle  # the candle builders (one dynamic child per symbol)
+
+
+def make_source(infra: Infrastructure) -> Callable[[], TickSource]:
+    s = infra.settings
     if s.feed.source == "replay":
         from actors.sources.replay import ReplaySource
 
-        clock = ctx.clock if isinstance(ctx.clock, VirtualClock) else None
+        clock = infra.clock if isinstance(infra.clock, VirtualClock) else None
         return lambda: ReplaySource(s.feed.replay_path, s.feed.replay_speed, clock,
                                     max_wait_seconds=s.feed.replay_max_wait_seconds)
     if s.feed.source == "dhan":
         from actors.dhan.feed import DhanFeedSource
 
-        return lambda: DhanFeedSource(s, s.feed.symbols, ctx.clock)
+        return lambda: DhanFeedSource(s, s.feed.symbols, infra.clock)
     from actors.sources.sim import SimSource
 
-    return lambda: SimSource(s.feed.symbols, s.feed.sim_seed, s.feed.sim_ticks_per_second, ctx.clock)
+    return lambda: SimSource(s.feed.symbols, s.feed.sim_seed, s.feed.sim_ticks_per_second, infra.clock)
 
 
-def make_chain_source(ctx: RuntimeContext, cache: MarketCache) -> ChainSource | None:
-    s = ctx.settings
+def make_chain_source(infra: Infrastructure, cache: MarketCache) -> ChainSource | None:
+    s = infra.settings
     if s.dhan.client_id and s.dhan.access_token:
         from actors.dhan.client import DhanClient
 
-        return DhanClient(s, clock=ctx.clock)
+        return DhanClient(s, clock=infra.clock)
     if s.feed.source == "sim":
-        return SimChainSource(cache, ctx.clock)
+        return SimChainSource(cache, infra.clock)
     return None
 
 
-def assemble_mds(ctx: RuntimeContext, parts: MdsParts | None = None,
-                 chain_source: ChainSource | None = None) -> Part:
-    s = ctx.settings
-    parts = parts or ctx.extras.setdefault("mds", MdsParts())
-    cache = MarketCache(s.feed.symbols, ctx.clock, ctx.storage)
-    if ctx.storage_ready.is_set():
+def assemble_market_data(infra: Infrastructure, options: MarketDataOptions = MarketDataOptions()) -> MarketDataHandles:
+    s = infra.settings
+    cache = MarketCache(s.feed.symbols, infra.clock, infra.storage)
+    if infra.storage_ready.is_set():
         cache.warm_from_storage()  # before the builders start: they restore their last candle from here
-    parts.cache = cache
     live = s.feed.source != "replay"
     feed_state = FeedState(s.feed.source, tuple(s.feed.symbols), live=live)
-    parts.feed_state = feed_state
     persister_state: dict[str, Any] = {}
     publisher_stats: dict[str, Any] = {}
     poller_state = PollerState()
+    listeners = list(options.candle_listeners)
 
-    market = ctx.supervisor("market_data")
-    candles = ctx.supervisor("candles", spec_for_key=lambda symbol: ChildSpec(
+    market = infra.supervisor("market_data")
+    ingest = infra.supervisor("ingest")
+    candles = infra.supervisor("candles", spec_for_key=lambda symbol: ChildSpec(
         id=f"candles:{symbol}",
-        start=lambda link: CandleBuilder.start(link, symbol, s.feed.late_grace_seconds, cache, ctx.storage,
-                                               to_persister, to_publisher, parts.candle_listeners)))
+        start=lambda link: CandleBuilder.start(link, str(symbol), s.feed.late_grace_seconds, cache, infra.storage,
+                                               to_persister, to_publisher, listeners)))
 
     recorder = None
-    if ctx.record_path:
+    if infra.record_path:
         from actors.sources.recorder import TickRecorder
 
-        recorder = TickRecorder(ctx.record_path)
+        recorder = TickRecorder(infra.record_path)
 
-    persister = market.add(ChildSpec("candle-persister", lambda link: CandlePersister.start(
-        link, ctx.storage, ctx.scheduler, ctx.clock, s.storage.candle_buffer_max, state=persister_state)))
-    publisher = market.add(ChildSpec("publisher", lambda link: Publisher.start(link, ctx.bus, publisher_stats)))
-    market.add(supervisor_spec(candles, **ctx.supervisor_options()))
-    market.add(ChildSpec("feed", lambda link: FeedActor.start(
-        link, make_source(ctx), feed_state, candles, publisher, cache, ctx.clock,
-        ctx.scheduler, s.feed.stale_seconds, wrap_sink=recorder.wrap if recorder else None,
+    persister = ingest.add(ChildSpec("candle-persister", lambda link: CandlePersister.start(
+        link, infra.storage, infra.scheduler, infra.clock, s.storage.candle_buffer_max, state=persister_state)))
+    publisher = ingest.add(ChildSpec("publisher", lambda link: Publisher.start(link, infra.bus, publisher_stats)))
+    ingest.add(infra.supervised(candles))
+    ingest.add(ChildSpec("feed", lambda link: FeedActor.start(
+        link, make_source(infra), feed_state, candles, publisher, cache, infra.clock,
+        infra.scheduler, s.feed.stale_seconds, wrap_sink=recorder.wrap if recorder else None,
         advance_candles=live),
-        backoff=ctx.backoff(), critical_tells=False))
+        backoff=infra.backoff(), critical_tells=False))
     # Every builder sends to the same two actors: through outboxes, one mailbox message per burst.
     to_persister, to_publisher = Outbox(persister), Outbox(publisher)
-    children = [supervisor_spec(market, strategy=Strategy.REST_FOR_ONE, **ctx.supervisor_options())]
+    market.add(infra.supervised(ingest, strategy=Strategy.REST_FOR_ONE))
 
-    source = chain_source if chain_source is not None else make_chain_source(ctx, cache)
+    source = options.chain_source if options.chain_source is not None else make_chain_source(infra, cache)
     if source is not None and s.option_chain.underlyings:
-        children.append(ChildSpec("option-chain-poller", lambda link: OptionChainPoller.start(
+        market.add(ChildSpec("option-chain-poller", lambda link: OptionChainPoller.start(
             link, source, tuple(s.option_chain.underlyings), tuple(s.option_chain.expiries),
-            s.option_chain.poll_seconds, cache, ctx.storage, publisher, ctx.clock,
-            ctx.scheduler, poller_state), backoff=ctx.backoff()))
+            s.option_chain.poll_seconds, cache, infra.storage, publisher, infra.clock,
+            infra.scheduler, poller_state), backoff=infra.backoff()))
 
     def feed_health() -> HealthCheck:
-        ages = feed_state.ages(ctx.clock.monotonic())
+        ages = feed_state.ages(infra.clock.monotonic())
         detail = {"source": feed_state.source, "finished": feed_state.finished,
                   "stale": sorted(feed_state.stale), "last_tick_age_seconds": ages}
         return HealthCheck(not feed_state.stale, detail)
@@ -135,17 +147,13 @@ def assemble_mds(ctx: RuntimeContext, parts: MdsParts | None = None,
     def bus_health() -> HealthCheck:
         return HealthCheck(not publisher_stats.get("degraded", False), dict(publisher_stats))
 
-    before_stop: list[Callable[[], None]] = []
-    if recorder is not None:
-        before_stop.append(recorder.close)
-
-    return Part(
-        name="mds",
-        children=children,
+    subtree = Subtree(
+        spec=infra.supervised(market),
         health={"feed": feed_health, "bus_publish": bus_health},
         status={"feed": feed_status, "persistence": lambda: persister_status(persister_state),
                 "bus": lambda: dict(publisher_stats), "option_chains": chain_status,
                 "market_data": cache.status},
-        mds_api=cache,
-        before_stop=before_stop,
+        before_stop=[recorder.close] if recorder is not None else [],
     )
+    return MarketDataHandles(subtree=subtree, cache=cache, feed_state=feed_state, persister=persister,
+                             publisher=publisher, candles=candles)

@@ -7,38 +7,25 @@ persister and the publisher, and keeps the read model's view of the symbol curre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from actors.market_data.market_cache import MarketCache
-from actors.market_data.persister import PersistCandles
-from actors.market_data.publisher import PublishCandles
+from actors.market_data.messages import (
+    AdvanceClock,
+    CandleTicks,
+    CloseCandles,
+    PersistCandles,
+    PublishCandles,
+)
 from core.candles import CandleBook, CandleClosed, CandleRevised, GapRecorded, LateTickDropped
-from core.market import Candle, Tick, to_iso_ist
+from core.market import Candle, to_iso_ist
 from storage.errors import StorageError
 from storage.repositories import Storage
 from supervision.actor import SupervisedActor
 from supervision.outbox import Outbox
 from supervision.supervisor import ChildHandle, ChildLink
 
-__all__ = ["AdvanceClock", "CandleBuilder", "CloseCandles", "CandleTicks"]
-
-
-@dataclass(frozen=True)
-class CandleTicks:
-    ticks: list[Tick]
-
-
-@dataclass(frozen=True)
-class AdvanceClock:
-    now: float
-
-
-@dataclass(frozen=True)
-class CloseCandles:
-    """Close the forming candle whatever the time: end of session, end of a replay."""
-
-    reason: str
+__all__ = ["CandleBuilder"]
 
 
 class CandleBuilder(SupervisedActor):

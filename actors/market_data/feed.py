@@ -14,9 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.clock import Clock
-from actors.market_data.candle_builder import AdvanceClock, CandleTicks, CloseCandles
 from actors.market_data.market_cache import MarketCache
-from actors.market_data.publisher import PublishFeedStatus, PublishTicks
+from actors.market_data.messages import (
+    AdvanceClock,
+    CandleTicks,
+    CloseCandles,
+    PublishFeedStatus,
+    PublishTicks,
+)
 from actors.sources.base import SourceCallbacks, TickSource
 from core.market import Tick
 from supervision.actor import SupervisedActor, tell_quietly

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from actors.brokers.base import BrokerError, PermanentBrokerError, TemporaryBrokerError
 from actors.clock import Clock
 from actors.market_data.market_cache import MarketCache
-from actors.market_data.publisher import PublishValue
+from actors.market_data.messages import PublishValue
 from core.market import IST
 from storage.errors import StorageError
 from storage.records import OptionChainRecord

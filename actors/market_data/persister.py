@@ -9,12 +9,12 @@ hit, and that is logged and counted (it means the outage outlasted `storage.cand
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from actors.clock import Clock
+from actors.market_data.messages import FlushCandles, PersistCandles
 from core.market import Candle
 from storage.errors import StorageError, StorageUnavailable
 from storage.repositories import Storage
@@ -22,19 +22,9 @@ from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink
 
-__all__ = ["CandlePersister", "FlushCandles", "PersistCandles", "persister_status"]
+__all__ = ["CandlePersister", "persister_status"]
 
 BATCH = 1000
-
-
-@dataclass(frozen=True)
-class PersistCandles:
-    candles: tuple[Candle, ...]
-
-
-@dataclass(frozen=True)
-class FlushCandles:
-    pass
 
 
 class CandlePersister(SupervisedActor):

@@ -1,8 +1,4 @@
-"""The strategy (role trader / all): closed 1-minute candles in, ENTRY_SIGNAL / EXIT_SIGNAL to the executor out.
-
-    signals (one_for_one)
-      ├─ strategy      StrategyActor: ScoreEngine + SignalPolicy (core), thin
-      └─ mds-client    only with market_data.provider = mds in role trader (actors.signals.mds_client)
+"""The strategy (role trader / all): closed 1-minute candles in, ENTRY_SIGNAL / EXIT_SIGNAL to the trading desk out.
 
 Where candles come from (each symbol's CANDLE_CLOSED stream, in order; revisions are ignored):
 - role all, or trader with provider local: the bus, `candles:<symbol>` (in role all the in-process bus,
@@ -15,10 +11,9 @@ Where candles come from (each symbol's CANDLE_CLOSED stream, in order; revisions
 History candles are scored (the engine needs ~35 candles of every timeframe) but never traded on.
 
 The decision for a candle is made at its close (`at = ts + 60`), in candle time, so a replay of any day
-decides the same way: no entry outside risk.session_start-session_end (or at/after risk.square_off_time),
-none while the feed is stale (FEED_STALE on `feed:status`), none beyond risk.max_open_positions, none while
-the trader's risk guard refuses every entry (halt, kill switch, reconciliation hold), none on a candle
-older than strategy.entry_max_candle_age_seconds by the clock (a catch-up after an outage). Exits are
+decides the same way. Whether an entry may be raised is the core's decision (`SignalPolicy.entry_blocker`
+over an `EntryGate` this actor fills in: the session, square-off, a stale feed, the open positions, the
+trader's risk state and limits, the candle's age). Exits are
 raised whatever the session or feed state; positions still held at square-off are exited on the first
 candle at/after it. Sizing is the policy's (entry-score tiers), capped so an option's premium x qty stays
 within risk.capital.
@@ -27,7 +22,7 @@ Open positions: the strategy's own book, from the signals it raised; in live run
 with the trader's live trades (at most once a second: trades the executor closed, denied or opened by
 other means), so a restarted strategy knows what is open. Replays keep the signal-only book
 (`sync_positions=False`), corrected only at the decision gate (entries the trader refused), and decide the
-candles of all symbols in one (ts, symbol) order (`merge_symbols`): see actors/replay.py.
+candles of all symbols in one (ts, symbol) order (`merge_symbols`): see daemon/replay.py.
 
 Every signal is one JSON log line (ENTRY_SIGNAL, EXIT_SIGNAL, or ENTRY_SKIPPED with its reason when a
 qualifying score could not be acted on) carrying the score and its components.
@@ -38,87 +33,38 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import orjson
+from typing import Any
 
 from actors.clock import Clock
-from actors.market_data.publisher import candle_from_message
+from actors.signals.messages import (
+    CandlesClosed,
+    DecisionGate,
+    Drain,
+    FeedStatusChanged,
+    InputEnded,
+    MarketView,
+    PositionClosed,
+    PositionsView,
+    RiskView,
+    SignalSink,
+)
 from config.settings import Settings
 from core.market import Candle, hhmm_seconds, ist_seconds_of_day, to_iso_ist
-from core.orders import Side
+from core.risk import RiskLimits, new_risk_state
 from core.scoring import Score, ScoreEngine
-from core.signals import EntrySignalRaised, ExitSignalRaised, Signal, SignalPolicy, pick_atm_option
-from daemon.runtime import HealthCheck, Part, RuntimeContext
-from storage.bus import Bus, Subscription
-from storage.errors import StorageError
-from storage.records import TERMINAL_TRADE_STATES
-from storage.repositories import Storage
-from supervision.actor import SupervisedActor
+from core.signals import EntryGate, EntrySignalRaised, ExitSignalRaised, Signal, SignalPolicy, pick_atm_option
+from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler
-from supervision.supervisor import ChildHandle, ChildLink, ChildSpec, supervisor_spec
-from telemetry.logs import get_logger
+from supervision.supervisor import ChildLink
 
-__all__ = [
-    "CandlesClosed",
-    "DecisionGate",
-    "Drain",
-    "FeedStatusChanged",
-    "InputEnded",
-    "PositionClosed",
-    "RecordingExecutor",
-    "SignalTarget",
-    "StrategyActor",
-    "StrategyParts",
-    "assemble_strategy",
-    "signal_record",
-]
+__all__ = ["StrategyActor", "StrategyOptions", "signal_record"]
 
 MINUTE = 60
-HISTORY_LOOKBACK_SECONDS = 10 * 86_400  # how far back the warm-up looks for `history_minutes` stored candles
 GATE_POLL_SECONDS = 0.001
 POSITION_SYNC_GRACE_SECONDS = 30.0  # an entry just raised may not be in the trader's book yet
 SQUARE_OFF = "SQUARE_OFF"
-LIVE_STATES_EXCLUDED = TERMINAL_TRADE_STATES | {"DENIED"}
-
-log = get_logger("mybot.strategy")
-
-
-# -- messages ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CandlesClosed:
-    """Closed 1-minute candles of one symbol, oldest first. history: warm-up only (scored, not traded)."""
-
-    symbol: str
-    candles: tuple[Candle, ...]
-    history: bool = False
-
-
-@dataclass(frozen=True)
-class FeedStatusChanged:
-    event: str  # FEED_STALE | FEED_RESUMED | FEED_FINISHED
-    symbol: str  # "*" = every symbol
-    at: float
-
-
-@dataclass(frozen=True)
-class PositionClosed:
-    """The executor's outcome for a position the strategy opened (closed, denied, rejected)."""
-
-    pos_id: str
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Drain:
-    """Ask: answered once every message told before it was handled; returns the strategy's counters."""
-
-
-@dataclass(frozen=True)
-class InputEnded:
-    """Replays: every candle has been delivered (the merge may release what it still holds)."""
 
 
 @dataclass(frozen=True)
@@ -126,65 +72,19 @@ class ResumeDecisions:
     """Timer: the decision gate may have opened (replays hold candles until the trader settled)."""
 
 
-# -- collaborators --------------------------------------------------------------------------------------------
-class SignalTarget(Protocol):
-    """Where signals go: the executor's ChildHandle (it takes EntrySignalRaised / ExitSignalRaised)."""
+@dataclass(frozen=True)
+class StrategyOptions:
+    """What the replay runner and tests may set besides the settings."""
 
-    def tell(self, message: Any) -> bool: ...
-
-
-class DecisionGate(Protocol):
-    """Replays only: hold the next candle's decision until the trader has settled the signals just sent."""
-
-    def passed(self, signals: Sequence[Signal]) -> None: ...
-
-    def open(self) -> bool: ...
-
-    def take_finished(self) -> list[str]:
-        """pos_ids of entries the trader settled without a position (denied, rejected): no longer held."""
-
-
-class MarketView(Protocol):
-    def option_chain(self, symbol: str) -> Mapping[str, Any] | None: ...
-
-
-class RecordingExecutor:
-    """Stands in for the executor when none is assembled (tests, a strategy-only run): records signals."""
-
-    def __init__(self) -> None:
-        self.signals: list[Signal] = []
-        self._cond = threading.Condition()
-
-    def tell(self, message: Any) -> bool:
-        with self._cond:
-            self.signals.append(message)
-            self._cond.notify_all()
-        return True
-
-    def wait_for(self, predicate: Callable[[list[Signal]], bool], timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: predicate(self.signals), timeout)
-
-
-@dataclass
-class StrategyParts:
-    """What the runtime, the replay runner and tests share with the strategy assembly (ctx.extras["strategy"])."""
-
-    executor: SignalTarget | None = None  # default: the trader's executor, else a RecordingExecutor
-    signal_listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
-    candle_hooks: list[Callable[[Candle], None]] = field(default_factory=list)  # before each live decision
+    signal_listeners: tuple[Callable[[dict[str, Any]], None], ...] = ()
+    candle_hooks: tuple[Callable[[Candle], None], ...] = ()  # before each live decision
     gate: DecisionGate | None = None
     # Replays: decide the candles of these symbols in one global (ts, symbol) order, whatever order their
     # builders deliver them in (the book, the trader's risk state and the clock are shared across symbols).
     merge_symbols: tuple[str, ...] = ()
     sync_positions: bool = True
-    recorder: RecordingExecutor | None = None
-    handle: ChildHandle | None = None
     idle: threading.Event = field(default_factory=threading.Event)  # no candle held back by the gate
-    stats: dict[str, Any] = field(default_factory=dict)
-    market: Any = None  # the MarketView used for option chains
-    mds_client: Any = None  # (MdsHttpClient, MdsMarketView, MdsClientState) in client mode
-
+    stats: dict[str, Any] = field(default_factory=dict)  # counters, read by status
 
 def signal_record(kind: str, symbol: str, candle: Candle, score: Score | None, signal: Signal | None = None,
                   reason: str = "") -> dict[str, Any]:
@@ -208,22 +108,22 @@ def signal_record(kind: str, symbol: str, candle: Candle, score: Score | None, s
 
 # -- the actor ------------------------------------------------------------------------------------------------
 class StrategyActor(SupervisedActor):
-    def __init__(self, link: ChildLink | None, settings: Settings, executor: SignalTarget, market: MarketView | None,
-                 clock: Clock, scheduler: Scheduler, parts: StrategyParts,
+    def __init__(self, link: ChildLink | None, settings: Settings, sink: SignalSink, market: MarketView | None,
+                 clock: Clock, scheduler: Scheduler, options: StrategyOptions,
                  history: Callable[[str, int], list[Candle]] | None = None,
-                 positions: Callable[[], dict[str, tuple[str, int]] | None] | None = None,
-                 risk: Callable[[float], str | None] | None = None) -> None:
+                 positions: PositionsView | None = None, risk_view: RiskView | None = None) -> None:
         super().__init__(link)
         self.settings = settings
-        self.executor = executor
+        self.sink = sink
         self.market = market
         self.clock = clock
         self.scheduler = scheduler
-        self.parts = parts
+        self.parts = options
         self.history = history  # (symbol, before_ts) -> stored candles before it (role all / local)
         # Live trades of the trader, pos_id -> (underlying, direction); None: the signal-only book (replays).
-        self.positions = positions if parts.sync_positions else None
-        self.risk = risk  # at -> why the trader's risk guard would refuse any entry now (None: it would not)
+        self.positions = positions if options.sync_positions else None
+        self.risk_view = risk_view  # the trader's risk guard (None: no trader in this process)
+        self.limits = RiskLimits.from_settings(settings.risk)
         risk = settings.risk
         self.session = (hhmm_seconds(risk.session_start), hhmm_seconds(risk.session_end))
         self.square_off = hhmm_seconds(risk.square_off_time)
@@ -242,13 +142,13 @@ class StrategyActor(SupervisedActor):
         self.held_back: deque[Candle] = deque()
         self.last_score: dict[str, Score] = {}
         self.last_candle: dict[str, Candle] = {}
-        self.merge = {sym: deque[Candle]() for sym in parts.merge_symbols} if parts.merge_symbols else None
+        self.merge = {sym: deque[Candle]() for sym in options.merge_symbols} if options.merge_symbols else None
         self.merge_last: dict[str, int] = {}
         self.input_ended = False
         self.paused = False
         self.resume_scheduled = False
         self.last_sync = 0.0
-        self.stats = parts.stats
+        self.stats = options.stats
         for key in ("candles", "history", "duplicates", "scores", "entries", "exits", "skipped"):
             self.stats.setdefault(key, 0)
 
@@ -396,14 +296,11 @@ class StrategyActor(SupervisedActor):
 
     def _signals(self, candle: Candle, score: Score, position: tuple[str, int] | None) -> list[Signal]:
         symbol = candle.symbol
-        feed_stale = symbol in self.stale or "*" in self.stale
-        if position is not None:
-            return self.policy.decide(symbol, score, candle, self.book, True, feed_stale, None, 0)
         at = candle.ts + candle.timeframe
-        market_open = self._in_session(candle)
-        reason = self.policy.entry_blocker(symbol, score, self.book, market_open, feed_stale)
-        if reason is None:
-            reason = self._extra_blocker(candle, at)
+        gate = self._gate(candle, at)
+        if position is not None:
+            return self.policy.decide(symbol, score, candle, self.book, gate, None, 0)
+        reason = self.policy.entry_blocker(symbol, score, self.book, gate, at)
         if reason is not None:
             if score.direction != 0 and score.entry_score >= self.entry_min:
                 self._skipped(candle, score, reason)  # a qualifying score we could not act on: say why
@@ -413,28 +310,23 @@ class StrategyActor(SupervisedActor):
         pick = pick_atm_option(chain, score.direction, candle.close)
         if pick is not None and self.capital > 0:
             max_qty = int(self.capital // pick.premium)  # the premium paid must fit in the capital
-        signals = self.policy.decide(symbol, score, candle, self.book, True, False, chain, 0, max_qty)
+        signals = self.policy.decide(symbol, score, candle, self.book, gate, chain, 0, max_qty)
         if not signals:
             self._skipped(candle, score, f"size: less than one lot within capital {self.capital:g}")
         return signals
 
-    def _in_session(self, candle: Candle) -> bool:
+    def _gate(self, candle: Candle, at: float) -> EntryGate:
+        """Everything besides the score that decides an entry on this candle (the core judges it)."""
         start_of_day = ist_seconds_of_day(candle.ts)
-        return self.session[0] <= start_of_day and start_of_day + candle.timeframe <= self.session[1]
-
-    def _extra_blocker(self, candle: Candle, at: float) -> str | None:
-        if ist_seconds_of_day(candle.ts) + candle.timeframe >= self.square_off:
-            return f"at or after square-off {self.settings.risk.square_off_time} IST"
-        if len(self.book) >= self.max_open:
-            return f"{len(self.book)} open positions (limit {self.max_open})"
-        refusal = self.risk(at) if self.risk is not None else None
-        if refusal:
-            return refusal
-        if self.max_age > 0:
-            age = self.clock.now() - at
-            if age > self.max_age:
-                return f"candle closed {age:.0f} s ago (limit {self.max_age:g} s)"
-        return None
+        # Without a trader in this process the configured limits still apply, to an empty day.
+        risk, limits = self.risk_view() if self.risk_view is not None else (new_risk_state(at), self.limits)
+        return EntryGate(
+            market_open=self.session[0] <= start_of_day and start_of_day + candle.timeframe <= self.session[1],
+            square_off_time=self.settings.risk.square_off_time,
+            after_square_off=start_of_day + candle.timeframe >= self.square_off,
+            feed_stale=candle.symbol in self.stale or "*" in self.stale,
+            max_open_positions=self.max_open, candle_age_seconds=self.clock.now() - at,
+            max_candle_age_seconds=self.max_age, risk=risk, risk_limits=limits)
 
     def _send(self, candle: Candle, score: Score, signal: Signal) -> None:
         if isinstance(signal, EntrySignalRaised):
@@ -454,9 +346,9 @@ class StrategyActor(SupervisedActor):
         self.log.event(kind, message, **{k: v for k, v in record.items() if k != "kind"})
         for listener in self.parts.signal_listeners:
             listener(record)
-        if not self.executor.tell(signal):
-            self.log.event("SIGNAL_UNDELIVERED", f"the executor is stopped: {kind} {signal.pos_id} dropped",
-                           level=40, pos_id=signal.pos_id)
+        if not self.sink.tell(signal):
+            self.log.event("SIGNAL_UNDELIVERED", f"the trading desk refused {kind} {signal.pos_id}", level=40,
+                           pos_id=signal.pos_id)
 
     def _skipped(self, candle: Candle, score: Score, reason: str) -> None:
         self.stats["skipped"] += 1
@@ -476,15 +368,7 @@ class StrategyActor(SupervisedActor):
             self._resume_later()
 
     def _resume_later(self) -> None:
-        ref = self.actor_ref
-
-        def tell() -> None:
-            try:
-                ref.tell(ResumeDecisions())
-            except Exception:  # stopped meanwhile
-                pass
-
-        self.scheduler.call_later(GATE_POLL_SECONDS, tell)
+        self.scheduler.call_later(GATE_POLL_SECONDS, tell_quietly, self.actor_ref, ResumeDecisions())
 
     def _resume(self) -> None:
         self.resume_scheduled = False
@@ -529,13 +413,7 @@ class StrategyActor(SupervisedActor):
         if not force and now - self.last_sync < 1.0:
             return
         self.last_sync = now
-        try:
-            live = self.positions()
-        except StorageError as exc:
-            self.log.event("STRATEGY_SYNC_SKIPPED", f"trades unavailable: {exc}", level=30)
-            return
-        if live is None:
-            return
+        live = self.positions()
         held = {pos_id for pos_id, _ in self.book.values()}
         for pos_id, (symbol, direction) in sorted(live.items()):
             if pos_id in held or pos_id in self.exited or symbol in self.book:
@@ -549,222 +427,3 @@ class StrategyActor(SupervisedActor):
         self.exited &= set(live)
 
 
-def position_of(symbol: str, instrument: str, side: str, symbols: frozenset[str]) -> tuple[str, int]:
-    """(underlying, direction) of a trade: "NIFTY 2026-11-27 24500 PE" -> ("NIFTY", -1); an index or
-    equity traded itself -> (symbol, +1 for BUY / -1 for SELL)."""
-    words = instrument.split()
-    if len(words) >= 2 and words[-1].upper() in ("CE", "PE") and words[0] in symbols:
-        return words[0], (1 if words[-1].upper() == "CE" else -1)
-    return symbol, (1 if side.upper() == Side.BUY.value else -1)
-
-
-# -- assembly -------------------------------------------------------------------------------------------------
-class _BusCandles:
-    """`candles:<symbol>` and `feed:status` from the bus to the strategy's handle; retried if the bus is down."""
-
-    def __init__(self, bus: Bus, symbols: Sequence[str], target: ChildHandle, scheduler: Scheduler) -> None:
-        self.bus = bus
-        self.channels = [*(f"candles:{s}" for s in symbols), "feed:status"]
-        self.target = target
-        self.scheduler = scheduler
-        self.subscription: Subscription | None = None
-        self.closed = False
-        self.attempt = 0
-
-    def on_message(self, channel: str, data: bytes) -> None:
-        if channel == "feed:status":
-            body = orjson.loads(data)
-            self.target.tell(FeedStatusChanged(str(body.get("event", "")), str(body.get("symbol", "*")),
-                                               float(body.get("at") or 0.0)))
-            return
-        candle, event = candle_from_message(data)
-        if event == "CANDLE_CLOSED":
-            self.target.tell(CandlesClosed(candle.symbol, (candle,)))
-
-    def start(self) -> None:
-        if self.closed:
-            return
-        try:
-            self.subscription = self.bus.subscribe(self.channels, self.on_message)
-        except StorageError as exc:
-            self.attempt += 1
-            delay = min(30.0, 0.5 * 2 ** (self.attempt - 1))
-            log.event("STRATEGY_SUBSCRIBE_FAILED", f"bus subscription failed ({exc}); retry in {delay:.1f} s",
-                      level=30, attempt=self.attempt)
-            self.scheduler.call_later(delay, self.start)
-
-    def close(self) -> None:
-        self.closed = True
-        if self.subscription is not None:
-            self.subscription.close()
-
-
-class _CacheView:
-    """Role all: option chains from the MDS read model in the same process."""
-
-    def __init__(self, cache: Any) -> None:
-        self.cache = cache
-
-    def option_chain(self, symbol: str) -> Mapping[str, Any] | None:
-        record = self.cache.option_chain(symbol, None)
-        return None if record is None else record.payload
-
-
-class _StorageView:
-    """Role trader reading a shared database: the stored chain (nearest expiry from today, IST)."""
-
-    def __init__(self, storage: Storage, clock: Clock) -> None:
-        self.storage = storage
-        self.clock = clock
-
-    def option_chain(self, symbol: str) -> Mapping[str, Any] | None:
-        from core.risk import ist_day
-
-        try:
-            record = self.storage.option_chains.latest(symbol, today=ist_day(self.clock.now()))
-        except StorageError:
-            return None
-        return None if record is None else record.payload
-
-
-def _stored_history(storage: Storage, minutes: int) -> Callable[[str, int], list[Candle]]:
-    def load(symbol: str, before: int) -> list[Candle]:
-        if minutes <= 0:
-            return []
-        try:
-            candles = storage.candles.between(symbol, before - HISTORY_LOOKBACK_SECONDS, before)
-        except StorageError as exc:
-            log.event("STRATEGY_WARMUP_SKIPPED", f"{symbol}: stored candles unavailable ({exc})", level=30,
-                      symbol=symbol)
-            return []
-        return candles[-minutes:]
-
-    return load
-
-
-class _ExecutorLink:
-    """The trader's executor handle, looked up when the first signal goes out (either assembly order works);
-    without a trader in this process, a RecordingExecutor keeps the signals."""
-
-    def __init__(self, ctx: RuntimeContext, parts: StrategyParts) -> None:
-        self.ctx = ctx
-        self.parts = parts
-        self.target: SignalTarget | None = None
-
-    def resolve(self) -> SignalTarget:
-        if self.target is None:
-            executor = getattr(self.ctx.extras.get("trader"), "executor", None)
-            if executor is None:
-                log.event("STRATEGY_RECORDING_ONLY", "no executor in this process: signals are recorded, not "
-                          "traded", level=30)
-                self.parts.recorder = self.parts.recorder or RecordingExecutor()
-                executor = self.parts.recorder
-            self.target = executor
-        return self.target
-
-    def tell(self, message: Any) -> bool:
-        return self.resolve().tell(message)
-
-
-def _risk_refusal(ctx: RuntimeContext) -> Callable[[float], str | None]:
-    """Why the trader's risk guard would refuse every entry at `at` (halts, kill switch, holds), if it would:
-    the strategy skips such entries (ENTRY_SKIPPED) instead of sending one a minute to be denied."""
-    from core.risk import ist_day
-
-    enabled = ctx.settings.risk.trading_enabled
-
-    def refusal(at: float) -> str | None:
-        if not enabled:
-            return "trading disabled by configuration (risk.trading_enabled)"
-        guard = getattr(ctx.extras.get("trader"), "risk", None)
-        if guard is None:
-            return None
-        state = guard.snapshot()
-        if state.kill_switch_engaged:
-            return f"kill switch engaged: {state.kill_switch_reason or 'by operator'}"
-        if state.reconciliation_hold:
-            return f"reconciliation hold: {state.reconciliation_hold_reason or 'broker and book disagree'}"
-        if not state.trading_enabled and state.day == ist_day(at):  # a halt lasts until the next session
-            return f"trading halted for the session: {state.halt_reason or 'limit breached'}"
-        return None
-
-    return refusal
-
-
-def _trader_positions(ctx: RuntimeContext,
-                      symbols: frozenset[str]) -> Callable[[], dict[str, tuple[str, int]] | None]:
-    """pos_id -> (underlying, direction) of the live trades in the trader's book (this process)."""
-
-    def live() -> dict[str, tuple[str, int]] | None:
-        book = getattr(ctx.extras.get("trader"), "book", None)
-        if book is None:
-            return None  # no trader here (a strategy-only run): the signal-only book
-        return {c.pos_id: position_of(c.symbol, c.instrument, c.side.value, symbols) for c in book.contexts()
-                if c.state.value not in LIVE_STATES_EXCLUDED}
-
-    return live
-
-
-def assemble_strategy(ctx: RuntimeContext, parts: StrategyParts | None = None) -> Part:
-    s = ctx.settings
-    parts = parts or ctx.extras.setdefault("strategy", StrategyParts())
-    symbols = tuple(s.feed.symbols)
-    executor: SignalTarget = parts.executor if parts.executor is not None else _ExecutorLink(ctx, parts)
-    client_mode = ctx.role == "trader" and s.market_data.provider == "mds"
-    history: Callable[[str, int], list[Candle]] | None = None
-    health: dict[str, Callable[[], HealthCheck]] = {}
-    status: dict[str, Callable[[], Any]] = {"strategy": lambda: dict(parts.stats)}
-    before_stop: list[Callable[[], None]] = []
-    supervisor = ctx.supervisor("signals")
-
-    if client_mode:
-        from actors.signals.mds_client import MdsClientActor, MdsClientState, MdsHttpClient, MdsMarketView
-
-        client = MdsHttpClient.from_settings(s.market_data)
-        view = MdsMarketView(client, ctx.clock, s.market_data.quote_max_age_seconds)
-        state = MdsClientState()
-        parts.market = view
-        parts.mds_client = (client, view, state)
-        ctx.extras["quote"] = view.quote  # the trader's quotes (its QuoteBook looks this up lazily)
-        before_stop.append(client.close)
-        status["mds_client"] = state.snapshot
-
-        def mds_health() -> HealthCheck:
-            ok = state.consecutive_failures == 0
-            return HealthCheck(ok, {"base_url": client.base_url, **({} if ok else {"error": state.last_error})})
-
-        health["mds"] = mds_health
-    elif ctx.role == "all" and getattr(ctx.extras.get("mds"), "cache", None) is not None:
-        parts.market = _CacheView(ctx.extras["mds"].cache)
-        history = _stored_history(ctx.storage, s.strategy.history_minutes)
-    else:
-        parts.market = _StorageView(ctx.storage, ctx.clock)
-        history = _stored_history(ctx.storage, s.strategy.history_minutes)
-        if not s.storage.redis_url:
-            log.event("STRATEGY_NO_MARKET_DATA", f"role {ctx.role} with market_data.provider "
-                      f"{s.market_data.provider} and no storage.redis_url: no candles can reach the strategy "
-                      "(set MARKET_DATA_PROVIDER=mds, or a shared Redis)", level=30)
-
-    strategy_spec = ChildSpec("strategy", lambda link: StrategyActor.start(
-        link, s, executor, parts.market, ctx.clock, ctx.scheduler, parts, history,
-        _trader_positions(ctx, frozenset(symbols)), _risk_refusal(ctx)))
-    # Its handle works from now on: candles published while the rest of the tree starts are buffered for it.
-    handle = supervisor.add(strategy_spec)
-    parts.handle = handle
-
-    if client_mode:
-        client, view, state = parts.mds_client
-        chain_symbols = tuple(sym for sym in symbols if sym in s.option_chain.underlyings)
-        supervisor.add(ChildSpec("mds-client", lambda link: MdsClientActor.start(
-            link, client, view, symbols, chain_symbols, handle.tell, ctx.clock, ctx.scheduler, state,
-            history_minutes=s.strategy.history_minutes, poll_seconds=s.market_data.candle_poll_seconds,
-            fetch_delay=s.market_data.candle_fetch_delay_seconds,
-            chain_poll_seconds=s.option_chain.poll_seconds, bus=ctx.bus if s.storage.redis_url else None),
-            backoff=ctx.backoff()))
-    else:
-        subscription = _BusCandles(ctx.bus, symbols, handle, ctx.scheduler)
-        subscription.start()
-        before_stop.append(subscription.close)
-
-    return Part(name="strategy", children=[supervisor_spec(supervisor, **ctx.supervisor_options())],
-                health=health, status=status, before_stop=before_stop)

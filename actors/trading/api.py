@@ -1,11 +1,15 @@
-"""TradingApi: what the control API calls. Thread-safe; never blocks an actor; every wait has a deadline.
+"""The trading subtree's front: the desk (entries and exits, whoever asks) and the control API's facade.
 
+`TradeDesk` is how anything outside the subtree opens or exits a trade: the strategy tells it its
+EntrySignalRaised / ExitSignalRaised, the control API calls it for manual entries and exits. An entry
+creates the trade actor of its pos_id (the only owner of that trade from then on) and tells it `OpenTrade`;
+an exit is told to the live trade actor. Thread-safe and non-blocking.
+
+`TradingApi` is what the control API calls. Thread-safe; never blocks an actor; every wait has a deadline.
 Reads come from the trade book (live trades of this process), the `trades` table and `trade_events`
-journal (everything else), the risk guard and the reconciler's state. Writes go the way a strategy's
-would: a manual entry is told to the executor (same risk guard, same placement fence) with a future the
-executor completes as soon as it has decided; an exit is told to the trade actor; the kill switch, a
-flatten and a reconciliation acknowledgement act on the risk guard at once (they must work while the
-executor is busy with a slow broker).
+journal (everything else), the risk guard and the reconciler's state. The kill switch, a flatten and a
+reconciliation acknowledgement act on the risk guard at once (they must work while the executor is busy
+with a slow broker).
 """
 
 from __future__ import annotations
@@ -18,27 +22,50 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from actors.trading.executor import EntryDecision, EntryOrder, ExecutorState, FlattenAll, ManualEntry
+from actors.brokers.base import Broker
+from actors.clock import Clock
+from actors.trading.book import OrderRouter, TradeBook
+from actors.trading.executor import ExecutorCounters
+from actors.trading.messages import (
+    EntryCounters,
+    EntryDecision,
+    EntryOrder,
+    EntryRefusal,
+    OpenTrade,
+    RequestExit,
+)
+from actors.trading.quotes import QuoteSource
 from actors.trading.reconciler import ReconcileState, acknowledge
-from actors.trading.timeout_monitor import MonitorState
-from actors.trading.trade_actor import RequestExit, TraderDeps
+from actors.trading.risk_guard import RiskGuard
+from actors.trading.timeout_monitor import MonitorCounters
+from actors.trading.trade_actor import NewTrade
 from core.orders import Side
 from core.pnl import daily_pnl
 from core.risk import ist_day
-from core.trade import ExitRequested, TradeState, can_apply
-from storage.records import TERMINAL_TRADE_STATES, TradeEventRecord, TradeRecord
-from supervision.supervisor import ChildHandle
+from core.signals import EntrySignalRaised, ExitSignalRaised
+from core.trade import TERMINAL_STATES, ExitRequested, TradeState, can_apply
+from storage.records import TradeEventRecord, TradeRecord
+from storage.repositories import Storage
+from supervision.store import Store
+from supervision.supervisor import SupervisorHandle
+from telemetry.logs import get_logger
 
 __all__ = [
+    "POS_ID_PATTERN",
+    "EntryDecision",
+    "EntryRefusal",
     "ManualEntryRequest",
     "TradeConflict",
+    "TradeDesk",
     "TradeNotFound",
     "TradingApi",
     "TradingUnavailable",
 ]
 
 POS_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
-_TERMINAL = TERMINAL_TRADE_STATES | {TradeState.DENIED.value}
+_TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
+
+log = get_logger("mybot.trading")
 
 
 class TradeNotFound(Exception):
@@ -53,6 +80,32 @@ class TradingUnavailable(Exception):
     """The trading actors cannot answer now (starting, restarting, busy past the deadline): retry later."""
 
 
+class TradeDesk:
+    """Entries and exits into the trading subtree (see the module docstring)."""
+
+    def __init__(self, trades: SupervisorHandle, router: OrderRouter) -> None:
+        self.trades = trades
+        self.router = router
+
+    def open(self, order: EntryOrder, reply: Future[EntryDecision] | None = None) -> bool:
+        """Create the trade actor of order.pos_id (or find the live one) and tell it OpenTrade."""
+        return self.trades.ensure_child(NewTrade(order.pos_id)).tell(OpenTrade(order, reply))
+
+    def exit(self, pos_id: str, reason: str, source: str) -> bool:
+        """Tell the live trade actor of pos_id to exit; False when this process runs no such trade."""
+        if self.router.deliver(pos_id, RequestExit(reason, source)):
+            return True
+        log.event("EXIT_SIGNAL_UNMATCHED", f"{pos_id}: no live trade in this process", level=30, pos_id=pos_id,
+                  reason=reason, source=source)
+        return False
+
+    def tell(self, signal: EntrySignalRaised | ExitSignalRaised) -> bool:
+        """The strategy's signals (the signals subtree's SignalSink)."""
+        if isinstance(signal, EntrySignalRaised):
+            return self.open(EntryOrder.from_signal(signal))
+        return self.exit(signal.pos_id, signal.reason, "strategy")
+
+
 @dataclass(frozen=True)
 class ManualEntryRequest:
     pos_id: str
@@ -63,16 +116,29 @@ class ManualEntryRequest:
     reason: str = "manual entry"
 
 
+@dataclass(frozen=True)
+class TradingViews:
+    """What the facade reads: the live book, the stores, the guard; all thread-safe."""
+
+    storage: Storage
+    broker: Broker
+    clock: Clock
+    book: TradeBook
+    router: OrderRouter
+    quotes: QuoteSource
+    risk: RiskGuard
+    ready: threading.Event
+    reconcile: ReconcileState
+    entry_counters: Store[EntryCounters]
+    executor_counters: Store[ExecutorCounters]
+    monitor_counters: Store[MonitorCounters]
+
+
 class TradingApi:
-    def __init__(self, deps: TraderDeps, executor: ChildHandle, ready: threading.Event,
-                 reconcile: ReconcileState, executor_state: ExecutorState, monitor_state: MonitorState,
-                 lot_sizes: dict[str, int], answer_timeout: float) -> None:
-        self.deps = deps
-        self.executor = executor
-        self.ready = ready
-        self.reconcile = reconcile
-        self.executor_state = executor_state
-        self.monitor_state = monitor_state
+    def __init__(self, desk: TradeDesk, views: TradingViews, lot_sizes: dict[str, int],
+                 answer_timeout: float) -> None:
+        self.desk = desk
+        self.views = views
         self.lot_sizes = dict(lot_sizes)
         self.answer_timeout = answer_timeout
 
@@ -80,12 +146,8 @@ class TradingApi:
 
     def positions(self) -> dict[str, Any]:
         """Open positions (and entries still working) of this process, marked to the latest quotes."""
-        contexts = [c for c in self.deps.book.contexts() if not c.is_terminal]
-        quotes: dict[str, float] = {}
-        for context in contexts:
-            quote = self.deps.quotes(context.symbol)
-            if quote:
-                quotes[context.symbol] = quote
+        contexts = self.views.book.live()
+        quotes = {c.symbol: q for c in contexts if (q := self.views.quotes(c.symbol))}
         summary = daily_pnl(contexts, quotes)
         rows = []
         for c in sorted(contexts, key=lambda c: c.signal_at):
@@ -102,22 +164,22 @@ class TradingApi:
 
     def realized_today(self) -> float:
         """Realized P&L of the IST day: trades closed today (any process) + partial exits of open trades."""
-        today = ist_day(self.deps.clock.now())
-        closed = self.deps.storage.trades.list_trades(state=TradeState.CLOSED.value, day=today)
-        partial = sum(c.realized_pnl for c in self.deps.book.contexts() if not c.is_terminal)
+        today = ist_day(self.views.clock.now())
+        closed = self.views.storage.trades.list_trades(state=TradeState.CLOSED.value, day=today)
+        partial = sum(c.realized_pnl for c in self.views.book.live())
         return round(sum(t.realized_pnl or 0.0 for t in closed) + partial, 2)
 
     def trades(self, state: str | None = None, day: str | None = None) -> list[dict[str, Any]]:
-        return [_trade_json(t) for t in self.deps.storage.trades.list_trades(state=state, day=day)]
+        return [_trade_json(t) for t in self.views.storage.trades.list_trades(state=state, day=day)]
 
     def trade(self, pos_id: str) -> dict[str, Any]:
         """The trade row, its live context when this process runs it, and the full event timeline."""
-        storage = self.deps.storage
+        storage = self.views.storage
         record = storage.trades.get_trade(pos_id)
         events = storage.trades.events(pos_id)
         if record is None and not events:
             raise TradeNotFound(pos_id)
-        live = self.deps.book.get(pos_id)
+        live = self.views.book.get(pos_id)
         return {
             "pos_id": pos_id,
             "trade": _trade_json(record) if record is not None else None,
@@ -127,36 +189,32 @@ class TradingApi:
         }
 
     def risk(self) -> dict[str, Any]:
-        contexts = [c for c in self.deps.book.contexts() if not c.is_terminal]
-        quotes = {c.symbol: q for c in contexts if (q := self.deps.quotes(c.symbol))}
+        contexts = self.views.book.live()
+        quotes = {c.symbol: q for c in contexts if (q := self.views.quotes(c.symbol))}
         summary = daily_pnl(contexts, quotes)
         try:
-            realized = self.realized_today()
+            realized: float | None = self.realized_today()
         except Exception:  # the status page must render with the database down
             realized = None
-        out = self.deps.risk.status(realized_today=realized, unrealized=summary.unrealized)
+        out = self.views.risk.status(realized_today=realized, unrealized=summary.unrealized)
         out["open_exposure"] = round(summary.open_exposure, 2)
-        out["startup_reconciliation_passed"] = self.ready.is_set()
-        if not self.ready.is_set():
+        out["startup_reconciliation_passed"] = self.views.ready.is_set()
+        if not self.views.ready.is_set():
             out["trading_enabled"] = False
             out["why"] = "start-up reconciliation has not passed yet"
         return out
 
     def status(self) -> dict[str, Any]:
-        executor = self.executor_state
+        views = self.views
         return {
-            "ready": self.ready.is_set(),
-            "broker": getattr(self.deps.broker, "name", type(self.deps.broker).__name__),
-            "live_trades": len(self.deps.book.contexts()),
-            "executor": {"entries": executor.entries, "denied": executor.denied,
-                         "duplicates": executor.duplicates, "submits": executor.submits,
-                         "deferred": executor.deferred, "ambiguous": executor.ambiguous,
-                         "refused": executor.refused, "cancels": executor.cancels,
-                         "in_flight": sorted(executor.in_flight)},
-            "timeouts": {"watched": len(self.monitor_state.watched), "timeouts": self.monitor_state.timeouts,
-                         "refreshes": self.monitor_state.refreshes},
-            "router": {"routed": self.deps.router.routed, "unrouted": self.deps.router.unrouted},
-            "reconciliation": self.reconcile.snapshot(),
+            "ready": views.ready.is_set(),
+            "broker": views.broker.name,
+            "live_trades": len(views.book.contexts()),
+            "entries": dataclasses.asdict(views.entry_counters.get()),
+            "executor": dataclasses.asdict(views.executor_counters.get()),
+            "timeouts": dataclasses.asdict(views.monitor_counters.get()),
+            "router": {"routed": views.router.routed, "unrouted": views.router.unrouted},
+            "reconciliation": views.reconcile.snapshot(),
         }
 
     # -- writes --------------------------------------------------------------------------------------------
@@ -165,25 +223,25 @@ class TradingApi:
         return self.lot_sizes.get(symbol)
 
     def enter(self, request: ManualEntryRequest) -> EntryDecision:
-        """Through the executor (risk guard, placement fence); answers once the executor has decided."""
+        """Through the trade's own actor (risk guard, placement fence); answers once it has decided."""
         if not re.fullmatch(POS_ID_PATTERN, request.pos_id):
             raise ValueError(f"pos_id {request.pos_id!r} is not valid")
         order = EntryOrder(pos_id=request.pos_id, symbol=request.symbol, instrument=request.symbol,
                            side=request.side, qty=request.qty, price=request.price or 0.0,
-                           reason=request.reason, at=self.deps.clock.now(), source="operator")
+                           reason=request.reason, at=self.views.clock.now(), source="operator")
         reply: Future[EntryDecision] = Future()
-        if not self.executor.tell(ManualEntry(order, reply)):
-            raise TradingUnavailable("the executor is stopped")
+        if not self.desk.open(order, reply):
+            raise TradingUnavailable("the trades supervisor is stopped")
         try:
             return reply.result(timeout=self.answer_timeout)
         except FutureTimeout:
-            raise TradingUnavailable(f"the executor did not decide within {self.answer_timeout:.1f} s; the entry "
-                                     f"may still be processed: see GET /v1/trades/{request.pos_id}") from None
+            raise TradingUnavailable(f"the entry was not decided within {self.answer_timeout:.1f} s; it may "
+                                     f"still be processed: see GET /v1/trades/{request.pos_id}") from None
 
     def exit(self, pos_id: str, reason: str = "manual exit") -> dict[str, Any]:
-        live = self.deps.book.get(pos_id)
+        live = self.views.book.get(pos_id)
         if live is None:
-            record = self.deps.storage.trades.get_trade(pos_id)
+            record = self.views.storage.trades.get_trade(pos_id)
             if record is None:
                 raise TradeNotFound(pos_id)
             if record.state in _TERMINAL:
@@ -192,12 +250,12 @@ class TradingApi:
         if not can_apply(live, ExitRequested) and live.state not in (TradeState.SIGNAL_GENERATED,
                                                                      TradeState.ENTRY_PENDING):
             raise TradeConflict(f"{pos_id} is {live.state.value}: an exit does not apply now")
-        if not self.deps.router.deliver(pos_id, RequestExit(f"OPERATOR: {reason}", source="operator")):
+        if not self.desk.exit(pos_id, f"OPERATOR: {reason}", "operator"):
             raise TradingUnavailable(f"the trade actor of {pos_id} is not running")
         return {"pos_id": pos_id, "state": live.state.value, "exit_requested": True}
 
     def kill_switch(self, engaged: bool, reason: str = "") -> dict[str, Any]:
-        risk = self.deps.risk
+        risk = self.views.risk
         if engaged:
             risk.engage_kill_switch(f"operator: {reason}" if reason else "operator")
         else:
@@ -207,13 +265,15 @@ class TradingApi:
     def flatten(self, reason: str = "") -> dict[str, Any]:
         """Exit every position of this process, then stay halted (the kill switch stays engaged)."""
         why = f"operator: {reason}" if reason else "operator"
-        self.deps.risk.flatten(why)
-        exiting = [c.pos_id for c in self.deps.book.contexts() if can_apply(c, ExitRequested)]
-        self.executor.tell(FlattenAll(why))
+        self.views.risk.flatten(why)
+        exiting = [c.pos_id for c in self.views.book.contexts() if can_apply(c, ExitRequested)]
+        for pos_id in exiting:
+            self.desk.exit(pos_id, f"FLATTEN: {why}", "flatten")
         return {"exiting": exiting, "kill_switch_engaged": True, "risk": self.risk()}
 
     def reconcile_ack(self, who: str = "operator") -> dict[str, Any]:
-        return acknowledge(self.reconcile, self.deps, who)
+        views = self.views
+        return acknowledge(views.reconcile, views.storage, views.risk, views.clock, who)
 
 
 def vars_of(record: Any) -> dict[str, Any]:

@@ -27,26 +27,48 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.brokers.base import BrokerError
-from actors.trading.trade_actor import Observe, TraderDeps
+from actors.brokers.base import Broker, BrokerError
+from actors.clock import Clock
+from actors.trading.book import OrderRouter, TradeBook
+from actors.trading.messages import Observe
+from actors.trading.risk_guard import RiskGuard
 from core.orders import BrokerOrder, Leg, Side, correlation_id
 from core.risk import ist_day
-from core.trade import TradeContext, TradeState
+from core.trade import ENDED_WITHOUT_POSITION, ENTRY_LEG, EXIT_LEG, TradeContext, TradeState
 from storage.errors import StorageError
+from storage.repositories import Storage
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
-from supervision.supervisor import ChildLink
+from supervision.supervisor import ChildLink, SupervisorHandle
+from telemetry.logs import get_logger
 
-__all__ = ["RECONCILE_STATE_KEY", "ReconcileState", "Reconciler", "acknowledge"]
+__all__ = ["RECONCILE_STATE_KEY", "ReconcileDeps", "ReconcileState", "Reconciler", "UnroutedUpdate", "acknowledge"]
 
 RECONCILE_STATE_KEY = "reconcile"
 CONFIRM_MIN_SECONDS = 0.5  # a difference must persist this long (or one interval, up to 2 s) to count
 RECOVERY_WAIT_SECONDS = 15.0  # longest the first pass waits for adopted trades to finish recovering
 S = TradeState
-_ABANDONED = frozenset({S.REJECTED.value, S.CANCELLED.value, S.DENIED.value})  # ended without a position
-_ENTRY_WORKING = frozenset({S.ENTRY_PENDING, S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.ENTRY_CANCEL_PENDING,
-                            S.ENTRY_PARTIAL_CANCEL_PENDING})
-_EXIT_WORKING = frozenset({S.EXIT_PENDING, S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILLED, S.EXIT_CANCEL_PENDING})
+_NO_POSITION = frozenset(state.value for state in ENDED_WITHOUT_POSITION)
+
+
+@dataclass(frozen=True)
+class ReconcileDeps:
+    storage: Storage
+    broker: Broker
+    clock: Clock
+    risk: RiskGuard
+    book: TradeBook
+    router: OrderRouter
+    trades: SupervisorHandle  # adoption creates trade actors
+    ready: threading.Event  # set by the first passed reconciliation
+    storage_ready: threading.Event
+
+
+@dataclass(frozen=True)
+class UnroutedUpdate:
+    """An order update no live trade claimed (from the router): the reconciler judges it."""
+
+    order: BrokerOrder
 
 
 @dataclass(frozen=True)
@@ -87,13 +109,12 @@ class ReconcileState:
 
 
 class Reconciler(SupervisedActor):
-    def __init__(self, link: ChildLink | None, deps: TraderDeps, ready: threading.Event,
-                 storage_ready: threading.Event, scheduler: Scheduler, interval_seconds: float,
+    def __init__(self, link: ChildLink | None, deps: ReconcileDeps, scheduler: Scheduler, interval_seconds: float,
                  state: ReconcileState) -> None:
         super().__init__(link)
         self.deps = deps
-        self.ready = ready
-        self.storage_ready = storage_ready
+        self.ready = deps.ready
+        self.storage_ready = deps.storage_ready
         self.scheduler = scheduler
         self.interval = interval_seconds
         self.state = state
@@ -114,6 +135,8 @@ class Reconciler(SupervisedActor):
             self._startup()
         elif isinstance(message, _Pass):
             self._pass(message.confirm)
+        elif isinstance(message, UnroutedUpdate):
+            self._unrouted(message.order)
         else:
             return super().receive(message)
         return None
@@ -149,8 +172,7 @@ class Reconciler(SupervisedActor):
             self.state.started_up = True
         deps.book.await_recovery(pos_ids)
         for pos_id in pos_ids:
-            if deps.trades is not None:
-                deps.trades.ensure_child(pos_id)
+            deps.trades.ensure_child(pos_id)
         self.log.event("RECONCILE_STARTUP", f"adopting {len(pos_ids)} open trades before the first pass",
                        adopted=pos_ids)
         self.actor_ref.tell(_Pass())
@@ -202,8 +224,9 @@ class Reconciler(SupervisedActor):
             wait = max(0.01, self.confirm_after - min(moment - seen[k] for k in fresh))
             self._later(wait, _Pass(confirm=True))  # confirm (or clear) the suspicion soon
             return
+        # The open-position count follows the book; here, between passes, it is recounted.
+        deps.risk.sync_open_positions(deps.book.open_count())
         if not self.ready.is_set():
-            deps.risk.sync_open_positions(deps.book.open_count())
             self.ready.set()
             self.log.event("RECONCILE_STARTUP_PASSED", "first reconciliation passed: entries allowed (risk "
                            "guard permitting)", incidents=len(state.incidents), adopted=len(state.adopted))
@@ -227,7 +250,7 @@ class Reconciler(SupervisedActor):
             if not order.filled_qty:
                 continue
             pos_id = self._owner(order)
-            if pos_id is None or self._state_of(pos_id, states) in _ABANDONED:
+            if pos_id is None or self._state_of(pos_id, states) in _NO_POSITION:
                 continue  # not ours, or fills on an entry that ended with none: nothing explains them
             signed = order.filled_qty if order.side is Side.BUY else -order.filled_qty
             explained[order.symbol] = explained.get(order.symbol, 0) + signed
@@ -325,6 +348,21 @@ class Reconciler(SupervisedActor):
                                correlation_id=order.correlation_id, filled_qty=order.filled_qty)
 
 
+    def _unrouted(self, order: BrokerOrder) -> None:
+        """A broker update no live trade here claimed: a trade of this process that is not running right now
+        takes it when it starts (the router keeps it); anything else is judged by the passes."""
+        try:
+            pos_id = self._owner(order) if order.correlation_id else None
+        except StorageError:
+            pos_id = None  # the next pass reads the orders table again
+        if pos_id is not None and self.deps.router.deliver(pos_id, Observe(order)):
+            return
+        self.log.event("ORDER_UPDATE_UNMATCHED", f"order {order.order_id} ({order.correlation_id or 'no cid'}) "
+                       f"{order.status}: no live trade here; the reconciliation passes will judge it", level=10,
+                       order_id=order.order_id, correlation_id=order.correlation_id, pos_id=pos_id,
+                       status=order.status.value, filled_qty=order.filled_qty)
+
+
 def correlation_id_matches(pos_id: str, cid: str) -> bool:
     """Is cid one of the readable correlation ids `core.orders.correlation_id` gives pos_id?"""
     stem, _, suffix = cid.rpartition("-")
@@ -338,7 +376,8 @@ def correlation_id_matches(pos_id: str, cid: str) -> bool:
 # -- the operator -------------------------------------------------------------------------------------------
 
 
-def acknowledge(state: ReconcileState, deps: TraderDeps, who: str = "operator") -> dict[str, Any]:
+def acknowledge(state: ReconcileState, storage: Storage, risk: RiskGuard, clock: Clock,
+                who: str = "operator") -> dict[str, Any]:
     """Accept the differences as they are now, release the hold (any thread)."""
     with state.lock:
         incidents = list(state.incidents.values())
@@ -350,13 +389,11 @@ def acknowledge(state: ReconcileState, deps: TraderDeps, who: str = "operator") 
         state.first_seen.clear()
         accepted = dict(state.accepted)
     try:
-        deps.storage.bot_state.put(RECONCILE_STATE_KEY, {"accepted": accepted}, deps.clock.now())
+        storage.bot_state.put(RECONCILE_STATE_KEY, {"accepted": accepted}, clock.now())
     except StorageError as exc:
-        deps.risk.set_reconciliation_hold(True, f"acknowledgement not saved: {exc}")
+        risk.set_reconciliation_hold(True, f"acknowledgement not saved: {exc}")
         raise
-    released = deps.risk.set_reconciliation_hold(False)
-    from telemetry.logs import get_logger
-
+    released = risk.set_reconciliation_hold(False)
     get_logger("mybot.reconciler").event("RECONCILE_ACKNOWLEDGED", f"{len(incidents)} incidents acknowledged by "
                                          f"{who}; hold released", incidents=len(incidents), accepted=accepted,
                                          released=released)
@@ -369,12 +406,12 @@ def _news_for(context: TradeContext, order: BrokerOrder) -> tuple[bool, bool]:
     if (cid and cid == context.entry_correlation_id) or (
             context.entry_order_id and order.order_id == context.entry_order_id):
         missed = order.filled_qty > context.entry_filled_qty
-        ended = order.status.is_terminal and context.state in _ENTRY_WORKING
+        ended = order.status.is_terminal and context.state in ENTRY_LEG
         return missed or ended or not context.entry_order_id, missed
     if (cid and cid == context.exit_correlation_id) or (
             context.exit_order_id and order.order_id == context.exit_order_id):
         missed = order.filled_qty > context.exit_order_filled_qty
-        ended = order.status.is_terminal and context.state in _EXIT_WORKING
+        ended = order.status.is_terminal and context.state in EXIT_LEG
         return missed or ended or not context.exit_order_id, missed
     return False, False
 

@@ -131,6 +131,15 @@ class RiskGuard:
                 self._dirty = True  # a counter the book can rebuild: saved by the next flush, not here
             return decision
 
+    def recheck_entry(self, now: float) -> Denied | None:
+        """Before an entry already counted as open is sent again (a deferred resend): would it still be
+        allowed? Every rule applies but the position count, which already includes this entry."""
+        with self._lock:
+            self._roll(now)
+            state = with_open_positions(self._state, max(0, self._state.open_positions - 1))
+            decision = check_entry(self.limits, state, now)
+        return decision if isinstance(decision, Denied) else None
+
     def entry_abandoned(self) -> None:
         """An allowed entry ended with no position (rejected, cancelled, refused, a duplicate)."""
         with self._lock:

@@ -1,6 +1,6 @@
-"""TimeoutMonitor: watches every trade that is waiting on the broker, and nudges the ones waiting too long.
+"""TimeoutMonitor: the trading side's clock. It nudges trades that wait too long, and sweeps at square-off.
 
-Trade actors report each state change (WatchTrade). On a timer (a fraction of
+Trade actors report each state change (`WatchTrade`). On a timer (a fraction of
 execution.order_timeout_seconds, never a sleep) the monitor looks at what has waited at least that long:
 - a working order (ORDER_PLACED, EXIT_ORDER_PLACED, partial fills) -> CheckTimeout: the trade applies
   ORDER_TIMEOUT through the core, which asks for a best-effort cancel. A fill that arrives after the
@@ -8,27 +8,40 @@ execution.order_timeout_seconds, never a sleep) the monitor looks at what has wa
 - a submit with no answer (ENTRY_PENDING, EXIT_PENDING), a cancel with no answer (*_CANCEL_PENDING) or a
   signal with no decision -> RefreshFromBroker: the trade resolves it by correlationId / order id.
 A nudge is repeated every timeout period while the state does not change.
+
+Every execution.square_off_check_seconds it also sweeps: when the risk guard says every position must go
+(the square-off time, a flatten), each exitable trade of the book is told `RequestExit`.
+
+Crash-only: what it watches is rebuilt from the trade book when it starts; only its counters outlive it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from actors.clock import Clock
-from actors.trading.trade_actor import CheckTimeout, OrderRouter, RefreshFromBroker, WatchTrade
-from core.trade import ACTIVE_ORDER_STATES
+from actors.trading.book import TradeBook
+from actors.trading.messages import CheckTimeout, RefreshFromBroker, RequestExit, TradeAddresses, WatchTrade
+from actors.trading.risk_guard import RiskGuard
+from core.trade import ACTIVE_ORDER_STATES, EXITABLE, TradeState
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
+from supervision.store import Store
 from supervision.supervisor import ChildLink
 
-__all__ = ["MonitorState", "TimeoutMonitor"]
+__all__ = ["MonitorCounters", "TimeoutMonitor"]
 
 _ACTIVE = frozenset(state.value for state in ACTIVE_ORDER_STATES)
 
 
 @dataclass(frozen=True)
 class _Scan:
+    pass
+
+
+@dataclass(frozen=True)
+class _Sweep:
     pass
 
 
@@ -39,62 +52,94 @@ class _Watched:
     next_due: float
 
 
-@dataclass
-class MonitorState:
-    """Outlives monitor restarts (trades report only on change, so a restart must not forget them)."""
-
-    watched: dict[str, _Watched] = field(default_factory=dict)
+@dataclass(frozen=True)
+class MonitorCounters:
+    watched: int = 0
     timeouts: int = 0
     refreshes: int = 0
+    sweeps: int = 0
 
 
 class TimeoutMonitor(SupervisedActor):
-    def __init__(self, link: ChildLink | None, router: OrderRouter, clock: Clock, scheduler: Scheduler,
-                 timeout_seconds: float, state: MonitorState) -> None:
+    def __init__(self, link: ChildLink | None, trades: TradeAddresses, book: TradeBook, risk: RiskGuard,
+                 clock: Clock, scheduler: Scheduler, timeout_seconds: float, sweep_seconds: float,
+                 counters: Store[MonitorCounters]) -> None:
         super().__init__(link)
-        self.router = router
+        self.trades = trades
+        self.book = book
+        self.risk = risk
         self.clock = clock
         self.scheduler = scheduler
         self.timeout = timeout_seconds
-        self.state = state
-        self.timer: Timer | None = None
+        self.sweep_seconds = sweep_seconds
+        self.counters = counters
+        self.watched: dict[str, _Watched] = {}
+        self.sweep_announced = ""  # the reason last announced by a sweep (logged once)
+        self.timers: list[Timer] = []
 
     def started(self) -> None:
+        for context in self.book.live():  # trades report only on change: take what they are now
+            if context.state is not TradeState.POSITION_OPEN:
+                since = context.entry_placed_at or context.exit_placed_at or context.updated_at
+                self._watch(WatchTrade(context.pos_id, context.state.value, since))
         ref = self.actor_ref
         interval = max(0.02, min(1.0, self.timeout / 5))
-        self.timer = self.scheduler.call_every(interval, lambda: tell_quietly(ref, _Scan()))
+        self.timers = [self.scheduler.call_every(interval, lambda: tell_quietly(ref, _Scan())),
+                       self.scheduler.call_every(self.sweep_seconds, lambda: tell_quietly(ref, _Sweep()))]
 
     def release(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in self.timers:
+            timer.cancel()
 
     def receive(self, message: Any) -> Any:
         if isinstance(message, WatchTrade):
-            if message.done:
-                self.state.watched.pop(message.pos_id, None)
-            else:
-                self.state.watched[message.pos_id] = _Watched(message.state, message.since,
-                                                              message.since + self.timeout)
+            self._watch(message)
         elif isinstance(message, _Scan):
             self._scan()
+        elif isinstance(message, _Sweep):
+            self._sweep()
         else:
             return super().receive(message)
         return None
 
+    def _watch(self, message: WatchTrade) -> None:
+        if message.done:
+            self.watched.pop(message.pos_id, None)
+        else:
+            self.watched[message.pos_id] = _Watched(message.state, message.since, message.since + self.timeout)
+        if self.counters.get().watched != len(self.watched):
+            count = len(self.watched)
+            self.counters.update(lambda c: MonitorCounters(count, c.timeouts, c.refreshes, c.sweeps))
+
     def _scan(self) -> None:
         now = self.clock.now()
-        for pos_id, watched in list(self.state.watched.items()):
+        for pos_id, watched in list(self.watched.items()):
             if now < watched.next_due:
                 continue
             watched.next_due = now + self.timeout
             if watched.state in _ACTIVE:
-                self.state.timeouts += 1
-                delivered = self.router.deliver(pos_id, CheckTimeout())
+                self.counters.bump("timeouts")
+                delivered = self.trades.deliver(pos_id, CheckTimeout())
             else:
-                self.state.refreshes += 1
+                self.counters.bump("refreshes")
                 self.log.event("TRADE_STUCK", f"{pos_id}: {watched.state} for {now - watched.since:.1f} s; "
                                "resolving with the broker", level=30, pos_id=pos_id, state=watched.state)
-                delivered = self.router.deliver(pos_id, RefreshFromBroker())
+                delivered = self.trades.deliver(pos_id, RefreshFromBroker())
             if not delivered:
-                self.state.watched.pop(pos_id, None)  # the trade is gone
+                self.watched.pop(pos_id, None)  # the trade is gone
 
+    def _sweep(self) -> None:
+        """Square-off time or a flatten: every exitable trade is told to exit (each decides if it applies)."""
+        reason = self.risk.exit_all_reason(self.clock.now())
+        if not reason:
+            self.sweep_announced = ""
+            return
+        source = "flatten" if reason.startswith("FLATTEN") else "square_off"
+        exitable = [c.pos_id for c in self.book.live() if c.state in EXITABLE and not c.exit_reason]
+        if reason != self.sweep_announced or exitable:
+            self.counters.bump("sweeps")
+            self.log.event("SQUARE_OFF" if source == "square_off" else "FLATTEN",
+                           f"exiting {len(exitable)} positions: {reason}", reason=reason, positions=exitable)
+            self.sweep_announced = reason
+        for pos_id in exitable:
+            self.trades.deliver(pos_id, RequestExit(reason, source))

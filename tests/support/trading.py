@@ -1,45 +1,31 @@
-"""Helpers for the trading tests: a real trader runtime (role trader) on a real database and real sockets.
+"""The trading harness: a real trader runtime (role trader) on a real database and real sockets.
 
-`TraderHarness` starts `daemon.runtime.Runtime` with only the trader part, a paper broker (or any
-broker the test hands in) and pinned quotes, waits for the start-up reconciliation, and stops everything
-(pykka.ActorRegistry.stop_all()) afterwards. `eventually` waits on a condition with a deadline.
+`TraderHarness` starts `daemon.runtime.Runtime` with only the trading subtree, a paper broker (or any
+broker the test hands in) and pinned quotes, waits for the start-up reconciliation, and shuts the runtime
+down afterwards (the `stop_all` fixture stops any actor left over).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
-
-import pykka
 
 from actors.brokers.base import OrderUpdateListener
 from actors.brokers.paper import PaperBroker
 from actors.clock import SystemClock
-from actors.trading.assembly import QuoteBook, TraderHandles, assemble_trader
+from actors.trading.assembly import TradingHandles
+from actors.trading.quotes import QuoteBook
 from config.settings import Settings
 from core.orders import BrokerOrder, OrderRequest, Side
 from core.signals import EntrySignalRaised, ExitSignalRaised
 from core.trade import TradeState
-from daemon.runtime import Runtime
+from daemon.runtime import Runtime, Wiring
+from tests.support.waiting import eventually
 
 __all__ = ["TOKEN", "ScriptedBroker", "TraderHarness", "entry_signal", "eventually", "exit_signal",
-           "trader_settings"]
+           "trader_settings"]  # eventually: re-exported for the trading tests
 
 TOKEN = "test-control-token-42"
-
-
-def eventually(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01,
-               message: str = "") -> Any:
-    """Wait until predicate() is truthy (returns it) or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {message or predicate}")
-        time.sleep(interval)
 
 
 class ScriptedBroker(PaperBroker):
@@ -133,23 +119,20 @@ class TraderHarness:
             self.quotes.set(symbol, price)
         self.clock = SystemClock()
         self.broker = broker if broker is not None else ScriptedBroker(self.quotes, self.clock)
-        self.runtime = Runtime(settings, "trader", clock=self.clock,
-                               part_builders=[lambda ctx: assemble_trader(ctx, broker=self.broker,
-                                                                          quotes=self.quotes)])
-        self.trader: TraderHandles
+        self.runtime = Runtime(settings, "trader", clock=self.clock, wiring=Wiring(
+            subtrees=frozenset({"trading"}), broker=self.broker, quotes=self.quotes))
+        self.trader: TradingHandles
 
     def start(self, wait_ready: bool = True) -> TraderHarness:
         self.runtime.start()
-        self.trader = self.runtime.context.extras["trader"]
-        if wait_ready:
-            eventually(self.trader.ready.is_set, 10.0, message="start-up reconciliation")
+        assert self.runtime.trading is not None
+        self.trader = self.runtime.trading
+        if wait_ready and not self.trader.ready.wait(10.0):
+            raise AssertionError("the start-up reconciliation did not pass within 10 s")
         return self
 
     def stop(self) -> None:
-        try:
-            self.runtime.shutdown()
-        finally:
-            pykka.ActorRegistry.stop_all()
+        self.runtime.shutdown()
 
     def __enter__(self) -> TraderHarness:
         return self.start()
@@ -180,7 +163,7 @@ class TraderHarness:
         return [e.event for e in self.storage.trades.events(pos_id)]
 
     def enter(self, pos_id: str, **kwargs: Any) -> None:
-        assert self.trader.submit(entry_signal(pos_id, **kwargs))
+        assert self.trader.desk.tell(entry_signal(pos_id, **kwargs))
 
     def exit(self, pos_id: str, reason: str = "EXIT_SCORE") -> None:
-        assert self.trader.submit(exit_signal(pos_id, reason))
+        assert self.trader.desk.tell(exit_signal(pos_id, reason))

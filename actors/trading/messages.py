@@ -1,0 +1,223 @@
+"""The trading subtree's protocol: what is asked of it, and what its actors tell each other.
+
+Who talks to whom:
+- the strategy and the control API -> a trade actor: `OpenTrade` (created for the pos_id on demand),
+  `RequestExit`; the operator's flatten -> every trade actor (`RequestExit` with source "flatten");
+- a trade actor -> the executor: `Place` (entries and exits alike), `Cancel`;
+- the executor -> the trade actor: `PlacementResult`, `Observe` (what a cancel answered);
+- the broker's order-update stream and the reconciler -> the trade actor: `Observe`;
+- a trade actor -> the timeout monitor: `WatchTrade`; the monitor -> the trade: `CheckTimeout`,
+  `RefreshFromBroker`.
+Commands are imperative, events past tense; every message is a frozen dataclass.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from core.orders import BrokerOrder, Leg, OrderRequest, Side
+from core.signals import EntrySignalRaised
+
+__all__ = [
+    "Cancel",
+    "EntryCounters",
+    "CheckTimeout",
+    "EntryDecision",
+    "EntryOrder",
+    "EntryRefusal",
+    "GetTrade",
+    "LookedUp",
+    "Lookup",
+    "Observe",
+    "OpenTrade",
+    "Outcome",
+    "Place",
+    "PlacementResult",
+    "RefreshFromBroker",
+    "RequestExit",
+    "TradeAddresses",
+    "WatchTrade",
+]
+
+
+# ------------------------------------------------------------------------------------ entries and exits
+
+
+@dataclass(frozen=True)
+class EntryOrder:
+    """An entry to make, whoever asked: the strategy (from an EntrySignalRaised) or an operator."""
+
+    pos_id: str
+    symbol: str  # what is traded (SEC_<id>, or the index itself with the paper broker)
+    instrument: str  # for people
+    side: Side
+    qty: int
+    price: float  # the expected price (0 = use the quote)
+    reason: str
+    at: float
+    source: str = "strategy"
+
+    @classmethod
+    def from_signal(cls, signal: EntrySignalRaised) -> EntryOrder:
+        described = signal.symbol
+        if signal.option_type:
+            strike = f" {signal.strike:g}" if signal.strike is not None else ""
+            described = f"{signal.symbol}{strike} {signal.option_type}"
+        score = getattr(signal.score, "entry_score", None)
+        why = f"entry_score {score:.3f}" if isinstance(score, float) else "strategy"
+        return cls(pos_id=signal.pos_id, symbol=signal.instrument, instrument=described, side=signal.side,
+                   qty=signal.qty, price=signal.price, reason=f"{why}; {signal.note}".rstrip("; "),
+                   at=signal.at, source="strategy")
+
+
+class EntryRefusal(StrEnum):
+    """Why an entry was not even journaled (a risk denial is journaled and carries the guard's DenyCode)."""
+
+    DUPLICATE = "DUPLICATE"  # the pos_id is known here or in another process
+    NOT_READY = "STARTUP_RECONCILIATION"  # the start-up reconciliation has not passed
+    STORAGE = "STORAGE_UNAVAILABLE"  # the journal could not be written: nothing was sent
+
+
+@dataclass(frozen=True)
+class EntryDecision:
+    """What became of an entry, for whoever waits on it (the control API)."""
+
+    pos_id: str
+    accepted: bool
+    code: str = ""  # "" when accepted; a DenyCode or an EntryRefusal
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class OpenTrade:
+    """To the (new) trade actor of order.pos_id: journal the signal, ask the risk guard, place the entry."""
+
+    order: EntryOrder
+    reply: Future[EntryDecision] | None = None
+
+
+@dataclass(frozen=True)
+class RequestExit:
+    """EXIT_SIGNAL for this trade. `source`: strategy, operator, trade (slippage, retry), square_off, flatten."""
+
+    reason: str
+    source: str = "strategy"
+
+
+# --------------------------------------------------------------------------------- broker news for a trade
+
+
+@dataclass(frozen=True)
+class Observe:
+    """A broker order snapshot: order-update stream, reconciler poll, cancel answer."""
+
+    order: BrokerOrder
+    source: str = "stream"
+
+
+class Outcome(StrEnum):
+    """What the executor knows about a placement."""
+
+    PLACED = "PLACED"  # the broker has the order (answered, or found by correlationId)
+    REFUSED = "REFUSED"  # definitely not placed and not to be retried (permanent error, lost intent)
+    NOT_SENT = "NOT_SENT"  # definitely not placed (429, local rate limit): the trade may ask again later
+    UNKNOWN = "UNKNOWN"  # not known yet (ambiguous, lookup failed): resolved later by correlationId
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    request: OrderRequest
+    outcome: Outcome
+    order: BrokerOrder | None = None
+    reason: str = ""
+    retry_after: float = 0.0  # NOT_SENT: seconds the broker wants us to wait
+
+
+@dataclass(frozen=True)
+class CheckTimeout:
+    """The working order may have been open for execution.order_timeout_seconds."""
+
+
+@dataclass(frozen=True)
+class RefreshFromBroker:
+    """Resolve a state that is taking too long (a pending submit, a cancel without an answer)."""
+
+
+@dataclass(frozen=True)
+class GetTrade:
+    """Ask: the current TradeContext."""
+
+
+# ------------------------------------------------------------------------------------- to the executor
+
+
+@dataclass(frozen=True)
+class Place:
+    """Place this order (entry or exit) for its trade: lock -> claim -> submit or resolve -> PlacementResult.
+
+    Idempotent by correlation id: a placement already claimed is resolved at the broker, never resent
+    blindly. `resend`: the trade decided to send again a placement this process knows was not sent
+    (after a NOT_SENT answer and, for an entry, a fresh risk check)."""
+
+    request: OrderRequest
+    resend: bool = False
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Ask the broker about this leg's order (by order id, else correlation id); answer `LookedUp`."""
+
+    pos_id: str
+    leg: Leg
+    order_id: str
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class LookedUp:
+    """The broker's order for the leg; None with `answered` = the broker does not know it."""
+
+    leg: Leg
+    order: BrokerOrder | None
+    answered: bool
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Cancel this order, then tell the trade (`Observe`) what the broker says about it."""
+
+    pos_id: str
+    order_id: str
+    leg: Leg
+
+
+# ------------------------------------------------------------------------------- to the timeout monitor
+
+
+@dataclass(frozen=True)
+class WatchTrade:
+    """The trade's state and since when; `done` = nothing to watch any more."""
+
+    pos_id: str
+    state: str
+    since: float
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class EntryCounters:
+    """How entries went, across every trade actor of this process (a Store; read by status)."""
+
+    entries: int = 0  # OpenTrade received
+    accepted: int = 0
+    denied: int = 0  # by the risk guard, or not ready, or storage down
+    duplicates: int = 0
+
+
+class TradeAddresses(Protocol):
+    """How the executor, the monitor and the reconciler reach a live trade actor by pos_id."""
+
+    def deliver(self, pos_id: str, message: object) -> bool: ...

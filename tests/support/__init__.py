@@ -1,0 +1,1 @@
+"""Shared test harnesses: one polling helper, one collector, the trader harness, tick series."""
