@@ -85,7 +85,8 @@ class FakeDhan:
 
     def start(self) -> FakeDhan:
         if not self.state.instruments:
-            self.set_scrip_master(fake_master(self._master_day or _dt.date.today()), list_expiries=False)
+            today_ist = _dt.datetime.now(_dt.timezone(_dt.timedelta(hours=5, minutes=30))).date()
+            self.set_scrip_master(fake_master(self._master_day or today_ist), list_expiries=False)
         self.rest.start()
         self.feed.start()
         self.order_updates.start()

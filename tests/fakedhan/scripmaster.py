@@ -101,8 +101,8 @@ def _on_trading_day(day: date, calendar: MarketCalendar | None) -> date:
 
 def nse_expiries(today: date, *, weeklies: int, monthlies: int,
                  calendar: MarketCalendar | None = None) -> list[tuple[str, str]]:
-    """(expiry, flag) ascending: the next `monthlies` monthly expiries (last Tuesday, M) and, with
-    `weeklies` > 0, the weekly Tuesdays (W) among the next `weeklies` weeks that are not monthly weeks."""
+    """(expiry, flag) ascending: the next `monthlies` monthly expiries (last Tuesday, M) and the next
+    `weeklies` weekly ones (W: the other Tuesdays), each on or after `today`."""
     monthly: list[date] = []
     year, month = today.year, today.month
     while len(monthly) < monthlies:
@@ -112,12 +112,13 @@ def nse_expiries(today: date, *, weeklies: int, monthlies: int,
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     out = {d: "M" for d in monthly}
     monthly_weeks = {_last_tuesday(d.year, d.month) for d in monthly}
-    tuesday = today + timedelta(days=(TUESDAY - today.weekday()) % 7)
-    for week in range(weeklies):
-        nominal = tuesday + timedelta(weeks=week)
-        if nominal in monthly_weeks or nominal == _last_tuesday(nominal.year, nominal.month):
-            continue  # a monthly week: its Tuesday is the monthly expiry (listed only if asked for)
-        out.setdefault(_on_trading_day(nominal, calendar), "W")
+    nominal = today + timedelta(days=(TUESDAY - today.weekday()) % 7)
+    found = 0
+    while found < weeklies:
+        if nominal not in monthly_weeks and nominal != _last_tuesday(nominal.year, nominal.month):
+            out.setdefault(_on_trading_day(nominal, calendar), "W")  # else a monthly week: not a weekly
+            found += 1
+        nominal += timedelta(weeks=1)
     return sorted((d.isoformat(), flag) for d, flag in out.items())
 
 
@@ -169,7 +170,7 @@ def snapshot_instruments(today: date = SNAPSHOT_TODAY, calendar: MarketCalendar 
     last_nifty_monthly = ""
     for underlying, (low, high) in SNAPSHOT_STRIKES.items():
         if underlying == "NIFTY":
-            expiries = nse_expiries(today, weeklies=6, monthlies=3, calendar=calendar)
+            expiries = nse_expiries(today, weeklies=5, monthlies=3, calendar=calendar)
             last_nifty_monthly = [e for e, f in expiries if f == "M"][-1]
         else:
             expiries = nse_expiries(today, weeklies=0, monthlies=3, calendar=calendar)
