@@ -17,6 +17,7 @@ BENCHES = [
     ["bench/bench_scoring.py"],
     ["-m", "bench.bench_replay"],
     ["bench/bench_storage.py"],
+    ["-m", "bench.bench_instruments"],
 ]
 
 

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from config.reference import SHIPPED_HOLIDAYS_FILE, calendar_problems
+from core.charges import DEFAULT_RATES, rate_table_problems
+
 __all__ = [
     "ConfigError",
     "Secret",
@@ -248,6 +251,38 @@ class ReconcileSettings:
     interval_seconds: float = knob(7.0, min=0.2, max=600, help="5-10 s in production")
 
 
+_DATED = "effective date 'YYYY-MM-DD' -> rate; a key replaces the whole series (core/charges.py)"
+
+
+@dataclass(frozen=True)
+class ChargesSettings:
+    """Dated rate table for option charges (defaults and their sources: core.charges.DEFAULT_RATES)."""
+
+    brokerage_per_order: dict[str, float] = knob_map(DEFAULT_RATES["brokerage_per_order"],
+                                                     help="rupees per executed order; " + _DATED)
+    stt_sell_pct: dict[str, float] = knob_map(DEFAULT_RATES["stt_sell_pct"],
+                                              help="% of sell premium; " + _DATED)
+    exchange_nse_pct: dict[str, float] = knob_map(DEFAULT_RATES["exchange_nse_pct"],
+                                                  help="% of premium, NSE; " + _DATED)
+    exchange_bse_pct: dict[str, float] = knob_map(DEFAULT_RATES["exchange_bse_pct"],
+                                                  help="% of premium, BSE; " + _DATED)
+    ipft_nse_pct: dict[str, float] = knob_map(DEFAULT_RATES["ipft_nse_pct"], help="% of premium; " + _DATED)
+    ipft_bse_pct: dict[str, float] = knob_map(DEFAULT_RATES["ipft_bse_pct"], help="% of premium; " + _DATED)
+    sebi_per_crore: dict[str, float] = knob_map(DEFAULT_RATES["sebi_per_crore"],
+                                                help="rupees per crore of premium; " + _DATED)
+    stamp_buy_pct: dict[str, float] = knob_map(DEFAULT_RATES["stamp_buy_pct"],
+                                               help="% of buy premium; " + _DATED)
+    gst_pct: dict[str, float] = knob_map(DEFAULT_RATES["gst_pct"],
+                                         help="% of brokerage + exchange + IPFT + SEBI; " + _DATED)
+
+
+@dataclass(frozen=True)
+class CalendarSettings:
+    holidays_file: str = knob(str(SHIPPED_HOLIDAYS_FILE),
+                              help="NSE holidays and special sessions, one 'YYYY-MM-DD description' or "
+                                   "'YYYY-MM-DD HH:MM-HH:MM description' per line (default: the shipped file)")
+
+
 @dataclass(frozen=True)
 class SupervisionSettings:
     max_restarts: int = knob(5, min=0, help="per supervisor within max_seconds, then escalate")
@@ -290,6 +325,8 @@ class Settings:
     strategy: StrategySettings = field(default_factory=StrategySettings)
     market_data: MarketDataSettings = field(default_factory=MarketDataSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    charges: ChargesSettings = field(default_factory=ChargesSettings)
+    calendar: CalendarSettings = field(default_factory=CalendarSettings)
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     log: LogSettings = field(default_factory=LogSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
@@ -546,6 +583,9 @@ def _cross_checks(s: Settings) -> list[str]:
         problems.append("broker.kind = dhan needs the Dhan client id and access token")
     if s.http.mds_port and s.http.mds_port == s.http.control_port:
         problems.append("http.mds_port and http.control_port must differ")
+    rates = {f.name: getattr(s.charges, f.name) for f in dataclasses.fields(s.charges)}
+    problems.extend(f"charges.{problem}" for problem in rate_table_problems(rates))
+    problems.extend(f"calendar.holidays_file: {problem}" for problem in calendar_problems(s.calendar.holidays_file))
     return problems
 
 

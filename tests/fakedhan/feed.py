@@ -5,6 +5,10 @@ unsubscribe 16/18/22, disconnect 12) and tolerates the client's binary frames. E
 answered with a prev-close packet (code 6) per instrument, as Dhan does. The test pushes ticks, which go
 out ONE PACKET PER FRAME in the layout the subscription asked for (15 ticker, 17 quote, 21 full); it can
 drop the connection abruptly or send a disconnect packet (code 50) with a reason.
+
+Tokens come from the shared FakeTokens: an expired or superseded (renewed, revoked) token is refused at
+connect with disconnect 807, and a connection whose token stops being valid gets 807 and is closed; an
+unknown token gets 809 and a wrong client id 808, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
 from tests.fakedhan import packets
+from tests.fakedhan.tokens import FakeTokens
 
 __all__ = ["FakeMarketFeed", "Subscription"]
 
@@ -40,6 +45,7 @@ class Subscription:
 class _Client:
     index: int
     conn: ServerConnection
+    token: str = ""
     modes: dict[tuple[str, int], int] = field(default_factory=dict)  # (segment, id) -> request code
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,9 +59,13 @@ class _Client:
 
 
 class FakeMarketFeed:
-    def __init__(self, client_id: str = "1000000001", access_token: str = "fake-token") -> None:
+    def __init__(self, client_id: str = "1000000001", access_token: str = "fake-token",
+                 tokens: FakeTokens | None = None) -> None:
         self.client_id = client_id
         self.access_token = access_token
+        self.tokens = tokens if tokens is not None else FakeTokens(client_id, access_token)
+        self.tokens.add_listener(self._token_died)
+        self.token_disconnects = 0  # connections closed with 807 because their token died
         self.connect_paths: list[str] = []
         self.subscriptions: list[Subscription] = []
         self.unsubscriptions: list[Subscription] = []
@@ -114,6 +124,8 @@ class FakeMarketFeed:
         code = SEGMENT_CODES[segment]
         sent = 0
         for client in self._live():
+            if self.tokens.check(client.token) is not None:
+                continue  # expired under a live connection: the listener has sent it 807
             mode = client.modes.get((segment, int(security_id)))
             if mode is None:
                 continue
@@ -148,6 +160,14 @@ class FakeMarketFeed:
             threading.Thread(target=client.conn.close, daemon=True).start()
         return len(clients)
 
+    def _token_died(self, token: str, why: str) -> None:
+        for client in self._live():
+            if client.token == token:
+                client.send(packets.disconnect_packet(807))
+                with self._cond:
+                    self.token_disconnects += 1
+                threading.Thread(target=client.conn.close, daemon=True).start()
+
     # -- the connection handler ------------------------------------------------------------------------
 
     def _live(self) -> list[_Client]:
@@ -167,9 +187,12 @@ class FakeMarketFeed:
         def arg(name: str) -> str:
             return (query.get(name) or [""])[0]
 
+        client.token = arg("token")
+        why = self.tokens.check(client.token)
         if arg("version") != "2" or arg("authType") != "2" or arg("clientId") != self.client_id \
-                or arg("token") != self.access_token:
-            client.send(packets.disconnect_packet(809 if arg("token") != self.access_token else 808))
+                or why is not None:
+            reason = 807 if why in ("expired", "revoked") else 809 if why is not None else 808
+            client.send(packets.disconnect_packet(reason))
             conn.close()
             return
         with self._cond:

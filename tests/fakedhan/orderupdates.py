@@ -1,4 +1,8 @@
-"""The fake Dhan order-update websocket: takes the login frame, then pushes order_alert JSON messages."""
+"""The fake Dhan order-update websocket: takes the login frame, then pushes order_alert JSON messages.
+
+A login with an unknown, expired or superseded token is closed (4001); a logged-in connection whose
+token stops being valid is closed the same way (Dhan's behaviour here is not documented: a guess).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,19 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
+from tests.fakedhan.tokens import FakeTokens
+
 __all__ = ["FakeOrderUpdates"]
 
 
 class FakeOrderUpdates:
-    def __init__(self, client_id: str = "1000000001", access_token: str = "fake-token") -> None:
+    def __init__(self, client_id: str = "1000000001", access_token: str = "fake-token",
+                 tokens: FakeTokens | None = None) -> None:
         self.client_id = client_id
         self.access_token = access_token
+        self.tokens = tokens if tokens is not None else FakeTokens(client_id, access_token)
+        self.tokens.add_listener(self._token_died)
+        self._tokens_of: dict[int, str] = {}  # id(conn) -> the token it logged in with
         self.logins: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
         self._conns: list[ServerConnection] = []
@@ -77,6 +87,13 @@ class FakeOrderUpdates:
             conn.socket.close()
         return len(conns)
 
+    def _token_died(self, token: str, why: str) -> None:
+        with self._cond:
+            doomed = [c for c in self._conns if self._tokens_of.get(id(c)) == token]
+        for conn in doomed:
+            threading.Thread(target=conn.close, kwargs={"code": 4001, "reason": f"token {why}"},
+                             daemon=True).start()
+
     def _live(self) -> list[ServerConnection]:
         with self._cond:
             return list(self._conns)
@@ -85,12 +102,14 @@ class FakeOrderUpdates:
         try:
             login = json.loads(conn.recv(timeout=5))
             req = login.get("LoginReq") or {}
+            token = str(req.get("Token"))
             ok = req.get("MsgCode") == 42 and str(req.get("ClientId")) == self.client_id \
-                and str(req.get("Token")) == self.access_token
+                and self.tokens.check(token) is None
             with self._cond:
                 self.logins.append(login)
                 if ok:
                     self._conns.append(conn)
+                    self._tokens_of[id(conn)] = token
                 self._cond.notify_all()
             if not ok:
                 conn.close(code=4001, reason="authentication failed")
@@ -103,4 +122,5 @@ class FakeOrderUpdates:
             with self._cond:
                 if conn in self._conns:
                     self._conns.remove(conn)
+                self._tokens_of.pop(id(conn), None)
                 self._cond.notify_all()

@@ -4,6 +4,15 @@ Envelopes as Dhan sends them (dhan-api.md §1-2): trading endpoints bare, data e
 {"data": ..., "status": "success"}; errors {"errorType","errorCode","errorMessage"} for trading and
 {"data": {"805": "Too many requests"}, "status": "failed"} for data. Every request is recorded with its
 arrival time; tests can inject failures and delays per path and tune the rate limits.
+
+Besides /v2, the same server answers what lives on Dhan's other hosts:
+* the compact scrip master CSV at `scrip_master_path` (public, no token; images.dhan.co in real life);
+* `POST /app/generateAccessToken?dhanClientId=&pin=&totp=` (auth.dhan.co): a new token for the right
+  client id, PIN and RFC 6238 TOTP (a JSON or form body with those fields is accepted too);
+* `GET|POST /v2/RenewToken` with `access-token` and `dhanClientId` (or `client-id`) headers: a new token
+  in `token` (or `accessToken`, see `renew_field`); the old one stops working.
+An expired or superseded token gets 401 DH-901 on trading APIs and 401 {"807": ...} on data APIs; an
+unknown one 401 DH-901 / {"808": ...} as before.
 """
 
 from __future__ import annotations
@@ -17,11 +26,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakedhan.state import FakeDhanState, FakeOrderError
+from tests.fakedhan.state import FakeDhanState, FakeOrderError, dhan_time
+from tests.fakedhan.tokens import FakeTokens
 
-__all__ = ["FakeDhanRest", "Injection", "RecordedRequest"]
+__all__ = ["FakeDhanRest", "Injection", "RawBody", "RecordedRequest"]
 
 DATA_PATHS = ("/marketfeed/", "/optionchain")
+SCRIP_MASTER_PATH = "/api-data/api-scrip-master.csv"  # the path on images.dhan.co
+AUTH_FAILED = {"errorType": "Invalid_Authentication", "errorCode": "DH-901",
+               "errorMessage": "Client ID or user generated access token is invalid or expired."}
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """An answer that is not JSON (the scrip master CSV)."""
+
+    data: bytes
+    content_type: str = "text/csv"
 
 
 @dataclass
@@ -70,8 +91,14 @@ class FakeDhanRest:
     client_id: str = "1000000001"
     access_token: str = "fake-token"
     limits: _Limits = field(default_factory=_Limits)
+    tokens: FakeTokens | None = None
+    scrip_master_path: str = SCRIP_MASTER_PATH
+    renew_field: str = "token"  # or "accessToken": public clients disagree on which Dhan sends
 
     def __post_init__(self) -> None:
+        if self.tokens is None:
+            self.tokens = FakeTokens(self.client_id, self.access_token)
+        self.scrip_master = b""
         self.requests: list[RecordedRequest] = []
         self._injections: list[Injection] = []
         self._lock = threading.Lock()
@@ -108,6 +135,18 @@ class FakeDhanRest:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v2"
+
+    @property
+    def root_url(self) -> str:
+        """The server without /v2: where the auth endpoints live (DhanLogin.AUTH_BASE_URL)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def scrip_master_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.scrip_master_path}"
+
+    def set_scrip_master(self, csv_text: str) -> None:
+        self.scrip_master = csv_text.encode()
 
     # -- scripting -----------------------------------------------------------------------------------------
 
@@ -173,12 +212,22 @@ class FakeDhanRest:
             self._stopping.wait(injection.delay)
         delay_after = injection.delay if injection is not None and injection.process_first else 0.0
 
-        if record.headers.get("access-token") != self.access_token or \
-                record.headers.get("client-id") != self.client_id:
+        if method == "GET" and parts.path == self.scrip_master_path:
+            return record, 200, RawBody(self.scrip_master), delay_after
+        if path.rstrip("/") == "/app/generateAccessToken":
+            status, answer = self._generate_access_token(method, record)
+            return record, status, answer, delay_after
+        if path.rstrip("/") == "/RenewToken":
+            status, answer = self._renew_token(method, record)
+            return record, status, answer, delay_after
+        assert self.tokens is not None
+        why = self.tokens.check(record.headers.get("access-token"))
+        if why is not None or record.headers.get("client-id") != self.client_id:
             if data_api:
-                return record, 401, {"data": {"808": "Authentication Failed"}, "status": "failed"}, 0.0
-            return record, 401, {"errorType": "Invalid_Authentication", "errorCode": "DH-901",
-                                 "errorMessage": "Client ID or user generated access token is invalid or expired."}, 0.0
+                body = {"807": "Access token expired"} if why in ("expired", "revoked") else \
+                    {"808": "Authentication Failed"}
+                return record, 401, {"data": body, "status": "failed"}, 0.0
+            return record, 401, dict(AUTH_FAILED), 0.0
         try:
             status, answer = self._route(method, path, record)
         except FakeOrderError as exc:
@@ -206,12 +255,16 @@ class FakeDhanRest:
                 if not matches:
                     return 404, {"errorType": "Order_Error", "errorCode": "DH-906",
                                  "errorMessage": "Incorrect request for order and cannot be processed"}
-                return 200, matches[-1].as_json(state.client_id)
+                order = matches[-1]
+                return 200, order.as_json(state.client_id, state.instrument(order.exchange_segment,
+                                                                            order.security_id))
             if len(segments) == 2:
                 order_id = segments[1]
                 if method == "GET":
                     found = state.order(order_id)
-                    return 200, (found.as_json(state.client_id) if found else [])
+                    return 200, (found.as_json(state.client_id, state.instrument(found.exchange_segment,
+                                                                                 found.security_id))
+                                 if found else [])
                 if method == "PUT":
                     order = state.modify(order_id, body)
                     return 200, {"orderId": order.order_id, "orderStatus": "TRANSIT"}
@@ -247,6 +300,40 @@ class FakeDhanRest:
             return 400, {"data": {"814": "Invalid Request"}, "status": "failed"}
         return 404, {"errorType": "Input_Exception", "errorCode": "DH-905",
                      "errorMessage": f"No such endpoint {method} {path}"}
+
+    def _renew_token(self, method: str, record: RecordedRequest) -> tuple[int, Any]:
+        assert self.tokens is not None
+        if method not in ("GET", "POST"):
+            return 405, {"errorType": "Input_Exception", "errorCode": "DH-905",
+                         "errorMessage": f"{method} not allowed on RenewToken"}
+        token = record.headers.get("access-token")
+        client = record.headers.get("dhanclientid") or record.headers.get("client-id")
+        if self.tokens.check(token) is not None or client != self.client_id:
+            return 401, dict(AUTH_FAILED)
+        assert token is not None
+        new = self.tokens.renew(token)
+        expires = self.tokens.expires_at(new) or 0.0
+        return 200, {self.renew_field: new, "expiryTime": dhan_time(expires).replace(" ", "T")}
+
+    def _generate_access_token(self, method: str, record: RecordedRequest) -> tuple[int, Any]:
+        assert self.tokens is not None
+        if method != "POST":
+            return 405, {"status": "error", "message": f"{method} not allowed"}
+        params = {k: v[0] for k, v in record.query.items() if v}
+        if isinstance(record.body, dict):
+            params.update({k: str(v) for k, v in record.body.items()})
+        elif isinstance(record.body, str):  # a form body
+            params.update({k: v[0] for k, v in parse_qs(record.body).items() if v})
+        missing = [k for k in ("dhanClientId", "pin", "totp") if not params.get(k)]
+        if missing:
+            return 400, {"status": "error", "message": "missing " + ", ".join(missing)}
+        token = self.tokens.login(params["dhanClientId"], params["pin"], params["totp"])
+        if token is None:
+            return 401, {"status": "error", "message": "Invalid client id, PIN or TOTP"}
+        expires = self.tokens.expires_at(token) or 0.0
+        return 200, {"dhanClientId": self.client_id, "dhanClientName": "FAKE TRADER",
+                     "dhanClientUcc": "FAKE12345A", "givenPowerOfAttorney": False,
+                     "accessToken": token, "expiryTime": dhan_time(expires).replace(" ", "T")}
 
     def _order_rate_limited(self, now: float) -> tuple[int, Any] | None:
         with self._lock:
@@ -284,8 +371,9 @@ class FakeDhanRest:
             self._chain_last[key] = now
         if expiry not in self.state.expiries.get((scrip, segment), []):
             return 400, {"data": {"811": "Invalid Expiry Date"}, "status": "failed"}
-        chain = self.state.chains.get((scrip, segment, expiry)) or _generated_chain(
-            self.state.ltp.get((segment, scrip), 25000.0), scrip)
+        last_price = self.state.ltp.get((segment, scrip), 25000.0)
+        chain = self.state.chains.get((scrip, segment, expiry)) or \
+            self.state.chain_from_master(scrip, expiry, last_price) or _generated_chain(last_price, scrip)
         return 200, {"data": chain, "status": "success"}
 
 
@@ -339,11 +427,15 @@ class _Handler(BaseHTTPRequestHandler):
         record, status, body, delay_after = self.fake.handle(self.command, self.path, dict(self.headers), raw)
         if delay_after:
             self.fake._stopping.wait(delay_after)
-        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        content_type = "application/json"
+        if isinstance(body, RawBody):
+            payload, content_type = body.data, body.content_type
+        else:
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         record.status = status
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from core.instruments import Instrument
+
 __all__ = ["FakeDhanState", "FakeOrder", "FakeOrderError", "dhan_time"]
 
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -66,9 +68,9 @@ class FakeOrder:
     def avg_price(self) -> float:
         return round(self.traded_value / self.filled_qty, 2) if self.filled_qty else 0.0
 
-    def as_json(self, client_id: str) -> dict[str, Any]:
+    def as_json(self, client_id: str, instrument: Instrument | None = None) -> dict[str, Any]:
         at_exchange = self.status != "TRANSIT"
-        return {
+        return _with_contract({
             "dhanClientId": client_id, "orderId": self.order_id,
             "exchangeOrderId": self.exchange_order_id if at_exchange else "NA",
             "correlationId": self.correlation_id, "orderStatus": self.status,
@@ -84,13 +86,13 @@ class FakeOrder:
             "omsErrorCode": "", "omsErrorDescription": self.reason or "CONFIRMED", "algoId": "0",
             "remainingQuantity": self.quantity - self.filled_qty,
             "averageTradedPrice": self.avg_price, "filledQty": self.filled_qty,
-        }
+        }, instrument)
 
-    def as_update(self, client_id: str) -> dict[str, Any]:
+    def as_update(self, client_id: str, instrument: Instrument | None = None) -> dict[str, Any]:
         """The `Data` of an order_alert (dhan-api.md §4). Dhan's own sample writes "Cancelled"."""
         status = "Cancelled" if self.status == "CANCELLED" else self.status
         exchange, segment = _update_segment(self.exchange_segment)
-        return {
+        update = {
             "Exchange": exchange, "Segment": segment, "Source": "P", "SecurityId": self.security_id,
             "ClientId": client_id, "ExchOrderNo": self.exchange_order_id, "OrderNo": self.order_id,
             "Product": {"INTRADAY": "I", "CNC": "C", "MARGIN": "M"}.get(self.product_type, "I"),
@@ -109,6 +111,20 @@ class FakeOrder:
             "RefLtp": self.price, "TickSize": 0.05, "AlgoId": "0", "Multiplier": 1,
             "CorrelationId": self.correlation_id, "Status": status,
         }
+        if instrument is not None:  # the contract as the scrip master describes it
+            update.update({"Symbol": instrument.underlying, "DisplayName": instrument.trading_symbol,
+                           "LotSize": instrument.lot_size, "StrikePrice": instrument.strike,
+                           "ExpiryDate": instrument.expiry, "OptType": instrument.option_type or "XX",
+                           "TickSize": instrument.tick_size, "Instrument": instrument.instrument})
+        return update
+
+
+def _with_contract(order: dict[str, Any], instrument: Instrument | None) -> dict[str, Any]:
+    if instrument is not None:
+        order.update({"tradingSymbol": instrument.trading_symbol, "drvExpiryDate": instrument.expiry,
+                      "drvOptionType": {"CE": "CALL", "PE": "PUT"}.get(instrument.option_type, "NA"),
+                      "drvStrikePrice": instrument.strike})
+    return order
 
 
 def _update_segment(segment: str) -> tuple[str, str]:
@@ -165,6 +181,7 @@ class FakeDhanState:
         (27, "IDX_I"): ["2024-10-29", "2024-11-26"]})
     chains: dict[tuple[int, str, str], dict[str, Any]] = field(default_factory=dict)
     kill_switch: str = "DEACTIVATE"
+    instruments: list[Instrument] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -179,8 +196,16 @@ class FakeDhanState:
     def add_order_listener(self, listener: OrderListener) -> None:
         self._listeners.append(listener)
 
+    def instrument(self, segment: str, security_id: str) -> Instrument | None:
+        """The master's instrument for an order's contract, when a master is set."""
+        for candidate in self.instruments:
+            if candidate.segment == segment and candidate.security_id == security_id:
+                return candidate
+        return None
+
     def _publish(self, order: FakeOrder) -> None:
-        message = {"Type": "order_alert", "Data": order.as_update(self.client_id)}
+        contract = self.instrument(order.exchange_segment, order.security_id)
+        message = {"Type": "order_alert", "Data": order.as_update(self.client_id, contract)}
         for listener in list(self._listeners):
             listener(message)
 
@@ -225,6 +250,47 @@ class FakeDhanState:
             self.expiries.setdefault((scrip, segment), [])
             if expiry not in self.expiries[(scrip, segment)]:
                 self.expiries[(scrip, segment)].append(expiry)
+
+    def set_scrip_master(self, instruments: list[Instrument], *, list_expiries: bool = True) -> None:
+        """Serve these instruments. Order answers and updates describe a known contract as the master
+        does; a chain not set explicitly is built from the master's options of that expiry (so its
+        security ids are the master's). With `list_expiries`, an index's expiry list becomes exactly its
+        options' expiries in the master; without, the scripted lists stay (older tests rely on them)."""
+        with self._lock:
+            self.instruments = list(instruments)
+            if not list_expiries:
+                return
+            scrips = {i.underlying: int(i.security_id) for i in instruments if i.instrument == "INDEX"}
+            by_scrip: dict[int, set[str]] = {}
+            for i in instruments:
+                if i.is_option and i.underlying in scrips:
+                    by_scrip.setdefault(scrips[i.underlying], set()).add(i.expiry)
+            for scrip, expiries in by_scrip.items():
+                self.expiries[(scrip, "IDX_I")] = sorted(expiries)
+
+    def chain_from_master(self, scrip: int, expiry: str, last_price: float) -> dict[str, Any] | None:
+        """The option chain of one expiry from the master's options, premiums made up around the spot."""
+        with self._lock:
+            names = {int(i.security_id): i.underlying for i in self.instruments if i.instrument == "INDEX"}
+            underlying = names.get(scrip)
+            options = [i for i in self.instruments
+                       if i.is_option and i.underlying == underlying and i.expiry == expiry]
+        if not options:
+            return None
+        oc: dict[str, Any] = {}
+        for option in options:
+            sign = 1 if option.option_type == "CE" else -1
+            price = round(max(0.0, sign * (last_price - option.strike)) + 80.0, 2)
+            leg = oc.setdefault(f"{option.strike:.6f}", {})
+            leg[option.option_type.lower()] = {
+                "average_price": price, "greeks": {"delta": 0.5 * sign, "theta": -15.1, "gamma": 0.0013,
+                                                   "vega": 12.2},
+                "implied_volatility": 10.5, "last_price": price, "oi": 100000, "previous_close_price": price + 5,
+                "previous_oi": 90000, "previous_volume": 1000000, "security_id": int(option.security_id),
+                "top_ask_price": round(price + 0.05, 2), "top_ask_quantity": 1365,
+                "top_bid_price": round(price - 0.05, 2), "top_bid_quantity": 1625, "volume": 5000000,
+            }
+        return {"last_price": last_price, "oc": dict(sorted(oc.items(), key=lambda kv: float(kv[0])))}
 
     def orders_with_correlation_id(self, correlation_id: str) -> list[FakeOrder]:
         with self._lock:
@@ -323,7 +389,8 @@ class FakeDhanState:
 
     def order_list(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [o.as_json(self.client_id) for o in self.orders.values()]
+            return [o.as_json(self.client_id, self.instrument(o.exchange_segment, o.security_id))
+                    for o in self.orders.values()]
 
     def trade_list(self, order_id: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
