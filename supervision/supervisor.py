@@ -472,13 +472,24 @@ class SupervisorHandle:
         """Search this subtree for a child id (the operator's restart endpoint addresses any actor)."""
         for slot in self._slots():
             cid = slot.spec.id
-            if cid == child_id:
-                return self, self.handles[cid]
+            handle = self.handles.get(cid)
+            if cid == child_id and handle is not None:
+                return self, handle
             if slot.spec.supervises is not None:
                 found = slot.spec.supervises.find(child_id)
                 if found is not None:
                     return found
         return None
+
+    def _mark_stopped(self) -> None:
+        """This tree's supervisor is down for good (a final stop found it already down): nothing in the
+        subtree will run again, so its handles stop buffering."""
+        for slot in self._slots():
+            with slot.lock:
+                if slot.ref is None and slot.state is not SlotState.STOPPED:
+                    _set_state(slot, SlotState.STOPPED)
+            if slot.spec.supervises is not None:
+                slot.spec.supervises._mark_stopped()
 
     def notify(self, message: Any) -> None:
         """Tell whichever instance of this supervisor runs now (buffered while it restarts)."""
@@ -813,6 +824,8 @@ class Supervisor(SupervisedActor):
                 if ref is None:
                     if slot.state is not SlotState.STOPPED:
                         _set_state(slot, after)
+                    if final and slot.spec.supervises is not None:
+                        slot.spec.supervises._mark_stopped()
                     continue
                 slot.stopping = ref
                 slot.stop_asked_at = time.monotonic()

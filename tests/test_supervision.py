@@ -508,3 +508,15 @@ def test_a_child_still_running_after_the_stop_wait_escalates_instead_of_starting
     root.status()  # a barrier: the root has handled that message
     assert journal.values("executor") == ["started"] and len(journal.threads["executor"]) == 1
     assert executor.state == "restarting"
+
+
+def test_a_final_stop_after_a_root_escalation_stops_the_whole_subtree(run_tree, escalations):
+    journal = Journal()
+    inner = SupervisorHandle("inner", [worker("a", journal)])
+    root = run_tree(SupervisorHandle("root", [supervisor_spec(inner)]), max_restarts=0)
+    a = inner.handle("a")
+    root.handle("inner").tell("not a supervisor message")  # inner crashes; root allows no restart
+    assert escalations.event.wait(5)
+    assert a.state == "restarting"  # stopped for a restart that the runtime's shutdown will not make
+    assert stop_root(root, timeout=5)
+    assert a.state == "stopped" and a.tell(Record("lost")) is False
