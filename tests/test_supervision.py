@@ -520,3 +520,25 @@ def test_a_final_stop_after_a_root_escalation_stops_the_whole_subtree(run_tree, 
     assert a.state == "restarting"  # stopped for a restart that the runtime's shutdown will not make
     assert stop_root(root, timeout=5)
     assert a.state == "stopped" and a.tell(Record("lost")) is False
+
+
+def test_a_restarted_supervisor_waits_for_a_child_its_crashed_predecessor_could_not_stop(run_tree):
+    journal = Journal()
+    inner = SupervisorHandle("inner", [worker("a", journal), worker("b", journal)])
+    root = run_tree(SupervisorHandle("root", [supervisor_spec(inner, shutdown_timeout=0.1)]))
+    a, b = inner.handle("a"), inner.handle("b")
+    gate, busy = threading.Event(), threading.Event()
+    a.tell(Block(gate, busy, seconds=30))
+    assert busy.wait(5)
+    root.handle("inner").tell("not a supervisor message")  # inner crashes while a is stuck in a handler
+    journal.wait_for(lambda r: r.count(("b", "started")) == 2)  # the new inner instance runs...
+    assert b.wait_for_state("running", timeout=5)
+    assert a.state == "restarting" and journal.live["a"] == 1  # ...but holds a's successor back
+    assert a.tell(Record("buffered"))
+    with pytest.raises(ChildUnavailable):
+        a.ask(Record("ask"))
+    assert "a" in root.unhealthy()
+    gate.set()
+    journal.wait_for(lambda r: r.count(("a", "started")) == 2 and ("a", "buffered") in r)
+    assert journal.most_live["a"] == 1
+    assert a.wait_for_state("running", timeout=5) and a.ask(Record("after")) == "after"
