@@ -644,6 +644,14 @@ class Supervisor(SupervisedActor):
         if running:
             self._stop_children(running)
 
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        super().on_failure(exception_type, exception_value, traceback)
+        if self.link is None and not self._escalated and self.on_escalate is not None:
+            # Nobody restarts the root: its crash ends the tree like an escalation (never silently).
+            self._escalated = True
+            self.on_escalate(f"root supervisor {self.name} crashed: {type(exception_value).__name__}: "
+                             f"{exception_value}")
+
     def receive(self, message: Any) -> Any:
         if isinstance(message, _ChildCrashed):
             self._on_child_down(message.child_id, message.generation, message.error, crashed=True)
@@ -907,4 +915,5 @@ def stop_root(tree: SupervisorHandle, timeout: float) -> bool:
         owner.ref.stop(block=True, timeout=timeout)
     except pykka.Timeout:
         return False
+    tree._mark_stopped()  # already so after an orderly stop; not after a crash of the root itself
     return True

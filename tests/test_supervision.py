@@ -542,3 +542,14 @@ def test_a_restarted_supervisor_waits_for_a_child_its_crashed_predecessor_could_
     journal.wait_for(lambda r: r.count(("a", "started")) == 2 and ("a", "buffered") in r)
     assert journal.most_live["a"] == 1
     assert a.wait_for_state("running", timeout=5) and a.ask(Record("after")) == "after"
+
+
+def test_a_crash_of_the_root_supervisor_itself_is_an_escalation(run_tree, escalations):
+    journal = Journal()
+    root = run_tree(SupervisorHandle("root", [worker("w", journal)]))
+    w = root.handle("w")
+    root.owner.tell("not a supervisor message")  # type: ignore[union-attr]
+    assert escalations.event.wait(5)
+    assert "root supervisor root crashed: TypeError" in escalations.reasons[0]
+    assert w.wait_for_state("restarting", timeout=5) and journal.live["w"] == 0  # its children stopped
+    assert stop_root(root, timeout=5) and w.state == "stopped"
