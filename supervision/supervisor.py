@@ -482,7 +482,7 @@ class SupervisorHandle:
         return None
 
     def _mark_stopped(self) -> None:
-        """This tree's supervisor is down for good (a final stop found it already down): nothing in the
+        """This tree's supervisor is down for good (final stop, or a crashed root): nothing in the
         subtree will run again, so its handles stop buffering."""
         for slot in self._slots():
             with slot.lock:
