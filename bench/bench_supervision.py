@@ -17,7 +17,7 @@ import pykka
 
 from bench.common import emit, summary_ms
 from supervision.actor import ChildUnavailable, SupervisedActor
-from supervision.supervisor import ChildSpec, SupervisorHandle, start_root
+from supervision.supervisor import ChildSpec, SupervisorHandle, start_root, stop_root
 from telemetry.logs import configure_logging
 
 
@@ -47,7 +47,8 @@ class Counter(SupervisedActor):
 
 def restart_latency(crashes: int) -> dict[str, Any]:
     face = SupervisorHandle("root", [ChildSpec("counter", lambda link: Counter.start(link))])
-    start_root(face, lambda reason: None, max_restarts=crashes * 2, max_seconds=3600)
+    start_root(face, lambda reason: None, max_restarts=crashes * 2, max_seconds=3600,
+               max_consecutive_crashes=crashes * 2)  # crashing in a row on purpose
     handle = face.handle("counter")
     samples = []
     for _ in range(crashes):
@@ -63,7 +64,7 @@ def restart_latency(crashes: int) -> dict[str, Any]:
             except pykka.ActorDeadError:
                 continue
         samples.append(time.perf_counter() - started)
-    face.owner.ref.stop()  # type: ignore[union-attr]
+    stop_root(face, timeout=10)
     return summary_ms(samples)
 
 
@@ -84,7 +85,7 @@ def tell_throughput(messages: int, rounds: int) -> dict[str, Any]:
             assert after - before == messages
             (raw if label == "raw" else supervised).append(messages / elapsed)
     raw_ref.stop()
-    face.owner.ref.stop()  # type: ignore[union-attr]
+    stop_root(face, timeout=10)
     raw_median, handle_median = statistics.median(raw), statistics.median(supervised)
     return {"raw_tells_per_s": round(raw_median), "handle_tells_per_s": round(handle_median),
             "handle_vs_raw": round(handle_median / raw_median, 3), "rounds": rounds, "messages": messages}

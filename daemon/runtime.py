@@ -311,8 +311,16 @@ class Runtime:
             return HealthCheck(False, {"error": f"escalated: {self.escalation}"})
         if self.root is None:
             return HealthCheck(False, {"error": "not started"})
+        # Non-blocking reads of the tree (no ask): a crash-looping child, or one waiting in backoff or for
+        # a stuck predecessor to end, turns health 503 by name, at any depth.
         down = [h.id for h in self.root.children() if not h.alive]
-        return HealthCheck(not down, {"down": down} if down else {})
+        unhealthy = self.root.unhealthy()
+        detail: dict[str, Any] = {}
+        if down:
+            detail["down"] = down
+        if unhealthy:
+            detail["unhealthy"] = unhealthy
+        return HealthCheck(not detail, detail)
 
     def status(self) -> dict[str, Any]:
         tree: Any

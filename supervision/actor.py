@@ -1,4 +1,4 @@
-"""The base class of every supervised actor.
+"""The base class of every supervised actor, and the link it reports to.
 
 Pykka has no supervision; this base class gives every actor the crash reporting OTP would:
 - a tell-path exception (Pykka's `on_failure`) and an exception in `on_start` (for which Pykka calls
@@ -7,27 +7,49 @@ Pykka has no supervision; this base class gives every actor the crash reporting 
 - tells still queued in the dead actor's inbox are handed back to the link, which redelivers them to the
   restarted instance (commands and fills are never lost to a crash); queued asks fail at once.
 
+The link is a Protocol (`SupervisorLink`): this module knows nothing of the supervisor that implements it,
+so the library's modules import each other in one direction only (scheduler, outbox < actor < supervisor).
+The actor owns its inbox, so taking messages out of a dead one (`drain_inbox`) lives here too.
+
 Subclasses implement `started()`, `receive(message)` and `stopping()`; they never override the Pykka hooks.
 """
 
 from __future__ import annotations
 
 import queue
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pykka
 
 from supervision.outbox import DrainOutbox
 from telemetry.logs import EventLogger, get_logger
 
-if TYPE_CHECKING:
-    from supervision.supervisor import ChildLink
-
-__all__ = ["ChildUnavailable", "SupervisedActor", "tell_quietly"]
+__all__ = ["ChildUnavailable", "SupervisedActor", "SupervisorLink", "drain_inbox", "tell_quietly"]
 
 
 class ChildUnavailable(Exception):
     """The addressed child is down (crashed, restarting, stopped): the call fails fast instead of hanging."""
+
+
+class SupervisorLink(Protocol):
+    """What a supervised actor reports to. Every call comes from the actor's own thread."""
+
+    @property
+    def child_id(self) -> str: ...
+
+    @property
+    def final_stop(self) -> bool:
+        """True while the supervisor stops this child for good (shutdown, terminate), not to restart it."""
+        ...
+
+    def crashed(self, ref: pykka.ActorRef[Any], exc: BaseException, phase: str, poison: Any) -> None:
+        """The instance crashed (resources already released); `poison` is the message that did it."""
+
+    def exited(self, ref: pykka.ActorRef[Any]) -> None:
+        """The instance stopped normally (after `stopping()` and `release()`)."""
+
+    def ended(self, ref: pykka.ActorRef[Any]) -> None:
+        """The instance's thread is about to end, crash or stop: tells still in its inbox are handed over."""
 
 
 def tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
@@ -38,11 +60,30 @@ def tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
         pass
 
 
+def drain_inbox(ref: pykka.ActorRef[Any]) -> list[Any]:
+    """Take queued messages out of a dead actor's inbox: tells are returned, asks fail at once."""
+    tells: list[Any] = []
+    inbox = ref.actor_inbox
+    while True:
+        try:
+            envelope = inbox.get_nowait()  # type: ignore[attr-defined]
+        except queue.Empty:
+            return tells
+        if isinstance(envelope.message, pykka.messages._ActorStop):
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(None)
+        elif envelope.reply_to is not None:
+            error = ChildUnavailable("the actor stopped before answering")
+            envelope.reply_to.set_exception(exc_info=(ChildUnavailable, error, None))
+        else:
+            tells.append(envelope.message)
+
+
 class SupervisedActor(pykka.ThreadingActor):
     # A crash must stop only this actor (Pykka would stop every actor on a BaseException).
     use_daemon_thread = True
 
-    def __init__(self, link: ChildLink | None = None) -> None:
+    def __init__(self, link: SupervisorLink | None = None) -> None:
         super().__init__()
         self.link = link
         self.log: EventLogger = get_logger(f"mybot.{type(self).__name__}",
@@ -121,17 +162,12 @@ class SupervisedActor(pykka.ThreadingActor):
         if self.link is None:
             self.log.event("ACTOR_CRASHED", f"{type(exc).__name__}: {exc}", level=40, phase=phase)
             return
-        self.link.crashed(self.actor_ref, exc, phase, poison, self._drain_inbox)
-
-    def _drain_inbox(self) -> list[Any]:
-        from supervision.supervisor import _drain_tells
-
-        return _drain_tells(self.actor_ref)
+        self.link.crashed(self.actor_ref, exc, phase, poison)
 
     def _actor_loop_teardown(self) -> None:
         # Pykka's teardown drops queued tells; a supervised actor hands them to its successor instead
         # (queued asks fail at once). A tell landing after this is rescued by its own sender.
         if self.link is not None:
-            self.link.rescue(self.actor_ref, self._drain_inbox)
+            self.link.ended(self.actor_ref)
             return
         super()._actor_loop_teardown()

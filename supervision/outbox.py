@@ -8,18 +8,24 @@ No lock: `deque.append` / `popleft` are atomic in CPython. The flag can race onl
 doorbell (the consumer lowers it before draining), never towards a message left behind. If the target
 crashes mid-drain, what it had not handled goes back to the front of the queue and the doorbell rings
 again (the handle buffers it until the restart): only the message that crashed it is lost, as for any tell.
+
+The target is anything with a `tell` (a supervisor's child handle in practice): a Protocol, so this module
+imports nothing else of the library.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from supervision.supervisor import ChildHandle
+__all__ = ["DrainOutbox", "Outbox", "TellTarget"]
 
-__all__ = ["DrainOutbox", "Outbox"]
+
+class TellTarget(Protocol):
+    """Where an outbox rings its doorbell: a stable address that buffers while the target restarts."""
+
+    def tell(self, message: Any) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class DrainOutbox:
 
 
 class Outbox:
-    def __init__(self, target: ChildHandle) -> None:
+    def __init__(self, target: TellTarget) -> None:
         self.target = target
         self._queue: deque[Any] = deque()
         self._rung = False

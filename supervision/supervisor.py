@@ -5,18 +5,32 @@
 - Intensity: at most `max_restarts` within `max_seconds`; past it the supervisor stops its children and
   crashes itself, escalating to its parent. At the root, escalation calls `on_escalate` (the runtime shuts
   down in order and exits non-zero so supervisord restarts the process).
+- Crash loops escalate too: `max_consecutive_crashes` crashes of one child in a row, none of its runs
+  lasting `reset_after` seconds (its backoff's `reset_after` when it has one). Backoff spreads restarts
+  so widely that the intensity window alone never fills; this count does not depend on time.
 - Handles are stable: callers address a child by id or key; the raw ActorRef behind a handle changes on
   every restart. Every ask has a deadline and fails fast while the child is down; tells sent while it is
   down are buffered (bounded, drops counted) and delivered after the restart.
+- A supervisor's restart is a restart of its children, not their end: the slots and handles live in the
+  SupervisorHandle (the tree), so a handle taken at assembly keeps working across any restart of any
+  supervisor above it. Only a final stop (runtime shutdown, `terminate_child`) makes a slot STOPPED.
 - The message that crashed a child is logged as a dead letter and not redelivered.
+- No twins. A child that does not stop within `shutdown_timeout` keeps running on its thread (threads
+  cannot be killed), so the supervisor does not start its successor yet: the slot waits, asks fail fast
+  with ChildUnavailable and tells are buffered. The supervisor does NOT block its mailbox for this: the
+  old instance's last act (`SupervisorLink.ended`) tells the supervisor to start the deferred successor,
+  and a timer set at `stop_wait_seconds` after the stop request re-checks. If the old instance still runs
+  then, the supervisor logs ACTOR_STOP_TIMEOUT and escalates instead of starting a second instance
+  (a restarted supervisor keeps waiting on the same deadline, so the escalation climbs to the root and the
+  process restarts, which is the only way to end a stuck thread).
 
 A supervisor is itself a SupervisedActor: crash reports reach it as tells, so its bookkeeping is
-serialized by its mailbox like any other actor's state.
+serialized by its mailbox like any other actor's state. The slots are shared with handle holders on other
+threads: every slot state change happens under the slot's lock and wakes `ChildHandle.wait_for_state`.
 """
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
@@ -28,7 +42,7 @@ from typing import Any
 
 import pykka
 
-from supervision.actor import ChildUnavailable, SupervisedActor
+from supervision.actor import ChildUnavailable, SupervisedActor, SupervisorLink, drain_inbox
 from supervision.scheduler import Scheduler
 from telemetry.logs import get_logger
 
@@ -40,11 +54,13 @@ __all__ = [
     "ChildSpec",
     "ChildUnavailable",
     "Restart",
+    "SlotState",
     "Strategy",
     "Supervisor",
     "SupervisorEscalated",
     "SupervisorHandle",
     "start_root",
+    "stop_root",
     "supervisor_spec",
 ]
 
@@ -78,7 +94,7 @@ class Backoff:
     maximum: float = 30.0
     factor: float = 2.0
     jitter: float = 0.2
-    reset_after: float = 30.0  # a child that ran this long starts its backoff over
+    reset_after: float = 30.0  # a child that ran this long starts its backoff (and crash count) over
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
@@ -108,43 +124,62 @@ class SlotState(StrEnum):
 class _Slot:
     spec: ChildSpec
     lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: threading.Condition = field(init=False)  # on `lock`: notified on every state change
     ref: pykka.ActorRef[Any] | None = None
     state: SlotState = SlotState.STARTING
     generation: int = 0
     restarts: int = 0
     backoff_attempt: int = 0
-    started_at: float = 0.0
+    consecutive_crashes: int = 0  # crashes since the last run that lasted reset_after
+    reset_after: float = 30.0
+    started_at: float = 0.0  # monotonic time of the last start attempt (0: never started)
     last_failure: str = ""
     last_failure_at: float = 0.0
     buffer: deque[Any] = field(default_factory=deque)
     dropped: int = 0
     dead_letters: int = 0
     stopping_by_supervisor: bool = False
+    final_stop: bool = False  # the supervisor stops this child for good, not for a restart
+    stopping: pykka.ActorRef[Any] | None = None  # an instance asked to stop whose thread has not ended
+    stop_asked_at: float = 0.0
+    start_deferred: bool = False  # a start waits for `stopping` to end (no twins)
     done: bool = False  # ended and not to be restarted (a transient child that completed normally)
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
 
 
 _RUNNING = SlotState.RUNNING
 
 
+def _set_state(slot: _Slot, state: SlotState) -> None:
+    """Caller holds slot.lock."""
+    slot.state = state
+    slot.changed.notify_all()
+
+
 class ChildLink:
-    """What a child actor holds to report to its supervisor. Called on the child's own thread."""
+    """What a child actor holds to report to its supervisor (a SupervisorLink). Called on the child's thread."""
 
     def __init__(self, supervisor: Supervisor, slot: _Slot) -> None:
         self._supervisor = supervisor
         self._slot = slot
         self.child_id = slot.spec.id
 
-    def crashed(self, ref: pykka.ActorRef[Any], exc: BaseException, phase: str, poison: Any,
-                drain: Callable[[], list[Any]]) -> None:
+    @property
+    def final_stop(self) -> bool:
+        return self._slot.final_stop
+
+    def crashed(self, ref: pykka.ActorRef[Any], exc: BaseException, phase: str, poison: Any) -> None:
         slot = self._slot
         with slot.lock:
             if slot.ref is not ref:
                 return  # a stale instance; the slot has moved on
-            slot.state = SlotState.RESTARTING
+            _set_state(slot, SlotState.RESTARTING)
             slot.ref = None
             generation = slot.generation
             # Tells still queued for the dead instance go first, in order, to the restarted one.
-            leftover = drain()
+            leftover = drain_inbox(ref)
             slot.buffer.extendleft(reversed(leftover))
         error = f"{type(exc).__name__}: {exc}"
         # Pykka's own log line (event PYKKA) carries the traceback; this one tells the supervision story.
@@ -162,53 +197,61 @@ class ChildLink:
             if slot.ref is not ref:
                 return
             slot.ref = None
-            slot.state = SlotState.RESTARTING  # tells buffer from here; the supervisor decides what follows
+            _set_state(slot, SlotState.RESTARTING)  # tells buffer from here; the supervisor decides what follows
             by_supervisor = slot.stopping_by_supervisor
             generation = slot.generation
         if not by_supervisor:
             self._supervisor._tell_self(_ChildExited(self.child_id, generation))
 
-    def rescue(self, dead: pykka.ActorRef[Any], drain: Callable[[], list[Any]]) -> None:
-        """Tells that reached a dead instance's inbox go on to its successor (or wait for it)."""
-        _rescue(self._slot, dead, drain)
+    def ended(self, ref: pykka.ActorRef[Any]) -> None:
+        """Tells that reached the ending instance's inbox go on to its successor (or wait for it); a
+        successor held back because this instance overran its stop may start now."""
+        slot = self._slot
+        with slot.lock:
+            _rescue_locked(slot, ref)
+            if slot.stopping is not ref:
+                return
+            slot.stopping = None
+            resume = slot.start_deferred
+        if resume:
+            # Through the tree, not to the supervisor instance that made this link: that one may have
+            # been restarted meanwhile (its successor is the one waiting).
+            self._supervisor.tree.notify(_ResumeStart(self.child_id))
 
 
-def _rescue(slot: _Slot, dead: pykka.ActorRef[Any], drain: Callable[[], list[Any]]) -> None:
+def _rescue(slot: _Slot, dead: pykka.ActorRef[Any]) -> None:
     with slot.lock:
-        stranded = drain()
-        if not stranded:
-            return
-        if slot.state is SlotState.STOPPED:
-            slot.dropped += len(stranded)
-            return
-        current = slot.ref
-        if current is not None and current is not dead and slot.state is _RUNNING:
-            for i, message in enumerate(stranded):
-                try:
-                    current.tell(message)
-                except pykka.ActorDeadError:
-                    slot.buffer.extendleft(reversed(stranded[i:]))
-                    return
-        else:
-            slot.buffer.extendleft(reversed(stranded))
+        _rescue_locked(slot, dead)
 
 
-def _drain_tells(ref: pykka.ActorRef[Any]) -> list[Any]:
-    """Take queued messages out of a dead actor's inbox: tells are returned, asks fail at once."""
-    tells: list[Any] = []
-    while True:
-        try:
-            envelope = ref.actor_inbox.get_nowait()  # type: ignore[attr-defined]
-        except queue.Empty:
-            return tells
-        if isinstance(envelope.message, pykka.messages._ActorStop):
-            if envelope.reply_to is not None:
-                envelope.reply_to.set(None)
-        elif envelope.reply_to is not None:
-            error = ChildUnavailable("the actor stopped before answering")
-            envelope.reply_to.set_exception(exc_info=(ChildUnavailable, error, None))
-        else:
-            tells.append(envelope.message)
+def _rescue_locked(slot: _Slot, dead: pykka.ActorRef[Any]) -> None:
+    stranded = drain_inbox(dead)
+    if not stranded:
+        return
+    if slot.state is SlotState.STOPPED:
+        slot.dropped += len(stranded)
+        return
+    current = slot.ref
+    if current is not None and current is not dead and slot.state is _RUNNING:
+        for i, message in enumerate(stranded):
+            try:
+                current.tell(message)
+            except pykka.ActorDeadError:
+                slot.buffer.extendleft(reversed(stranded[i:]))
+                return
+    else:
+        slot.buffer.extendleft(reversed(stranded))
+
+
+def _unhealthy(slot: _Slot, now: float) -> bool:
+    """Down and waiting for a restart (backoff, a twin's end), or crash-looping (two crashes in a row,
+    the last restart not yet run for reset_after). Reads without the lock: a health probe never waits."""
+    state = slot.state
+    if slot.done or state is SlotState.STOPPED or state is SlotState.STARTING:
+        return False
+    if state is SlotState.RESTARTING:
+        return True
+    return slot.consecutive_crashes >= 2 and now - slot.started_at < slot.reset_after
 
 
 class ChildHandle:
@@ -236,7 +279,7 @@ class ChildHandle:
                 pass  # died this instant: buffer below
             else:
                 if slot.ref is not ref:
-                    _rescue(slot, ref, lambda: _drain_tells(ref))
+                    _rescue(slot, ref)
                 return True
         with slot.lock:
             if slot.state is _RUNNING and slot.ref is not None:
@@ -276,6 +319,14 @@ class ChildHandle:
         except pykka.Timeout as exc:
             raise AskTimeout(f"{self.id} did not answer within {deadline:.3f} s") from exc
 
+    def wait_for_state(self, state: str, timeout: float) -> bool:
+        """Block until the child is in `state` ("running", "restarting", "stopped"); False on timeout.
+        For tests and operators' tools: an event to await instead of polling `alive`."""
+        target = SlotState(state)
+        slot = self._slot
+        with slot.changed:
+            return slot.changed.wait_for(lambda: slot.state is target, timeout)
+
     @property
     def alive(self) -> bool:
         return self._slot.state is SlotState.RUNNING
@@ -298,12 +349,14 @@ class ChildHandle:
             "state": slot.state.value,
             "restart": slot.spec.restart.value,
             "restarts": slot.restarts,
+            "consecutive_crashes": slot.consecutive_crashes,
             "last_failure": slot.last_failure or None,
             "last_failure_at": slot.last_failure_at or None,
             "mailbox_depth": depth,
             "buffered": len(slot.buffer),
             "dropped": slot.dropped,
             "dead_letters": slot.dead_letters,
+            "stop_overdue": slot.stopping is not None and slot.ref is None,
         }
 
 
@@ -383,6 +436,23 @@ class SupervisorHandle:
             if child_id in self.order:
                 self.order.remove(child_id)
 
+    def _slots(self) -> list[_Slot]:
+        with self.lock:
+            return [self.slots[cid] for cid in self.order if cid in self.slots]
+
+    def unhealthy(self) -> list[str]:
+        """Ids of children in this subtree (nested supervisors' children included) that are down waiting
+        for a restart or crash-looping. Thread-safe and non-blocking: no ask, so it answers even while a
+        supervisor is busy or restarting (the health endpoint calls it)."""
+        now = time.monotonic()
+        found: list[str] = []
+        for slot in self._slots():
+            if _unhealthy(slot, now):
+                found.append(slot.spec.id)
+            if slot.spec.supervises is not None:
+                found.extend(slot.spec.supervises.unhealthy())
+        return found
+
     # -- operator / runtime calls (ask the actor, with deadlines) ------------------------------------------
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = self._owner().ask(_Status(), timeout=self.ask_timeout)
@@ -400,16 +470,32 @@ class SupervisorHandle:
 
     def find(self, child_id: str) -> tuple[SupervisorHandle, ChildHandle] | None:
         """Search this subtree for a child id (the operator's restart endpoint addresses any actor)."""
-        with self.lock:
-            slots = [(cid, self.slots[cid]) for cid in self.order if cid in self.slots]
-        for cid, slot in slots:
-            if cid == child_id:
-                return self, self.handles[cid]
+        for slot in self._slots():
+            cid = slot.spec.id
+            handle = self.handles.get(cid)
+            if cid == child_id and handle is not None:
+                return self, handle
             if slot.spec.supervises is not None:
                 found = slot.spec.supervises.find(child_id)
                 if found is not None:
                     return found
         return None
+
+    def _mark_stopped(self) -> None:
+        """This tree's supervisor is down for good (final stop, or a crashed root): nothing in the
+        subtree will run again, so its handles stop buffering."""
+        for slot in self._slots():
+            with slot.lock:
+                if slot.ref is None and slot.state is not SlotState.STOPPED:
+                    _set_state(slot, SlotState.STOPPED)
+            if slot.spec.supervises is not None:
+                slot.spec.supervises._mark_stopped()
+
+    def notify(self, message: Any) -> None:
+        """Tell whichever instance of this supervisor runs now (buffered while it restarts)."""
+        owner = self.owner
+        if owner is not None:
+            owner.tell(message)
 
     def _owner(self) -> ChildHandle | _RootHandle:
         if self.owner is None:
@@ -466,6 +552,21 @@ class _StartChild:
 
 
 @dataclass(frozen=True)
+class _ResumeStart:
+    """The instance that overran its stop has ended: its deferred successor may start."""
+
+    child_id: str
+
+
+@dataclass(frozen=True)
+class _StopOverdue:
+    """Re-check, stop_wait_seconds after the stop request, whether the old instance still runs."""
+
+    child_id: str
+    asked_at: float
+
+
+@dataclass(frozen=True)
 class _OperatorRestart:
     child_id: str
 
@@ -487,9 +588,10 @@ class Supervisor(SupervisedActor):
     restart it starts every child the handle still knows (a dynamic supervisor's children included).
     """
 
-    def __init__(self, link: ChildLink | None, tree: SupervisorHandle, *,
+    def __init__(self, link: SupervisorLink | None, tree: SupervisorHandle, *,
                  strategy: Strategy = Strategy.ONE_FOR_ONE, max_restarts: int = 5,
-                 max_seconds: float = 10.0, shutdown_timeout: float = 4.0,
+                 max_seconds: float = 10.0, max_consecutive_crashes: int = 10, reset_after: float = 30.0,
+                 shutdown_timeout: float = 4.0, stop_wait_seconds: float = 30.0,
                  scheduler: Scheduler | None = None,
                  on_escalate: Callable[[str], None] | None = None, seed: int | None = None) -> None:
         super().__init__(link)
@@ -498,7 +600,10 @@ class Supervisor(SupervisedActor):
         self.strategy = strategy
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
+        self.max_consecutive_crashes = max_consecutive_crashes
+        self.reset_after = reset_after  # for children without a backoff (which brings its own)
         self.shutdown_timeout = shutdown_timeout
+        self.stop_wait_seconds = max(stop_wait_seconds, shutdown_timeout)
         self.scheduler = scheduler or Scheduler.shared()
         self.on_escalate = on_escalate
         self._rng = random.Random(seed)
@@ -516,16 +621,36 @@ class Supervisor(SupervisedActor):
     def started(self) -> None:
         for spec in self.tree.initial:
             self.tree.register(spec)
-        with self.tree.lock:
-            slots = [self.tree.slots[cid] for cid in self.tree.order]
-        for slot in slots:
-            if not slot.done:
-                with slot.lock:
-                    slot.generation += 1
-                self._start_slot(slot, restarted=slot.restarts > 0 or slot.generation > 1)
+        for slot in self.tree._slots():
+            if slot.done:
+                continue
+            restarted = slot.started_at > 0  # it ran under an earlier instance of this supervisor
+            with slot.lock:
+                slot.generation += 1
+                if restarted:
+                    slot.restarts += 1
+            self._start_slot(slot, restarted=restarted)
 
     def stopping(self) -> None:
-        self._stop_children(list(self.tree.order), final=True)
+        # The root stops for good; a nested supervisor only when its parent says so (shutdown,
+        # terminate). Any other stop is a restart: the children's slots wait for the next instance.
+        final = self.link is None or self.link.final_stop
+        self._stop_children([slot.spec.id for slot in self.tree._slots()], final=final)
+
+    def release(self) -> None:
+        # After a crash (stopping() does not run): children must not outlive their supervisor, or the
+        # next instance would start twins of them.
+        running = [slot.spec.id for slot in self.tree._slots() if slot.ref is not None]
+        if running:
+            self._stop_children(running)
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        super().on_failure(exception_type, exception_value, traceback)
+        if self.link is None and not self._escalated and self.on_escalate is not None:
+            # Nobody restarts the root: its crash ends the tree like an escalation (never silently).
+            self._escalated = True
+            self.on_escalate(f"root supervisor {self.name} crashed: {type(exception_value).__name__}: "
+                             f"{exception_value}")
 
     def receive(self, message: Any) -> Any:
         if isinstance(message, _ChildCrashed):
@@ -541,6 +666,13 @@ class Supervisor(SupervisedActor):
             slot = self.tree.slots.get(message.child_id)
             if slot is not None and slot.state is SlotState.STARTING and slot.ref is None:
                 self._start_slot(slot)
+        elif isinstance(message, _ResumeStart):
+            slot = self.tree.slots.get(message.child_id)
+            if slot is not None and slot.start_deferred and slot.ref is None \
+                    and slot.state is SlotState.RESTARTING:
+                self._start_slot(slot, restarted=True)
+        elif isinstance(message, _StopOverdue):
+            self._on_stop_overdue(message)
         elif isinstance(message, _OperatorRestart):
             return self._operator_restart(message.child_id)
         elif isinstance(message, _TerminateChild):
@@ -556,7 +688,7 @@ class Supervisor(SupervisedActor):
         children = []
         for handle in self.tree.children():
             status = handle.status()
-            nested = handle._slot.spec.supervises
+            nested = handle.supervises
             if nested is not None and handle.alive:
                 try:
                     status["supervisor"] = nested.status()
@@ -564,36 +696,57 @@ class Supervisor(SupervisedActor):
                     status["supervisor"] = None
             children.append(status)
         return {"id": self.name, "strategy": self.strategy.value, "escalated": self._escalated,
-                "restart_intensity": f"{self.max_restarts} in {self.max_seconds}s", "children": children}
+                "restart_intensity": f"{self.max_restarts} in {self.max_seconds}s",
+                "max_consecutive_crashes": self.max_consecutive_crashes, "children": children}
 
     # -- internals (supervisor thread) ---------------------------------------------------------------
     def _start_slot(self, slot: _Slot, restarted: bool = False) -> None:
+        if self._escalated:
+            return  # this instance has given up: its parent (or the runtime) decides what runs next
         link = ChildLink(self, slot)
         # Held across start(): a child crashing in on_start reports only once its slot points at it.
         with slot.lock:
-            try:
-                ref = slot.spec.start(link)
-            except Exception as exc:  # the constructor failed: the same as a crash in on_start
-                slot.state = SlotState.RESTARTING
-                failure = f"{type(exc).__name__}: {exc}"
-                self.log.event("ACTOR_CRASHED", f"{slot.spec.id} failed to start: {failure}", level=40,
-                               actor=slot.spec.id, phase="start", exc_info=exc)
-                self._tell_self(_ChildCrashed(slot.spec.id, slot.generation, failure))
-                return
-            slot.ref = ref
-            slot.state = SlotState.RUNNING
-            slot.stopping_by_supervisor = False
-            slot.started_at = time.monotonic()
-            pending, slot.buffer = slot.buffer, deque()
-            redelivered = 0
-            while pending:
+            if slot.stopping is not None:  # the previous instance still runs: no twin
+                slot.start_deferred = True
+                asked_at = slot.stop_asked_at
+            else:
+                asked_at = None
+                slot.start_deferred = False
+                slot.started_at = time.monotonic()
+                slot.reset_after = slot.spec.backoff.reset_after if slot.spec.backoff else self.reset_after
                 try:
-                    ref.tell(pending[0])
-                except pykka.ActorDeadError:
-                    slot.buffer.extend(pending)  # it died already; its crash report takes them back
-                    break
-                pending.popleft()
-                redelivered += 1
+                    ref = slot.spec.start(link)
+                except Exception as exc:  # the constructor failed: the same as a crash in on_start
+                    _set_state(slot, SlotState.RESTARTING)
+                    failure = f"{type(exc).__name__}: {exc}"
+                    self.log.event("ACTOR_CRASHED", f"{slot.spec.id} failed to start: {failure}", level=40,
+                                   actor=slot.spec.id, phase="start", exc_info=exc)
+                    self._tell_self(_ChildCrashed(slot.spec.id, slot.generation, failure))
+                    return
+                # Buffered tells go first; the new ref is published only after them, so a sender's
+                # later tell (lock-free fast path) cannot overtake them.
+                pending, slot.buffer = slot.buffer, deque()
+                redelivered = 0
+                while pending:
+                    try:
+                        ref.tell(pending[0])
+                    except pykka.ActorDeadError:
+                        slot.buffer.extend(pending)  # it died already; its crash report takes them back
+                        break
+                    pending.popleft()
+                    redelivered += 1
+                slot.ref = ref
+                slot.stopping_by_supervisor = False
+                slot.final_stop = False
+                _set_state(slot, SlotState.RUNNING)
+        if asked_at is not None:
+            remaining = asked_at + self.stop_wait_seconds - time.monotonic()
+            self.log.event("ACTOR_RESTART_DEFERRED", f"{slot.spec.id} starts once its previous instance has "
+                           f"stopped (escalation in {max(0.0, remaining):.1f} s otherwise)", level=30,
+                           child=slot.spec.id)
+            self.scheduler.call_later(max(0.0, remaining), self._tell_self,
+                                      _StopOverdue(slot.spec.id, asked_at))
+            return
         event = "ACTOR_RESTARTED" if restarted else "ACTOR_STARTED"
         self.log.event(event, f"{slot.spec.id} {'restarted' if restarted else 'started'}",
                        child=slot.spec.id, generation=slot.generation, restarts=slot.restarts,
@@ -603,21 +756,28 @@ class Supervisor(SupervisedActor):
         slot = self.tree.slots.get(child_id)
         if slot is None or slot.generation != generation or self._escalated:
             return
+        now = time.monotonic()
         if crashed:
             slot.last_failure, slot.last_failure_at = error, time.time()
+            if now - slot.started_at >= slot.reset_after:
+                slot.consecutive_crashes = 0  # the last run was a good one: a new series starts
+            slot.consecutive_crashes += 1
         restart = slot.spec.restart
         if not (restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and crashed)):
+            if self.tree.spec_for_key is not None:
+                self.tree.forget(child_id)  # before STOPPED: whoever awaits STOPPED finds it gone
             with slot.lock:
-                slot.state = SlotState.STOPPED
+                _set_state(slot, SlotState.STOPPED)
                 slot.done = True
                 discarded = len(slot.buffer)
                 slot.buffer.clear()
             self.log.event("ACTOR_STOPPED", f"{child_id} ended ({'crash' if crashed else 'normal'}); "
                            f"{restart.value}: not restarted", child=child_id, discarded=discarded)
-            if self.tree.spec_for_key is not None:
-                self.tree.forget(child_id)
             return
-        now = time.monotonic()
+        if crashed and slot.consecutive_crashes >= self.max_consecutive_crashes:
+            self._escalate(f"{child_id} crashed {slot.consecutive_crashes} times in a row, no run lasting "
+                           f"{slot.reset_after:g}s (last: {error})")
+            return
         self._restart_times.append(now)
         while self._restart_times and now - self._restart_times[0] > self.max_seconds:
             self._restart_times.popleft()
@@ -639,7 +799,7 @@ class Supervisor(SupervisedActor):
         with slot.lock:
             slot.generation += 1
             slot.restarts += 1
-            slot.state = SlotState.RESTARTING
+            _set_state(slot, SlotState.RESTARTING)
         backoff = slot.spec.backoff
         if backoff is None:
             self._start_slot(slot, restarted=True)
@@ -655,8 +815,10 @@ class Supervisor(SupervisedActor):
     def _stop_children(self, child_ids: list[str], final: bool = False) -> None:
         """Stop in reverse order, each within the shutdown timeout (threads can't be killed: alert).
 
-        Not final (rest_for_one, escalation, operator restart): the slots wait for a restart and their
-        handles keep buffering tells. Final (shutdown, terminate): the slots are stopped for good.
+        Not final (rest_for_one, escalation, operator restart, a crash of this supervisor): the slots wait
+        for a restart and their handles keep buffering tells. Final (shutdown, terminate): the slots are
+        stopped for good. A child that overruns the timeout stays in `slot.stopping` until its thread ends:
+        no successor starts before that (see the module docstring).
         """
         after = SlotState.STOPPED if final else SlotState.RESTARTING
         for cid in reversed(child_ids):
@@ -666,20 +828,45 @@ class Supervisor(SupervisedActor):
             with slot.lock:
                 ref = slot.ref
                 slot.stopping_by_supervisor = True
+                slot.final_stop = final
                 if ref is None:
-                    slot.state = after if slot.state is not SlotState.STOPPED else slot.state
+                    if slot.state is not SlotState.STOPPED:
+                        _set_state(slot, after)
+                    if final and slot.spec.supervises is not None:
+                        slot.spec.supervises._mark_stopped()
                     continue
+                slot.stopping = ref
+                slot.stop_asked_at = time.monotonic()
+            in_time = True
             try:
                 ref.stop(block=True, timeout=self.shutdown_timeout)
             except pykka.Timeout:
-                self.log.event("ACTOR_STOP_TIMEOUT", f"{cid} did not stop within "
-                               f"{self.shutdown_timeout} s", level=40, child=cid)
+                in_time = False
             except pykka.ActorDeadError:
                 pass
             with slot.lock:
                 if slot.ref is ref:
                     slot.ref = None
-                slot.state = after
+                overdue = not in_time and slot.stopping is ref
+                if not overdue and slot.stopping is ref:
+                    slot.stopping = None  # its handlers are done; its thread only hands over its inbox
+                _set_state(slot, after)
+            if overdue:
+                self.log.event("ACTOR_STOP_TIMEOUT", f"{cid} did not stop within {self.shutdown_timeout} s "
+                               f"and still runs: no new instance starts until it ends", level=40, child=cid)
+
+    def _on_stop_overdue(self, message: _StopOverdue) -> None:
+        slot = self.tree.slots.get(message.child_id)
+        if slot is None or self._escalated:
+            return
+        with slot.lock:
+            still_running = slot.stopping is not None and slot.stop_asked_at == message.asked_at
+        if not still_running:
+            return
+        reason = (f"{message.child_id} still runs {self.stop_wait_seconds:g} s after it was asked to stop; "
+                  f"not starting a second instance")
+        self.log.event("ACTOR_STOP_TIMEOUT", reason, level=50, child=message.child_id, escalating=True)
+        self._escalate(reason)
 
     def _operator_restart(self, child_id: str) -> dict[str, Any]:
         slot = self.tree.slots[child_id]
@@ -688,14 +875,14 @@ class Supervisor(SupervisedActor):
         with slot.lock:
             slot.generation += 1
             slot.restarts += 1
-            slot.state = SlotState.RESTARTING
+            _set_state(slot, SlotState.RESTARTING)
         self._start_slot(slot, restarted=True)
         return self.tree.handles[child_id].status()
 
     def _escalate(self, reason: str) -> None:
         self._escalated = True
         self.log.event("SUPERVISOR_ESCALATED", f"{self.name}: {reason}", level=50, reason=reason)
-        self._stop_children(list(self.tree.order))
+        self._stop_children([slot.spec.id for slot in self.tree._slots()])
         if self.link is None:
             if self.on_escalate is not None:
                 self.on_escalate(reason)
@@ -716,3 +903,17 @@ def start_root(tree: SupervisorHandle, on_escalate: Callable[[str], None], **kwa
     tree.owner = _RootHandle(ref)
     tree.status()  # a barrier: answered once every supervisor in the tree has started its children
     return tree
+
+
+def stop_root(tree: SupervisorHandle, timeout: float) -> bool:
+    """Stop a root supervisor for good: every child in reverse start order, nested supervisors included.
+    False if the tree did not stop within `timeout` (a child thread that cannot be interrupted)."""
+    owner = tree.owner
+    if not isinstance(owner, _RootHandle):
+        raise TypeError(f"{tree.name} is not a started root supervisor")
+    try:
+        owner.ref.stop(block=True, timeout=timeout)
+    except pykka.Timeout:
+        return False
+    tree._mark_stopped()  # already so after an orderly stop; not after a crash of the root itself
+    return True
