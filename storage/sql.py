@@ -14,8 +14,9 @@ Rows come back alike from both: times as epoch seconds (float; a candle's ts as 
 'YYYY-MM-DD', JSON as text decoded here by `decode_json`, so one mapper per record serves both.
 
 What differs beyond the dialect lives in the backend modules, as overrides: PostgreSQL's candle upsert
-in one unnest statement, its journal lock and its one-statement checked append, its state merge with
-`||`; SQLite's checked append and state merge in one BEGIN IMMEDIATE transaction.
+in one unnest statement, its journal lock, its one-statement checked append and its state merge with
+`||`; SQLite's state merge in one BEGIN IMMEDIATE transaction. (The journal appends written here rely
+on SQLite serializing writers; PostgreSQL's overrides do not need that.)
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ class Dialect:
             return self.json_out.format(name)
         return name
 
-    def select_list(self, columns: Columns, prefix: str = "") -> str:
-        return ", ".join(self.column(prefix + name, kind) for name, kind in columns)
+    def select_list(self, columns: Columns) -> str:
+        return ", ".join(self.column(name, kind) for name, kind in columns)
 
     def params(self, columns: Columns) -> str:
         return ", ".join(self.param(kind) for _, kind in columns)

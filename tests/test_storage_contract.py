@@ -135,6 +135,21 @@ class StorageContract:
             again.bot_state.put("k", {"v": 1}, 1.0)
             assert again.bot_state.get("k") == {"v": 1}
 
+    def test_a_database_at_version_1_is_upgraded_and_keeps_its_rows(
+            self, storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        import storage.sql
+
+        first_only = lambda backend: load_migrations(backend)[:1]  # noqa: E731
+        monkeypatch.setattr(storage.sql, "load_migrations", first_only)
+        with open_storage(storage_url) as old:
+            assert old.migrate() == [1]
+            old.trades.upsert_trade(trade("P1", "POSITION_OPEN"))
+        monkeypatch.undo()
+        with open_storage(storage_url) as upgraded:
+            assert upgraded.migrate() == ALL_VERSIONS[1:]
+            assert upgraded.trades.get_trade("P1") == trade("P1", "POSITION_OPEN")
+            assert upgraded.leases.adoptable("proc-A", now=1.0, ttl=10.0) == ["P1"]
+
     def test_two_storages_migrating_at_once_apply_each_version_once(self, storage_url: str) -> None:
         storages = [open_storage(storage_url) for _ in range(3)]
         try:
