@@ -4,23 +4,31 @@
     storage.migrate()
     bus = open_bus(settings.storage.redis_url, settings.storage.redis_prefix)
 
-Errors: StorageUnavailable / BusUnavailable (retry later), StorageConflict, StorageError (operator).
+Errors: StorageUnavailable / BusUnavailable (retry later), StorageConflict (JournalConflict: a checked
+journal append lost a race), StorageError (operator).
+
+The SQL both backends share is in storage/sql.py; postgres.py and sqlite.py hold connections, outage
+handling and the few statements that are each backend's own.
 """
 
 from storage.bus import Bus, InProcessBus, RedisBus, Subscription, open_bus
-from storage.errors import BusUnavailable, StorageConflict, StorageError, StorageUnavailable
+from storage.errors import BusUnavailable, JournalConflict, StorageConflict, StorageError, StorageUnavailable
 from storage.records import (
     TERMINAL_TRADE_STATES,
+    JournalEntry,
     OptionChainRecord,
     OrderRecord,
     TradeEventRecord,
+    TradeLease,
     TradeRecord,
 )
 from storage.repositories import (
     BotStateRepository,
     CandleRepository,
+    InstrumentRepository,
     OptionChainRepository,
     Storage,
+    TradeLeaseRepository,
     TradeRepository,
     open_storage,
 )
@@ -32,6 +40,9 @@ __all__ = [
     "BusUnavailable",
     "CandleRepository",
     "InProcessBus",
+    "InstrumentRepository",
+    "JournalConflict",
+    "JournalEntry",
     "OptionChainRecord",
     "OptionChainRepository",
     "OrderRecord",
@@ -42,6 +53,8 @@ __all__ = [
     "StorageUnavailable",
     "Subscription",
     "TradeEventRecord",
+    "TradeLease",
+    "TradeLeaseRepository",
     "TradeRecord",
     "TradeRepository",
     "open_bus",

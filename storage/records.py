@@ -8,15 +8,17 @@ are plain dicts. Candles are `core.market.Candle`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.trade import TERMINAL_STATES
 
 __all__ = [
     "TERMINAL_TRADE_STATES",
+    "JournalEntry",
     "OptionChainRecord",
     "OrderRecord",
     "TradeEventRecord",
+    "TradeLease",
     "TradeRecord",
 ]
 
@@ -67,6 +69,29 @@ class TradeEventRecord:
     to_state: str | None
     payload: dict[str, Any]
     at: float
+
+
+class JournalEntry(NamedTuple):
+    """One event to append with `trades.append_events` (a plain 5-tuple in this order works as well)."""
+
+    event: str
+    from_state: str | None
+    to_state: str | None
+    payload: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TradeLease:
+    """Who manages a trade: the owner (a process id string) and its last heartbeat (epoch seconds).
+
+    The lease is live while `now < heartbeat_at + ttl`; after that another process may adopt the trade.
+    """
+
+    pos_id: str
+    owner: str
+    acquired_at: float  # when this owner took it
+    heartbeat_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,15 @@
 
 Every method may raise `StorageUnavailable` (retry later), `StorageConflict` or `StorageError`
 (see storage.errors); `ValueError` for bad input (a malformed day, a non-1-minute candle).
+
+JSON columns (chain payloads, journal payloads, trade details, bot state) come back as plain dicts
+whose numbers follow one rule on both backends: an integer literal within the signed 64-bit range is an
+`int`; every other number is a `float`. So a quantity or a seq stays an int, and nothing read back is an
+int the JSON encoders refuse (PostgreSQL's JSONB writes the float 1e20 as the integer
+100000000000000000000). A float written with a fraction (orjson writes 100.0 as "100.0", and JSONB keeps
+that scale) comes back a float on both backends. The one difference: on PostgreSQL, an integral float of
+magnitude 1e16 or more inside the 64-bit range (orjson writes it as "1e+16", JSONB as
+10000000000000000) comes back an int of the same value; no price, quantity or P&L comes near it.
 """
 
 from __future__ import annotations
@@ -21,14 +30,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from core.instruments import Instrument
 from core.market import Candle
-from storage.records import OptionChainRecord, OrderRecord, TradeEventRecord, TradeRecord
+from storage.records import (
+    JournalEntry,
+    OptionChainRecord,
+    OrderRecord,
+    TradeEventRecord,
+    TradeLease,
+    TradeRecord,
+)
 
 __all__ = [
     "BotStateRepository",
     "CandleRepository",
+    "InstrumentRepository",
     "OptionChainRepository",
     "Storage",
+    "TradeLeaseRepository",
     "TradeRepository",
     "check_day",
     "newest_revision_per_key",
@@ -96,6 +115,28 @@ class TradeRepository(Protocol):
         """Append to the position's journal; seq = previous max + 1, assigned atomically."""
         ...
 
+    def append_events(self, pos_id: str, expected_seq: int,
+                      events: Sequence[JournalEntry | tuple[str, str | None, str | None, dict[str, Any], float]],
+                      ) -> list[TradeEventRecord]:
+        """Append `events` as seq expected_seq + 1, + 2, ... all together or not at all; returns them.
+
+        Raises `JournalConflict` when the journal's length is not `expected_seq` (another writer got
+        there first, or the caller skipped ahead): nothing is written. Inside `Storage.transaction()` it
+        joins the transaction; on PostgreSQL a conflict there aborts the whole transaction (let the
+        exception leave the block). An empty `events` only checks the length.
+        """
+        ...
+
+    def closed_since(self, ts: float) -> list[TradeRecord]:
+        """Trades CLOSED at or after `ts` (by exit_time), whatever day they opened; ordered by exit_time,
+        then pos_id (the order of their outcomes, for consecutive-loss counting)."""
+        ...
+
+    def partially_exited(self) -> list[TradeRecord]:
+        """Trades not in a terminal state whose exits have partly filled: `realized_pnl` is the P&L
+        realized so far (the row does not say when each part filled). Creation order."""
+        ...
+
     def events(self, pos_id: str) -> list[TradeEventRecord]:
         """The position's journal ordered by seq."""
         ...
@@ -115,9 +156,74 @@ class TradeRepository(Protocol):
 
 
 class BotStateRepository(Protocol):
+    """Small named JSON documents shared by every process on the database (risk switches, holds)."""
+
     def get(self, key: str) -> dict[str, Any] | None: ...
 
-    def put(self, key: str, value: dict[str, Any], at: float) -> None: ...
+    def put(self, key: str, value: dict[str, Any], at: float) -> None:
+        """Replace the whole document (erases fields other writers set: prefer `merge`)."""
+        ...
+
+    def merge(self, key: str, patch: dict[str, Any], at: float, remove: Sequence[str] = ()) -> dict[str, Any]:
+        """Atomically drop the top-level fields `remove`, then set those of `patch` (shallow: a nested
+        dict replaces the stored one whole; None is stored as null), creating the document if needed.
+        Fields other writers set are kept. Returns the document as stored now."""
+        ...
+
+
+class TradeLeaseRepository(Protocol):
+    """Owner leases: one process manages a trade at a time. `now` and `ttl` are the caller's (seconds);
+    the database clock is never read. A lease is live while now < heartbeat_at + ttl."""
+
+    def claim(self, pos_id: str, owner: str, now: float, ttl: float) -> bool:
+        """Take the lease of `pos_id` for `owner`: True when it had none, it had expired, or it was
+        already ours (the heartbeat is renewed); False while another owner's lease is live."""
+        ...
+
+    def renew(self, owner: str, now: float) -> list[str]:
+        """Heartbeat every lease `owner` holds, in one statement; returns their pos_ids, sorted. A trade
+        missing from it is no longer ours (another process adopted it after our lease expired)."""
+        ...
+
+    def release(self, pos_id: str, owner: str) -> bool:
+        """Drop our lease of `pos_id` (when the trade is done); False when it was not ours."""
+        ...
+
+    def owner_of(self, pos_id: str) -> TradeLease | None: ...
+
+    def adoptable(self, owner: str, now: float, ttl: float) -> list[str]:
+        """pos_ids of non-terminal trades `owner` may manage: no lease, an expired one, or ours.
+        Creation order. Claim each before managing it: another process may be adopting too."""
+        ...
+
+
+class InstrumentRepository(Protocol):
+    """The scrip master (`core.instruments.Instrument` rows), keyed by (segment, security_id)."""
+
+    def replace_all(self, rows: Iterable[Instrument], loaded_at: float) -> int:
+        """Replace the whole master in one transaction (readers see the old or the new one, never a
+        mix); returns the rows stored. `rows` may be a generator (it is streamed). Raises ValueError for
+        a malformed expiry and StorageConflict for a repeated (segment, security_id); nothing changes."""
+        ...
+
+    def get(self, segment: str, security_id: str) -> Instrument | None: ...
+
+    def by_trading_symbol(self, text: str) -> list[Instrument]:
+        """Instruments whose trading symbol is `text`, ignoring case (one, unless two segments share
+        it), ordered by segment."""
+        ...
+
+    def options(self, underlying: str, expiry: str | None = None) -> list[Instrument]:
+        """Options (CE/PE) of `underlying`, of one expiry or all; ordered by expiry, strike, type."""
+        ...
+
+    def expiries(self, underlying: str) -> list[str]:
+        """Expiries of the options of `underlying`, ascending."""
+        ...
+
+    def loaded_at(self) -> float | None:
+        """When the stored master was loaded (`replace_all`'s `loaded_at`); None before the first load."""
+        ...
 
 
 class Storage(ABC):
@@ -128,6 +234,8 @@ class Storage(ABC):
     option_chains: OptionChainRepository
     trades: TradeRepository
     bot_state: BotStateRepository
+    leases: TradeLeaseRepository
+    instruments: InstrumentRepository
 
     @abstractmethod
     def migrate(self) -> list[int]:

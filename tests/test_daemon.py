@@ -16,6 +16,7 @@ import pytest
 
 from config.settings import load_settings
 from daemon.runtime import Runtime
+from storage.schema import load_migrations
 from telemetry.logs import configure_logging
 from tests.tcp_proxy import TcpProxy
 
@@ -213,7 +214,8 @@ def test_migrate_applies_the_migrations_once(tmp_path: Path) -> None:
     env = _env(tmp_path)
     first = subprocess.run([*MYBOT, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     again = subprocess.run([*MYBOT, "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-    assert first.returncode == 0 and "[1]" in first.stdout
+    every_version = str([migration.version for migration in load_migrations("sqlite")])  # "[1, 2, 3]"
+    assert first.returncode == 0 and every_version in first.stdout and every_version.startswith("[1, ")
     assert again.returncode == 0 and "[]" in again.stdout
 
 

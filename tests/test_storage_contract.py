@@ -11,16 +11,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
+from core.instruments import Instrument
 from core.market import Candle
-from storage.errors import StorageConflict, StorageError
+from storage.errors import JournalConflict, StorageConflict, StorageError
 from storage.locks import advisory_key
-from storage.records import OrderRecord, TradeRecord
+from storage.records import JournalEntry, OrderRecord, TradeLease, TradeRecord
 from storage.repositories import Storage, open_storage
+from storage.schema import load_migrations
+from storage.sql import decode_json
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_763_610_300  # 2025-11-20 09:15 IST, a bucket start
+ALL_VERSIONS = [1, 2, 3]  # storage/migrations/<backend>/000N_*.sql, the same versions for both backends
 
 
 def candle(ts: int, close: float = 100.0, revision: int = 0, symbol: str = "NIFTY", **extra: float) -> Candle:
@@ -46,6 +51,47 @@ def order(correlation_id: str = "C1", pos_id: str = "P1", **changes: object) -> 
                          status="PENDING", qty=75, filled_qty=0, avg_price=None, expected_price=101.5,
                          created_at=2000.0, updated_at=2000.0)
     return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def instrument(security_id: str, underlying: str = "NIFTY", expiry: str = "2026-12-29", strike: float = 24000.0,
+               option_type: str = "CE", **changes: object) -> Instrument:
+    month = {"2026-12-29": "Dec2026", "2026-12-22": "Dec2026W", "2027-01-26": "Jan2027"}.get(expiry, expiry)
+    record = Instrument(segment="NSE_FNO", security_id=security_id, instrument="OPTIDX",
+                        trading_symbol=f"{underlying}-{month}-{strike:g}-{option_type}", underlying=underlying,
+                        lot_size=65, tick_size=0.05, expiry=expiry, strike=strike, option_type=option_type,
+                        expiry_flag="M")
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+NIFTY_INDEX = Instrument("IDX_I", "13", "INDEX", "NIFTY", "NIFTY", 1, 0.05)
+NIFTY_FUTURE = Instrument("NSE_FNO", "52000", "FUTIDX", "NIFTY-Dec2026-FUT", "NIFTY", 65, 0.1, "2026-12-29",
+                          expiry_flag="M")
+SENSEX_INDEX = Instrument("IDX_I", "51", "INDEX", "SENSEX", "SENSEX", 1, 0.05)
+SENSEX_SAME_NAME = Instrument("BSE_FNO", "51", "INDEX", "SENSEX", "SENSEX", 1, 0.05)
+MASTER = [
+    NIFTY_INDEX, NIFTY_FUTURE, SENSEX_INDEX, SENSEX_SAME_NAME,
+    instrument("40001", strike=24100.0, option_type="PE"),
+    instrument("40002", strike=24000.0, option_type="PE"),
+    instrument("40003", strike=24000.0, option_type="CE"),
+    instrument("40004", expiry="2026-12-22", strike=24050.5, expiry_flag="W"),
+    instrument("40005", expiry="2027-01-26", strike=23000.0),
+    instrument("50001", underlying="BANKNIFTY", strike=52000.0, lot_size=30, tick_size=0.1),
+]
+
+# Numbers that must come back as they went in: a price of 1e20 (JSONB writes it as an integer literal
+# beyond 64 bits), an integral float, a quantity, a negative fraction.
+NUMBERS = {"huge": 1e20, "round": 100.0, "qty": 75, "neg": -0.5,
+           "nested": [1e20, {"round": 100.0, "qty": 75}], "text": "12345678901234567890123"}
+
+
+def assert_numbers_kept(value: dict[str, object]) -> None:
+    assert value == NUMBERS
+    nested = value["nested"]
+    assert isinstance(nested, list)
+    types = [type(value["huge"]), type(value["round"]), type(value["qty"]), type(value["neg"]),
+             type(nested[0]), type(nested[1]["round"]), type(nested[1]["qty"])]
+    assert types == [float, float, int, float, float, float, int]
+    assert orjson.loads(orjson.dumps(value)) == NUMBERS  # every value encodes again
 
 
 def run_in_threads(count: int, work: Callable[[int], object]) -> list[object]:
@@ -82,12 +128,27 @@ class StorageContract:
 
     def test_migrate_is_idempotent(self, storage_url: str) -> None:
         with open_storage(storage_url) as storage:
-            assert storage.migrate() == [1]
+            assert storage.migrate() == ALL_VERSIONS
             assert storage.migrate() == []
         with open_storage(storage_url) as again:
             assert again.migrate() == []
             again.bot_state.put("k", {"v": 1}, 1.0)
             assert again.bot_state.get("k") == {"v": 1}
+
+    def test_a_database_at_version_1_is_upgraded_and_keeps_its_rows(
+            self, storage_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        import storage.sql
+
+        first_only = lambda backend: load_migrations(backend)[:1]  # noqa: E731
+        monkeypatch.setattr(storage.sql, "load_migrations", first_only)
+        with open_storage(storage_url) as old:
+            assert old.migrate() == [1]
+            old.trades.upsert_trade(trade("P1", "POSITION_OPEN"))
+        monkeypatch.undo()
+        with open_storage(storage_url) as upgraded:
+            assert upgraded.migrate() == ALL_VERSIONS[1:]
+            assert upgraded.trades.get_trade("P1") == trade("P1", "POSITION_OPEN")
+            assert upgraded.leases.adoptable("proc-A", now=1.0, ttl=10.0) == ["P1"]
 
     def test_two_storages_migrating_at_once_apply_each_version_once(self, storage_url: str) -> None:
         storages = [open_storage(storage_url) for _ in range(3)]
@@ -96,7 +157,7 @@ class StorageContract:
         finally:
             for storage in storages:
                 storage.close()
-        assert sorted(applied, key=len) == [[], [], [1]]
+        assert sorted(applied, key=len) == [[], [], ALL_VERSIONS]
 
     def test_calls_after_close_raise_storage_error(self, storage_url: str) -> None:
         storage = open_storage(storage_url)
@@ -288,6 +349,271 @@ class StorageContract:
         storage.bot_state.put("risk", {"trading_enabled": False, "losses": 3, "day": "2025-11-20"}, 2.0)
         assert storage.bot_state.get("risk") == {"trading_enabled": False, "losses": 3, "day": "2025-11-20"}
 
+    # --- checked journal appends ----------------------------------------------------------------------
+
+    def test_checked_appends_number_events_from_the_expected_seq(self, storage: Storage) -> None:
+        first = storage.trades.append_events("P1", 0, [
+            JournalEntry("SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {"score": 0.9}, 10.5),
+            ("ENTRY_REQUESTED", "SIGNAL_GENERATED", "ENTRY_PENDING", {"limit": 101.5}, 10.75),
+        ])
+        assert [(e.pos_id, e.seq, e.event, e.from_state, e.to_state, e.payload, e.at) for e in first] == [
+            ("P1", 1, "SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {"score": 0.9}, 10.5),
+            ("P1", 2, "ENTRY_REQUESTED", "SIGNAL_GENERATED", "ENTRY_PENDING", {"limit": 101.5}, 10.75)]
+        third = storage.trades.append_events("P1", 2, [("ORDER_PLACED", None, None, {}, 11.0)])
+        assert [e.seq for e in third] == [3]
+        assert storage.trades.events("P1") == first + third
+        assert storage.trades.append_events("P1", 3, []) == []  # only checks the length
+        assert [e.seq for e in storage.trades.append_events("P2", 0, [("A", None, None, {}, 1.0)])] == [1]
+
+    def test_a_stale_expected_seq_conflicts_and_writes_nothing(self, storage: Storage) -> None:
+        storage.trades.append_events("P1", 0, [("A", None, None, {}, 1.0), ("B", None, None, {}, 2.0)])
+        for stale in (0, 1):
+            with pytest.raises(JournalConflict) as caught:
+                storage.trades.append_events("P1", stale, [("LATE", None, None, {}, 3.0), ("LATER", None, None, {}, 4.0)])
+            assert (caught.value.pos_id, caught.value.expected_seq) == ("P1", stale)
+        with pytest.raises(JournalConflict):
+            storage.trades.append_events("P1", 1, [])
+        assert [e.event for e in storage.trades.events("P1")] == ["A", "B"]
+
+    def test_an_expected_seq_beyond_the_journal_conflicts_instead_of_leaving_a_gap(self, storage: Storage) -> None:
+        storage.trades.append_event("P1", "A", None, None, {}, 1.0)
+        with pytest.raises(JournalConflict):
+            storage.trades.append_events("P1", 3, [("GAP", None, None, {}, 2.0)])
+        with pytest.raises(JournalConflict):
+            storage.trades.append_events("P-new", 1, [("GAP", None, None, {}, 2.0)])
+        assert [e.seq for e in storage.trades.events("P1")] == [1]
+        assert storage.trades.events("P-new") == []
+        assert isinstance(JournalConflict("P1", 0), StorageConflict)  # callers that know only conflicts
+
+    def test_checked_appends_follow_unchecked_ones(self, storage: Storage) -> None:
+        storage.trades.append_event("P1", "A", None, None, {}, 1.0)
+        storage.trades.append_event("P1", "B", None, None, {}, 2.0)
+        assert [e.seq for e in storage.trades.append_events("P1", 2, [("C", None, None, {}, 3.0)])] == [3]
+        assert storage.trades.append_event("P1", "D", None, None, {}, 4.0).seq == 4
+
+    def test_writers_racing_for_the_same_expected_seq_let_exactly_one_win(self, storage: Storage) -> None:
+        writers = 4
+        for round_ in range(10):
+            pos_id = f"RACE-{round_}"
+            storage.trades.append_events(pos_id, 0, [("START", None, None, {}, 0.0)])
+
+            def append(index: int, pos_id: str = pos_id) -> object:
+                try:
+                    return storage.trades.append_events(pos_id, 1, [
+                        ("FILL", None, None, {"writer": index}, 1.0), ("MORE", None, None, {"writer": index}, 2.0)])
+                except JournalConflict:
+                    return None
+
+            results = run_in_threads(writers, append)
+            winners = [index for index, result in enumerate(results) if result is not None]
+            assert len(winners) == 1, results
+            journal = storage.trades.events(pos_id)
+            assert [e.seq for e in journal] == [1, 2, 3]
+            assert [e.payload.get("writer") for e in journal[1:]] == [winners[0], winners[0]]
+
+    def test_checked_appends_join_a_transaction(self, storage: Storage) -> None:
+        with storage.transaction():
+            assert storage.trades.claim_intent("TX3", "ENTRY", "TX3-E", 1.0)
+            storage.trades.append_events("TX3", 0, [("SIGNAL_ACCEPTED", None, "SIGNAL_GENERATED", {}, 1.0)])
+            storage.trades.append_events("TX3", 1, [("ENTRY_REQUESTED", None, "ENTRY_PENDING", {}, 1.0)])
+        assert [e.seq for e in storage.trades.events("TX3")] == [1, 2]
+
+    def test_a_conflict_inside_a_transaction_rolls_the_whole_transaction_back(self, storage: Storage) -> None:
+        storage.trades.append_events("TX4", 0, [("A", None, None, {}, 1.0)])
+        with pytest.raises(JournalConflict), storage.transaction():
+            assert storage.trades.claim_intent("TX4", "ENTRY", "TX4-E", 1.0)
+            storage.trades.append_events("TX4", 0, [("STALE", None, None, {}, 2.0)])
+        assert [e.event for e in storage.trades.events("TX4")] == ["A"]
+        assert storage.trades.claim_intent("TX4", "ENTRY", "TX4-E", 2.0)  # rolled back with it
+
+    def test_an_append_racing_an_open_transaction_conflicts_once_it_commits(self, storage: Storage) -> None:
+        appended = threading.Event()
+        outcome: list[object] = []
+
+        def racer() -> None:
+            try:
+                outcome.append(storage.trades.append_events("TX5", 0, [("RACER", None, None, {}, 2.0)]))
+            except JournalConflict as exc:
+                outcome.append(exc)
+
+        with storage.transaction():
+            storage.trades.append_events("TX5", 0, [("OWNER", None, None, {}, 1.0)])
+            appended.set()
+            thread = threading.Thread(target=racer)
+            thread.start()
+            thread.join(0.3)  # the racer waits for our transaction (a row lock, or SQLite's write lock)
+        thread.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], JournalConflict)
+        assert [e.event for e in storage.trades.events("TX5")] == ["OWNER"]
+
+    # --- JSON numbers ----------------------------------------------------------------------------------
+
+    def test_json_numbers_read_back_as_floats_where_they_were_floats(self, storage: Storage) -> None:
+        storage.trades.append_event("P1", "PRICED", None, None, NUMBERS, 1.0)
+        storage.trades.append_events("P1", 1, [("PRICED", None, None, NUMBERS, 2.0)])
+        storage.trades.upsert_trade(trade("P1", detail=NUMBERS))
+        storage.option_chains.upsert("NIFTY", "2025-11-25", NUMBERS, 1.0)
+        storage.bot_state.put("numbers", NUMBERS, 1.0)
+        merged = storage.bot_state.merge("merged", NUMBERS, 1.0)
+        for event in storage.trades.events("P1"):
+            assert_numbers_kept(event.payload)
+        record = storage.trades.get_trade("P1")
+        chain = storage.option_chains.latest("NIFTY", "2025-11-25")
+        assert record is not None and chain is not None
+        for value in (record.detail, chain.payload, storage.bot_state.get("numbers"), merged,
+                      storage.bot_state.get("merged")):
+            assert value is not None
+            assert_numbers_kept(value)
+
+    # --- owner leases ----------------------------------------------------------------------------------
+
+    def test_a_lease_is_claimed_held_and_taken_over_only_when_expired(self, storage: Storage) -> None:
+        leases = storage.leases
+        assert leases.owner_of("P1") is None
+        assert leases.claim("P1", "proc-A", now=100.0, ttl=10.0)
+        assert leases.owner_of("P1") == TradeLease("P1", "proc-A", 100.0, 100.0)
+        assert not leases.claim("P1", "proc-B", now=109.5, ttl=10.0)  # A's lease is live
+        assert leases.claim("P1", "proc-A", now=105.0, ttl=10.0)  # ours: the heartbeat moves
+        assert leases.owner_of("P1") == TradeLease("P1", "proc-A", 100.0, 105.0)
+        assert not leases.claim("P1", "proc-B", now=114.5, ttl=10.0)
+        assert leases.claim("P1", "proc-B", now=115.0, ttl=10.0)  # expired at heartbeat + ttl
+        assert leases.owner_of("P1") == TradeLease("P1", "proc-B", 115.0, 115.0)
+        assert not leases.claim("P1", "proc-A", now=116.0, ttl=10.0)
+
+    def test_renew_heartbeats_every_lease_of_an_owner_and_tells_which_are_still_ours(self, storage: Storage) -> None:
+        leases = storage.leases
+        for pos_id in ("P2", "P1", "P3"):
+            assert leases.claim(pos_id, "proc-A", now=100.0, ttl=10.0)
+        assert leases.claim("P9", "proc-B", now=100.0, ttl=10.0)
+        assert leases.claim("P3", "proc-B", now=111.0, ttl=10.0)  # A stalled past its ttl: B took P3
+        assert leases.renew("proc-A", now=112.0) == ["P1", "P2"]
+        assert leases.owner_of("P1") == TradeLease("P1", "proc-A", 100.0, 112.0)
+        assert leases.owner_of("P9") == TradeLease("P9", "proc-B", 100.0, 100.0)
+        assert leases.renew("proc-C", now=112.0) == []
+
+    def test_release_drops_only_our_own_lease(self, storage: Storage) -> None:
+        leases = storage.leases
+        assert leases.claim("P1", "proc-A", now=100.0, ttl=10.0)
+        assert not leases.release("P1", "proc-B")
+        assert leases.owner_of("P1") is not None
+        assert leases.release("P1", "proc-A")
+        assert leases.owner_of("P1") is None
+        assert not leases.release("P1", "proc-A")
+        assert leases.claim("P1", "proc-B", now=101.0, ttl=10.0)
+
+    def test_adoptable_trades_are_open_and_unleased_expired_or_ours(self, storage: Storage) -> None:
+        for index, (pos_id, state) in enumerate([("P1", "POSITION_OPEN"), ("P2", "POSITION_OPEN"),
+                                                 ("P3", "EXIT_PENDING"), ("P4", "ORDER_PLACED"),
+                                                 ("P5", "CLOSED"), ("P6", "POSITION_OPEN")]):
+            storage.trades.upsert_trade(trade(pos_id, state, created_at=float(index)))
+        leases = storage.leases
+        assert leases.claim("P2", "proc-A", now=100.0, ttl=10.0)  # live, A's
+        assert leases.claim("P3", "proc-B", now=80.0, ttl=10.0)  # expired at 90
+        assert leases.claim("P4", "proc-me", now=100.0, ttl=10.0)  # live, ours
+        assert leases.claim("P5", "proc-B", now=80.0, ttl=10.0)  # expired, but the trade is closed
+        assert leases.claim("P6", "proc-B", now=95.0, ttl=10.0)  # live until 105
+        assert leases.adoptable("proc-me", now=100.0, ttl=10.0) == ["P1", "P3", "P4"]
+        assert leases.adoptable("proc-A", now=100.0, ttl=10.0) == ["P1", "P2", "P3"]
+        assert leases.adoptable("proc-me", now=105.0, ttl=10.0) == ["P1", "P3", "P4", "P6"]
+
+    def test_owners_racing_for_an_expired_lease_let_exactly_one_win(self, storage: Storage) -> None:
+        for round_ in range(10):
+            pos_id = f"L-{round_}"
+            assert storage.leases.claim(pos_id, "dead", now=0.0, ttl=10.0)
+            results = run_in_threads(4, lambda index, pos_id=pos_id: storage.leases.claim(  # type: ignore[misc]
+                pos_id, f"proc-{index}", now=100.0, ttl=10.0))
+            assert results.count(True) == 1, results
+            lease = storage.leases.owner_of(pos_id)
+            assert lease is not None and lease.owner == f"proc-{results.index(True)}"
+
+    # --- shared control state ---------------------------------------------------------------------------
+
+    def test_merge_changes_only_the_fields_it_names(self, storage: Storage) -> None:
+        state = storage.bot_state
+        assert state.merge("control", {"kill_switch": True, "by": "A"}, 1.0) == {"kill_switch": True, "by": "A"}
+        assert state.merge("control", {"losses": 3, "by": "B"}, 2.0) == {"kill_switch": True, "losses": 3, "by": "B"}
+        assert state.merge("control", {"hold": {"reason": "x"}, "note": None}, 3.0, remove=["by", "absent"]) == {
+            "kill_switch": True, "losses": 3, "hold": {"reason": "x"}, "note": None}
+        assert state.merge("control", {"hold": {"since": 4}}, 4.0)["hold"] == {"since": 4}  # shallow
+        assert state.get("control") == {"kill_switch": True, "losses": 3, "hold": {"since": 4}, "note": None}
+        state.put("control", {"only": 1}, 5.0)  # put still replaces the whole document
+        assert state.get("control") == {"only": 1}
+
+    def test_concurrent_merges_from_two_storages_lose_no_field(self, storage_url: str) -> None:
+        storages = [open_storage(storage_url) for _ in range(2)]
+        try:
+            storages[0].migrate()
+            run_in_threads(8, lambda index: [storages[index % 2].bot_state.merge(
+                "shared", {f"writer{index}": n, "last": index}, float(n)) for n in range(10)])
+            final = storages[1].bot_state.get("shared")
+        finally:
+            for each in storages:
+                each.close()
+        assert final is not None
+        assert {key: value for key, value in final.items() if key != "last"} == {f"writer{i}": 9 for i in range(8)}
+
+    # --- risk counters at restart ----------------------------------------------------------------------
+
+    def test_closed_since_and_partially_exited_trades(self, storage: Storage) -> None:
+        rows = [
+            trade("P1", "CLOSED", "2025-11-19", created_at=1.0, exit_time=1100.0, realized_pnl=-50.0),  # opened yesterday
+            trade("P2", "CLOSED", "2025-11-20", created_at=2.0, exit_time=900.0, realized_pnl=10.0),  # before
+            trade("P3", "CLOSED", "2025-11-20", created_at=3.0, exit_time=1000.0, realized_pnl=25.0),  # at ts
+            trade("P4", "POSITION_OPEN", created_at=4.0),
+            trade("P5", "EXIT_PARTIALLY_FILLED", created_at=5.0, realized_pnl=120.0),
+            trade("P6", "REJECTED", created_at=6.0, realized_pnl=-5.0),
+            trade("P7", "EXIT_PENDING", created_at=7.0, realized_pnl=-1.5),
+            trade("P8", "CANCELLED", created_at=8.0, exit_time=1200.0),
+        ]
+        for row in rows:
+            storage.trades.upsert_trade(row)
+        assert [t.pos_id for t in storage.trades.closed_since(1000.0)] == ["P3", "P1"]
+        assert storage.trades.closed_since(1000.0)[1] == rows[0]
+        assert [t.pos_id for t in storage.trades.closed_since(1100.5)] == []
+        assert [(t.pos_id, t.realized_pnl) for t in storage.trades.partially_exited()] == [("P5", 120.0), ("P7", -1.5)]
+
+    # --- instruments -----------------------------------------------------------------------------------
+
+    def test_instrument_master_round_trips_and_answers_lookups(self, storage: Storage) -> None:
+        instruments = storage.instruments
+        assert instruments.loaded_at() is None
+        assert instruments.replace_all(iter(MASTER), loaded_at=1000.25) == len(MASTER)  # a generator streams
+        assert instruments.loaded_at() == 1000.25
+        assert instruments.get("NSE_FNO", "40003") == MASTER[6]
+        assert instruments.get("IDX_I", "13") == NIFTY_INDEX  # no expiry comes back as ""
+        assert instruments.get("NSE_FNO", "52000") == NIFTY_FUTURE
+        assert instruments.get("BSE_FNO", "40003") is None
+        assert instruments.by_trading_symbol("nifty-Dec2026-24000-ce") == [MASTER[6]]
+        assert instruments.by_trading_symbol("SENSEX") == [SENSEX_SAME_NAME, SENSEX_INDEX]  # by segment
+        assert instruments.by_trading_symbol("NIFTY-Dec2030-1-CE") == []
+        assert [i.security_id for i in instruments.options("NIFTY")] == ["40004", "40003", "40002", "40001", "40005"]
+        assert [i.security_id for i in instruments.options("NIFTY", "2026-12-29")] == ["40003", "40002", "40001"]
+        assert instruments.options("NIFTY", "2026-12-30") == []
+        assert instruments.options("FINNIFTY") == []
+        assert instruments.expiries("NIFTY") == ["2026-12-22", "2026-12-29", "2027-01-26"]
+        assert instruments.expiries("BANKNIFTY") == ["2026-12-29"]
+        assert instruments.expiries("SENSEX") == []
+
+    def test_replace_all_replaces_the_whole_master(self, storage: Storage) -> None:
+        storage.instruments.replace_all(MASTER, loaded_at=1000.0)
+        fresh = [NIFTY_INDEX, instrument("60001", strike=25000.0, lot_size=75)]
+        assert storage.instruments.replace_all(fresh, loaded_at=2000.0) == 2
+        assert storage.instruments.get("NSE_FNO", "40003") is None
+        assert storage.instruments.options("NIFTY") == [fresh[1]]
+        assert storage.instruments.loaded_at() == 2000.0
+        assert storage.instruments.replace_all([], loaded_at=3000.0) == 0
+        assert storage.instruments.get("IDX_I", "13") is None
+
+    def test_a_bad_master_changes_nothing(self, storage: Storage) -> None:
+        storage.instruments.replace_all(MASTER, loaded_at=1000.0)
+        with pytest.raises(ValueError):
+            storage.instruments.replace_all([instrument("70001"), instrument("70002", expiry="29-12-2026")], 2000.0)
+        with pytest.raises(StorageConflict):
+            storage.instruments.replace_all([instrument("70001"), instrument("70001", strike=1.0)], 3000.0)
+        assert storage.instruments.loaded_at() == 1000.0
+        assert storage.instruments.get("NSE_FNO", "70001") is None
+        assert storage.instruments.get("NSE_FNO", "40003") == MASTER[6]
+
     # --- placement lock --------------------------------------------------------------------------------
 
     def test_placement_lock_excludes_a_second_thread_until_released(self, storage: Storage) -> None:
@@ -354,6 +680,28 @@ def _try_lock(storage: Storage, pos_id: str) -> bool:
         return False
 
 
+def test_both_backends_ship_the_same_migration_versions() -> None:
+    for backend in ("postgresql", "sqlite"):
+        assert [m.version for m in load_migrations(backend)] == ALL_VERSIONS
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("9223372036854775807", 9223372036854775807),  # the largest int64 stays an int
+    ("-9223372036854775808", -9223372036854775808),
+    ("9223372036854775808", 9.223372036854775808e18),  # one beyond: a float
+    ("-9223372036854775809", -9.223372036854775809e18),
+    ("18446744073709551615", 1.8446744073709551615e19),  # orjson would keep this one an int
+    ("100000000000000000000", 1e20),
+    ("100.0", 100.0), ("1e+20", 1e20), ("0.00000015", 1.5e-7), ("75", 75), ("-0.5", -0.5),
+    ("1e400", float("inf")),  # JSONB keeps numbers beyond a double; orjson refuses them
+    ('{"id": "12345678901234567890", "n": [1, 2.5]}', {"id": "12345678901234567890", "n": [1, 2.5]}),
+])
+def test_decode_json_keeps_ints_within_64_bits_and_makes_every_other_number_a_float(
+        text: str, expected: object) -> None:
+    decoded = decode_json(text)
+    assert decoded == expected and type(decoded) is type(expected)
+
+
 class TestSqliteStorage(StorageContract):
     backend = "sqlite"
 
@@ -395,6 +743,14 @@ class TestPostgresStorage(StorageContract):
         with psycopg.connect(storage_url) as conn:
             row = conn.execute("SELECT ts AT TIME ZONE 'Asia/Kolkata', pg_typeof(ts)::text FROM candles").fetchone()
         assert row is not None and str(row[0]) == "2025-11-20 09:15:00" and row[1] == "timestamp with time zone"
+
+    def test_jsonb_keeps_the_scale_of_floats_but_not_of_exponent_floats(self, storage: Storage) -> None:
+        """What the read-back rule cannot restore: JSONB writes the float 1e16 (orjson: "1e+16") as
+        10000000000000000, an int within 64 bits. Same value, still encodable; 100.0 keeps its ".0"."""
+        storage.bot_state.put("scale", {"exp": 1e16, "round": 100.0, "beyond": 1e19}, 1.0)
+        value = storage.bot_state.get("scale")
+        assert value == {"exp": 10**16, "round": 100.0, "beyond": 1e19}
+        assert value is not None and [type(value[k]) for k in ("exp", "round", "beyond")] == [int, float, float]
 
     def test_placement_lock_holds_the_md5_advisory_key_in_postgres(self, storage: Storage, storage_url: str) -> None:
         import psycopg

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from core.instruments import Instrument
 from core.market import Candle
 from storage.errors import StorageUnavailable
 from storage.repositories import Storage, open_storage
@@ -115,3 +116,30 @@ def test_placement_lock_raises_unavailable_when_the_database_is_down(storage: St
     proxy.resume()
     with storage.placement_lock("P1"):
         pass
+
+
+NEW_CALLS: dict[str, Callable[[Storage], object]] = {
+    "append_events": lambda storage: storage.trades.append_events(
+        "P1", len(storage.trades.events("P1")), [("ORDER_PLACED", None, None, {}, 1.0)]),
+    "bot_state.merge": lambda storage: storage.bot_state.merge("control", {"kill_switch": True}, 1.0),
+    "leases.claim": lambda storage: storage.leases.claim("P1", "proc-A", 100.0, 10.0),
+    "leases.renew": lambda storage: storage.leases.renew("proc-A", 101.0),
+    "instruments.replace_all": lambda storage: storage.instruments.replace_all(
+        [Instrument("IDX_I", "13", "INDEX", "NIFTY", "NIFTY", 1, 0.05)], 1.0),
+    "trades.closed_since": lambda storage: storage.trades.closed_since(0.0),
+}
+
+
+def test_new_calls_raise_unavailable_during_an_outage_and_work_after_it(storage: Storage, proxy: TcpProxy) -> None:
+    proxy.stop_accepting_and_cut("refuse")
+    for name, call in NEW_CALLS.items():
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            call(storage)
+        assert time.monotonic() - started < CONNECT_TIMEOUT + 1.0, name
+    proxy.resume()
+    wait_until_works(storage.ping, within=10.0)
+    for call in NEW_CALLS.values():
+        call(storage)
+    assert storage.bot_state.get("control") == {"kill_switch": True}
+    assert [lease.owner for lease in [storage.leases.owner_of("P1")] if lease] == ["proc-A"]
