@@ -9,8 +9,7 @@ For each backend:
 - the instrument master: `instruments.replace_all` of that many synthetic rows, into an empty table and
   then over a full one (the daily refresh), streamed from a generator; seconds, rows/s and the RSS growth;
   then the lookups (get, by_trading_symbol, options of one expiry);
-- the journal: `append_event` (MAX + 1 under the journal lock on PostgreSQL) next to the checked
-  `append_events` (one event each), p50 / p99 per append.
+- the journal: the checked `append_events`, one event and three events per append, p50 / p99.
 PostgreSQL runs in a throwaway schema; SQLite in a temporary file. A backend that is not reachable is
 reported and skipped.
 """
@@ -118,14 +117,13 @@ def measure_instruments(storage: Storage, count: int) -> None:
 
 def measure_journal(storage: Storage, appends: int) -> None:
     results = {}
-    for label in ("append_event", "append_events"):
+    for label, per_append in (("append_events x1", 1), ("append_events x3", 3)):
         timings = []
+        pos_id = f"BENCH-J{per_append}"
         for n in range(appends):
+            events = [("TICK", None, None, {"n": n, "px": 101.5}, float(n))] * per_append
             t0 = time.perf_counter()
-            if label == "append_event":
-                storage.trades.append_event("BENCH-J1", "TICK", None, None, {"n": n, "px": 101.5}, float(n))
-            else:
-                storage.trades.append_events("BENCH-J2", n, [("TICK", None, None, {"n": n, "px": 101.5}, float(n))])
+            storage.trades.append_events(pos_id, n * per_append, events)
             timings.append(time.perf_counter() - t0)
         results[label] = timings
         print(f"  {label:<24} {appends:>5} appends  p50 {statistics.median(timings) * 1000:6.3f} ms  "

@@ -63,15 +63,6 @@ __all__ = ["POSTGRESQL", "PostgresStorage"]
 log = get_logger("storage.postgres")
 T = TypeVar("T")
 
-# Namespace of the journal's per-pos_id advisory locks (two-int4 form: a key space separate from the
-# placement locks, which use the single-bigint form).
-_JOURNAL_LOCK_CLASS = 0x6A726E6C  # "jrnl"
-
-
-def _int32_key(text: str) -> int:
-    return advisory_key(text) >> 32
-
-
 POSTGRESQL = Dialect(
     name="postgresql", mark="%s",
     time_in="to_timestamp({})", time_out="extract(epoch FROM {})::float8",
@@ -372,16 +363,6 @@ RETURNING {POSTGRESQL.select_list(EVENT_COLUMNS)}
 
 
 class PostgresTrades(SqlTrades):
-    def append_event(self, pos_id: str, event: str, from_state: str | None, to_state: str | None,
-                     payload: dict[str, Any], at: float) -> TradeEventRecord:
-        def locked(session: Session) -> TradeEventRecord:
-            # The per-pos_id journal lock (held to the commit) serializes appenders: MAX(seq) + 1 never
-            # collides. Inside Storage.transaction() it joins the caller's transaction.
-            session.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_JOURNAL_LOCK_CLASS, _int32_key(pos_id)))
-            return self.append_next(session, pos_id, event, from_state, to_state, payload, at)
-
-        return self._db.atomic("append trade event", locked)
-
     def append_events(self, pos_id: str, expected_seq: int,
                       events: Sequence[JournalEvent]) -> list[TradeEventRecord]:
         rows = journal_rows(pos_id, expected_seq, events)

@@ -110,11 +110,6 @@ class TradeRepository(Protocol):
         """pos_ids of trades not in a terminal state (CLOSED, REJECTED, CANCELLED), in creation order."""
         ...
 
-    def append_event(self, pos_id: str, event: str, from_state: str | None, to_state: str | None,
-                     payload: dict[str, Any], at: float) -> TradeEventRecord:
-        """Append to the position's journal; seq = previous max + 1, assigned atomically."""
-        ...
-
     def append_events(self, pos_id: str, expected_seq: int,
                       events: Sequence[JournalEntry | tuple[str, str | None, str | None, dict[str, Any], float]],
                       ) -> list[TradeEventRecord]:

@@ -446,12 +446,6 @@ class SqlTrades:
         self._partially_exited = (f"{self._select} WHERE {self._not_terminal} AND realized_pnl IS NOT NULL "
                                   "ORDER BY created_at, pos_id")
         self.event_columns = d.select_list(EVENT_COLUMNS)
-        # seq = MAX + 1 is safe only while appenders of one pos_id are serialized (see append_event).
-        self._append = f"""
-            INSERT INTO trade_events ({names(EVENT_COLUMNS)})
-            SELECT {m}, COALESCE(MAX(seq), 0) + 1, {m}, {m}, {m}, {d.param('json')}, {d.param('time')}
-            FROM trade_events WHERE pos_id = {m}
-            RETURNING {self.event_columns}"""
         self._insert_event = f"""
             INSERT INTO trade_events ({names(EVENT_COLUMNS)}) VALUES ({d.params(EVENT_COLUMNS)})
             RETURNING {self.event_columns}"""
@@ -499,19 +493,6 @@ class SqlTrades:
     def partially_exited(self) -> list[TradeRecord]:
         return [trade_from_row(row) for row in self._db.fetchall("partly exited trades", self._partially_exited,
                                                                  TERMINAL)]
-
-    def append_event(self, pos_id: str, event: str, from_state: str | None, to_state: str | None,
-                     payload: dict[str, Any], at: float) -> TradeEventRecord:
-        return self._db.write("append trade event", lambda session: self.append_next(
-            session, pos_id, event, from_state, to_state, payload, at))
-
-    def append_next(self, session: Session, pos_id: str, event: str, from_state: str | None,
-                    to_state: str | None, payload: dict[str, Any], at: float) -> TradeEventRecord:
-        """The MAX + 1 append on `session`; the caller serializes appenders of `pos_id`."""
-        params = (pos_id, event, from_state, to_state, encode_json(payload), float(at), pos_id)
-        row = session.fetchone(self._append, params)
-        assert row is not None  # INSERT ... SELECT of an aggregate always yields one row
-        return event_from_row(row)
 
     def append_events(self, pos_id: str, expected_seq: int,
                       events: Sequence[JournalEvent]) -> list[TradeEventRecord]:

@@ -299,9 +299,10 @@ class StorageContract:
         assert storage.trades.open_pos_ids() == ["P0", "P2", "P4"]
 
     def test_journal_events_get_consecutive_seq_per_position(self, storage: Storage) -> None:
-        first = storage.trades.append_event("P1", "ENTRY_SIGNAL", None, "SIGNAL_GENERATED", {"score": 0.9}, 10.5)
-        second = storage.trades.append_event("P1", "ORDER_PLACED", "ENTRY_PENDING", "ORDER_PLACED", {}, 11.0)
-        other = storage.trades.append_event("P2", "ENTRY_SIGNAL", None, "SIGNAL_GENERATED", {}, 12.0)
+        [first] = storage.trades.append_events("P1", 0, [("ENTRY_SIGNAL", None, "SIGNAL_GENERATED", {"score": 0.9},
+                                                          10.5)])
+        [second] = storage.trades.append_events("P1", 1, [("ORDER_PLACED", "ENTRY_PENDING", "ORDER_PLACED", {}, 11.0)])
+        [other] = storage.trades.append_events("P2", 0, [("ENTRY_SIGNAL", None, "SIGNAL_GENERATED", {}, 12.0)])
         assert (first.seq, second.seq, other.seq) == (1, 2, 1)
         assert first.payload == {"score": 0.9} and first.at == 10.5 and first.from_state is None
         assert storage.trades.events("P1") == [first, second]
@@ -309,9 +310,19 @@ class StorageContract:
 
     def test_concurrent_appends_from_threads_get_unique_consecutive_seqs(self, storage: Storage) -> None:
         per_thread = 15
-        run_in_threads(8, lambda index: [
-            storage.trades.append_event("P1", "TICK", None, None, {"thread": index, "n": n}, float(n))
-            for n in range(per_thread)])
+
+        def append(index: int, n: int) -> None:
+            """A writer that lost a race reads the journal's length again and retries: nothing is lost."""
+            while True:
+                length = len(storage.trades.events("P1"))
+                try:
+                    storage.trades.append_events("P1", length, [("TICK", None, None, {"thread": index, "n": n},
+                                                                 float(n))])
+                    return
+                except JournalConflict:
+                    continue
+
+        run_in_threads(8, lambda index: [append(index, n) for n in range(per_thread)])
         events = storage.trades.events("P1")
         assert [e.seq for e in events] == list(range(1, 8 * per_thread + 1))
         for index in range(8):  # each thread's own appends stay in its order
@@ -376,7 +387,7 @@ class StorageContract:
         assert [e.event for e in storage.trades.events("P1")] == ["A", "B"]
 
     def test_an_expected_seq_beyond_the_journal_conflicts_instead_of_leaving_a_gap(self, storage: Storage) -> None:
-        storage.trades.append_event("P1", "A", None, None, {}, 1.0)
+        storage.trades.append_events("P1", 0, [("A", None, None, {}, 1.0)])
         with pytest.raises(JournalConflict):
             storage.trades.append_events("P1", 3, [("GAP", None, None, {}, 2.0)])
         with pytest.raises(JournalConflict):
@@ -384,12 +395,6 @@ class StorageContract:
         assert [e.seq for e in storage.trades.events("P1")] == [1]
         assert storage.trades.events("P-new") == []
         assert isinstance(JournalConflict("P1", 0), StorageConflict)  # callers that know only conflicts
-
-    def test_checked_appends_follow_unchecked_ones(self, storage: Storage) -> None:
-        storage.trades.append_event("P1", "A", None, None, {}, 1.0)
-        storage.trades.append_event("P1", "B", None, None, {}, 2.0)
-        assert [e.seq for e in storage.trades.append_events("P1", 2, [("C", None, None, {}, 3.0)])] == [3]
-        assert storage.trades.append_event("P1", "D", None, None, {}, 4.0).seq == 4
 
     def test_writers_racing_for_the_same_expected_seq_let_exactly_one_win(self, storage: Storage) -> None:
         writers = 4
@@ -449,7 +454,7 @@ class StorageContract:
     # --- JSON numbers ----------------------------------------------------------------------------------
 
     def test_json_numbers_read_back_as_floats_where_they_were_floats(self, storage: Storage) -> None:
-        storage.trades.append_event("P1", "PRICED", None, None, NUMBERS, 1.0)
+        storage.trades.append_events("P1", 0, [("PRICED", None, None, NUMBERS, 1.0)])
         storage.trades.append_events("P1", 1, [("PRICED", None, None, NUMBERS, 2.0)])
         storage.trades.upsert_trade(trade("P1", detail=NUMBERS))
         storage.option_chains.upsert("NIFTY", "2025-11-25", NUMBERS, 1.0)
@@ -650,10 +655,11 @@ class StorageContract:
     def test_writes_in_a_transaction_commit_together(self, storage: Storage) -> None:
         with storage.transaction():
             assert storage.trades.claim_intent("TX1", "ENTRY", "TX1-E", 1.0)
-            first = storage.trades.append_event("TX1", "SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)
+            [first] = storage.trades.append_events("TX1", 0, [("SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {},
+                                                                1.0)])
             with storage.transaction():  # nested: joins the outer one
-                second = storage.trades.append_event("TX1", "ENTRY_REQUESTED", "SIGNAL_GENERATED",
-                                                     "ENTRY_PENDING", {"limit": 1.5}, 1.0)
+                [second] = storage.trades.append_events("TX1", 1, [("ENTRY_REQUESTED", "SIGNAL_GENERATED",
+                                                                    "ENTRY_PENDING", {"limit": 1.5}, 1.0)])
         assert (first.seq, second.seq) == (1, 2)
         assert [e.event for e in storage.trades.events("TX1")] == ["SIGNAL_ACCEPTED", "ENTRY_REQUESTED"]
         assert not storage.trades.claim_intent("TX1", "ENTRY", "TX1-E", 2.0)
@@ -661,7 +667,7 @@ class StorageContract:
     def test_a_failed_transaction_writes_nothing(self, storage: Storage) -> None:
         with pytest.raises(RuntimeError), storage.transaction():
             assert storage.trades.claim_intent("TX2", "ENTRY", "TX2-E", 1.0)
-            storage.trades.append_event("TX2", "SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)
+            storage.trades.append_events("TX2", 0, [("SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)])
             raise RuntimeError("the broker call was never reached")
         assert storage.trades.events("TX2") == []
         assert storage.trades.claim_intent("TX2", "ENTRY", "TX2-E", 2.0)  # the claim was rolled back too

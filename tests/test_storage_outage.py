@@ -64,7 +64,7 @@ def test_unreachable_database_raises_unavailable_quickly_and_recovers_without_re
 
     proxy.stop_accepting_and_cut(mode)
     durations: list[float] = []
-    for call in (storage.ping, lambda: storage.trades.append_event("P1", "ORDER_PLACED", None, None, {}, 1.0),
+    for call in (storage.ping, lambda: storage.trades.append_events("P1", 0, [("ORDER_PLACED", None, None, {}, 1.0)]),
                  lambda: storage.candles.last_ts("NIFTY")):
         started = time.monotonic()
         with pytest.raises(StorageUnavailable):

@@ -87,7 +87,7 @@ from core.trade import (
     timeout_due,
 )
 from storage.errors import StorageConflict, StorageError
-from storage.records import OrderRecord
+from storage.records import JournalEntry, OrderRecord
 from storage.repositories import Storage
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler
@@ -411,7 +411,7 @@ class TradeActor(SupervisedActor):
         """Apply events in order, journal them with the trades row (and the orders row) in one transaction,
         then publish, log and carry out their commands. An illegal event is refused and logged; the events
         before it are still applied. `fresh`: the journal must be empty (a new trade; raises StorageConflict
-        when another process journaled the pos_id first)."""
+        when another process journaled the pos_id first: JournalConflict)."""
         before = self.context
         steps: list[tuple[Event, TradeContext, TradeContext, list[Command]]] = []
         context = before
@@ -428,13 +428,12 @@ class TradeActor(SupervisedActor):
             return False
         trades = self.deps.storage.trades
         # The journal first, in one transaction: a failure raises (a crash) before anything happens outside.
+        # The append expects the journal to hold exactly what this actor has applied: a second writer (another
+        # process opening the same pos_id, or running the same trade) gets JournalConflict, never a fork.
         with self.deps.storage.transaction():
-            # A new trade claims its pos_id in the same transaction as its first events: a second process
-            # opening the same pos_id waits for this commit, then finds the claim taken.
-            if fresh and not trades.claim_intent(self.pos_id, "OPEN", f"{self.pos_id}#open", events[0].at):
-                raise StorageConflict(f"{self.pos_id} was opened by another process")
-            records = [trades.append_event(self.pos_id, event.name, b.state.value, a.state.value,
-                                           event.to_payload(), event.at) for event, b, a, _ in steps]
+            records = trades.append_events(self.pos_id, before.seq, [
+                JournalEntry(event.name, b.state.value, a.state.value, event.to_payload(), event.at)
+                for event, b, a, _ in steps])
             if fresh:
                 self.origin.journaled = True  # set inside the transaction: a crash after it recovers as owner
             trades.upsert_trade(trade_record(context))
