@@ -450,6 +450,12 @@ class Reviewer:
             incident = self._close_incident(slot[1], slot[2], _DAY_WIDE, ts, k, "RECONCILE_ACKNOWLEDGED")
             if incident is not None:
                 incident.details["acknowledged_by"] = who
+        # The acknowledgement releases the hold first (its own line, a moment before): same act.
+        now = epoch(ts)
+        for incident in reversed(self._incidents[-50:]):
+            if incident.kind == "RECONCILE_HOLD" and incident.end is not None and now - incident.end <= 1.0:
+                incident.details["acknowledged_by"] = who
+                incident.ended_by = "RECONCILE_ACKNOWLEDGED"
 
     def _reconciliation_hold(self, ts: str, k: int, entry: dict[str, Any]) -> None:
         reason = str(entry.get("reason", ""))

@@ -25,7 +25,7 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 .muted{color:#667085}.glance{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px}
 .card{border:1px solid #d8dde6;border-radius:6px;padding:8px 10px}.card b{display:block;font-size:18px}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f4;vertical-align:top}
-th{background:#f6f7f9}td.num{text-align:right;font-variant-numeric:tabular-nums}.pos{color:#0a7d38}.neg{color:#b42318}
+th{background:#f6f7f9}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td.mono{white-space:nowrap}.pos{color:#0a7d38}.neg{color:#b42318}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
 details{border:1px solid #d8dde6;border-radius:6px;margin:8px 0;padding:4px 10px}summary{cursor:pointer;font-weight:600}
 svg{display:block;max-width:100%;height:auto;margin:6px 0}svg text{font:11px system-ui,sans-serif;fill:#475467}
@@ -97,7 +97,8 @@ def _timeline(review: Review) -> str:
             return "<p class='muted'>No lines in the window.</p>"
         lo, hi = min(times), max(times)
     lo, hi = min([lo] + times), max([hi] + times)
-    kinds = ["processes"] + sorted({i.kind for i in incidents})
+    streams = list(dict.fromkeys(p.stream for p in review.processes))
+    kinds = streams + sorted({i.kind for i in incidents})
     width, left, right, row = 1100, 150, 20, 22
     height = 30 + row * len(kinds) + 24
     x = _Scale(lo, hi, left, width - right)
@@ -108,11 +109,12 @@ def _timeline(review: Review) -> str:
         y = 24 + index * row
         parts.append(f"<text x='{left - 8}' y='{y + 14}' text-anchor='end'>{e(kind)}</text>")
         parts.append(f"<line x1='{left}' y1='{y + row - 2}' x2='{width - right}' y2='{y + row - 2}' stroke='#f2f4f7'/>")
-    for process in review.processes:
+    for process in review.processes:  # a row per log: its processes' lives, the gaps between them
         if process.first is None:
             continue
         x0, x1 = x(process.first), x(process.last or process.first)
-        parts.append(f"<rect class='process' x='{x0:.1f}' y='28' width='{max(x1 - x0, 2):.1f}' height='12' rx='2' "
+        y = 24 + kinds.index(process.stream) * row + 4
+        parts.append(f"<rect class='process' x='{x0:.1f}' y='{y}' width='{max(x1 - x0, 2):.1f}' height='12' rx='2' "
                      f"fill='#98a2b3'><title>{e(process.id)} pid {e(process.pid)} {e(clock(process.first))} - "
                      f"{e(clock(process.last))} {e(process.end)}</title></rect>")
     for incident in incidents:
@@ -193,7 +195,7 @@ def _equity(review: Review) -> str:
 
 def _price(series: PriceSeries, index: int) -> str:
     source = "closed 1-minute candles" if series.source == "candles" else "order and fill prices (no candles logged)"
-    return (f"<h3>{e(series.symbol)} <span class='muted'>({e(source)})</span></h3>"
+    return (f"<h3>{e(series.symbol)} <span class='muted'>({e(source)}; ▲ entry fill, ▼ exit fill)</span></h3>"
             + _line_chart(f"price-{index}", f"price of {series.symbol}", [(p.at, p.price) for p in series.points],
                           series.marks))
 

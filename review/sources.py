@@ -155,7 +155,11 @@ def canonical_ts(value: Any) -> str | None:
 
 def _open(path: str) -> BinaryIO:
     if path == STDIN:
-        return sys.stdin.buffer
+        stdin = sys.stdin.buffer
+        peek = getattr(stdin, "peek", None)
+        if peek is not None and peek(2)[:2] == b"\x1f\x8b":  # `cat mybot.log.2.gz | mybot review -`
+            return gzip.GzipFile(fileobj=stdin, mode="rb")  # type: ignore[return-value]
+        return stdin
     with open(path, "rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
@@ -204,7 +208,7 @@ def read_stream(stream: Stream, index: int, since: str = "", until: str = "") ->
         except (EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt .gz: keep what was read
             stats.note_garbled(line_no + 1, str(exc).encode(), "unreadable rest of file")
         finally:
-            if path != STDIN:
+            if handle is not sys.stdin.buffer:
                 handle.close()
 
 
