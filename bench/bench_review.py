@@ -54,7 +54,7 @@ def _generate(out: Path, lines: int, symbols: int, trades: int) -> list[str]:
     from tests import review_support as day
 
     marker = out / "params.json"
-    params = {"lines": lines, "symbols": symbols, "trades": trades, "version": 2}
+    params = {"lines": lines, "symbols": symbols, "trades": trades, "version": 3}
     if marker.exists() and json.loads(marker.read_text()) == params:
         return _files(out)
     shutil.rmtree(out, ignore_errors=True)

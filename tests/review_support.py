@@ -169,7 +169,7 @@ def kill_switch(engaged: bool, reason: str) -> None:
 
 
 def flatten(reason: str, positions: list[str]) -> None:
-    get_logger("mybot.ExecutorActor", actor="executor").event(
+    get_logger("mybot.Executor", actor="executor").event(
         "FLATTEN", f"exiting {len(positions)} positions: {reason}", reason=reason, positions=positions)
 
 
@@ -188,7 +188,7 @@ def reconcile_incident(symbol: str, broker_qty: int, book_qty: int) -> None:
                 "difference": broker_qty - book_qty,
                 "detail": f"{symbol}: broker holds {broker_qty}, our trades' orders explain {book_qty} "
                           f"({kind.replace('_', ' ').lower()})"}
-    get_logger("mybot.ReconcilerActor", actor="reconciler").event("RECONCILE_INCIDENT", incident["detail"],
+    get_logger("mybot.Reconciler", actor="reconciler").event("RECONCILE_INCIDENT", incident["detail"],
                                                                   level=40, **incident)
     risk_log.event("RECONCILIATION_HOLD", f"reconciliation: {kind} (acknowledge with POST /v1/control/reconcile/ack)",
                    level=40, engaged=True, reason=f"reconciliation: {kind} (acknowledge with POST "
@@ -240,7 +240,7 @@ class Trade:
         self.seq = 0
         self.expected_price = 0.0
         self.log: EventLogger = get_logger("mybot.TradeActor", actor=f"trade:{pos_id}").bind(pos_id=pos_id)
-        self.executor = get_logger("mybot.ExecutorActor", actor="executor")
+        self.executor = get_logger("mybot.Executor", actor="executor")
         self.strategy = get_logger("mybot.StrategyActor", actor="strategy")
 
     # The strategy's ENTRY_SIGNAL (StrategyActor._send).

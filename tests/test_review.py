@@ -115,10 +115,10 @@ def test_a_trade_killed_mid_way_has_its_whole_story_in_order_across_both_process
     story = next(t for t in day_review.trades if t.pos_id == TRADE_RESTARTED)
     assert [(s.event, s.source) for s in story.steps] == [
         ("ENTRY_SIGNAL", "StrategyActor"), ("ENTRY_SIGNAL", "journal"), ("ENTRY_REQUESTED", "journal"),
-        ("PAPER_ORDER_ACCEPTED", "paper"), ("ORDER_SUBMITTED", "ExecutorActor"), ("ORDER_PLACED", "journal"),
+        ("PAPER_ORDER_ACCEPTED", "paper"), ("ORDER_SUBMITTED", "Executor"), ("ORDER_PLACED", "journal"),
         ("ORDER_FILLED", "journal"), ("PROCESS_RESTART", "review"), ("TRADE_RECOVERING", "TradeActor"),
         ("EXIT_SIGNAL", "StrategyActor"), ("EXIT_SIGNAL", "journal"), ("PAPER_ORDER_ACCEPTED", "paper"),
-        ("ORDER_SUBMITTED", "ExecutorActor"), ("ORDER_PLACED", "journal"), ("ORDER_FILLED", "journal"),
+        ("ORDER_SUBMITTED", "Executor"), ("ORDER_PLACED", "journal"), ("ORDER_FILLED", "journal"),
         ("TRADE_CLOSED", "TradeActor"), ("RISK_TRADE_COUNTED", "risk")]
     assert [s.at for s in story.steps] == sorted(s.at for s in story.steps)
     assert story.processes == ["trader.log#1", "trader.log#2"]
