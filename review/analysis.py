@@ -130,7 +130,7 @@ class Reviewer:
         self._pending: list[tuple[str, str, dict[str, Any]]] = []
         self._denied: Counter[str] = Counter()
         self._skipped = 0
-        self._candles: dict[str, list[PricePoint]] = {}
+        self._candles: dict[str, list[tuple[float, float]]] = {}  # symbol -> (candle start, close)
         self._flattened: list[tuple[str, list[str]]] = []
         self.lines = 0
         self._handlers: dict[str, Callable[[str, int, dict[str, Any]], None]] = {
@@ -407,9 +407,11 @@ class Reviewer:
         if not isinstance(symbol, str) or not isinstance(close, int | float):
             return
         at = entry.get("candle_ts", entry.get("ts_epoch"))
-        points = self._candles.setdefault(symbol, [])
-        if len(points) < MAX_CANDLES_PER_SYMBOL:
-            points.append(PricePoint(float(at) if isinstance(at, int | float) else epoch(ts), float(close)))
+        points = self._candles.get(symbol)
+        if points is None:
+            points = self._candles[symbol] = []
+        if len(points) < MAX_CANDLES_PER_SYMBOL:  # plain tuples: a busy day has 75k of these, most unused
+            points.append((at if isinstance(at, int | float) else epoch(ts), close))
 
     # -- risk, reconciliation ----------------------------------------------------------------------------------
     def _flatten(self, ts: str, k: int, entry: dict[str, Any]) -> None:
@@ -559,7 +561,8 @@ class Reviewer:
             if chart is None:
                 candles = self._candles.get(story.symbol)
                 chart = series[story.symbol] = PriceSeries(story.symbol, "candles" if candles else "fills",
-                                                           sorted(candles or [], key=lambda p: p.at))
+                                                           [PricePoint(float(at), float(close))
+                                                            for at, close in sorted(candles or [])])
             for order in story.orders:
                 if chart.source == "fills":
                     if order.placed_at is not None and order.price:

@@ -19,11 +19,11 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from heapq import heapify, heappop, heapreplace
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -153,36 +153,54 @@ def canonical_ts(value: Any) -> str | None:
     return parsed.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def _open(path: str) -> BinaryIO:
+def _open(path: str) -> tuple[Iterable[bytes], Callable[[], None]]:
+    """The file's lines and how to close it (stdin is not closed)."""
     if path == STDIN:
         stdin = sys.stdin.buffer
         peek = getattr(stdin, "peek", None)
         if peek is not None and peek(2)[:2] == b"\x1f\x8b":  # `cat mybot.log.2.gz | mybot review -`
-            return gzip.GzipFile(fileobj=stdin, mode="rb")  # type: ignore[return-value]
-        return stdin
+            return _gzip_lines(gzip.GzipFile(fileobj=stdin, mode="rb")), lambda: None
+        return stdin, lambda: None
     with open(path, "rb") as probe:
         magic = probe.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+        packed = gzip.GzipFile(path, "rb")
+        return _gzip_lines(packed), packed.close
+    handle = open(path, "rb")
+    return handle, handle.close
+
+
+def _gzip_lines(packed: gzip.GzipFile) -> Iterator[bytes]:
+    """Lines of a .gz split in C from 64 kB chunks (GzipFile splits them in Python, one call a line:
+    3x slower). A file cut short raises at the cut, after every whole line before it."""
+    rest = b""
+    while True:
+        chunk = packed.read1(1 << 16)
+        if not chunk:
+            break
+        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
 
 
 def read_stream(stream: Stream, index: int, since: str = "", until: str = "") -> Iterator[Record]:
     """Every good line of the stream's files in file order, as (ts, index, line), within [since, until)."""
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
+    low, high = since, until or "\uffff"
     for path in stream.files:
         stats = FileStats(path)
         stream.stats.append(stats)
         try:
-            handle = _open(path)
+            handle, close = _open(path)
         except OSError as exc:
             stats.note_garbled(0, str(exc).encode(), "unreadable file")
             continue
-        line_no = 0
+        line_no = good = outside = 0
         try:
-            for raw in handle:
-                line_no += 1
+            for line_no, raw in enumerate(handle, 1):
                 try:
                     entry = loads(raw)
                 except decode_error:
@@ -195,21 +213,21 @@ def read_stream(stream: Stream, index: int, since: str = "", until: str = "") ->
                     stats.note_garbled(line_no, raw, "not a JSON object")
                     continue
                 ts = entry.get("ts")
-                if type(ts) is not str or len(ts) != 29 or not ts.endswith("+00:00"):
+                if type(ts) is not str or len(ts) != 29 or ts[23:] != "+00:00":
                     ts = canonical_ts(ts)
                     if ts is None:
                         stats.note_garbled(line_no, raw, "no ts")
                         continue
-                stats.lines += 1
-                if (since and ts < since) or (until and ts >= until):
-                    stats.outside_window += 1
+                good += 1
+                if ts < low or ts >= high:
+                    outside += 1
                     continue
                 yield ts, index, entry
         except (EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt .gz: keep what was read
             stats.note_garbled(line_no + 1, str(exc).encode(), "unreadable rest of file")
         finally:
-            if handle is not sys.stdin.buffer:
-                handle.close()
+            stats.lines, stats.outside_window = good, outside
+            close()
 
 
 def _salvage(raw: bytes, stats: FileStats, line_no: int) -> dict[str, Any] | None:
