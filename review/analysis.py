@@ -102,6 +102,7 @@ class _Run:
     last_ts: str | None = None
     starting_ts: str | None = None
     escalated: bool = False
+    pid: Any = None  # the `pid` its lines carry, when they carry one
 
 
 @dataclass
@@ -187,7 +188,11 @@ class Reviewer:
             run = current[k]
             if run.first_ts is None:
                 run.first_ts = ts
-            handler = handlers.get(entry.get("event"))  # type: ignore[arg-type]
+            event = entry.get("event")
+            pid = entry.get("pid")
+            if pid is not None and pid != run.pid and event != "RUNTIME_STARTING":
+                run = self._pid_seen(ts, k, pid)
+            handler = handlers.get(event)  # type: ignore[arg-type]
             if handler is not None:
                 handler(ts, k, entry)
                 run = current[k]  # RUNTIME_STARTING begins a new run
@@ -299,11 +304,26 @@ class Reviewer:
         incident.details.update(previous=previous.id, next=fresh.process.id, cause=cause,
                                 exit_code=previous.exit_code)
 
+    def _pid_seen(self, ts: str, k: int, pid: Any) -> _Run:
+        """Lines that carry `pid`: another pid in the same log is another process, even when its
+        RUNTIME_STARTING line is missing (rotated away, or before the window)."""
+        run = self._current[k]
+        if run.pid is not None and run.last_ts is not None:
+            self._runtime_starting(ts, k, {"message": f"pid {pid} after pid {run.pid}"})
+            self._close_incident("PROCESS_RESTART", "process", _PROCESS_LOCAL, ts, k, f"first line of pid {pid}")
+            run = self._current[k]
+        run.pid = pid
+        if isinstance(pid, int) and run.process.pid is None:
+            run.process.pid = pid
+        return run
+
     def _runtime_started(self, ts: str, k: int, entry: dict[str, Any]) -> None:
-        process = self._current[k].process
+        run = self._current[k]
+        process = run.process
         process.started = epoch(ts)
         pid = entry.get("pid")
         process.pid = pid if isinstance(pid, int) else process.pid
+        run.pid = pid if pid is not None else run.pid
         process.role = str(entry.get("role", "")) or process.role
         incident = self._close_incident("PROCESS_RESTART", "process", _PROCESS_LOCAL, ts, k, "RUNTIME_STARTED")
         if incident is not None:

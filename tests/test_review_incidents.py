@@ -187,3 +187,19 @@ def test_stdin_is_read_plain_or_gzipped(tmp_path: Path) -> None:
         document = orjson.loads(run.stdout)
         assert [(i["kind"], i["duration_seconds"], i["process"]) for i in document["incidents"]] == [
             ("FEED_STALE", 12.5, "-#1")]
+
+
+def test_lines_that_carry_their_pid_tell_processes_apart_without_a_start_line(tmp_path: Path) -> None:
+    log = tmp_path / "mybot.log"
+    clock = VirtualClock(ist("10:00:00"))
+    with process_log(log, clock):
+        events = get_logger("mybot.test", pid=4001, role="trader")
+        events.event("CONTROL_CALL", "GET /v1/status")
+        clock.advance(30)
+        events.event("CONTROL_CALL", "GET /v1/status")
+        clock.advance(12)
+        get_logger("mybot.test", pid=4002, role="trader").event("CONTROL_CALL", "GET /v1/status")
+    result = _review(log)
+    assert [(p.id, p.pid) for p in result.processes] == [("mybot.log#1", 4001), ("mybot.log#2", 4002)]
+    [restart] = result.incidents
+    assert (restart.kind, restart.duration, restart.ended_by) == ("PROCESS_RESTART", 12.0, "first line of pid 4002")
