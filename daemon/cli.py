@@ -103,6 +103,8 @@ def _cmd_review(args: argparse.Namespace) -> int:
     except (LogSourceError, ValueError) as exc:
         print(f"mybot review: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.pos_id and not result.trades:
+        print(f"mybot review: no trade {args.pos_id!r} in these lines", file=sys.stderr)
     if args.html:
         partial = f"{args.html}.partial"
         try:

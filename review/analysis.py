@@ -502,7 +502,8 @@ class Reviewer:
     def finish(self, files: list[dict[str, Any]], window: Window, pos_id: str | None = None) -> Review:
         self._resolve_pending()
         processes = self._processes()
-        stories = {p: _story(p, t) for p, t in sorted(self._trades.items(), key=lambda kv: kv[1].lines[0][0])
+        stories = {p: _story(p, t) for p, t in sorted(self._trades.items(),
+                                                      key=lambda kv: kv[1].lines[0][0] if kv[1].lines else "")
                    if t.lines}
         stories = {p: s for p, s in stories.items() if _is_trade(s)}
         incidents = self._incidents + _trade_incidents(stories.values())

@@ -50,6 +50,11 @@ def test_pos_id_prints_one_story(logs: list[str]) -> None:
     assert [i["kind"] for i in document["incidents"]] == ["PROCESS_RESTART"]
 
 
+def test_an_unknown_pos_id_is_said_and_is_not_an_error(logs: list[str]) -> None:
+    run = _mybot(*logs, "--day", DAY, "--pos-id", "NOPE-1")
+    assert run.returncode == 0 and "no trade 'NOPE-1' in these lines" in run.stderr and "TRADES (0)" in run.stdout
+
+
 def test_html_is_written_to_the_file_named(logs: list[str], tmp_path: Path) -> None:
     out = tmp_path / "review.html"
     run = _mybot(*logs, "--day", DAY, "--html", str(out))
