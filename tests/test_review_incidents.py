@@ -203,3 +203,61 @@ def test_lines_that_carry_their_pid_tell_processes_apart_without_a_start_line(tm
     assert [(p.id, p.pid) for p in result.processes] == [("mybot.log#1", 4001), ("mybot.log#2", 4002)]
     [restart] = result.incidents
     assert (restart.kind, restart.duration, restart.ended_by) == ("PROCESS_RESTART", 12.0, "first line of pid 4002")
+
+
+KILLED_HALF = """
+import logging, sys, time
+from pathlib import Path
+from core.orders import Leg
+from tests.review_support import Trade, VirtualClock, ist, process_log, runtime_started, runtime_starting
+log, second = Path(sys.argv[1]), sys.argv[2] == "second"
+clock = VirtualClock(ist("10:05:20" if second else "10:00:00"))
+with process_log(log, clock, max_bytes=2_000):
+    if second:
+        logging.disable(logging.CRITICAL)  # the journal replayed in memory: the real actor logs none of it
+    else:
+        runtime_starting("trader")
+        runtime_started(int(sys.argv[3]), "trader")
+    trade = Trade("NIFTY-K-1", VirtualClock(ist("10:01:00")) if second else clock)
+    trade.signal(24500.0, 100.0)
+    trade.accept(100.0, 101.0)
+    trade.submitted("P1", Leg.ENTRY, 101.0)
+    trade.placed("P1", Leg.ENTRY, 101.0)
+    trade.filled("P1", Leg.ENTRY, 75, 100.2)
+    if not second:
+        print("open", flush=True)
+        time.sleep(120)  # killed here
+    logging.disable(logging.NOTSET)
+    trade.clock = clock
+    runtime_starting("trader")
+    clock.advance(1)
+    runtime_started(int(sys.argv[3]), "trader")
+    trade.recovering()
+    clock.advance(60)
+    trade.exit_requested("EXIT_SCORE", 99.0, 100.0)
+    trade.submitted("P2", Leg.EXIT, 99.0)
+    trade.placed("P2", Leg.EXIT, 99.0)
+    trade.filled("P2", Leg.EXIT, 75, 100.9)
+"""
+
+
+def test_a_real_kill_9_mid_trade_loses_no_line_and_the_next_process_continues_the_story(tmp_path: Path) -> None:
+    log = tmp_path / "trader.log"
+    first = subprocess.Popen([sys.executable, "-c", KILLED_HALF, str(log), "first", "7001"], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None and first.stdout.readline() == "open\n"
+    first.kill()  # SIGKILL: no handler runs, nothing is flushed that was not already written
+    assert first.wait(timeout=10) == -9
+    second = subprocess.run([sys.executable, "-c", KILLED_HALF, str(log), "second", "7002"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    result = review.review([str(log)])
+    assert len(list(tmp_path.glob("trader.log.*"))) >= 1  # rotated while writing
+    assert [(p.pid, p.end) for p in result.processes] == [(7001, "killed (no RUNTIME_STOPPED line)"),
+                                                         (7002, "running at end of log")]
+    [story] = result.trades
+    assert story.complete and story.state == "CLOSED" and story.processes == ["trader.log#1", "trader.log#2"]
+    assert [s.event for s in story.steps if s.source in ("journal", "review")] == [
+        "ENTRY_SIGNAL", "ENTRY_REQUESTED", "ORDER_PLACED", "ORDER_FILLED", "PROCESS_RESTART", "EXIT_SIGNAL",
+        "ORDER_PLACED", "ORDER_FILLED"]
+    assert [i.kind for i in result.incidents] == ["PROCESS_RESTART"] and result.incidents[0].pos_ids == ["NIFTY-K-1"]
