@@ -1,4 +1,4 @@
-"""The `mybot` command: run the daemon, apply migrations, check the config, replay a tick file."""
+"""The `mybot` command: run the daemon, apply migrations, check the config, replay a tick file, review logs."""
 
 from __future__ import annotations
 
@@ -104,6 +104,63 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_review(args: argparse.Namespace) -> int:
+    import os
+
+    from review import LogSourceError, render_html, render_text, review
+
+    if args.html:
+        folder = os.path.dirname(os.path.abspath(args.html))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            print(f"mybot review: --html: cannot write into {folder}", file=sys.stderr)
+            return EXIT_CONFIG
+    try:
+        result = review(args.logs, day=args.day, since=args.since, until=args.until, pos_id=args.pos_id)
+    except (LogSourceError, ValueError) as exc:
+        print(f"mybot review: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.pos_id and not result.trades:
+        print(f"mybot review: no trade {args.pos_id!r} in these lines", file=sys.stderr)
+    if args.html:
+        partial = f"{args.html}.partial"
+        try:
+            with open(partial, "w", encoding="utf-8") as handle:
+                handle.write(render_html(result))
+            os.replace(partial, args.html)
+        except OSError as exc:
+            print(f"mybot review: --html: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"mybot review: wrote {args.html}", file=sys.stderr)
+    try:
+        if args.json:
+            sys.stdout.write(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        else:
+            sys.stdout.write(render_text(result))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `mybot review ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+REVIEW_DESCRIPTION = """\
+Read the daemon's JSON-lines logs back: the day at a glance (trades, net P&L, win rate, max drawdown,
+entries denied by reason, incidents by kind), every incident with its start, end, duration and what it
+affected, and each trade's story from the signal to the P&L with the latency between steps.
+
+LOG files are merged by time (several processes); a log's rotations (LOG.1, LOG.2.gz, ...) are read
+with it, oldest first; "-" reads stdin. Lines that are not JSON log lines (SDK prints, a line cut by a
+kill -9) are counted and shown, never fatal. Times are IST. Exit 0; 2 for an unreadable LOG or a bad
+option.
+
+examples:
+  mybot review var/mybot.log --day 2026-11-20
+  mybot review mds.log trader.log --day 2026-11-20 --since 10:55 --until 11:30
+  mybot review var/mybot.log --pos-id NIFTY-2611201230-1
+  mybot review var/mybot.log --day 2026-11-20 --json > review.json
+  mybot review var/mybot.log --day 2026-11-20 --html review.html
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mybot", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", metavar="DIR", default="var/replay", help="output directory (default var/replay)")
     replay.add_argument("--verbose", action="store_true", help="log at the configured level (default: warnings)")
     replay.set_defaults(func=_cmd_replay)
+
+    review = sub.add_parser("review", help="incident review: read the JSON logs back (text, --json, --html)",
+                            description=REVIEW_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    review.add_argument("logs", metavar="LOG", nargs="+", help="log file(s); '-' = stdin")
+    review.add_argument("--day", metavar="YYYY-MM-DD", help="only this IST day")
+    review.add_argument("--since", metavar="T", help="from T: ISO-8601 (naive = IST) or HH:MM[:SS] on --day")
+    review.add_argument("--until", metavar="T", help="up to T (excluded): ISO-8601 or HH:MM[:SS] on --day")
+    review.add_argument("--pos-id", metavar="ID", help="only this trade and the incidents that affected it")
+    review.add_argument("--json", action="store_true", help="print the review as JSON (schema mybot.review/1)")
+    review.add_argument("--html", metavar="OUT", help="also write one self-contained HTML file (charts, offline)")
+    review.set_defaults(func=_cmd_review)
     return parser
 
 

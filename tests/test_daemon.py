@@ -219,7 +219,7 @@ def test_migrate_applies_the_migrations_once(tmp_path: Path) -> None:
     assert again.returncode == 0 and "[]" in again.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["migrate"], ["config", "check"], ["replay"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["migrate"], ["config", "check"], ["replay"], ["review"]])
 def test_every_command_explains_itself(tmp_path: Path, command: list[str]) -> None:
     result = subprocess.run([*MYBOT, *command, "--help"], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
                             text=True, timeout=60)
