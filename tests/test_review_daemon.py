@@ -14,7 +14,7 @@ import requests
 
 import review
 from telemetry.logs import configure_logging
-from tests.test_trader_support import TOKEN, TraderHarness, eventually, trader_settings
+from tests.support.trading import TOKEN, TraderHarness, eventually, trader_settings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
