@@ -35,7 +35,8 @@ from bench.common import percentile, rss_mb  # noqa: E402
 from core.instruments import Instrument  # noqa: E402
 from core.market import Candle  # noqa: E402
 from storage.errors import StorageUnavailable  # noqa: E402
-from storage.repositories import Storage, open_storage  # noqa: E402
+from storage.opening import open_storage  # noqa: E402
+from storage.repositories import Storage  # noqa: E402
 
 T0 = 1_763_610_300
 

@@ -72,7 +72,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log.level)
     from storage.errors import StorageError
-    from storage.repositories import open_storage
+    from storage.opening import open_storage
 
     storage = open_storage(settings.storage.url, connect_timeout=settings.storage.connect_timeout_seconds,
                            password=settings.storage_password.reveal())

@@ -40,7 +40,7 @@ from actors.wiring import HealthCheck, Infrastructure, Subtree
 from config.settings import Settings, settings_summary
 from storage.bus import open_bus
 from storage.errors import StorageError
-from storage.repositories import open_storage
+from storage.opening import open_storage
 from supervision.actor import ChildUnavailable
 from supervision.scheduler import Scheduler
 from supervision.supervisor import AskTimeout, SupervisorHandle, start_root

@@ -13,6 +13,7 @@ handling and the few statements that are each backend's own.
 
 from storage.bus import Bus, InProcessBus, RedisBus, Subscription, open_bus
 from storage.errors import BusUnavailable, JournalConflict, StorageConflict, StorageError, StorageUnavailable
+from storage.opening import open_storage, sqlite_path
 from storage.records import (
     TERMINAL_TRADE_STATES,
     JournalEntry,
@@ -30,7 +31,6 @@ from storage.repositories import (
     Storage,
     TradeLeaseRepository,
     TradeRepository,
-    open_storage,
 )
 
 __all__ = [
@@ -59,4 +59,5 @@ __all__ = [
     "TradeRepository",
     "open_bus",
     "open_storage",
+    "sqlite_path",
 ]

@@ -21,12 +21,10 @@ magnitude 1e16 or more inside the 64-bit range (orjson writes it as "1e+16", JSO
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -51,8 +49,6 @@ __all__ = [
     "TradeRepository",
     "check_day",
     "newest_revision_per_key",
-    "open_storage",
-    "sqlite_path",
 ]
 
 
@@ -262,33 +258,6 @@ class Storage(ABC):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def open_storage(url: str, connect_timeout: float = 3.0, password: str = "") -> Storage:
-    """The Storage for `url`: `sqlite:///relative/or/absolute/path` or `postgresql://...`.
-
-    Never touches the database: when it is down, the object is still made and every call raises
-    StorageUnavailable until it is back.
-    """
-    if url.startswith("sqlite:///"):
-        from storage.sqlite import SqliteStorage
-
-        return SqliteStorage(sqlite_path(url), busy_timeout=connect_timeout)
-    if url.startswith(("postgresql://", "postgres://")):
-        from storage.postgres import PostgresStorage
-
-        return PostgresStorage(url, connect_timeout=connect_timeout, password=password)
-    raise ValueError(f"unsupported storage URL scheme: {url.split(':', 1)[0]!r} "
-                     "(expected sqlite:/// or postgresql://)")
-
-
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///var/x.db` -> ./var/x.db (relative to the working directory); `sqlite:////abs/x.db` -> /abs/x.db."""
-    raw = url[len("sqlite:///"):].split("?", 1)[0]
-    if not raw:
-        raise ValueError("sqlite URL has no path")
-    path = Path(raw)
-    return path if path.is_absolute() else Path(os.getcwd()) / path
 
 
 def check_day(text: str) -> str:

@@ -20,7 +20,7 @@ from actors.brokers.base import AmbiguousSubmitError, PermanentBrokerError, Temp
 from actors.clock import SystemClock
 from actors.dhan.broker import DhanBroker
 from core.orders import Leg, OrderRequest, correlation_id
-from storage.repositories import open_storage
+from storage.opening import open_storage
 from tests.fakedhan import FakeDhan
 from tests.support.trading import (
     ScriptedBroker,

@@ -19,7 +19,7 @@ from actors.market_data.messages import FlushCandles
 from config.settings import load_settings
 from core.market import IST
 from daemon.runtime import Runtime
-from storage.repositories import open_storage
+from storage.opening import open_storage
 from telemetry.logs import configure_logging
 from tests.fakedhan import FakeDhan, ist_epoch_now
 

@@ -24,7 +24,7 @@ from actors.sources.recorder import TickRecorder
 from config.settings import load_settings
 from core.market import IST, Tick
 from daemon.runtime import Runtime
-from storage.repositories import open_storage
+from storage.opening import open_storage
 from telemetry.logs import configure_logging
 from tests.tcp_proxy import TcpProxy
 

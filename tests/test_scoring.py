@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -305,16 +303,3 @@ def test_score_as_json_is_plain_rounded_data() -> None:
     components = data["components"]
     assert isinstance(components, dict) and set(components) == set(score.components)
     assert all(isinstance(v, float) and math.isfinite(v) for v in components.values())
-
-
-# --- purity ------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("module", ["indicators", "scoring", "signals"])
-def test_strategy_core_modules_import_only_the_stdlib_and_actors_core(module: str) -> None:
-    tree = ast.parse((ROOT / "core" / f"{module}.py").read_text())
-    for node in ast.walk(tree):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-        for name in names:
-            top = name.split(".")[0]
-            assert name.startswith("core") or top in sys.stdlib_module_names, f"{module} imports {name}"

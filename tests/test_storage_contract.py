@@ -18,8 +18,9 @@ from core.instruments import Instrument
 from core.market import Candle
 from storage.errors import JournalConflict, StorageConflict, StorageError
 from storage.locks import advisory_key
+from storage.opening import open_storage
 from storage.records import JournalEntry, OrderRecord, TradeLease, TradeRecord
-from storage.repositories import Storage, open_storage
+from storage.repositories import Storage
 from storage.schema import load_migrations
 from storage.sql import decode_json
 
@@ -725,7 +726,7 @@ class TestSqliteStorage(StorageContract):
 
 PLACEMENT_LOCK_HOLDER = """
 import sys
-from storage.repositories import open_storage
+from storage.opening import open_storage
 storage = open_storage(sys.argv[1])
 with storage.placement_lock(sys.argv[2]):
     print("locked", flush=True)

@@ -12,7 +12,8 @@ import pytest
 from core.instruments import Instrument
 from core.market import Candle
 from storage.errors import StorageUnavailable
-from storage.repositories import Storage, open_storage
+from storage.opening import open_storage
+from storage.repositories import Storage
 from tests.tcp_proxy import TcpProxy
 
 CONNECT_TIMEOUT = 2.0  # libpq's minimum

@@ -20,7 +20,7 @@ from core.market import Candle
 from core.orders import Side
 from core.signals import EntrySignalRaised, ExitSignalRaised, position_direction
 from storage.bus import InProcessBus
-from storage.repositories import open_storage
+from storage.opening import open_storage
 from supervision.scheduler import Scheduler
 from supervision.supervisor import start_root
 from telemetry.logs import configure_logging

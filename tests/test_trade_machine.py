@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -556,21 +553,3 @@ def test_context_payload_is_plain_data() -> None:
     payload = opened().context.to_payload()
     assert json.loads(json.dumps(payload))["state"] == "POSITION_OPEN"
     assert payload["open_qty"] == 150 and payload["entry_correlation_id"] == ENTRY_CID
-
-
-# ------------------------------------------------------------------------------------------- purity
-
-
-@pytest.mark.parametrize("module", ["trade", "risk", "pnl"])
-def test_core_module_imports_only_the_stdlib_and_actors_core(module: str) -> None:
-    source = (Path(__file__).resolve().parent.parent / "core" / f"{module}.py").read_text()
-    imported: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module)
-    outside = {name for name in imported if not name.startswith("core")
-               and name.split(".")[0] not in sys.stdlib_module_names and name != "__future__"}
-    assert outside == set()
-    assert "time" not in imported and "threading" not in imported
