@@ -7,7 +7,7 @@ ISO-8601 only at the edges (HTTP, CSV, logs). Pure: no clock reads, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -105,6 +105,3 @@ def from_iso(text: str) -> float:
         parsed = parsed.replace(tzinfo=IST)
     return parsed.timestamp()
 
-
-def utc_iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()

@@ -21,15 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from actors.clock import Clock
-from actors.market_data.messages import candle_from_message
+from actors.market_data.messages import candle_from_message, feed_status_from_message
 from actors.sources.mds_http import MdsError, MdsHttpClient, MdsMarketView, MdsUnavailable
 from core.market import Candle
 from storage.bus import Bus, Subscription
 from storage.errors import StorageError
-from supervision.actor import SupervisedActor
+from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink
 from telemetry.logs import get_logger
@@ -135,10 +133,7 @@ class MdsClientActor(SupervisedActor):
             ref.tell(RefreshChains())
 
         def refresh(symbol: str) -> None:
-            try:
-                ref.tell(RefreshQuote(symbol))
-            except Exception:  # stopped meanwhile: the cache answers
-                pass
+            tell_quietly(ref, RefreshQuote(symbol))  # stopped meanwhile: the cache answers
 
         self.view.refresher = refresh
         self.log.event("MDS_CLIENT_STARTED", f"reading market data from {self.client.base_url}",
@@ -161,12 +156,11 @@ class MdsClientActor(SupervisedActor):
 
         def on_message(channel: str, data: bytes) -> None:
             if channel == "feed:status":
-                body = orjson.loads(data)
-                ref.tell(FeedStatusPushed(str(body.get("event", "")), str(body.get("symbol", "*")),
-                                          float(body.get("at") or 0.0)))
+                status = feed_status_from_message(data)
+                tell_quietly(ref, FeedStatusPushed(status.event, status.symbol, status.at))
                 return
             candle, event = candle_from_message(data)
-            ref.tell(CandlePushed(candle, event))
+            tell_quietly(ref, CandlePushed(candle, event))
 
         try:
             self.subscription = self.bus.subscribe([*(f"candles:{s}" for s in self.symbols), "feed:status"],
@@ -178,16 +172,8 @@ class MdsClientActor(SupervisedActor):
         self.state.subscribed = True
 
     def _later(self, delay: float, message: Any) -> None:
-        ref = self.actor_ref
-
-        def tell() -> None:
-            try:
-                ref.tell(message)
-            except Exception:  # stopped meanwhile: nothing to do
-                pass
-
         self.timers = [t for t in self.timers if not t.cancelled][-8:]
-        self.timers.append(self.scheduler.call_later(max(0.0, delay), tell))
+        self.timers.append(self.scheduler.call_later(max(0.0, delay), tell_quietly, self.actor_ref, message))
 
     def _next_poll_delay(self) -> float:
         """Seconds until the next poll slot (multiples of poll_seconds on the clock) plus the fetch delay."""

@@ -31,7 +31,6 @@ qualifying score could not be acted on) carrying the score and its components.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -332,7 +331,7 @@ class StrategyActor(SupervisedActor):
         if isinstance(signal, EntrySignalRaised):
             kind = "ENTRY_SIGNAL"
             self.book[signal.symbol] = (signal.pos_id, signal.direction)
-            self.raised[signal.pos_id] = time.monotonic()
+            self.raised[signal.pos_id] = self.clock.monotonic()
             self.stats["entries"] += 1
             message = (f"{signal.side.value} {signal.qty} {signal.instrument} ({signal.lots} lot(s)): "
                        f"{signal.symbol} entry_score {score.entry_score:.3f}, direction {signal.direction:+d}")
@@ -409,7 +408,7 @@ class StrategyActor(SupervisedActor):
         """Live runs: align the book with the trader's live trades (at most once a second)."""
         if self.positions is None:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if not force and now - self.last_sync < 1.0:
             return
         self.last_sync = now

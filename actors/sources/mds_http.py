@@ -15,7 +15,6 @@ retried). A 404 (no quote / chain yet) is an answer: None.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -183,21 +182,17 @@ class MdsMarketView:
             record = self._chains.get(symbol)
         return None if record is None else record.payload
 
-    def chain_record(self, symbol: str) -> OptionChainRecord | None:
-        with self._lock:
-            return self._chains.get(symbol)
-
     def fresh(self, symbol: str) -> bool:
         with self._lock:
             cached = self._quotes.get(symbol)
-        return cached is not None and time.monotonic() - cached[2] <= self.quote_max_age
+        return cached is not None and self.clock.monotonic() - cached[2] <= self.quote_max_age
 
     def quote(self, symbol: str) -> float | None:
         """The trader's quote function in client mode: the MDS's last price, else an option's premium from
         the latest chain (SEC_<id> legs the MDS feed does not tick), else None."""
         with self._lock:
             cached = self._quotes.get(symbol)
-        if cached is not None and time.monotonic() - cached[2] <= self.quote_max_age:
+        if cached is not None and self.clock.monotonic() - cached[2] <= self.quote_max_age:
             return cached[0]
         refresher = self.refresher
         if refresher is None:
@@ -222,7 +217,7 @@ class MdsMarketView:
         self._failing = False
         if answer is not None:
             with self._lock:
-                self._quotes[symbol] = (answer[0], answer[1], time.monotonic())
+                self._quotes[symbol] = (answer[0], answer[1], self.clock.monotonic())
             return answer[0]
         return self._premium(symbol)
 

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable
 
 from actors.trading.messages import Observe
-from core.orders import BrokerOrder, Side
+from core.orders import BrokerOrder
 from core.risk import ist_day
 from core.signals import position_direction
 from core.trade import TradeContext, TradeState
@@ -73,15 +73,6 @@ class TradeBook:
         """Trades that hold or may still get units: what max_open_positions counts."""
         with self._lock:
             return sum(1 for c in self._trades.values() if not c.is_terminal)
-
-    def net_open_qty(self) -> dict[str, int]:
-        """Signed units held per traded symbol (long +, short -), by the book."""
-        with self._lock:
-            net: dict[str, int] = {}
-            for c in self._trades.values():
-                if c.open_qty:
-                    net[c.symbol] = net.get(c.symbol, 0) + (c.open_qty if c.side is Side.BUY else -c.open_qty)
-            return net
 
     def positions_by_underlying(self, underlyings: Collection[str]) -> dict[str, tuple[str, int]]:
         """pos_id -> (underlying, direction) of the live trades: what the strategy's book holds."""

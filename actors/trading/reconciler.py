@@ -23,7 +23,6 @@ A pass:
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +96,6 @@ class ReconcileState:
     first_seen: dict[str, float] = field(default_factory=dict)  # difference key -> monotonic first sighting
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # raised, not yet acknowledged
     accepted: dict[str, int] = field(default_factory=dict)  # symbol -> difference an operator accepted
-    last_differences: dict[str, int] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)  # correlation id -> pos_id (never changes)
 
     def snapshot(self) -> dict[str, Any]:
@@ -204,10 +202,9 @@ class Reconciler(SupervisedActor):
             state.passes += 1
             state.last_pass_at = now
             state.last_error = ""
-            state.last_differences = {d["symbol"]: d["difference"] for d in differences.values() if "symbol" in d}
             # A difference is confirmed when it is still there `confirm_after` seconds after first seen
             # (a regular pass right after the first sighting does not count: fills may be in flight).
-            moment = time.monotonic()
+            moment = deps.clock.monotonic()
             seen = {k: state.first_seen.get(k, moment) for k in differences}
             confirmed = {k: d for k, d in differences.items() if moment - seen[k] >= self.confirm_after}
             fresh = {k: d for k, d in differences.items() if k not in confirmed}
