@@ -35,11 +35,11 @@ import pykka  # noqa: E402
 
 from actors.brokers.paper import PaperBroker  # noqa: E402
 from actors.clock import SystemClock  # noqa: E402
-from actors.trading.assembly import QuoteBook, assemble_trader  # noqa: E402
+from actors.trading.quotes import QuoteBook  # noqa: E402
 from config.settings import Settings  # noqa: E402
 from core.orders import BrokerOrder, Leg, OrderRequest, Side  # noqa: E402
 from core.signals import EntrySignalRaised  # noqa: E402
-from daemon.runtime import Runtime  # noqa: E402
+from daemon.runtime import Runtime, Wiring  # noqa: E402
 
 DEFAULT_PG = os.environ.get("MYBOT_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -90,24 +90,25 @@ def run(pg_url: str, signals: int, burst: int) -> dict[str, Any]:
     quotes.set("SEC_49081", 100.0)
     clock = SystemClock()
     broker = TimedBroker(quotes, clock)
-    runtime = Runtime(settings, "trader", clock=clock,
-                      part_builders=[lambda ctx: assemble_trader(ctx, broker=broker, quotes=quotes)]).start()
+    runtime = Runtime(settings, "trader", clock=clock, wiring=Wiring(
+        subtrees=frozenset({"trading"}), broker=broker, quotes=quotes)).start()
     try:
-        trader = runtime.context.extras["trader"]
+        trader = runtime.trading
+        assert trader is not None
         if not trader.ready.wait(30.0):
             raise RuntimeError("trader did not become ready")
         storage = runtime.storage
 
         # Warm-up (connections, code paths), not measured.
         for i in range(20):
-            trader.submit(signal(f"W-{i}"))
+            trader.desk.tell(signal(f"W-{i}"))
         broker.wait_for([correlation_id(f"W-{i}", Leg.ENTRY) for i in range(20)])
 
         latencies = []
         for i in range(signals):
             pos_id = f"S-{i:05d}"
             started = time.perf_counter()
-            trader.submit(signal(pos_id))
+            trader.desk.tell(signal(pos_id))
             cid = correlation_id(pos_id, Leg.ENTRY)
             broker.wait_for([cid])
             latencies.append(broker.accepted[cid] - started)
@@ -123,7 +124,7 @@ def run(pg_url: str, signals: int, burst: int) -> dict[str, Any]:
         cids = [correlation_id(p, Leg.ENTRY) for p in ids]
         started = time.perf_counter()
         for pos_id in ids:
-            trader.submit(signal(pos_id))
+            trader.desk.tell(signal(pos_id))
         broker.wait_for(cids)
         burst_seconds = max(broker.accepted[c] for c in cids) - started
 

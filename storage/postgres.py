@@ -32,11 +32,13 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from core.market import Candle
 from storage.errors import JournalConflict, StorageConflict, StorageError, StorageUnavailable
 from storage.locks import KeyedLocks, advisory_key
-from storage.records import TradeEventRecord
+from storage.records import OrderRecord, TradeEventRecord, TradeRecord
 from storage.repositories import newest_revision_per_key
 from storage.sql import (
     CANDLE_COLUMNS,
     EVENT_COLUMNS,
+    ORDER_COLUMNS,
+    TRADE_COLUMNS,
     Columns,
     Dialect,
     JournalEvent,
@@ -55,6 +57,8 @@ from storage.sql import (
     event_from_row,
     journal_rows,
     names,
+    order_params,
+    trade_params,
 )
 from telemetry.logs import get_logger
 
@@ -385,6 +389,50 @@ class PostgresTrades(SqlTrades):
             raise JournalConflict(pos_id, expected_seq)
         return sorted((event_from_row(row) for row in stored), key=lambda record: record.seq)
 
+    def record_step(self, pos_id: str, expected_seq: int, events: Sequence[JournalEvent], trade: TradeRecord,
+                    order: OrderRecord | None = None) -> list[TradeEventRecord]:
+        """One statement, one round trip: the checked append and, only if it appended, the projections."""
+        rows = journal_rows(pos_id, expected_seq, events)
+        if not rows:
+            return super().record_step(pos_id, expected_seq, events, trade, order)
+        params: tuple[Any, ...] = (pos_id, expected_seq, [r[2] for r in rows], [r[3] for r in rows],
+                                   [r[4] for r in rows], [r[5] for r in rows], [r[6] for r in rows], pos_id,
+                                   expected_seq, *trade_params(trade))
+        sql = _STEP
+        if order is not None:
+            sql, params = _STEP_WITH_ORDER, (*params, *order_params(order))
+
+        def work(session: Session) -> list[Sequence[Any]]:
+            try:
+                return session.fetchall(sql, params)
+            except psycopg.errors.UniqueViolation as exc:  # a racing writer took a seq first
+                raise JournalConflict(pos_id, expected_seq, "another writer took the seq") from exc
+
+        stored = self._db.write("record trade step", work)
+        if len(stored) != len(rows):  # the length check failed: nothing was written
+            raise JournalConflict(pos_id, expected_seq)
+        return sorted((event_from_row(row) for row in stored), key=lambda record: record.seq)
+
+
+_STEP = f"""
+WITH appended AS ({_APPEND_CHECKED.strip()}),
+trade AS (
+    INSERT INTO trades ({names(TRADE_COLUMNS)}) SELECT {POSTGRESQL.params(TRADE_COLUMNS)}
+    WHERE EXISTS (SELECT 1 FROM appended)
+    ON CONFLICT (pos_id) DO UPDATE SET {assignments(TRADE_COLUMNS, keep=("pos_id", "created_at"))}
+)
+SELECT * FROM appended
+"""
+_STEP_WITH_ORDER = _STEP.replace("\nSELECT * FROM appended", f"""
+, ord AS (
+    INSERT INTO orders AS o ({names(ORDER_COLUMNS)}) SELECT {POSTGRESQL.params(ORDER_COLUMNS)}
+    WHERE EXISTS (SELECT 1 FROM appended)
+    ON CONFLICT (correlation_id) DO UPDATE SET
+        {assignments(ORDER_COLUMNS, keep=("correlation_id", "broker_order_id", "created_at"))},
+        broker_order_id = COALESCE(EXCLUDED.broker_order_id, o.broker_order_id)
+)
+SELECT * FROM appended""")
+
 
 _MERGE_STATE = """
 INSERT INTO bot_state AS b (key, value, updated_at) VALUES (%s, %s::jsonb, to_timestamp(%s))
@@ -413,7 +461,8 @@ class PostgresStorage(SqlStorage):
         self._closed = False
         self.candles = PostgresCandles(self._pg)
         self.option_chains = SqlOptionChains(self._pg)
-        self.trades = PostgresTrades(self._pg)
+        self._trades = PostgresTrades(self._pg)
+        self.trades = self._trades
         self.bot_state = PostgresBotState(self._pg)
         self.leases = SqlLeases(self._pg)
         self.instruments = SqlInstruments(self._pg)
@@ -424,29 +473,38 @@ class PostgresStorage(SqlStorage):
             self._pg.close()
 
     @contextmanager
-    def placement_lock(self, pos_id: str, timeout: float = 30.0) -> Iterator[None]:
+    def placement_lock(self, pos_id: str, timeout: float = 30.0,
+                       claim: OrderRecord | None = None) -> Iterator[bool]:
         """Process-local lock, then `pg_advisory_xact_lock(advisory_key(pos_id))` in a transaction on a
         connection of the lock pool (not the repositories' pool), held until the block exits.
 
+        With `claim`, the intent and its orders row are written in that same transaction (one more round
+        trip; the block gets whether this call claimed it). They commit with the lock's release, without
+        waiting for the disk (synchronous_commit off): a placement lost to a database crash is resolved
+        at the broker by the trade's recovery, which never submits blindly.
+
         Re-entrant in one thread (the inner block takes no second database lock). If the connection is
-        lost while held, PostgreSQL releases the lock: `claim_intent` is the second line of defence.
+        lost while held, PostgreSQL releases the lock and rolls the claim back.
         """
         if self._closed:
             raise StorageError("storage is closed")
         deadline = time.monotonic() + timeout
         with self._local_locks.hold(pos_id, timeout) as reentry:
             if reentry:
-                yield
+                yield self.trades.claim_intent(pos_id, claim.leg, claim.correlation_id,
+                                               claim.created_at) if claim is not None else True
                 return
             remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
             with _translated(f"placement lock {pos_id}", self._pg.timeout):
                 conn = self._pg.lock_connection()
             try:
                 with _translated(f"placement lock {pos_id}", self._pg.timeout):
-                    # One round trip: the select list runs left to right, so the timeout is set first.
-                    conn.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
+                    # One round trip: the select list runs left to right, so the settings come first.
+                    conn.execute("SELECT set_config('lock_timeout', %s, true), "
+                                 "set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(%s)",
                                  (f"{remaining_ms}ms", advisory_key(pos_id)))
-                yield
+                    claimed = self._trades.claim_in(_PgSession(conn), claim) if claim is not None else True
+                yield claimed
                 with _translated(f"placement lock {pos_id}", self._pg.timeout):
                     conn.commit()
             finally:

@@ -128,6 +128,13 @@ class TradeRepository(Protocol):
         realized so far (the row does not say when each part filled). Creation order."""
         ...
 
+    def record_step(self, pos_id: str, expected_seq: int,
+                    events: Sequence[JournalEntry | tuple[str, str | None, str | None, dict[str, Any], float]],
+                    trade: TradeRecord, order: OrderRecord | None = None) -> list[TradeEventRecord]:
+        """One step of a trade, atomically: `append_events` (same JournalConflict) and, with it, the trades
+        row and the orders row the step leaves (PostgreSQL: one statement, one round trip)."""
+        ...
+
     def events(self, pos_id: str) -> list[TradeEventRecord]:
         """The position's journal ordered by seq."""
         ...
@@ -247,10 +254,14 @@ class Storage(ABC):
         (one fsync instead of one per write). Nested blocks join the outer one."""
 
     @abstractmethod
-    def placement_lock(self, pos_id: str, timeout: float = 30.0) -> AbstractContextManager[None]:
+    def placement_lock(self, pos_id: str, timeout: float = 30.0,
+                       claim: OrderRecord | None = None) -> AbstractContextManager[bool]:
         """Hold the placement lock of `pos_id` for the `with` block (re-entrant in one thread).
 
-        Raises StorageConflict when it is not obtained within `timeout` seconds."""
+        With `claim` (the SUBMITTING orders row of the placement), the intent is claimed under the lock
+        and the block gets True when this call claimed it, False when it was claimed before (by anyone,
+        in any process): then it must not be placed again. Without, the block gets True.
+        Raises StorageConflict when the lock is not obtained within `timeout` seconds."""
 
     def __enter__(self) -> Storage:
         return self

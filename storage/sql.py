@@ -498,20 +498,42 @@ class SqlTrades:
                       events: Sequence[JournalEvent]) -> list[TradeEventRecord]:
         """Checked append for backends whose writers are serialized (SQLite: BEGIN IMMEDIATE): the
         length is read and the rows are inserted in one transaction no other writer can enter."""
+        return self._db.atomic("append trade events",
+                               lambda session: self._append_in(session, pos_id, expected_seq, events))
+
+    def _append_in(self, session: Session, pos_id: str, expected_seq: int,
+                   events: Sequence[JournalEvent]) -> list[TradeEventRecord]:
         rows = journal_rows(pos_id, expected_seq, events)
+        length = session.fetchone(self.journal_length, (pos_id,))
+        if length is None or int(length[0]) != expected_seq:
+            raise JournalConflict(pos_id, expected_seq, f"it holds {None if length is None else length[0]}")
+        appended = []
+        for row in rows:
+            stored = session.fetchone(self._insert_event, row)
+            assert stored is not None
+            appended.append(event_from_row(stored))
+        return appended
+
+    def record_step(self, pos_id: str, expected_seq: int, events: Sequence[JournalEvent], trade: TradeRecord,
+                    order: OrderRecord | None = None) -> list[TradeEventRecord]:
+        """The checked append and its projections (the trades row, the orders row) in one transaction."""
 
         def work(session: Session) -> list[TradeEventRecord]:
-            length = session.fetchone(self.journal_length, (pos_id,))
-            if length is None or int(length[0]) != expected_seq:
-                raise JournalConflict(pos_id, expected_seq, f"it holds {None if length is None else length[0]}")
-            appended = []
-            for row in rows:
-                stored = session.fetchone(self._insert_event, row)
-                assert stored is not None
-                appended.append(event_from_row(stored))
+            appended = self._append_in(session, pos_id, expected_seq, events)
+            session.execute(self._upsert, trade_params(trade))
+            if order is not None:
+                session.execute(self._record_order, order_params(order))
             return appended
 
-        return self._db.atomic("append trade events", work)
+        return self._db.atomic("record trade step", work)
+
+    def claim_in(self, session: Session, order: OrderRecord) -> bool:
+        """Claim order.correlation_id and write its orders row (status as given) on `session`: True when
+        this call claimed it, False when it was claimed before (by anyone); the row is then left alone."""
+        if session.execute(self._claim, (order.correlation_id, order.pos_id, order.leg, float(order.created_at))) != 1:
+            return False
+        session.execute(self._record_order, order_params(order))
+        return True
 
     def events(self, pos_id: str) -> list[TradeEventRecord]:
         return [event_from_row(row) for row in self._db.fetchall("trade events", self._events, (pos_id,))]

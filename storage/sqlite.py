@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from storage.errors import StorageConflict, StorageError, StorageUnavailable
 from storage.locks import KeyedLocks
+from storage.records import OrderRecord
 from storage.sql import (
     Columns,
     Dialect,
@@ -261,7 +262,8 @@ class SqliteStorage(SqlStorage):
         self._local_locks = KeyedLocks()
         self.candles = SqlCandles(self._file)
         self.option_chains = SqlOptionChains(self._file)
-        self.trades = SqlTrades(self._file)
+        self._trades = SqlTrades(self._file)
+        self.trades = self._trades
         self.bot_state = SqliteBotState(self._file)
         self.leases = SqlLeases(self._file)
         self.instruments = SqlInstruments(self._file)
@@ -270,10 +272,17 @@ class SqliteStorage(SqlStorage):
         self._file.close()
 
     @contextmanager
-    def placement_lock(self, pos_id: str, timeout: float = 30.0) -> Iterator[None]:
+    def placement_lock(self, pos_id: str, timeout: float = 30.0,
+                       claim: OrderRecord | None = None) -> Iterator[bool]:
         """Process-local lock only: SQLite deployments are single-process by design (the embedded
-        `role: all`); a multi-process deployment needs PostgreSQL. Re-entrant in one thread."""
+        `role: all`); a multi-process deployment needs PostgreSQL. Re-entrant in one thread. With `claim`,
+        the intent and its orders row are committed before the block runs; it gets whether this call
+        claimed it."""
         if self._file.closed:
             raise StorageError("storage is closed")
         with self._local_locks.hold(pos_id, timeout):
-            yield
+            if claim is None:
+                yield True
+                return
+            yield self._file.atomic("claim order intent",
+                                    lambda session: self._trades.claim_in(session, claim))

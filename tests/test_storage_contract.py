@@ -397,6 +397,37 @@ class StorageContract:
         assert storage.trades.events("P-new") == []
         assert isinstance(JournalConflict("P1", 0), StorageConflict)  # callers that know only conflicts
 
+    def test_a_trade_step_writes_the_journal_and_its_rows_together_or_not_at_all(self, storage: Storage) -> None:
+        step = [("SignalAccepted", "NEW", "SIGNAL_GENERATED", {}, 1.0),
+                ("EntryRequested", "SIGNAL_GENERATED", "ENTRY_PENDING", {"limit_price": 101.5}, 1.0)]
+        records = storage.trades.record_step("P1", 0, step, trade("P1", "ENTRY_PENDING"))
+        assert [r.seq for r in records] == [1, 2] and storage.trades.get_trade("P1").state == "ENTRY_PENDING"
+        placed = order("P1-E", status="PENDING", broker_order_id="B1")
+        storage.trades.record_step("P1", 2, [("OrderPlaced", "ENTRY_PENDING", "ORDER_PLACED", {}, 2.0)],
+                                   trade("P1", "ORDER_PLACED"), placed)
+        assert storage.trades.order("P1-E") == placed and storage.trades.get_trade("P1").state == "ORDER_PLACED"
+        with pytest.raises(JournalConflict):  # another writer's step: nothing of it is written
+            storage.trades.record_step("P1", 2, [("OrderFilled", "ORDER_PLACED", "POSITION_OPEN", {}, 3.0)],
+                                       trade("P1", "POSITION_OPEN"), order("P1-E", status="TRADED"))
+        assert storage.trades.get_trade("P1").state == "ORDER_PLACED"
+        assert storage.trades.order("P1-E").status == "PENDING" and len(storage.trades.events("P1")) == 3
+
+    def test_a_placement_claims_its_intent_under_the_lock_once(self, storage: Storage) -> None:
+        submitting = order("P1-E", status="SUBMITTING")
+        with storage.placement_lock("P1", 2.0, submitting) as claimed:
+            assert claimed
+        assert storage.trades.order("P1-E") == submitting  # committed with the lock's release
+        with storage.placement_lock("P1", 2.0, order("P1-E", status="SUBMITTING", qty=1)) as again:
+            assert not again
+        assert storage.trades.order("P1-E").qty == 75  # a refused claim leaves the row alone
+        with storage.placement_lock("P1", 2.0) as plain:
+            assert plain
+        with pytest.raises(RuntimeError), storage.placement_lock("P2", 2.0, order("P2-E", pos_id="P2")):
+            raise RuntimeError("the broker call failed in an unexpected way")
+        if storage.backend == "postgresql":  # rolled back with the lock: a later placement may claim it
+            assert storage.trades.order("P2-E") is None
+            assert storage.trades.claim_intent("P2", "ENTRY", "P2-E", 3.0)
+
     def test_writers_racing_for_the_same_expected_seq_let_exactly_one_win(self, storage: Storage) -> None:
         writers = 4
         for round_ in range(10):

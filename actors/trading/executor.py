@@ -1,12 +1,14 @@
 """Executor: the placement service. Every order of every trade goes out here, entries and exits alike.
 
 One protocol for every placement (`Place`, from the trade actor that owns it):
-  1. `storage.placement_lock(pos_id)`: process lock + PostgreSQL advisory lock on MD5(pos_id);
-  2. claim: `claim_intent(pos_id, leg, correlationId)` with the SUBMITTING `orders` row, committed before the
-     broker hears of the order. Not claimed (an earlier life, another process, a repeat) -> resolve;
-  3. submit (claimed, or claimed by this process and known not to have been sent) or resolve (look the
-     order up by correlationId: found -> placed; not found -> refused, never resent blindly);
+  1. lock: `storage.placement_lock(pos_id)`, a process lock + PostgreSQL advisory lock on MD5(pos_id);
+  2. claim (a FIRST placement): the order intent with its SUBMITTING `orders` row, under the lock. Not
+     claimed (an earlier life, another process, a repeat) -> resolve;
+  3. submit (a FIRST placement this call claimed, or a RESEND of one this process knows it did not send)
+     or resolve (look the order up by correlationId: found -> placed; not found -> refused, never resent);
   4. result: `PlacementResult` to the trade actor, which journals what it means.
+A FIRST placement is only ever asked for right after the trade journaled the order's request; a recovery
+asks RESOLVE. So a claim lost to a database crash costs nothing: the order is resolved at the broker.
 
 Submits: a permanent error refuses the order; a temporary one (nothing was sent: 429, a local rate limit, a
 refused connection) answers NOT_SENT and the trade decides when to ask again; an ambiguous one (timeout,
@@ -39,6 +41,7 @@ from actors.trading.messages import (
     Outcome,
     Place,
     PlacementResult,
+    PlaceMode,
     TradeAddresses,
 )
 from config.settings import ExecutionSettings
@@ -93,7 +96,7 @@ class Executor(SupervisedActor):
 
     def receive(self, message: Any) -> Any:
         if isinstance(message, Place):
-            self._reply(message.request.pos_id, self._place(message.request, message.resend))
+            self._reply(message.request.pos_id, self._place(message.request, message.mode))
         elif isinstance(message, Cancel):
             self._cancel(message)
         elif isinstance(message, Lookup):
@@ -104,21 +107,20 @@ class Executor(SupervisedActor):
 
     # -- placements -----------------------------------------------------------------------------------------
 
-    def _place(self, request: OrderRequest, resend: bool) -> PlacementResult:
+    def _place(self, request: OrderRequest, mode: PlaceMode) -> PlacementResult:
         self.counters.bump("placements")
-        cid = request.correlation_id
+        claim = self._order_row(request, "SUBMITTING") if mode is PlaceMode.FIRST else None
         try:
-            with self.storage.placement_lock(request.pos_id, timeout=self.execution.lock_timeout_seconds):
-                with self.storage.transaction():
-                    claimed = self.storage.trades.claim_intent(request.pos_id, request.leg.value, cid,
-                                                               self.clock.now())
-                    if claimed:
-                        self._record(request, None, "SUBMITTING")
-                if claimed or (resend and cid in self.ledger.get().unsent):
-                    return self._submit(request)
-                return self._resolve(request)
+            with self.storage.placement_lock(request.pos_id, self.execution.lock_timeout_seconds, claim) as claimed:
+                unsent = request.correlation_id in self.ledger.get().unsent
+                submit = (mode is PlaceMode.FIRST and claimed) or (mode is PlaceMode.RESEND and unsent)
+                result = self._submit(request) if submit else self._resolve(request)
         except StorageError as exc:
             return PlacementResult(request, Outcome.UNKNOWN, reason=f"storage unavailable: {exc}")
+        if result.outcome is Outcome.REFUSED:
+            # Written once the lock's transaction committed: until then it holds the claim's orders row.
+            self._record(request, "REFUSED" if submit else "NOT_PLACED")
+        return result
 
     def _submit(self, request: OrderRequest) -> PlacementResult:
         self.counters.bump("submits")
@@ -142,7 +144,6 @@ class Executor(SupervisedActor):
         except PermanentBrokerError as exc:
             self.counters.bump("refused")
             self._mark_unsent(cid, False)
-            self._record(request, None, "REFUSED")
             self.log.event("ORDER_REFUSED", f"{request.pos_id}: broker refused the order: {exc}", level=40,
                            pos_id=request.pos_id, correlation_id=cid, code=exc.code)
             return PlacementResult(request, Outcome.REFUSED, reason=f"broker refused: {exc}")
@@ -163,14 +164,13 @@ class Executor(SupervisedActor):
             self.log.event("ORDER_NOT_AT_BROKER", f"{request.pos_id}: intent {request.correlation_id} was claimed "
                            "but the broker has no such order; not resent", level=30, pos_id=request.pos_id,
                            correlation_id=request.correlation_id)
-            self._record(request, None, "NOT_PLACED")
             return PlacementResult(request, Outcome.REFUSED,
                                    reason="claimed intent with no order at the broker (not resent)")
         return PlacementResult(request, Outcome.UNKNOWN, reason=f"lookup failed: {found}")
 
     def _placed(self, request: OrderRequest, order: BrokerOrder, how: str) -> PlacementResult:
+        # The trade writes the orders row as it takes the answer (with the journal): nothing to write here.
         self._mark_unsent(request.correlation_id, False)
-        self._record(request, order, order.status.value)
         self.log.event("ORDER_SUBMITTED", f"{request.pos_id}: {request.leg} {request.side} {request.qty} "
                        f"{request.symbol} @ {request.price} {how}", pos_id=request.pos_id,
                        order_id=order.order_id, correlation_id=request.correlation_id, leg=request.leg.value,
@@ -192,18 +192,17 @@ class Executor(SupervisedActor):
         if unsent != (correlation_id in self.ledger.get().unsent):
             self.ledger.update(lambda ledger: ledger.with_unsent(correlation_id, unsent))
 
-    def _record(self, request: OrderRequest, order: BrokerOrder | None, status: str) -> None:
+    def _order_row(self, request: OrderRequest, status: str) -> OrderRecord:
         now = self.clock.now()
+        return OrderRecord(correlation_id=request.correlation_id, pos_id=request.pos_id, leg=request.leg.value,
+                           broker_order_id=None, status=status, qty=request.qty, filled_qty=0, avg_price=None,
+                           expected_price=request.expected_price, created_at=now, updated_at=now)
+
+    def _record(self, request: OrderRequest, status: str) -> None:
+        """An orders row for a placement that ended here without an order (refused, not at the broker)."""
         try:
-            self.storage.trades.record_order(OrderRecord(
-                correlation_id=request.correlation_id, pos_id=request.pos_id, leg=request.leg.value,
-                broker_order_id=order.order_id if order else None, status=status, qty=request.qty,
-                filled_qty=order.filled_qty if order else 0, avg_price=(order.avg_price or None) if order else None,
-                expected_price=request.expected_price, created_at=now, updated_at=now))
-        except StorageError as exc:
-            if status == "SUBMITTING":
-                raise  # before the broker call, the orders row is part of the claim: no row, no order
-            # After it, the orders table is bookkeeping; the trade's journal is the truth.
+            self.storage.trades.record_order(self._order_row(request, status))
+        except StorageError as exc:  # bookkeeping: the trade's journal is the truth
             self.log.event("ORDER_RECORD_FAILED", f"{request.pos_id}: {exc}", level=30, pos_id=request.pos_id)
 
     def _reply(self, pos_id: str, message: object) -> None:

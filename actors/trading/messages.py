@@ -35,6 +35,7 @@ __all__ = [
     "OpenTrade",
     "Outcome",
     "Place",
+    "PlaceMode",
     "PlacementResult",
     "RefreshFromBroker",
     "RequestExit",
@@ -154,16 +155,23 @@ class GetTrade:
 # ------------------------------------------------------------------------------------- to the executor
 
 
+class PlaceMode(StrEnum):
+    """Why a placement is asked for; it decides whether the executor may submit or only resolve."""
+
+    FIRST = "FIRST"  # the trade has just journaled the order's request: claim it, submit if the claim is ours
+    RESEND = "RESEND"  # the executor answered NOT_SENT earlier; the trade re-checked and asks again
+    RESOLVE = "RESOLVE"  # a recovery: the order may be at the broker; look it up, never submit
+
+
 @dataclass(frozen=True)
 class Place:
     """Place this order (entry or exit) for its trade: lock -> claim -> submit or resolve -> PlacementResult.
 
-    Idempotent by correlation id: a placement already claimed is resolved at the broker, never resent
-    blindly. `resend`: the trade decided to send again a placement this process knows was not sent
-    (after a NOT_SENT answer and, for an entry, a fresh risk check)."""
+    Idempotent by correlation id: only a FIRST placement whose claim this call made, or a RESEND of one
+    this process knows it did not send, reaches the broker; everything else is resolved by correlationId."""
 
     request: OrderRequest
-    resend: bool = False
+    mode: PlaceMode = PlaceMode.FIRST
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from actors.trading.messages import (
     Outcome,
     Place,
     PlacementResult,
+    PlaceMode,
     RefreshFromBroker,
     RequestExit,
     WatchTrade,
@@ -130,10 +131,10 @@ class NewTrade:
 class TradeOrigin:
     """How a trade actor came to be; its child spec holds it, so it outlives the actor's restarts.
 
-    An actor created for an OpenTrade that finds a journal it did not write is not the trade's owner (the
-    pos_id is a duplicate, or another process runs the trade): it answers DUPLICATE and ends, and never
-    acts on the trade. An adopted trade (start-up reconciliation) and every restart after this process
-    journaled the trade recover as the owner."""
+    An actor created for an OpenTrade starts empty: its first journal append expects an empty journal, so
+    a pos_id journaled before (a duplicate, or a trade another process runs) is refused as DUPLICATE and the
+    actor ends without ever acting on that trade. An adopted trade (start-up reconciliation), and every
+    restart after this process journaled the trade, rebuild from the journal and recover as the owner."""
 
     opening: bool
     journaled: bool = False
@@ -153,7 +154,6 @@ class TradeActor(SupervisedActor):
         self.pos_id = pos_id
         self.deps = deps
         self.origin = origin
-        self.foreign = False  # created for an OpenTrade of a pos_id this process did not open
         self.context = TradeContext()
         self.finished = False
         self.recovering = True  # the book says "recovered" only once started() is through
@@ -164,12 +164,13 @@ class TradeActor(SupervisedActor):
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def started(self) -> None:
+        if self.origin.opening and not self.origin.journaled:
+            # Created for an OpenTrade: nothing to read. Its first append expects an empty journal, so a
+            # pos_id journaled before (here or in another process) is found then, as a duplicate.
+            self.recovering = False
+            return
         records = self.deps.storage.trades.events(self.pos_id)
         if not records:
-            self.recovering = False
-            return  # a new trade: OpenTrade comes next
-        if self.origin.opening and not self.origin.journaled:
-            self.foreign = True  # not ours to run: the OpenTrade that created us is a duplicate
             self.recovering = False
             return
         try:
@@ -204,7 +205,7 @@ class TradeActor(SupervisedActor):
             return self.context
         if isinstance(message, OpenTrade):
             self._open(message)
-        elif self.finished or self.foreign or self.context.state is S.NEW:
+        elif self.finished or self.context.state is S.NEW:
             return None  # nothing to act on (ended, or never opened)
         elif isinstance(message, Observe):
             self._observe(message.order, message.source)
@@ -232,10 +233,8 @@ class TradeActor(SupervisedActor):
     def _open(self, message: OpenTrade) -> None:
         order, deps = message.order, self.deps
         deps.entries.bump("entries")
-        if self.foreign or self.context.state is not S.NEW:
+        if self.context.state is not S.NEW:
             self._answer(message, EntryRefusal.DUPLICATE, "duplicate pos_id: pos_id is already known")
-            if self.foreign:
-                self._finish()
             return
         if not deps.ready.is_set():
             self._answer(message, EntryRefusal.NOT_READY,
@@ -293,10 +292,10 @@ class TradeActor(SupervisedActor):
             return
         request = request_for(context)
         if request is not None:
-            # The executor resolves it under the placement lock: found by correlationId -> placed; intent
-            # claimed but no order -> refused; never a blind resend. An exit known unsent is sent again
-            # (a position must be closed); an entry is not sent late.
-            self.deps.executor.tell(Place(request, resend=request.leg is Leg.EXIT))
+            # The executor resolves it under the placement lock: found by correlationId -> placed; not at the
+            # broker -> refused; never a blind resend. An exit this process knows it did not send is sent
+            # again (a position must be closed); an entry is not sent late.
+            self.deps.executor.tell(Place(request, PlaceMode.RESEND if request.leg is Leg.EXIT else PlaceMode.RESOLVE))
             return
         leg = Leg.ENTRY if context.state in ENTRY_WORKING else Leg.EXIT if context.state in EXIT_WORKING else None
         if leg is not None:
@@ -375,7 +374,7 @@ class TradeActor(SupervisedActor):
                                           reason=f"resend refused: {refusal.code}: {refusal.reason}"))
                 return
         self.placement_attempts[request.correlation_id] = message.attempt
-        self.deps.executor.tell(Place(request, resend=True))
+        self.deps.executor.tell(Place(request, PlaceMode.RESEND))
 
     def _on_request_exit(self, message: RequestExit) -> None:
         context = self.context
@@ -430,15 +429,13 @@ class TradeActor(SupervisedActor):
         # The journal first, in one transaction: a failure raises (a crash) before anything happens outside.
         # The append expects the journal to hold exactly what this actor has applied: a second writer (another
         # process opening the same pos_id, or running the same trade) gets JournalConflict, never a fork.
-        with self.deps.storage.transaction():
-            records = trades.append_events(self.pos_id, before.seq, [
-                JournalEntry(event.name, b.state.value, a.state.value, event.to_payload(), event.at)
-                for event, b, a, _ in steps])
-            if fresh:
-                self.origin.journaled = True  # set inside the transaction: a crash after it recovers as owner
-            trades.upsert_trade(trade_record(context))
-            if order_row is not None:
-                trades.record_order(self._order_record(order_row, context))
+        records = trades.record_step(
+            self.pos_id, before.seq,
+            [JournalEntry(event.name, b.state.value, a.state.value, event.to_payload(), event.at)
+             for event, b, a, _ in steps],
+            trade_record(context), self._order_record(order_row, context) if order_row is not None else None)
+        if fresh:
+            self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
         self.context = context
         self._publish()
         for (event, b, a, _), record in zip(steps, records, strict=True):
@@ -467,7 +464,7 @@ class TradeActor(SupervisedActor):
         if isinstance(command, PlaceOrder):
             deps.router.register(self.pos_id, [command.request.correlation_id])
             self.placement_attempts[command.request.correlation_id] = 1
-            deps.executor.tell(Place(command.request))
+            deps.executor.tell(Place(command.request, PlaceMode.FIRST))
         elif isinstance(command, CancelOrder):
             deps.executor.tell(Cancel(command.pos_id, command.order_id, command.leg))
         elif isinstance(command, RaiseExitSignal):
