@@ -151,7 +151,7 @@ class Event:
     log_name: ClassVar[str] = ""  # the seed's vocabulary, for the shell's log line
 
     def to_payload(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: _plain(getattr(self, name)) for name in _field_names(type(self))}
 
     @property
     def name(self) -> str:
@@ -272,7 +272,17 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
 
 
 def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, StrEnum) else value
+    return str(value) if isinstance(value, StrEnum) else value
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def event_from_payload(name: str, payload: dict[str, Any]) -> Event:
@@ -465,10 +475,10 @@ def apply(context: TradeContext, event: Event) -> tuple[TradeContext, list[Comma
     if target is None:
         raise IllegalTransition(context.state, event)
     _check_consistent(context, event)
-    updated = _UPDATES[type(event)](context, event)
-    updated = replace(updated, state=target, seq=context.seq + 1, updated_at=event.at)
+    changes = _UPDATES[type(event)](context, event)
     if target is S.CLOSED:
-        updated = replace(updated, closed_at=event.at)
+        changes["closed_at"] = event.at
+    updated = replace(context, **changes, state=target, seq=context.seq + 1, updated_at=event.at)
     return updated, _commands(context, updated, event)
 
 
@@ -526,66 +536,66 @@ def _check_consistent(context: TradeContext, event: Event) -> None:
             raise IllegalTransition(context.state, event, "the exit fills exceed the position")
 
 
-def _on_signal(c: TradeContext, e: SignalAccepted) -> TradeContext:
+def _on_signal(c: TradeContext, e: SignalAccepted) -> dict[str, Any]:
     if e.qty <= 0 or not e.pos_id:
         raise IllegalTransition(c.state, e, "a signal needs a pos_id and a positive qty")
-    return replace(c, pos_id=e.pos_id, symbol=e.symbol, instrument=e.instrument, side=e.side, qty=e.qty,
+    return dict(pos_id=e.pos_id, symbol=e.symbol, instrument=e.instrument, side=e.side, qty=e.qty,
                    expected_entry_price=e.expected_price, signal_reason=e.reason, signal_at=e.at,
                    entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY))
 
 
-def _on_entry_requested(c: TradeContext, e: EntryRequested) -> TradeContext:
-    return replace(c, entry_limit_price=e.limit_price, expected_entry_price=e.expected_price)
+def _on_entry_requested(c: TradeContext, e: EntryRequested) -> dict[str, Any]:
+    return dict(entry_limit_price=e.limit_price, expected_entry_price=e.expected_price)
 
 
-def _on_denied(c: TradeContext, e: EntryDenied) -> TradeContext:
-    return replace(c, reason=e.reason)
+def _on_denied(c: TradeContext, e: EntryDenied) -> dict[str, Any]:
+    return dict(reason=e.reason)
 
 
-def _on_placed(c: TradeContext, e: OrderPlaced) -> TradeContext:
+def _on_placed(c: TradeContext, e: OrderPlaced) -> dict[str, Any]:
     if e.leg is Leg.ENTRY:
-        return replace(c, entry_order_id=e.order_id, entry_placed_at=e.at)
-    return replace(c, exit_order_id=e.order_id, exit_placed_at=e.at, exit_order_filled_qty=0,
+        return dict(entry_order_id=e.order_id, entry_placed_at=e.at)
+    return dict(exit_order_id=e.order_id, exit_placed_at=e.at, exit_order_filled_qty=0,
                    exit_order_avg_price=0.0)
 
 
-def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> TradeContext:
+def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> dict[str, Any]:
     if e.leg is Leg.ENTRY:
-        return replace(c, entry_filled_qty=e.filled_qty, avg_entry_price=e.avg_price,
+        return dict(entry_filled_qty=e.filled_qty, avg_entry_price=e.avg_price,
                        opened_at=c.opened_at or e.at)
     # The event is cumulative for the current exit order; fold the new units into the trade's totals.
     new_qty = e.filled_qty - c.exit_order_filled_qty
     if not new_qty:
-        return c
+        return {}
     new_value = e.avg_price * e.filled_qty - c.exit_order_avg_price * c.exit_order_filled_qty
     exited = c.exit_filled_qty + new_qty
     avg_exit = (c.avg_exit_price * c.exit_filled_qty + new_value) / exited
-    return replace(c, exit_order_filled_qty=e.filled_qty, exit_order_avg_price=e.avg_price,
+    return dict(exit_order_filled_qty=e.filled_qty, exit_order_avg_price=e.avg_price,
                    exit_filled_qty=exited, avg_exit_price=avg_exit,
                    realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
 
 
-def _on_timed_out(c: TradeContext, e: OrderTimedOut) -> TradeContext:
-    return c
+def _on_timed_out(c: TradeContext, e: OrderTimedOut) -> dict[str, Any]:
+    return {}
 
 
-def _on_slippage(c: TradeContext, e: OrderSlippageDetected) -> TradeContext:
-    return replace(c, entry_slippage_pct=e.pct)
+def _on_slippage(c: TradeContext, e: OrderSlippageDetected) -> dict[str, Any]:
+    return dict(entry_slippage_pct=e.pct)
 
 
-def _on_rejected(c: TradeContext, e: OrderRejected) -> TradeContext:
-    return replace(c, reason=e.reason)
+def _on_rejected(c: TradeContext, e: OrderRejected) -> dict[str, Any]:
+    return dict(reason=e.reason)
 
 
-def _on_cancelled(c: TradeContext, e: OrderCancelled) -> TradeContext:
-    return replace(c, reason=e.reason or c.reason)
+def _on_cancelled(c: TradeContext, e: OrderCancelled) -> dict[str, Any]:
+    return dict(reason=e.reason or c.reason)
 
 
-def _on_exit_requested(c: TradeContext, e: ExitRequested) -> TradeContext:
+def _on_exit_requested(c: TradeContext, e: ExitRequested) -> dict[str, Any]:
     if c.state is not S.POSITION_OPEN:
-        return replace(c, exit_reason=e.reason)  # the entry is being cancelled; exit once it settles
+        return dict(exit_reason=e.reason)  # the entry is being cancelled; exit once it settles
     attempt = c.exit_attempt + 1
-    return replace(c, exit_reason=e.reason, exit_attempt=attempt, exit_limit_price=e.limit_price,
+    return dict(exit_reason=e.reason, exit_attempt=attempt, exit_limit_price=e.limit_price,
                    expected_exit_price=e.expected_price, exit_order_id="", exit_placed_at=0.0,
                    exit_order_filled_qty=0, exit_order_avg_price=0.0,
                    exit_correlation_id=correlation_id(c.pos_id, Leg.EXIT, attempt))

@@ -17,6 +17,7 @@ advisory locks, `jsonb ||`).
 
 from __future__ import annotations
 
+import functools
 import math
 import select
 import threading
@@ -356,17 +357,58 @@ class PostgresCandles(SqlCandles):
 
 # The checked append in one statement: the rows go in only if the journal holds `expected_seq` events
 # (no row otherwise), and a writer that raced us to the same seq is stopped by the (pos_id, seq) key.
-_APPEND_CHECKED = f"""
+# The rows are a VALUES list (one statement per count, built once): no array parameters to escape.
+_RETURN_EVENTS = f"RETURNING {POSTGRESQL.select_list(EVENT_COLUMNS)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _append_checked(count: int) -> str:
+    values = ", ".join(f"({n}, %s::text, %s::text, %s::text, %s::text, %s::float8)" for n in range(1, count + 1))
+    return f"""
 INSERT INTO trade_events ({names(EVENT_COLUMNS)})
 SELECT %s, %s + e.n, e.event, e.from_state, e.to_state, e.payload::jsonb, to_timestamp(e.at)
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY
-     AS e(event, from_state, to_state, payload, at, n)
+FROM (VALUES {values}) AS e(n, event, from_state, to_state, payload, at)
 WHERE (SELECT COALESCE(MAX(seq), 0) FROM trade_events WHERE pos_id = %s) = %s
-RETURNING {POSTGRESQL.select_list(EVENT_COLUMNS)}
 """
 
 
+_TRADE_PROJECTION = f"""
+trade AS (
+    INSERT INTO trades ({names(TRADE_COLUMNS)}) SELECT {POSTGRESQL.params(TRADE_COLUMNS)}
+    WHERE EXISTS (SELECT 1 FROM appended)
+    ON CONFLICT (pos_id) DO UPDATE SET {assignments(TRADE_COLUMNS, keep=("pos_id", "created_at"))}
+)"""
+_ORDER_PROJECTION = f"""
+ord AS (
+    INSERT INTO orders AS o ({names(ORDER_COLUMNS)}) SELECT {POSTGRESQL.params(ORDER_COLUMNS)}
+    WHERE EXISTS (SELECT 1 FROM appended)
+    ON CONFLICT (correlation_id) DO UPDATE SET
+        {assignments(ORDER_COLUMNS, keep=("correlation_id", "broker_order_id", "created_at"))},
+        broker_order_id = COALESCE(EXCLUDED.broker_order_id, o.broker_order_id)
+)"""
+
+
+@functools.lru_cache(maxsize=32)
+def _step(count: int, with_order: bool) -> str:
+    """The checked append and, only if it appended, the trades row (and the orders row)."""
+    projections = _TRADE_PROJECTION + ("," + _ORDER_PROJECTION if with_order else "")
+    return f"WITH appended AS ({_append_checked(count).strip()} {_RETURN_EVENTS}),{projections}\n" \
+           "SELECT * FROM appended"
+
+
+def _append_params(pos_id: str, expected_seq: int, rows: list[tuple[Any, ...]]) -> list[Any]:
+    params: list[Any] = [pos_id, expected_seq]
+    for row in rows:
+        params.extend(row[2:])
+    params += [pos_id, expected_seq]
+    return params
+
+
 class PostgresTrades(SqlTrades):
+    def __init__(self, db: _Database) -> None:
+        super().__init__(db)
+        self._pg = db
+
     def append_events(self, pos_id: str, expected_seq: int,
                       events: Sequence[JournalEvent]) -> list[TradeEventRecord]:
         rows = journal_rows(pos_id, expected_seq, events)
@@ -375,12 +417,12 @@ class PostgresTrades(SqlTrades):
             if length is None or int(length[0]) != expected_seq:
                 raise JournalConflict(pos_id, expected_seq)
             return []
-        params = (pos_id, expected_seq, [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows],
-                  [r[5] for r in rows], [r[6] for r in rows], pos_id, expected_seq)
+        sql = _append_checked(len(rows)) + _RETURN_EVENTS
+        params = _append_params(pos_id, expected_seq, rows)
 
         def work(session: Session) -> list[Sequence[Any]]:
             try:
-                return session.fetchall(_APPEND_CHECKED, params)
+                return session.fetchall(sql, params)
             except psycopg.errors.UniqueViolation as exc:  # a racing writer took a seq first
                 raise JournalConflict(pos_id, expected_seq, "another writer took the seq") from exc
 
@@ -390,48 +432,57 @@ class PostgresTrades(SqlTrades):
         return sorted((event_from_row(row) for row in stored), key=lambda record: record.seq)
 
     def record_step(self, pos_id: str, expected_seq: int, events: Sequence[JournalEvent], trade: TradeRecord,
-                    order: OrderRecord | None = None) -> list[TradeEventRecord]:
-        """One statement, one round trip: the checked append and, only if it appended, the projections."""
+                    order: OrderRecord | None = None, durable: bool = True) -> list[TradeEventRecord]:
+        """One statement, one round trip: the checked append and, only if it appended, the projections.
+        Not durable: committed without waiting for the WAL flush (BEGIN, SET LOCAL synchronous_commit
+        off, the statement and COMMIT pipelined: still one round trip)."""
         rows = journal_rows(pos_id, expected_seq, events)
         if not rows:
-            return super().record_step(pos_id, expected_seq, events, trade, order)
-        params: tuple[Any, ...] = (pos_id, expected_seq, [r[2] for r in rows], [r[3] for r in rows],
-                                   [r[4] for r in rows], [r[5] for r in rows], [r[6] for r in rows], pos_id,
-                                   expected_seq, *trade_params(trade))
-        sql = _STEP
+            return super().record_step(pos_id, expected_seq, events, trade, order, durable)
+        params = [*_append_params(pos_id, expected_seq, rows), *trade_params(trade)]
         if order is not None:
-            sql, params = _STEP_WITH_ORDER, (*params, *order_params(order))
-
-        def work(session: Session) -> list[Sequence[Any]]:
-            try:
-                return session.fetchall(sql, params)
-            except psycopg.errors.UniqueViolation as exc:  # a racing writer took a seq first
+            params += order_params(order)
+        sql = _step(len(rows), order is not None)
+        try:
+            with self._pg.connection("record trade step") as conn:
+                if durable or self._pg.in_transaction():
+                    stored = conn.execute(sql, params, binary=True).fetchall()
+                else:
+                    stored = _unsynced(conn, sql, params)
+        except StorageConflict as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):  # a racing writer took a seq first
                 raise JournalConflict(pos_id, expected_seq, "another writer took the seq") from exc
-
-        stored = self._db.write("record trade step", work)
+            raise
         if len(stored) != len(rows):  # the length check failed: nothing was written
             raise JournalConflict(pos_id, expected_seq)
         return sorted((event_from_row(row) for row in stored), key=lambda record: record.seq)
 
 
-_STEP = f"""
-WITH appended AS ({_APPEND_CHECKED.strip()}),
-trade AS (
-    INSERT INTO trades ({names(TRADE_COLUMNS)}) SELECT {POSTGRESQL.params(TRADE_COLUMNS)}
-    WHERE EXISTS (SELECT 1 FROM appended)
-    ON CONFLICT (pos_id) DO UPDATE SET {assignments(TRADE_COLUMNS, keep=("pos_id", "created_at"))}
+def _unsynced(conn: psycopg.Connection[Any], sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+    """One statement in its own transaction, committed without waiting for the disk; one round trip."""
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            conn.execute("SET LOCAL synchronous_commit TO off")
+            cursor = conn.execute(sql, params, binary=True)
+            conn.execute("COMMIT")
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")  # the statement failed: its transaction block is aborted
+    return list(cursor.fetchall())
+
+
+# The intent and its orders row in one statement: the row is written only when this call made the claim.
+_CLAIM = f"""
+WITH claim AS (
+    INSERT INTO order_intents (correlation_id, pos_id, leg, claimed_at) VALUES (%s, %s, %s, to_timestamp(%s))
+    ON CONFLICT (correlation_id) DO NOTHING RETURNING correlation_id
 )
-SELECT * FROM appended
+INSERT INTO orders AS o ({names(ORDER_COLUMNS)}) SELECT {POSTGRESQL.params(ORDER_COLUMNS)}
+WHERE EXISTS (SELECT 1 FROM claim)
+ON CONFLICT (correlation_id) DO UPDATE SET
+    {assignments(ORDER_COLUMNS, keep=("correlation_id", "broker_order_id", "created_at"))}
 """
-_STEP_WITH_ORDER = _STEP.replace("\nSELECT * FROM appended", f"""
-, ord AS (
-    INSERT INTO orders AS o ({names(ORDER_COLUMNS)}) SELECT {POSTGRESQL.params(ORDER_COLUMNS)}
-    WHERE EXISTS (SELECT 1 FROM appended)
-    ON CONFLICT (correlation_id) DO UPDATE SET
-        {assignments(ORDER_COLUMNS, keep=("correlation_id", "broker_order_id", "created_at"))},
-        broker_order_id = COALESCE(EXCLUDED.broker_order_id, o.broker_order_id)
-)
-SELECT * FROM appended""")
 
 
 _MERGE_STATE = """
@@ -499,11 +550,16 @@ class PostgresStorage(SqlStorage):
                 conn = self._pg.lock_connection()
             try:
                 with _translated(f"placement lock {pos_id}", self._pg.timeout):
-                    # One round trip: the select list runs left to right, so the settings come first.
-                    conn.execute("SELECT set_config('lock_timeout', %s, true), "
-                                 "set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(%s)",
-                                 (f"{remaining_ms}ms", advisory_key(pos_id)))
-                    claimed = self._trades.claim_in(_PgSession(conn), claim) if claim is not None else True
+                    # One round trip: the lock and the claim are pipelined (the server runs them in order);
+                    # the select list runs left to right, so the settings come before the lock.
+                    with conn.pipeline():
+                        conn.execute("SELECT set_config('lock_timeout', %s, true), "
+                                     "set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(%s)",
+                                     (f"{remaining_ms}ms", advisory_key(pos_id)))
+                        if claim is not None:
+                            claiming = conn.execute(_CLAIM, (claim.correlation_id, claim.pos_id, claim.leg,
+                                                             float(claim.created_at), *order_params(claim)))
+                    claimed = claiming.rowcount == 1 if claim is not None else True
                 yield claimed
                 with _translated(f"placement lock {pos_id}", self._pg.timeout):
                     conn.commit()

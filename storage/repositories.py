@@ -130,9 +130,15 @@ class TradeRepository(Protocol):
 
     def record_step(self, pos_id: str, expected_seq: int,
                     events: Sequence[JournalEntry | tuple[str, str | None, str | None, dict[str, Any], float]],
-                    trade: TradeRecord, order: OrderRecord | None = None) -> list[TradeEventRecord]:
+                    trade: TradeRecord, order: OrderRecord | None = None,
+                    durable: bool = True) -> list[TradeEventRecord]:
         """One step of a trade, atomically: `append_events` (same JournalConflict) and, with it, the trades
-        row and the orders row the step leaves (PostgreSQL: one statement, one round trip)."""
+        row and the orders row the step leaves (PostgreSQL: one statement, one round trip).
+
+        `durable=False` for a step that only records what the broker already did (placed, filled,
+        cancelled): it may be committed without waiting for the disk, so a database crash can lose the
+        last moments of such steps, which the trade's recovery observes again at the broker. A step that
+        precedes anything sent to the broker must be durable."""
         ...
 
     def events(self, pos_id: str) -> list[TradeEventRecord]:

@@ -515,8 +515,9 @@ class SqlTrades:
         return appended
 
     def record_step(self, pos_id: str, expected_seq: int, events: Sequence[JournalEvent], trade: TradeRecord,
-                    order: OrderRecord | None = None) -> list[TradeEventRecord]:
-        """The checked append and its projections (the trades row, the orders row) in one transaction."""
+                    order: OrderRecord | None = None, durable: bool = True) -> list[TradeEventRecord]:
+        """The checked append and its projections (the trades row, the orders row) in one transaction.
+        SQLite commits every transaction the same way (synchronous=FULL): `durable` changes nothing."""
 
         def work(session: Session) -> list[TradeEventRecord]:
             appended = self._append_in(session, pos_id, expected_seq, events)

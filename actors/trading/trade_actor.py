@@ -429,11 +429,17 @@ class TradeActor(SupervisedActor):
         # The journal first, in one transaction: a failure raises (a crash) before anything happens outside.
         # The append expects the journal to hold exactly what this actor has applied: a second writer (another
         # process opening the same pos_id, or running the same trade) gets JournalConflict, never a fork.
+        # Durable (the commit waits for the disk) when something is sent to the broker after it; a step
+        # that only records what the broker already did is observed again by recovery if a database
+        # crash loses it.
+        durable = fresh or any(isinstance(command, PlaceOrder | CancelOrder) for *_, commands in steps
+                               for command in commands)
         records = trades.record_step(
             self.pos_id, before.seq,
             [JournalEntry(event.name, b.state.value, a.state.value, event.to_payload(), event.at)
              for event, b, a, _ in steps],
-            trade_record(context), self._order_record(order_row, context) if order_row is not None else None)
+            trade_record(context), self._order_record(order_row, context) if order_row is not None else None,
+            durable=durable)
         if fresh:
             self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
         self.context = context
