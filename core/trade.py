@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar, get_type_hints
 
-from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id
+from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id, marketable_limit
 from core.pnl import realized_pnl
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "request_for",
     "event_from_payload",
     "observe",
+    "opening_events",
     "rebuild",
     "slippage_exceeded",
     "slippage_guard",
@@ -659,6 +660,24 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
 
 
 # ------------------------------------------------------------------------------ pure helpers for shells
+
+
+def opening_events(*, at: float, pos_id: str, symbol: str, instrument: str, side: Side, qty: int,
+                   price: float, quote: float | None, allowed: bool, denial: str, band_pct: float,
+                   reason: str) -> list[Event]:
+    """The first step of a trade: SignalAccepted, then EntryRequested (the risk guard allowed it and a price
+    is known: the signal's, else the quote) at a marketable limit, or EntryDenied with `denial` (or
+    NO_PRICE when nothing says what the instrument costs)."""
+    expected = price if price > 0 else (quote or 0.0)
+    events: list[Event] = [SignalAccepted(at=at, pos_id=pos_id, symbol=symbol, instrument=instrument, side=side,
+                                          qty=qty, expected_price=expected, reason=reason)]
+    if allowed and expected > 0:
+        limit = marketable_limit(quote or expected, side, band_pct)
+        events.append(EntryRequested(at=at, limit_price=limit, expected_price=expected))
+    else:
+        events.append(EntryDenied(at=at, reason=denial if not allowed else
+                                  f"NO_PRICE: no price given and no quote for {symbol}"))
+    return events
 
 
 def request_for(context: TradeContext) -> OrderRequest | None:

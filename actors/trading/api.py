@@ -38,7 +38,7 @@ from actors.trading.quotes import QuoteSource
 from actors.trading.reconciler import ReconcileState, acknowledge
 from actors.trading.risk_guard import RiskGuard
 from actors.trading.timeout_monitor import MonitorCounters
-from actors.trading.trade_actor import NewTrade
+from actors.trading.trade_deps import NewTrade
 from core.orders import Side
 from core.pnl import daily_pnl
 from core.risk import ist_day

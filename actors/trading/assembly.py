@@ -28,7 +28,8 @@ from actors.trading.quotes import QuoteSource
 from actors.trading.reconciler import ReconcileDeps, Reconciler, ReconcileState, UnroutedUpdate
 from actors.trading.risk_guard import RiskGuard
 from actors.trading.timeout_monitor import MonitorCounters, TimeoutMonitor
-from actors.trading.trade_actor import NewTrade, TradeActor, TradeDeps, TradeOrigin
+from actors.trading.trade_actor import TradeActor
+from actors.trading.trade_deps import NewTrade, TradeDeps, TradeOrigin
 from actors.wiring import HealthCheck, Infrastructure, Subtree
 from core.risk import RiskLimits
 from supervision.scheduler import Timer

@@ -20,17 +20,13 @@ The actor never talks to the broker itself: the executor places, cancels and loo
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
-from actors.brokers.base import Broker
-from actors.clock import Clock
-from actors.trading.book import OrderRouter, TradeBook, trade_record
+from actors.trading.journal import Step, TradeJournal
 from actors.trading.messages import (
     Cancel,
     CheckTimeout,
-    EntryCounters,
     EntryDecision,
     EntryRefusal,
     GetTrade,
@@ -46,11 +42,9 @@ from actors.trading.messages import (
     RequestExit,
     WatchTrade,
 )
-from actors.trading.quotes import QuoteSource
-from actors.trading.risk_guard import RiskGuard
-from config.settings import ExecutionSettings
+from actors.trading.trade_deps import TradeDeps, TradeOrigin
 from core.orders import BrokerOrder, Leg, OrderRequest, marketable_limit
-from core.risk import Allowed, Denied
+from core.risk import Denied
 from core.trade import (
     ABANDONED,
     ACTIVE_ORDER_STATES,
@@ -73,7 +67,6 @@ from core.trade import (
     PlaceOrder,
     RaiseExitSignal,
     RecordClosedTrade,
-    SignalAccepted,
     TradeContext,
     TradeState,
     apply,
@@ -81,6 +74,7 @@ from core.trade import (
     correlation_of,
     event_from_payload,
     observe,
+    opening_events,
     order_id_of,
     rebuild,
     request_for,
@@ -88,56 +82,12 @@ from core.trade import (
     timeout_due,
 )
 from storage.errors import StorageConflict, StorageError
-from storage.records import JournalEntry, OrderRecord
-from storage.repositories import Storage
 from supervision.actor import SupervisedActor, tell_quietly
-from supervision.scheduler import Scheduler
-from supervision.store import Store
-from supervision.supervisor import ChildHandle, ChildLink
+from supervision.supervisor import ChildLink
 
-__all__ = ["NewTrade", "TradeActor", "TradeDeps", "TradeOrigin"]
+__all__ = ["TradeActor"]
 
 S = TradeState
-
-
-@dataclass(frozen=True)
-class TradeDeps:
-    """What every trade actor shares; all of it exists before the tree starts (no late binding)."""
-
-    storage: Storage
-    broker: Broker
-    clock: Clock
-    scheduler: Scheduler
-    risk: RiskGuard
-    book: TradeBook
-    router: OrderRouter
-    quotes: QuoteSource
-    execution: ExecutionSettings
-    protection_band_pct: float
-    executor: ChildHandle
-    monitor: ChildHandle
-    ready: threading.Event  # set once the start-up reconciliation has passed
-    entries: Store[EntryCounters]
-
-
-@dataclass(frozen=True)
-class NewTrade:
-    """The key a trade actor is created under for an OpenTrade (a bare pos_id key adopts an existing trade)."""
-
-    pos_id: str
-
-
-@dataclass
-class TradeOrigin:
-    """How a trade actor came to be; its child spec holds it, so it outlives the actor's restarts.
-
-    An actor created for an OpenTrade starts empty: its first journal append expects an empty journal, so
-    a pos_id journaled before (a duplicate, or a trade another process runs) is refused as DUPLICATE and the
-    actor ends without ever acting on that trade. An adopted trade (start-up reconciliation), and every
-    restart after this process journaled the trade, rebuild from the journal and recover as the owner."""
-
-    opening: bool
-    journaled: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,6 +110,7 @@ class TradeActor(SupervisedActor):
         self.deferred_exit: RequestExit | None = None  # asked before the entry was placed: applied after
         self.placement_attempts: dict[str, int] = {}  # correlation id -> sends asked (this life)
         self.log = self.log.bind(pos_id=pos_id)
+        self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -182,7 +133,7 @@ class TradeActor(SupervisedActor):
             self._finish()
             return
         if self.context.is_terminal:
-            self._heal_row()
+            self.journal.heal(self.context)
             self._finish()
             return
         self.log.event("TRADE_RECOVERING", f"{self.pos_id}: rebuilt {self.context.state} from {len(records)} "
@@ -243,23 +194,18 @@ class TradeActor(SupervisedActor):
             return
         now = deps.clock.now()
         decision = deps.risk.try_enter(now)
-        quote = deps.quotes(order.symbol)
-        expected = order.price if order.price > 0 else (quote or 0.0)
-        if isinstance(decision, Allowed) and expected <= 0:
-            deps.risk.entry_abandoned()
-            decision = Denied("NO_PRICE", f"no price given and no quote for {order.symbol}")
-        limit = marketable_limit(quote or expected, order.side, deps.protection_band_pct)
-        events: list[Event] = [SignalAccepted(
+        events = opening_events(
             at=now, pos_id=order.pos_id, symbol=order.symbol, instrument=order.instrument, side=order.side,
-            qty=order.qty, expected_price=expected, reason=f"{order.source}: {order.reason}")]
-        if isinstance(decision, Allowed):
-            events.append(EntryRequested(at=now, limit_price=limit, expected_price=expected))
-        else:
-            events.append(EntryDenied(at=now, reason=f"{decision.code}: {decision.reason}"))
+            qty=order.qty, price=order.price, quote=deps.quotes(order.symbol), allowed=decision.allowed,
+            denial=f"{decision.code}: {decision.reason}" if isinstance(decision, Denied) else "",
+            band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}")
+        accepted = isinstance(events[-1], EntryRequested)
+        if decision.allowed and not accepted:
+            deps.risk.entry_abandoned()  # no price: counted as open by try_enter, and never sent
         try:
             self._apply_all(events, fresh=True, source=order.source)
         except StorageError as exc:
-            if decision.allowed:
+            if accepted:
                 deps.risk.entry_abandoned()
             if isinstance(exc, StorageConflict):  # another process journaled this pos_id first
                 self._answer(message, EntryRefusal.DUPLICATE, f"duplicate pos_id: {exc}")
@@ -267,11 +213,11 @@ class TradeActor(SupervisedActor):
                 self._answer(message, EntryRefusal.STORAGE, f"storage unavailable: {exc}")
             self._finish()
             return
-        deps.entries.bump("accepted" if decision.allowed else "denied")
+        deps.entries.bump("accepted" if accepted else "denied")
         if message.reply is not None and not message.reply.done():
-            code = "" if isinstance(decision, Allowed) else decision.code
-            reason = "" if isinstance(decision, Allowed) else decision.reason
-            message.reply.set_result(EntryDecision(order.pos_id, decision.allowed, code, reason))
+            denied = events[-1]
+            code, _, reason = denied.reason.partition(": ") if isinstance(denied, EntryDenied) else ("", "", "")
+            message.reply.set_result(EntryDecision(order.pos_id, accepted, code, reason))
 
     def _answer(self, message: OpenTrade, code: EntryRefusal, reason: str) -> None:
         self.deps.entries.bump("duplicates" if code is EntryRefusal.DUPLICATE else "denied")
@@ -407,12 +353,11 @@ class TradeActor(SupervisedActor):
 
     def _apply_all(self, events: list[Event], *, fresh: bool = False, order_row: BrokerOrder | None = None,
                    source: str = "") -> bool:
-        """Apply events in order, journal them with the trades row (and the orders row) in one transaction,
-        then publish, log and carry out their commands. An illegal event is refused and logged; the events
-        before it are still applied. `fresh`: the journal must be empty (a new trade; raises StorageConflict
-        when another process journaled the pos_id first: JournalConflict)."""
+        """Apply events in order, journal them as one step (TradeJournal), then publish, log and carry out
+        their commands. An illegal event is refused and logged; the events before it are still applied.
+        `fresh`: a new trade, whose journal must be empty (JournalConflict otherwise)."""
         before = self.context
-        steps: list[tuple[Event, TradeContext, TradeContext, list[Command]]] = []
+        steps: list[Step] = []
         context = before
         for event in events:
             try:
@@ -421,49 +366,24 @@ class TradeActor(SupervisedActor):
                 self.log.event("TRANSITION_REFUSED", f"{self.pos_id}: {exc}", level=30, state=context.state.value,
                                event_type=event.name)
                 break
-            steps.append((event, context, after, commands))
+            steps.append(Step(event, context, after, commands))
             context = after
         if not steps:
             return False
-        trades = self.deps.storage.trades
-        # The journal first, in one transaction: a failure raises (a crash) before anything happens outside.
-        # The append expects the journal to hold exactly what this actor has applied: a second writer (another
-        # process opening the same pos_id, or running the same trade) gets JournalConflict, never a fork.
-        # Durable (the commit waits for the disk) when something is sent to the broker after it; a step
-        # that only records what the broker already did is observed again by recovery if a database
-        # crash loses it.
-        durable = fresh or any(isinstance(command, PlaceOrder | CancelOrder) for *_, commands in steps
-                               for command in commands)
-        records = trades.record_step(
-            self.pos_id, before.seq,
-            [JournalEntry(event.name, b.state.value, a.state.value, event.to_payload(), event.at)
-             for event, b, a, _ in steps],
-            trade_record(context), self._order_record(order_row, context) if order_row is not None else None,
-            durable=durable)
+        # The journal first: a failure raises (a crash) before anything happens outside.
+        records = self.journal.record(steps, order_row, fresh)
         if fresh:
             self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
         self.context = context
         self._publish()
-        for (event, b, a, _), record in zip(steps, records, strict=True):
-            self._log_event(event, b, a, record.seq, source)
-        for _, _, _, commands in steps:
-            for command in commands:
+        for step, record in zip(steps, records, strict=True):
+            self.journal.log_step(step, record.seq, source)
+        for step in steps:
+            for command in step.commands:
                 self._carry_out(command)
         if context.state in ABANDONED and not before.is_terminal:
             self.deps.risk.entry_abandoned()
         return True
-
-    def _order_record(self, order: BrokerOrder, context: TradeContext) -> OrderRecord:
-        """The `orders` row as the broker last told us (the journal holds the history)."""
-        is_entry = order.correlation_id == context.entry_correlation_id or order.order_id == context.entry_order_id
-        leg = Leg.ENTRY if is_entry else Leg.EXIT
-        now = self.deps.clock.now()
-        return OrderRecord(
-            correlation_id=order.correlation_id or correlation_of(context, leg), pos_id=self.pos_id,
-            leg=leg.value, broker_order_id=order.order_id or None, status=order.status.value, qty=order.qty,
-            filled_qty=order.filled_qty, avg_price=order.avg_price or None,
-            expected_price=context.expected_entry_price if is_entry else context.expected_exit_price,
-            created_at=now, updated_at=now)
 
     def _carry_out(self, command: Command) -> None:
         deps = self.deps
@@ -513,13 +433,6 @@ class TradeActor(SupervisedActor):
         deps.monitor.tell(WatchTrade(self.pos_id, self.context.state.value, self.context.updated_at, done=True))
         self.stop()
 
-    def _heal_row(self) -> None:
-        """Ended before its row caught up (a crash between journal and row): rewrite the projection."""
-        try:
-            self.deps.storage.trades.upsert_trade(trade_record(self.context))
-        except StorageError as exc:
-            self.log.event("TRADE_ROW_STALE", f"{self.pos_id}: trades row not updated ({exc})", level=30)
-
     def _publish(self) -> None:
         context, deps = self.context, self.deps
         deps.book.update(context, recovered=not self.recovering)
@@ -533,20 +446,3 @@ class TradeActor(SupervisedActor):
         else:
             since = context.updated_at
         deps.monitor.tell(WatchTrade(self.pos_id, context.state.value, since, done=context.state is S.POSITION_OPEN))
-
-    def _log_event(self, event: Event, before: TradeContext, after: TradeContext, seq: int, source: str) -> None:
-        payload = {k: v for k, v in event.to_payload().items() if k not in ("at", "pos_id")}
-        leg = payload.get("leg")
-        if leg:
-            default = correlation_of(after, Leg(leg))
-        else:
-            default = after.exit_correlation_id if isinstance(event, ExitRequested) and after.exit_correlation_id \
-                else after.entry_correlation_id
-        correlation = payload.pop("correlation_id", "") or default
-        if source:
-            payload.setdefault("source", source)
-        level = 30 if event.log_name in ("ORDER_TIMEOUT", "ORDER_SLIPPAGE", "ORDER_REJECTED", "ENTRY_DENIED") else 20
-        self.log.event(event.log_name, f"{self.pos_id}: {before.state} -> {after.state} ({event.name})",
-                       level=level, correlation_id=correlation, db_id=seq, seq=seq,
-                       from_state=before.state.value, to_state=after.state.value, event_type=event.name,
-                       **payload)

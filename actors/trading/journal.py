@@ -1,0 +1,90 @@
+"""How a trade actor writes down what happened: one journal step with its projections, and one log line
+per event in the seed's words.
+
+A step is every event one message produced, applied in order. It is appended to `trade_events` with the
+`trades` row (and the `orders` row when a broker order is what moved the trade) in one statement, expecting
+the journal to hold exactly what the actor has applied: a second writer (another process opening the same
+pos_id, or running the same trade) gets JournalConflict, never a fork. The step is durable (the commit
+waits for the disk) when something is sent to the broker after it; a step that only records what the
+broker already did may be lost by a database crash, and the trade's recovery observes it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actors.clock import Clock
+from actors.trading.book import trade_record
+from core.orders import BrokerOrder, Leg
+from core.trade import CancelOrder, Command, Event, ExitRequested, PlaceOrder, TradeContext, correlation_of
+from storage.errors import StorageError
+from storage.records import JournalEntry, OrderRecord, TradeEventRecord
+from storage.repositories import Storage
+from telemetry.logs import EventLogger
+
+__all__ = ["Step", "TradeJournal"]
+
+_WARNINGS = frozenset({"ORDER_TIMEOUT", "ORDER_SLIPPAGE", "ORDER_REJECTED", "ENTRY_DENIED"})
+
+
+@dataclass(frozen=True)
+class Step:
+    event: Event
+    before: TradeContext
+    after: TradeContext
+    commands: list[Command]
+
+
+class TradeJournal:
+    def __init__(self, pos_id: str, storage: Storage, clock: Clock, log: EventLogger) -> None:
+        self.pos_id = pos_id
+        self.storage = storage
+        self.clock = clock
+        self.log = log
+
+    def record(self, steps: list[Step], order: BrokerOrder | None, fresh: bool) -> list[TradeEventRecord]:
+        """Write the steps (raises StorageError, JournalConflict: nothing written)."""
+        first, last = steps[0].before, steps[-1].after
+        durable = fresh or any(isinstance(command, PlaceOrder | CancelOrder) for step in steps
+                               for command in step.commands)
+        return self.storage.trades.record_step(
+            self.pos_id, first.seq,
+            [JournalEntry(s.event.name, s.before.state.value, s.after.state.value, s.event.to_payload(), s.event.at)
+             for s in steps],
+            trade_record(last), self._order_row(order, last) if order is not None else None, durable=durable)
+
+    def heal(self, context: TradeContext) -> None:
+        """Ended before its row caught up (a crash between journal and row): rewrite the projection."""
+        try:
+            self.storage.trades.upsert_trade(trade_record(context))
+        except StorageError as exc:
+            self.log.event("TRADE_ROW_STALE", f"{self.pos_id}: trades row not updated ({exc})", level=30)
+
+    def log_step(self, step: Step, seq: int, source: str) -> None:
+        event, before, after = step.event, step.before, step.after
+        payload = {k: v for k, v in event.to_payload().items() if k not in ("at", "pos_id")}
+        leg = payload.get("leg")
+        if leg:
+            default = correlation_of(after, Leg(leg))
+        else:
+            default = after.exit_correlation_id if isinstance(event, ExitRequested) and after.exit_correlation_id \
+                else after.entry_correlation_id
+        correlation = payload.pop("correlation_id", "") or default
+        if source:
+            payload.setdefault("source", source)
+        self.log.event(event.log_name, f"{self.pos_id}: {before.state} -> {after.state} ({event.name})",
+                       level=30 if event.log_name in _WARNINGS else 20, correlation_id=correlation, db_id=seq,
+                       seq=seq, from_state=before.state.value, to_state=after.state.value, event_type=event.name,
+                       **payload)
+
+    def _order_row(self, order: BrokerOrder, context: TradeContext) -> OrderRecord:
+        """The `orders` row as the broker last told us (the journal holds the history)."""
+        is_entry = order.correlation_id == context.entry_correlation_id or order.order_id == context.entry_order_id
+        leg = Leg.ENTRY if is_entry else Leg.EXIT
+        now = self.clock.now()
+        return OrderRecord(
+            correlation_id=order.correlation_id or correlation_of(context, leg), pos_id=self.pos_id,
+            leg=leg.value, broker_order_id=order.order_id or None, status=order.status.value, qty=order.qty,
+            filled_qty=order.filled_qty, avg_price=order.avg_price or None,
+            expected_price=context.expected_entry_price if is_entry else context.expected_exit_price,
+            created_at=now, updated_at=now)

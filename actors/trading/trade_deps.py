@@ -1,0 +1,60 @@
+"""What a trade actor is given, and the key and origin it is created with (actors/trading/trade_actor.py)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from actors.brokers.base import Broker
+from actors.clock import Clock
+from actors.trading.book import OrderRouter, TradeBook
+from actors.trading.messages import EntryCounters
+from actors.trading.quotes import QuoteSource
+from actors.trading.risk_guard import RiskGuard
+from config.settings import ExecutionSettings
+from storage.repositories import Storage
+from supervision.scheduler import Scheduler
+from supervision.store import Store
+from supervision.supervisor import ChildHandle
+
+__all__ = ["NewTrade", "TradeDeps", "TradeOrigin"]
+
+
+@dataclass(frozen=True)
+class TradeDeps:
+    """What every trade actor shares; all of it exists before the tree starts (no late binding)."""
+
+    storage: Storage
+    broker: Broker
+    clock: Clock
+    scheduler: Scheduler
+    risk: RiskGuard
+    book: TradeBook
+    router: OrderRouter
+    quotes: QuoteSource
+    execution: ExecutionSettings
+    protection_band_pct: float
+    executor: ChildHandle
+    monitor: ChildHandle
+    ready: threading.Event  # set once the start-up reconciliation has passed
+    entries: Store[EntryCounters]
+
+
+@dataclass(frozen=True)
+class NewTrade:
+    """The key a trade actor is created under for an OpenTrade (a bare pos_id key adopts an existing trade)."""
+
+    pos_id: str
+
+
+@dataclass
+class TradeOrigin:
+    """How a trade actor came to be; its child spec holds it, so it outlives the actor's restarts.
+
+    An actor created for an OpenTrade starts empty: its first journal append expects an empty journal, so
+    a pos_id journaled before (a duplicate, or a trade another process runs) is refused as DUPLICATE and the
+    actor ends without ever acting on that trade. An adopted trade (start-up reconciliation), and every
+    restart after this process journaled the trade, rebuild from the journal and recover as the owner."""
+
+    opening: bool
+    journaled: bool = False
