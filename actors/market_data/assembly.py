@@ -24,8 +24,8 @@ from actors.market_data.candle_builder import CandleBuilder
 from actors.market_data.feed import FeedActor, FeedState
 from actors.market_data.market_cache import MarketCache
 from actors.market_data.option_chain_poller import ChainSource, OptionChainPoller, PollerState, SimChainSource
-from actors.market_data.persister import CandlePersister, persister_status
-from actors.market_data.publisher import Publisher
+from actors.market_data.persister import CandlePersister, PersisterState
+from actors.market_data.publisher import Publisher, PublisherStats
 from actors.sources.base import TickSource
 from actors.wiring import HealthCheck, Infrastructure, Subtree
 from supervision.outbox import Outbox
@@ -89,8 +89,8 @@ def assemble_market_data(infra: Infrastructure, options: MarketDataOptions = Mar
         cache.warm_from_storage()  # before the builders start: they restore their last candle from here
     live = s.feed.source != "replay"
     feed_state = FeedState(s.feed.source, tuple(s.feed.symbols), live=live)
-    persister_state: dict[str, Any] = {}
-    publisher_stats: dict[str, Any] = {}
+    persister_state = PersisterState()
+    publisher_stats = PublisherStats()
     poller_state = PollerState()
     listeners = list(options.candle_listeners)
 
@@ -141,17 +141,18 @@ def assemble_market_data(infra: Infrastructure, options: MarketDataOptions = Mar
 
     def chain_status() -> dict[str, Any]:
         return {"polls": poller_state.polls, "errors": poller_state.errors,
-                "last_error": poller_state.last_error or None, "expiries": poller_state.expiries,
+                "last_error": poller_state.last_error or None,
+                "expiries": {k: list(v) for k, v in poller_state.expiries.items()},
                 "invalid": sorted(f"{a} {b}" for a, b in poller_state.invalid)}
 
     def bus_health() -> HealthCheck:
-        return HealthCheck(not publisher_stats.get("degraded", False), dict(publisher_stats))
+        return HealthCheck(not publisher_stats.degraded, publisher_stats.snapshot())
 
     subtree = Subtree(
         spec=infra.supervised(market),
         health={"feed": feed_health, "bus_publish": bus_health},
-        status={"feed": feed_status, "persistence": lambda: persister_status(persister_state),
-                "bus": lambda: dict(publisher_stats), "option_chains": chain_status,
+        status={"feed": feed_status, "persistence": persister_state.snapshot,
+                "bus": publisher_stats.snapshot, "option_chains": chain_status,
                 "market_data": cache.status},
         before_stop=[recorder.close] if recorder is not None else [],
     )

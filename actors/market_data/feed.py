@@ -63,14 +63,17 @@ class CheckFeed:
 
 @dataclass
 class FeedState:
-    """Outlives FeedActor restarts; read by health and status from HTTP threads."""
+    """The feed's crash-only store: outlives FeedActor restarts, written by the feed actor alone, read by
+    health and status from HTTP threads. Readers never see a collection change under them: `stale` is a
+    frozenset replaced whole, and `last_arrival` gets a new dict when a symbol is first seen (an existing
+    key's value is replaced in place, which never resizes the dict)."""
 
     source: str
     symbols: tuple[str, ...]
     live: bool  # a live source goes stale; a replay does not
     last_arrival: dict[str, float] = field(default_factory=dict)  # monotonic seconds
     started_at: float = 0.0
-    stale: set[str] = field(default_factory=set)
+    stale: frozenset[str] = frozenset()
     finished: bool = False
     finished_event: threading.Event = field(default_factory=threading.Event)
     ticks: int = 0
@@ -85,8 +88,8 @@ class FeedState:
         return _source_status(source) if source is not None else self.source_status
 
     def ages(self, now_monotonic: float) -> dict[str, float | None]:
-        return {s: (round(now_monotonic - self.last_arrival[s], 3) if s in self.last_arrival else None)
-                for s in self.symbols}
+        arrivals = self.last_arrival
+        return {s: (round(now_monotonic - arrivals[s], 3) if s in arrivals else None) for s in self.symbols}
 
 
 class FeedActor(SupervisedActor):
@@ -192,9 +195,12 @@ class FeedActor(SupervisedActor):
             builder.tell(CandleTicks(group))
             newest = max(group, key=_tick_ts) if len(group) > 1 else group[0]
             quotes[symbol] = (newest.ltp, newest.ts)
-            self.state.last_arrival[symbol] = arrival
+            if symbol in self.state.last_arrival:
+                self.state.last_arrival[symbol] = arrival
+            else:
+                self.state.last_arrival = {**self.state.last_arrival, symbol: arrival}
             if symbol in self.state.stale:
-                self.state.stale.discard(symbol)
+                self.state.stale = self.state.stale - {symbol}
                 self.log.event("FEED_RESUMED", f"{symbol} ticking again", symbol=symbol)
                 self.publisher.tell(PublishFeedStatus("FEED_RESUMED", symbol, self.clock.now()))
         self.cache.set_quotes(quotes)
@@ -216,7 +222,7 @@ class FeedActor(SupervisedActor):
         for symbol in self.state.symbols:
             last = self.state.last_arrival.get(symbol, self.state.started_at)
             if mono - last > self.stale_seconds and symbol not in self.state.stale:
-                self.state.stale.add(symbol)
+                self.state.stale = self.state.stale | {symbol}
                 self.log.event("FEED_STALE", f"no tick for {symbol} in {mono - last:.1f} s", level=30,
                                symbol=symbol, age_seconds=round(mono - last, 3))
                 self.publisher.tell(PublishFeedStatus("FEED_STALE", symbol, self.clock.now()))

@@ -45,13 +45,15 @@ class PollChains:
 
 @dataclass
 class PollerState:
-    """Outlives restarts; read by /v1/status."""
+    """The poller's crash-only store: outlives its restarts; read by /v1/status from HTTP threads, which
+    never see a collection change under them (`expiries` gets a new dict of tuples, `invalid` is a frozenset
+    replaced whole; the rest is the poller's own bookkeeping)."""
 
-    expiries: dict[str, list[str]] = field(default_factory=dict)
+    expiries: dict[str, tuple[str, ...]] = field(default_factory=dict)
     expiries_at: dict[str, float] = field(default_factory=dict)
     not_before: dict[tuple[str, str], float] = field(default_factory=dict)
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
-    invalid: set[tuple[str, str]] = field(default_factory=set)
+    invalid: frozenset[tuple[str, str]] = frozenset()
     polls: int = 0
     errors: int = 0
     last_error: str = ""
@@ -104,7 +106,7 @@ class OptionChainPoller(SupervisedActor):
                 self._fetch(symbol, expiry, now)
 
     def _expiries(self, symbol: str, now: float) -> list[str]:
-        known = self.state.expiries.get(symbol)
+        known = list(self.state.expiries.get(symbol, ()))
         fresh = now - self.state.expiries_at.get(symbol, -math.inf) < EXPIRY_REFRESH_SECONDS
         if known and fresh:
             return known
@@ -116,7 +118,7 @@ class OptionChainPoller(SupervisedActor):
         except BrokerError as exc:
             self._failed(key, exc, now)
             return known or []
-        self.state.expiries[symbol] = expiries
+        self.state.expiries = {**self.state.expiries, symbol: tuple(expiries)}
         self.state.expiries_at[symbol] = now
         self.state.failures.pop(key, None)
         return expiries
@@ -155,7 +157,7 @@ class OptionChainPoller(SupervisedActor):
         self.state.errors += 1
         self.state.last_error = f"{symbol} {expiry}: {exc}"
         if isinstance(exc, InvalidExpiry):
-            self.state.invalid.add(key)
+            self.state.invalid = self.state.invalid | {key}
             self.state.expiries_at.pop(symbol, None)  # fetch the expiry list again
             self.log.event("OPTION_CHAIN_INVALID_EXPIRY", f"{symbol} {expiry}: {exc}; not retried", level=30,
                            symbol=symbol, expiry=expiry)

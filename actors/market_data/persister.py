@@ -9,6 +9,7 @@ hit, and that is logged and counted (it means the outage outlasted `storage.cand
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -22,15 +23,32 @@ from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink
 
-__all__ = ["CandlePersister", "persister_status"]
+__all__ = ["CandlePersister", "PersisterState"]
 
 BATCH = 1000
+
+
+@dataclass
+class PersisterState:
+    """The persister's crash-only store (owned by the assembly): a crash of the actor loses no queued candle.
+    Written by the persister alone; `snapshot()` is what other threads read."""
+
+    pending: OrderedDict[tuple[str, int], Candle] = field(default_factory=OrderedDict)
+    written: int = 0
+    failures: int = 0
+    dropped: int = 0
+    outages: int = 0
+    down_since: float | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"buffered": len(self.pending), "written": self.written, "failures": self.failures,
+                "dropped": self.dropped, "outages": self.outages, "database_down_since": self.down_since}
 
 
 class CandlePersister(SupervisedActor):
     def __init__(self, link: ChildLink | None, storage: Storage, scheduler: Scheduler, clock: Clock,
                  buffer_max: int = 200_000, flush_interval: float = 0.25, retry_interval: float = 1.0,
-                 state: dict[str, Any] | None = None) -> None:
+                 state: PersisterState | None = None) -> None:
         super().__init__(link)
         self.storage = storage
         self.scheduler = scheduler
@@ -38,12 +56,8 @@ class CandlePersister(SupervisedActor):
         self.buffer_max = buffer_max
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
-        # Shared across restarts (owned by the assembly): a crash of this actor loses no queued candle.
-        self.state = state if state is not None else {}
-        self.pending: OrderedDict[tuple[str, int], Candle] = self.state.setdefault("pending", OrderedDict())
-        self.counters: dict[str, int] = self.state.setdefault(
-            "counters", {"written": 0, "failures": 0, "dropped": 0, "outages": 0})
-        self.state.setdefault("down_since", None)
+        self.state = state if state is not None else PersisterState()
+        self.pending = self.state.pending
         self._timer: Timer | None = None
 
     def started(self) -> None:
@@ -80,9 +94,9 @@ class CandlePersister(SupervisedActor):
         if overflow > 0:
             for _ in range(overflow):
                 self.pending.popitem(last=False)
-            self.counters["dropped"] += overflow
+            self.state.dropped += overflow
             self.log.event("CANDLE_BUFFER_OVERFLOW", f"dropped the {overflow} oldest unpersisted candles",
-                           level=40, dropped_total=self.counters["dropped"], buffer_max=self.buffer_max)
+                           level=40, dropped_total=self.state.dropped, buffer_max=self.buffer_max)
 
     def _schedule(self, delay: float) -> None:
         if self._timer is None:
@@ -99,10 +113,10 @@ class CandlePersister(SupervisedActor):
                     with attempt:
                         self.storage.candles.upsert_many(batch)
             except StorageError as exc:
-                self.counters["failures"] += 1
-                if self.state["down_since"] is None:
-                    self.state["down_since"] = self.clock.now()
-                    self.counters["outages"] += 1
+                self.state.failures += 1
+                if self.state.down_since is None:
+                    self.state.down_since = self.clock.now()
+                    self.state.outages += 1
                     self.log.event("CANDLE_PERSIST_DEFERRED", f"database unavailable ({exc}); "
                                    f"{len(self.pending)} candles held for retry", level=30,
                                    buffered=len(self.pending))
@@ -113,13 +127,8 @@ class CandlePersister(SupervisedActor):
                 key = (candle.symbol, candle.ts)
                 if self.pending.get(key) is candle:
                     del self.pending[key]
-            self.counters["written"] += len(batch)
-            if self.state["down_since"] is not None:
+            self.state.written += len(batch)
+            if self.state.down_since is not None:
                 self.log.event("CANDLE_PERSIST_RESUMED", f"database back; flushed {len(batch)} held candles",
                                flushed=len(batch), buffered=len(self.pending))
-                self.state["down_since"] = None
-
-
-def persister_status(state: dict[str, Any]) -> dict[str, Any]:
-    return {"buffered": len(state.get("pending", ())), **state.get("counters", {}),
-            "database_down_since": state.get("down_since")}
+                self.state.down_since = None

@@ -6,6 +6,7 @@ A bus failure is counted and logged (once per outage) and never stops candle bui
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,19 +24,28 @@ from storage.errors import StorageError
 from supervision.actor import SupervisedActor
 from supervision.supervisor import ChildLink
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "PublisherStats"]
 
 
+
+
+@dataclass
+class PublisherStats:
+    """The publisher's crash-only store: outlives its restarts; read by /v1/status and /v1/health."""
+
+    messages: int = 0
+    failures: int = 0
+    degraded: bool = False
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"messages": self.messages, "failures": self.failures, "degraded": self.degraded}
 
 
 class Publisher(SupervisedActor):
-    def __init__(self, link: ChildLink | None, bus: Bus, stats: dict[str, Any]) -> None:
+    def __init__(self, link: ChildLink | None, bus: Bus, stats: PublisherStats) -> None:
         super().__init__(link)
         self.bus = bus
-        self.stats = stats  # shared across restarts, read by /v1/status and /v1/health
-        stats.setdefault("messages", 0)
-        stats.setdefault("failures", 0)
-        stats.setdefault("degraded", False)
+        self.stats = stats
         self._items: list[tuple[str, bytes]] = []
         self._values: dict[str, bytes] = {}
 
@@ -68,12 +78,12 @@ class Publisher(SupervisedActor):
             if values:
                 self.bus.set_many(list(values.items()))
         except StorageError as exc:
-            self.stats["failures"] += 1
-            if not self.stats["degraded"]:
-                self.stats["degraded"] = True
+            self.stats.failures += 1
+            if not self.stats.degraded:
+                self.stats.degraded = True
                 self.log.event("BUS_DEGRADED", f"publishing failed: {exc}; candles keep building", level=30)
             return
-        self.stats["messages"] += len(items)
-        if self.stats["degraded"]:
-            self.stats["degraded"] = False
-            self.log.event("BUS_RESTORED", "publishing works again", failures=self.stats["failures"])
+        self.stats.messages += len(items)
+        if self.stats.degraded:
+            self.stats.degraded = False
+            self.log.event("BUS_RESTORED", "publishing works again", failures=self.stats.failures)

@@ -55,7 +55,7 @@ class MdsClientState:
     candles_pushed: int = 0
     duplicates_dropped: int = 0
     chains: int = 0
-    stale: set[str] = field(default_factory=set)
+    stale: frozenset[str] = frozenset()  # replaced whole: readers on other threads never see it change
     subscribed: bool = False
 
     def snapshot(self) -> dict[str, Any]:
@@ -266,9 +266,9 @@ class MdsClientActor(SupervisedActor):
         from actors.signals.strategy import FeedStatusChanged
 
         if event == "FEED_STALE":
-            self.state.stale.add(symbol)
+            self.state.stale = self.state.stale | {symbol}
         elif event == "FEED_RESUMED":
-            self.state.stale.discard(symbol)
+            self.state.stale = self.state.stale - {symbol}
         self.deliver(FeedStatusChanged(event, symbol, at))
 
     def _poll_feed_health(self) -> None:
