@@ -174,6 +174,14 @@ class ExecutionSettings:
     lock_timeout_seconds: float = knob(5.0, min=0.05, max=120, help="wait for a pos_id's placement lock")
     square_off_check_seconds: float = knob(1.0, min=0.05, max=60,
                                            help="how often the square-off time and a flatten are enforced")
+    exit_retry_initial_seconds: float = knob(0.5, min=0.0, max=60,
+                                             help="wait before another exit order after one ended unfilled "
+                                                  "(doubles per failed attempt)")
+    exit_retry_max_seconds: float = knob(10.0, min=0.0, max=300, help="the longest wait between exit orders")
+    exit_band_step_pct: float = knob(0.5, min=0.0, max=50,
+                                     help="each failed exit order widens the exit limit's band by this much "
+                                          "(percent of the price, on top of broker.protection_band_pct)")
+    exit_band_max_pct: float = knob(5.0, min=0.0, max=100, help="the widest exit band, in percent")
     lot_sizes: dict[str, int] = knob_map({}, help="symbol -> units per lot; a manual entry's qty must be a "
                                                   "multiple (e.g. NIFTY=75, SEC_49081=75)")
 

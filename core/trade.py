@@ -44,7 +44,7 @@ __all__ = [
     "EXIT_WORKING",
     "SUBMIT_PENDING",
     "EVENT_TYPES",
-    "MAX_EXIT_ATTEMPTS",
+    "EXIT_ALERT_EVERY",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "AlertOperator",
@@ -84,9 +84,10 @@ __all__ = [
     "timeout_due",
 ]
 
-# After this many exit orders that ended without closing the position, stop retrying and page a human:
-# a broker that rejects every exit (margin, freeze, RMS block) must not be hammered forever.
-MAX_EXIT_ATTEMPTS = 5
+# An exit is never given up: every exit order that ends without closing the position is followed by
+# another (the shell backs off and re-prices each time). Every this many failed exit orders, a human is
+# paged as well: a broker that refuses every exit (margin, freeze, RMS block) needs someone to look.
+EXIT_ALERT_EVERY = 5
 
 
 class TradeState(StrEnum):
@@ -320,10 +321,16 @@ class CancelOrder:
 
 @dataclass(frozen=True, slots=True)
 class RaiseExitSignal:
-    """Publish EXIT_SIGNAL for this trade (slippage guard, a pending exit, an exit to retry)."""
+    """Publish EXIT_SIGNAL for this trade (slippage guard, a pending exit, an exit to retry).
+
+    `reason` is the exit's own reason, kept across retries; `failed_attempts` counts the exit orders that
+    ended without closing the position (the shell backs off and widens the price by it); `detail` says why
+    the last one failed."""
 
     pos_id: str
     reason: str
+    failed_attempts: int = 0
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +439,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.ENTRY_PARTIALLY_FILLED, OrderPartiallyFilled): S.ENTRY_PARTIALLY_FILLED,
     (S.ENTRY_PARTIALLY_FILLED, OrderFilled): S.POSITION_OPEN,
     (S.ENTRY_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # remainder cancelled elsewhere: keep the fills
+    (S.ENTRY_PARTIALLY_FILLED, OrderRejected): S.POSITION_OPEN,  # remainder rejected: the fills are ours
     (S.ENTRY_PARTIALLY_FILLED, OrderTimedOut): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder(remainder)
     (S.ENTRY_PARTIALLY_FILLED, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder, exit after
     (S.ENTRY_CANCEL_PENDING, OrderCancelled): S.CANCELLED,
@@ -444,6 +452,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderPartiallyFilled): S.ENTRY_PARTIAL_CANCEL_PENDING,
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderFilled): S.POSITION_OPEN,  # the remainder beat the cancel
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # open with the filled qty
+    (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderRejected): S.POSITION_OPEN,
     (S.ENTRY_PARTIAL_CANCEL_PENDING, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,
     (S.POSITION_OPEN, OrderSlippageDetected): S.POSITION_OPEN,  # -> RaiseExitSignal
     (S.POSITION_OPEN, ExitRequested): S.EXIT_PENDING,  # -> PlaceOrder(exit)
@@ -457,6 +466,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.EXIT_PARTIALLY_FILLED, OrderPartiallyFilled): S.EXIT_PARTIALLY_FILLED,
     (S.EXIT_PARTIALLY_FILLED, OrderFilled): S.CLOSED,
     (S.EXIT_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # the unexited units stay open
+    (S.EXIT_PARTIALLY_FILLED, OrderRejected): S.POSITION_OPEN,  # same, and the exit is retried
     (S.EXIT_PARTIALLY_FILLED, OrderTimedOut): S.EXIT_CANCEL_PENDING,
     (S.EXIT_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # -> RaiseExitSignal (a fresh exit order)
     (S.EXIT_CANCEL_PENDING, OrderFilled): S.CLOSED,  # late exit fill after the timeout: closed after all
@@ -650,12 +660,14 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
         if before.state in ENTRY_LEG:
             # Opened while an exit was already wanted (asked during the entry cancel): ask again now.
             return [RaiseExitSignal(after.pos_id, after.exit_reason)] if after.exit_reason else []
-        # Back from an exit that did not complete: retry with a fresh order, but not forever.
+        # Back from an exit that did not complete: another exit order, always (the shell backs off).
+        failed = after.exit_attempt + 1
         why = f"exit order {before.exit_order_id or '(unplaced)'} ended unfilled: {after.reason or event.name}"
-        if after.exit_attempt + 1 >= MAX_EXIT_ATTEMPTS:
-            return [AlertOperator(after.pos_id, f"{why}; {after.exit_attempt + 1} exit orders failed, "
-                                                f"{after.open_qty} units still open: exit by hand")]
-        return [RaiseExitSignal(after.pos_id, f"retry exit ({why}); reason: {after.exit_reason}")]
+        commands: list[Command] = [RaiseExitSignal(after.pos_id, after.exit_reason, failed, why)]
+        if failed % EXIT_ALERT_EVERY == 0:
+            commands.append(AlertOperator(after.pos_id, f"{why}; {failed} exit orders failed, {after.open_qty} "
+                                                        "units still open; still retrying: check the broker"))
+        return commands
     return []
 
 

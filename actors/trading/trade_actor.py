@@ -52,7 +52,6 @@ from core.trade import (
     ENTRY_WORKING,
     EXIT_WORKING,
     EXITABLE,
-    MAX_EXIT_ATTEMPTS,
     AlertOperator,
     CancelOrder,
     Command,
@@ -82,7 +81,7 @@ from core.trade import (
     timeout_due,
 )
 from storage.errors import StorageConflict, StorageError
-from supervision.actor import SupervisedActor, tell_quietly
+from supervision.actor import SupervisedActor
 from supervision.supervisor import ChildLink
 
 __all__ = ["TradeActor"]
@@ -108,6 +107,7 @@ class TradeActor(SupervisedActor):
         self.finished = False
         self.recovering = True  # the book says "recovered" only once started() is through
         self.deferred_exit: RequestExit | None = None  # asked before the entry was placed: applied after
+        self.exit_retry_due: float | None = None  # when the retry of an unfilled exit is due (its own timer)
         self.placement_attempts: dict[str, int] = {}  # correlation id -> sends asked (this life)
         self.log = self.log.bind(pos_id=pos_id)
         self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log)
@@ -246,6 +246,11 @@ class TradeActor(SupervisedActor):
         leg = Leg.ENTRY if context.state in ENTRY_WORKING else Leg.EXIT if context.state in EXIT_WORKING else None
         if leg is not None:
             self.deps.executor.tell(Lookup(self.pos_id, leg, order_id_of(context, leg), correlation_of(context, leg)))
+        elif context.state is S.POSITION_OPEN and context.exit_reason and self.exit_retry_due is None:
+            # An exit was wanted and no exit order is working (its retry timer died with an earlier life,
+            # or the strategy's exit came while the entry settled): ask again, never forget it.
+            self._raise_exit(RaiseExitSignal(self.pos_id, context.exit_reason, max(1, context.exit_attempt + 1),
+                                             "recovered with an exit wanted and none working"))
 
     def _on_looked_up(self, answer: LookedUp) -> None:
         if answer.order is not None:
@@ -306,8 +311,8 @@ class TradeActor(SupervisedActor):
         delay = max(result.retry_after, execution.submit_retry_seconds * 2 ** (attempt - 1))
         self.log.event("ORDER_SUBMIT_DEFERRED", f"{self.pos_id}: {result.reason}; retry {attempt + 1} in "
                        f"{delay:.2f} s", level=30, correlation_id=request.correlation_id, attempt=attempt)
-        ref = self.actor_ref
-        self.deps.scheduler.call_later(delay, lambda: tell_quietly(ref, _RetryPlacement(request, attempt + 1)))
+        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id,
+                                       _RetryPlacement(request, attempt + 1))
 
     def _retry_placement(self, message: _RetryPlacement) -> None:
         request = request_for(self.context)
@@ -335,14 +340,19 @@ class TradeActor(SupervisedActor):
             self.log.event("EXIT_SIGNAL_IGNORED", f"{self.pos_id}: exit ({message.reason}) does not apply in "
                            f"{context.state}", level=10, state=context.state.value, source=message.source)
             return
-        if message.source in ("square_off", "flatten") and context.exit_attempt + 1 >= MAX_EXIT_ATTEMPTS:
-            return  # the operator was alerted when the exits ran out; a sweep must not hammer the broker
+        if self.exit_retry_due is not None and message.source in ("square_off", "flatten", "strategy"):
+            return  # an exit is already being retried on its own schedule: a sweep must not hammer the broker
         quote = self.deps.quotes(context.symbol)
         expected = quote if quote and quote > 0 else (context.avg_entry_price or context.expected_entry_price)
         if not quote:
             self.log.event("QUOTE_MISSING", f"{context.symbol}: no quote; exit priced from {expected}", level=30,
                            symbol=context.symbol)
-        limit = marketable_limit(expected, context.exit_side, self.deps.protection_band_pct)
+        # Each exit order that ended unfilled widens the band (the market moved away, or the quote lags).
+        execution = self.deps.execution
+        band = min(self.deps.protection_band_pct + (context.exit_attempt + 1) * execution.exit_band_step_pct,
+                   max(execution.exit_band_max_pct, self.deps.protection_band_pct))
+        limit = marketable_limit(expected, context.exit_side, band)
+        self.exit_retry_due = None
         self._apply(ExitRequested(at=self.deps.clock.now(), reason=message.reason, limit_price=limit,
                                   expected_price=expected))
 
@@ -394,7 +404,7 @@ class TradeActor(SupervisedActor):
         elif isinstance(command, CancelOrder):
             deps.executor.tell(Cancel(command.pos_id, command.order_id, command.leg))
         elif isinstance(command, RaiseExitSignal):
-            self.actor_ref.tell(RequestExit(command.reason, source="trade"))
+            self._raise_exit(command)
         elif isinstance(command, AlertOperator):
             self.log.event("OPERATOR_ALERT", command.message, level=50)
         elif isinstance(command, RecordClosedTrade):
@@ -404,6 +414,22 @@ class TradeActor(SupervisedActor):
                            symbol=command.symbol, qty=command.qty, realized_pnl=round(command.realized_pnl, 2),
                            exit_reason=command.exit_reason)
             deps.risk.trade_closed(command.realized_pnl, self.pos_id)
+
+    def _raise_exit(self, command: RaiseExitSignal) -> None:
+        """Exit again: at once the first time, after a growing pause when an exit order ended unfilled."""
+        if not command.failed_attempts:
+            self.actor_ref.tell(RequestExit(command.reason, source="trade"))
+            return
+        execution = self.deps.execution
+        delay = min(execution.exit_retry_max_seconds,
+                    execution.exit_retry_initial_seconds * 2 ** (command.failed_attempts - 1))
+        self.exit_retry_due = self.deps.clock.now() + delay
+        self.log.event("EXIT_RETRY_SCHEDULED", f"{self.pos_id}: {command.detail}; exit order "
+                       f"{command.failed_attempts + 1} in {delay:.2f} s", level=30, attempt=command.failed_attempts + 1,
+                       delay_seconds=round(delay, 3), reason=command.reason)
+        # Through the router (the trade's stable handle): a restart of this actor meanwhile does not lose it.
+        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id,
+                                       RequestExit(command.reason, source="retry"))
 
     def _after_step(self) -> None:
         """Checks after every message: the slippage guard, a deferred exit, a sweep in force, the end."""
