@@ -172,6 +172,12 @@ class ExecutionSettings:
                                      "(or an ambiguous submit the correlationId lookup did not find)")
     submit_retry_seconds: float = knob(0.5, min=0.0, max=30, help="first wait before a deferred submit")
     lock_timeout_seconds: float = knob(5.0, min=0.05, max=120, help="wait for a pos_id's placement lock")
+    ambiguous_settle_seconds: float = knob(15.0, min=0.0, max=600,
+                                           help="after a submit whose outcome is unknown (timeout, 5xx), how long "
+                                                "to keep looking the order up before it may be sent again: longer "
+                                                "than the broker's worst processing delay")
+    ambiguous_recheck_seconds: float = knob(1.0, min=0.01, max=60,
+                                            help="how often an unknown submit is looked up while it settles")
     square_off_check_seconds: float = knob(1.0, min=0.05, max=60,
                                            help="how often the square-off time and a flatten are enforced")
     exit_retry_initial_seconds: float = knob(0.5, min=0.0, max=60,

@@ -4,9 +4,13 @@ that no position is duplicated, lost or forgotten. Real PostgreSQL, real actor t
 
 from __future__ import annotations
 
+import pytest
+
 from actors.clock import SystemClock
+from actors.dhan.broker import DhanBroker
 from actors.trading.quotes import QuoteBook
 from core.orders import Leg, correlation_id
+from tests.fakedhan import FakeDhan
 from tests.support.trading import ScriptedBroker, TraderHarness, eventually, trader_settings
 
 
@@ -35,3 +39,35 @@ def test_an_exit_chased_by_a_market_moving_away_is_retried_with_a_wider_price_un
         assert trade.detail["exit_reason"] == "EXIT_SCORE"  # the exit keeps its reason across retries
         assert sum(p.net_qty for p in h.broker.positions() if p.symbol == "SEC_49081") == 0
         eventually(lambda: h.trader.book.get("CHASE-1") is None, message="the closed trade leaves the book")
+
+
+def _dhan_trader(pg_url: str, fake: FakeDhan, **execution: float) -> TraderHarness:
+    settings = trader_settings(pg_url, dhan=fake.dhan_settings(request_timeout_seconds=0.5),
+                               broker={"kind": "dhan", "read_retry_initial_seconds": 0.01},
+                               execution={"submit_retry_seconds": 0.05, **execution})
+    return TraderHarness(settings, broker=DhanBroker(settings, SystemClock()))
+
+
+@pytest.mark.parametrize("leg", [Leg.ENTRY, Leg.EXIT])
+def test_a_submit_the_gateway_processes_after_the_client_gave_up_never_leaves_a_second_order(
+        pg_url: str, leg: Leg) -> None:
+    """The gateway holds the POST longer than the client's timeout and only then processes it: the lookup
+    right after the timeout finds nothing. The leg is looked up until the settle window has passed, never
+    sent again meanwhile: one order fills, and the book equals the broker."""
+    with FakeDhan() as fake, _dhan_trader(pg_url, fake, ambiguous_settle_seconds=4.0,
+                                          ambiguous_recheck_seconds=0.2) as h:
+        pos_id = f"LATE-{leg.value}"
+        if leg is Leg.EXIT:
+            h.enter(pos_id)
+            h.wait_state(pos_id, "POSITION_OPEN", timeout=10.0)
+        fake.rest.delay("/orders", 1.5, method="POST", process_first=False)  # processed 1 s after the timeout
+        (h.exit if leg is Leg.EXIT else h.enter)(pos_id)
+        h.wait_state(pos_id, "CLOSED" if leg is Leg.EXIT else "POSITION_OPEN", timeout=15.0)
+        cid = correlation_id(pos_id, leg)
+        posts = [r for r in fake.rest.requests_to("/orders", method="POST") if r.body.get("correlationId") == cid]
+        eventually(lambda: all(r.status for r in posts), 5.0, message="the held request was processed")
+        assert len(posts) == 1  # never sent again
+        assert fake.state.count_orders(cid) == 1
+        broker_net = sum(p.net_qty for p in h.broker.positions() if p.symbol == "SEC_49081")
+        assert broker_net == (0 if leg is Leg.EXIT else 75)
+        assert h.trader.book.get(pos_id) is None if leg is Leg.EXIT else h.trader.book.get(pos_id).open_qty == 75

@@ -125,7 +125,9 @@ class Outcome(StrEnum):
     PLACED = "PLACED"  # the broker has the order (answered, or found by correlationId)
     REFUSED = "REFUSED"  # definitely not placed and not to be retried (permanent error, lost intent)
     NOT_SENT = "NOT_SENT"  # definitely not placed (429, local rate limit): the trade may ask again later
-    UNKNOWN = "UNKNOWN"  # not known yet (ambiguous, lookup failed): resolved later by correlationId
+    UNKNOWN = "UNKNOWN"  # not known yet (lookup failed): resolved later by correlationId
+    SETTLING = "SETTLING"  # an ambiguous submit not found yet: looked up again after retry_after, never resent
+    #                        before execution.ambiguous_settle_seconds have passed
 
 
 @dataclass(frozen=True)

@@ -91,10 +91,12 @@ S = TradeState
 
 @dataclass(frozen=True)
 class _RetryPlacement:
-    """Timer: ask the executor again for a placement it could not send (429, local rate limit)."""
+    """Timer: ask the executor again for a placement it could not send (429, local rate limit), or to look
+    up again an ambiguous submit that is settling (`settling`: nothing will be sent, no risk check needed)."""
 
     request: OrderRequest
     attempt: int
+    settling: bool = False
 
 
 class TradeActor(SupervisedActor):
@@ -294,6 +296,14 @@ class TradeActor(SupervisedActor):
             self._apply(OrderRejected(at=self.deps.clock.now(), leg=request.leg, reason=result.reason))
         elif result.outcome is Outcome.NOT_SENT:
             self._schedule_retry(request, result)
+        elif result.outcome is Outcome.SETTLING:
+            # Look again soon (nothing is sent meanwhile): the executor answers PLACED once the broker knows
+            # the order, or NOT_SENT once the settle window passed without it.
+            self.log.event("ORDER_SUBMIT_SETTLING", f"{self.pos_id}: {result.reason}", level=30,
+                           correlation_id=request.correlation_id, leg=request.leg.value)
+            self.deps.scheduler.call_later(result.retry_after, self.deps.router.deliver, self.pos_id,
+                                           _RetryPlacement(request, self.placement_attempts.get(
+                                               request.correlation_id, 1), settling=True))
         else:
             self.log.event("ORDER_OUTCOME_UNKNOWN", f"{self.pos_id}: {result.reason}; resolved later by "
                            "correlationId", level=30, correlation_id=request.correlation_id, leg=request.leg.value)
@@ -318,7 +328,7 @@ class TradeActor(SupervisedActor):
         request = request_for(self.context)
         if request is None or request.correlation_id != message.request.correlation_id:
             return  # settled meanwhile
-        if request.leg is Leg.ENTRY:
+        if request.leg is Leg.ENTRY and not message.settling:
             refusal = self.deps.risk.recheck_entry(self.deps.clock.now())
             if refusal is not None:  # the world changed while the entry waited: it is not sent late
                 self._apply(OrderRejected(at=self.deps.clock.now(), leg=Leg.ENTRY,
