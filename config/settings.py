@@ -263,6 +263,8 @@ class MarketDataSettings:
 @dataclass(frozen=True)
 class ReconcileSettings:
     interval_seconds: float = knob(7.0, min=0.2, max=600, help="5-10 s in production")
+    flatten_orphans: bool = knob(True, help="at square-off (and on a flatten), adopt units the broker holds "
+                                            "that no live trade explains, and exit them")
 
 
 _DATED = "effective date 'YYYY-MM-DD' -> rate; a key replaces the whole series (core/charges.py)"

@@ -63,6 +63,7 @@ __all__ = [
     "OrderRejected",
     "OrderSlippageDetected",
     "OrderTimedOut",
+    "PositionAdopted",
     "PlaceOrder",
     "RaiseExitSignal",
     "RecordClosedTrade",
@@ -268,9 +269,24 @@ class ExitRequested(Event):
     expected_price: float = 0.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class PositionAdopted(Event):
+    """Units the broker holds that no live trade explains (an orphan), taken on by a new trade to be exited.
+    It creates the context, as SignalAccepted does; nothing is bought or sold by it."""
+
+    log_name: ClassVar[str] = "POSITION_ADOPTED"
+    pos_id: str
+    symbol: str
+    instrument: str
+    side: Side  # the side the units were bought on: BUY = long units
+    qty: int
+    avg_price: float
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
     SignalAccepted, EntryRequested, EntryDenied, OrderPlaced, OrderPartiallyFilled, OrderFilled,
-    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested)}
+    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested, PositionAdopted)}
 
 
 def _plain(value: Any) -> Any:
@@ -426,6 +442,7 @@ class TradeContext:
 
 TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.NEW, SignalAccepted): S.SIGNAL_GENERATED,
+    (S.NEW, PositionAdopted): S.POSITION_OPEN,  # an orphan at the broker, taken on to be exited
     (S.SIGNAL_GENERATED, EntryRequested): S.ENTRY_PENDING,  # -> PlaceOrder(entry)
     (S.SIGNAL_GENERATED, EntryDenied): S.DENIED,
     (S.ENTRY_PENDING, OrderPlaced): S.ORDER_PLACED,
@@ -555,6 +572,15 @@ def _on_signal(c: TradeContext, e: SignalAccepted) -> dict[str, Any]:
                    entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY))
 
 
+def _on_adopted(c: TradeContext, e: PositionAdopted) -> dict[str, Any]:
+    if e.qty <= 0 or not e.pos_id or e.avg_price < 0:
+        raise IllegalTransition(c.state, e, "an adopted position needs a pos_id, a positive qty and a price")
+    return dict(pos_id=e.pos_id, symbol=e.symbol, instrument=e.instrument, side=e.side, qty=e.qty,
+                expected_entry_price=e.avg_price, signal_reason=e.reason, signal_at=e.at,
+                entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY), entry_filled_qty=e.qty,
+                avg_entry_price=e.avg_price, opened_at=e.at)
+
+
 def _on_entry_requested(c: TradeContext, e: EntryRequested) -> dict[str, Any]:
     return dict(entry_limit_price=e.limit_price, expected_entry_price=e.expected_price)
 
@@ -624,6 +650,7 @@ _UPDATES: dict[type[Event], Any] = {
     OrderRejected: _on_rejected,
     OrderCancelled: _on_cancelled,
     ExitRequested: _on_exit_requested,
+    PositionAdopted: _on_adopted,
 }
 
 

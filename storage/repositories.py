@@ -102,6 +102,10 @@ class TradeRepository(Protocol):
         """Trades filtered by state and/or opened_day, in creation order."""
         ...
 
+    def open_trades(self) -> list[TradeRecord]:
+        """The rows of trades not in a terminal state (any process), in creation order."""
+        ...
+
     def open_pos_ids(self) -> list[str]:
         """pos_ids of trades not in a terminal state (CLOSED, REJECTED, CANCELLED), in creation order."""
         ...

@@ -486,6 +486,11 @@ class SqlTrades:
     def open_pos_ids(self) -> list[str]:
         return [row[0] for row in self._db.fetchall("open trades", self._open, TERMINAL)]
 
+    def open_trades(self) -> list[TradeRecord]:
+        rows = self._db.fetchall("open trade rows", f"{self._select} WHERE {self._not_terminal} "
+                                                     "ORDER BY created_at, pos_id", TERMINAL)
+        return [trade_from_row(row) for row in rows]
+
     def closed_since(self, ts: float) -> list[TradeRecord]:
         rows = self._db.fetchall("closed trades", self._closed_since, ("CLOSED", float(ts)))
         return [trade_from_row(row) for row in rows]

@@ -71,3 +71,32 @@ def test_a_submit_the_gateway_processes_after_the_client_gave_up_never_leaves_a_
         broker_net = sum(p.net_qty for p in h.broker.positions() if p.symbol == "SEC_49081")
         assert broker_net == (0 if leg is Leg.EXIT else 75)
         assert h.trader.book.get(pos_id) is None if leg is Leg.EXIT else h.trader.book.get(pos_id).open_qty == 75
+
+
+def test_units_a_closed_trade_left_at_the_broker_are_an_incident_and_are_squared_off(pg_url: str) -> None:
+    """A duplicate entry order: the trade takes one fill, exits its 75 and closes, while the broker still
+    holds the other 75. Historical fills explain nothing: it is an incident that holds entries; at square-off
+    the orphaned units are taken on by a trade and sold."""
+    settings = trader_settings(pg_url, reconcile={"interval_seconds": 0.3})
+    quotes = QuoteBook()
+    quotes.set("SEC_49081", 100.0)
+    broker = ScriptedBroker(quotes, SystemClock())
+    with TraderHarness(settings, broker=broker, quotes=quotes) as h:
+        broker.duplicate_next_place = True
+        h.enter("TWICE-1")
+        h.wait_state("TWICE-1", "POSITION_OPEN")
+        h.exit("TWICE-1")
+        h.wait_state("TWICE-1", "CLOSED")
+        eventually(lambda: h.trader.risk.snapshot().reconciliation_hold, 10.0, message="an orphan incident")
+        (incident,) = h.trader.reconcile.snapshot()["incidents"]
+        assert (incident["kind"], incident["symbol"], incident["difference"]) == (
+            "BROKER_POSITION_WITHOUT_TRADE", "SEC_49081", 75)
+        assert sum(p.net_qty for p in broker.positions()) == 75  # nothing was sold before square-off
+    square_off = trader_settings(pg_url, reconcile={"interval_seconds": 0.3},
+                                 risk={"square_off_time": "00:00"})  # square-off is due at once
+    with TraderHarness(square_off, broker=broker, quotes=quotes) as h:
+        eventually(lambda: sum(p.net_qty for p in broker.positions()) == 0, 15.0,
+                   message="the orphaned units are sold at square-off")
+        (orphan,) = [t for t in h.storage.trades.list_trades() if t.pos_id.startswith("ORPHAN-")]
+        eventually(lambda: h.state(orphan.pos_id) == "CLOSED", message="the orphan's trade closes")
+        assert h.events(orphan.pos_id)[0] == "PositionAdopted"

@@ -31,6 +31,7 @@ from core.trade import (
     OrderSlippageDetected,
     OrderTimedOut,
     PlaceOrder,
+    PositionAdopted,
     RaiseExitSignal,
     RecordClosedTrade,
     SignalAccepted,
@@ -345,6 +346,15 @@ def path_rejected_remainders_keep_their_fills() -> Run:
     return run
 
 
+def path_an_adopted_orphan_is_exited_like_any_position() -> Run:
+    run = Run()
+    run(adopted())
+    assert run.context.state is S.POSITION_OPEN and run.context.open_qty == 75
+    run(exit_req("SQUARE_OFF"), placed(Leg.EXIT, "X1", qty=75), filled(75, 99.0, Leg.EXIT, "X1"))
+    assert run.context.state is S.CLOSED and run.context.realized_pnl == pytest.approx(-2.0 * 75)
+    return run
+
+
 PATHS: list[Callable[[], Run]] = [
     path_happy, path_denied, path_rejected_at_submit, path_rejected_after_placement, path_cancelled_elsewhere,
     path_timeout_cancel_cancelled, path_rejected_while_cancelling, path_partial_then_timeout_opens_with_filled_qty,
@@ -354,6 +364,7 @@ PATHS: list[Callable[[], Run]] = [
     path_exit_rejected_then_retried, path_exit_timeout_partial_cancel_then_retry_closes,
     path_exit_timeouts_late_fill_and_external_cancels, path_exit_never_gives_up_and_pages_every_n_failures,
     path_rejected_remainders_keep_their_fills,
+    path_an_adopted_orphan_is_exited_like_any_position,
 ]
 
 
@@ -383,7 +394,13 @@ def sample(event_type: type[Event]) -> Event:
                                                      limit_pct=0.5),
         OrderRejected: OrderRejected(at=T0, leg=Leg.ENTRY, reason="x"),
         OrderCancelled: OrderCancelled(at=T0, order_id="E1", leg=Leg.ENTRY), ExitRequested: exit_req(),
+        PositionAdopted: adopted(),
     }[event_type]
+
+
+def adopted(qty: int = 75, price: float = 101.0) -> PositionAdopted:
+    return PositionAdopted(at=T0, pos_id=POS, symbol="SEC_49081", instrument="NIFTY 24500 CE",
+                           side=Side.BUY, qty=qty, avg_price=price, reason="75 units no live trade explains")
 
 
 def test_every_state_and_event_pair_not_in_the_table_is_refused() -> None:

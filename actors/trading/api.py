@@ -27,6 +27,7 @@ from actors.clock import Clock
 from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.executor import ExecutorCounters
 from actors.trading.messages import (
+    AdoptPosition,
     EntryCounters,
     EntryDecision,
     EntryOrder,
@@ -90,6 +91,10 @@ class TradeDesk:
     def open(self, order: EntryOrder, reply: Future[EntryDecision] | None = None) -> bool:
         """Create the trade actor of order.pos_id (or find the live one) and tell it OpenTrade."""
         return self.trades.ensure_child(NewTrade(order.pos_id)).tell(OpenTrade(order, reply))
+
+    def adopt(self, message: AdoptPosition) -> bool:
+        """Create the trade actor of message.pos_id to take on orphaned units (the reconciler)."""
+        return self.trades.ensure_child(NewTrade(message.pos_id)).tell(message)
 
     def exit(self, pos_id: str, reason: str, source: str) -> bool:
         """Tell the live trade actor of pos_id to exit; False when this process runs no such trade."""

@@ -99,15 +99,15 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
         backoff=infra.backoff()))
     # Children's start functions run when the tree starts; everything they use exists from here on.
     router = OrderRouter(trades, fallback=lambda order: reconciler.tell(UnroutedUpdate(order)))
+    desk = TradeDesk(trades, router)
     reconcile_deps = ReconcileDeps(infra.storage, broker, infra.clock, risk, book, router, trades, ready,
-                                   infra.storage_ready)
+                                   infra.storage_ready, desk.adopt, s.reconcile.flatten_orphans)
     trade_deps = TradeDeps(storage=infra.storage, broker=broker, clock=infra.clock, scheduler=infra.scheduler,
                            risk=risk, book=book, router=router, quotes=quotes, execution=s.execution,
                            protection_band_pct=s.broker.protection_band_pct, executor=executor, monitor=monitor,
                            ready=ready, entries=entry_counters)
     broker.subscribe_order_updates(router.on_update)
 
-    desk = TradeDesk(trades, router)
     views = TradingViews(infra.storage, broker, infra.clock, book, router, quotes, risk, ready, reconcile_state,
                          entry_counters, executor_counters, monitor_counters)
     api = TradingApi(desk, views, s.execution.lot_sizes,

@@ -22,6 +22,7 @@ from core.orders import BrokerOrder, Leg, OrderRequest, Side
 from core.signals import EntrySignalRaised
 
 __all__ = [
+    "AdoptPosition",
     "Cancel",
     "EntryCounters",
     "CheckTimeout",
@@ -98,6 +99,19 @@ class OpenTrade:
 
     order: EntryOrder
     reply: Future[EntryDecision] | None = None
+
+
+@dataclass(frozen=True)
+class AdoptPosition:
+    """To the (new) trade actor of pos_id: take on units the broker holds that no live trade explains (the
+    reconciler's orphans), to be exited. No risk check: it can only reduce exposure."""
+
+    pos_id: str
+    symbol: str
+    side: Side  # BUY = long units
+    qty: int
+    avg_price: float
+    reason: str
 
 
 @dataclass(frozen=True)

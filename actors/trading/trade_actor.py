@@ -25,6 +25,7 @@ from typing import Any
 
 from actors.trading.journal import Step, TradeJournal
 from actors.trading.messages import (
+    AdoptPosition,
     Cancel,
     CheckTimeout,
     EntryDecision,
@@ -64,6 +65,7 @@ from core.trade import (
     OrderCancelled,
     OrderRejected,
     PlaceOrder,
+    PositionAdopted,
     RaiseExitSignal,
     RecordClosedTrade,
     TradeContext,
@@ -158,6 +160,8 @@ class TradeActor(SupervisedActor):
             return self.context
         if isinstance(message, OpenTrade):
             self._open(message)
+        elif isinstance(message, AdoptPosition):
+            self._adopt(message)
         elif self.finished or self.context.state is S.NEW:
             return None  # nothing to act on (ended, or never opened)
         elif isinstance(message, Observe):
@@ -220,6 +224,18 @@ class TradeActor(SupervisedActor):
             denied = events[-1]
             code, _, reason = denied.reason.partition(": ") if isinstance(denied, EntryDenied) else ("", "", "")
             message.reply.set_result(EntryDecision(order.pos_id, accepted, code, reason))
+
+    def _adopt(self, message: AdoptPosition) -> None:
+        if self.context.state is not S.NEW:
+            return  # adopted (or opened) already
+        event = PositionAdopted(at=self.deps.clock.now(), pos_id=self.pos_id, symbol=message.symbol,
+                                instrument=message.symbol, side=message.side, qty=message.qty,
+                                avg_price=message.avg_price, reason=message.reason)
+        try:
+            self._apply_all([event], fresh=True, source="reconciler")
+        except StorageError as exc:  # adopted already (another pass, another process), or no database now
+            self.log.event("POSITION_ADOPTION_FAILED", f"{self.pos_id}: {exc}", level=30, symbol=message.symbol)
+            self._finish()
 
     def _answer(self, message: OpenTrade, code: EntryRefusal, reason: str) -> None:
         self.deps.entries.bump("duplicates" if code is EntryRefusal.DUPLICATE else "denied")

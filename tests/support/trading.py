@@ -35,6 +35,8 @@ class ScriptedBroker(PaperBroker):
     - `fill_before_cancel = True`: a cancel arrives after the exchange filled the order (the fill wins).
     - `crash_after_place = n`: the next n places go through at the broker, then raise RuntimeError (the
       executor dies between submit and acknowledgement).
+    - `duplicate_next_place = True`: the next order is booked twice under the same correlation id (a
+      gateway that processed a request twice); both fill.
     """
 
     def __init__(self, quote: Any, clock: Any, **kwargs: Any) -> None:
@@ -43,6 +45,7 @@ class ScriptedBroker(PaperBroker):
         self.dropped: list[BrokerOrder] = []
         self.fill_before_cancel = False
         self.crash_after_place = 0
+        self.duplicate_next_place = False
         self.places: list[OrderRequest] = []
         self.cancels: list[str] = []
 
@@ -58,6 +61,13 @@ class ScriptedBroker(PaperBroker):
     def place(self, request: OrderRequest) -> BrokerOrder:
         self.places.append(request)
         order = super().place(request)
+        if self.duplicate_next_place:
+            self.duplicate_next_place = False
+            with self._lock:
+                first = self._by_correlation.pop(request.correlation_id)
+            super().place(request)  # a second order under the same correlation id
+            with self._lock:
+                self._by_correlation[request.correlation_id] = first
         if self.crash_after_place > 0:
             self.crash_after_place -= 1
             raise RuntimeError("executor died after the submit (test)")
