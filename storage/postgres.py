@@ -249,9 +249,20 @@ class _Database(SqlDatabase):
             conn.close()
             pool.putconn(conn)
 
-    def lock_connection(self) -> psycopg.Connection[Any]:
-        """A connection for a placement lock, from the lock pool (its transaction is ours until returned)."""
-        return self._checkout(self.lock_pool)
+    def lock_connection(self, what: str) -> psycopg.Connection[Any]:
+        """A connection for a placement lock, from the lock pool (its transaction is ours until returned).
+
+        While the database is known to be down this fails at once instead of waiting `connect_timeout`:
+        a flatten of many positions during an outage must not queue one wait per exit. The repositories'
+        calls probe the database and mark it healthy again."""
+        if not self._healthy:
+            raise StorageUnavailable(f"{what}: database unreachable: {self._last_error}")
+        try:
+            with _translated(what, self.timeout):
+                return self._checkout(self.lock_pool)
+        except StorageUnavailable as exc:
+            self._mark(False, str(exc))
+            raise
 
     def return_lock_connection(self, conn: psycopg.Connection[Any]) -> None:
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -546,8 +557,7 @@ class PostgresStorage(SqlStorage):
                                                claim.created_at) if claim is not None else True
                 return
             remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-            with _translated(f"placement lock {pos_id}", self._pg.timeout):
-                conn = self._pg.lock_connection()
+            conn = self._pg.lock_connection(f"placement lock {pos_id}")
             try:
                 with _translated(f"placement lock {pos_id}", self._pg.timeout):
                     # One round trip: the lock and the claim are pipelined (the server runs them in order);

@@ -4,6 +4,9 @@ that no position is duplicated, lost or forgotten. Real PostgreSQL, real actor t
 
 from __future__ import annotations
 
+import time
+from urllib.parse import urlsplit
+
 import pytest
 
 from actors.clock import SystemClock
@@ -12,6 +15,7 @@ from actors.trading.quotes import QuoteBook
 from core.orders import Leg, correlation_id
 from tests.fakedhan import FakeDhan
 from tests.support.trading import ScriptedBroker, TraderHarness, eventually, trader_settings
+from tests.tcp_proxy import TcpProxy
 
 
 def test_an_exit_chased_by_a_market_moving_away_is_retried_with_a_wider_price_until_it_fills(pg_url: str) -> None:
@@ -100,3 +104,45 @@ def test_units_a_closed_trade_left_at_the_broker_are_an_incident_and_are_squared
         (orphan,) = [t for t in h.storage.trades.list_trades() if t.pos_id.startswith("ORPHAN-")]
         eventually(lambda: h.state(orphan.pos_id) == "CLOSED", message="the orphan's trade closes")
         assert h.events(orphan.pos_id)[0] == "PositionAdopted"
+
+
+def _through_a_proxy(pg_url: str) -> tuple[TcpProxy, str]:
+    parts = urlsplit(pg_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    return proxy, pg_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+
+
+def _broker_net(broker: ScriptedBroker) -> int:
+    return sum(p.net_qty for p in broker.positions())
+
+
+@pytest.mark.parametrize("trades", [1, 10], ids=["one exit", "flatten of ten"])
+def test_exits_asked_while_postgresql_is_down_are_placed_and_the_journal_catches_up(pg_url: str, trades: int) -> None:
+    """PostgreSQL is cut for 5 s while an exit (or a flatten of ten positions) is asked: the exits are placed
+    at once (the broker is the truth), the trades close, and once the database answers the journal holds
+    every step and each trade is CLOSED."""
+    proxy, url = _through_a_proxy(pg_url)
+    settings = trader_settings(url, storage={"connect_timeout_seconds": 1.0}, reconcile={"interval_seconds": 1.0})
+    with proxy, TraderHarness(settings) as h:
+        pos_ids = [f"CUT-{n}" for n in range(trades)]
+        for pos_id in pos_ids:
+            h.enter(pos_id)
+        for pos_id in pos_ids:
+            h.wait_state(pos_id, "POSITION_OPEN")
+        assert _broker_net(h.broker) == 75 * trades
+        proxy.stop_accepting_and_cut("refuse")
+        cut = time.monotonic()
+        if trades == 1:
+            h.exit(pos_ids[0])
+        else:
+            flattened = h.trader.api.flatten("outage drill")
+            assert sorted(flattened["exiting"]) == pos_ids
+        eventually(lambda: _broker_net(h.broker) == 0, 5.0, message="every exit placed and filled during the cut")
+        assert time.monotonic() - cut < 5.0
+        proxy.resume()
+        back = time.monotonic()
+        for pos_id in pos_ids:
+            h.wait_state(pos_id, "CLOSED", timeout=15.0)
+            assert h.events(pos_id)[-3:] == ["ExitRequested", "OrderPlaced", "OrderFilled"]
+        assert time.monotonic() - back < 15.0
+        eventually(lambda: not h.trader.book.contexts(), message="closed trades leave the book once written")

@@ -46,8 +46,8 @@ from actors.trading.messages import (
     TradeAddresses,
 )
 from config.settings import ExecutionSettings
-from core.orders import BrokerOrder, OrderRequest
-from storage.errors import StorageError
+from core.orders import BrokerOrder, Leg, OrderRequest
+from storage.errors import StorageError, StorageUnavailable
 from storage.records import OrderRecord
 from storage.repositories import Storage
 from supervision.actor import SupervisedActor
@@ -129,6 +129,16 @@ class Executor(SupervisedActor):
                     result = self._settle(request, ledger.settling[request.correlation_id])
                 else:
                     result = self._resolve(request)
+        except StorageUnavailable as exc:
+            if request.leg is Leg.EXIT and (mode is PlaceMode.FIRST or (
+                    mode is PlaceMode.RESEND and request.correlation_id in self.ledger.get().unsent)):
+                # An exit does not wait for the database: this process owns the trade, and its exit order's
+                # correlation id is its own. The claim is not written; a recovery resolves it at the broker.
+                self.log.event("PLACEMENT_WITHOUT_DATABASE", f"{request.pos_id}: database unreachable ({exc}); "
+                               "the exit is placed anyway", level=40, pos_id=request.pos_id,
+                               correlation_id=request.correlation_id)
+                return self._submit(request)
+            return PlacementResult(request, Outcome.UNKNOWN, reason=f"storage unavailable: {exc}")
         except StorageError as exc:
             return PlacementResult(request, Outcome.UNKNOWN, reason=f"storage unavailable: {exc}")
         if result.outcome is Outcome.REFUSED:

@@ -82,13 +82,24 @@ from core.trade import (
     slippage_guard,
     timeout_due,
 )
-from storage.errors import StorageConflict, StorageError
+from storage.errors import StorageConflict, StorageError, StorageUnavailable
+from storage.records import TradeEventRecord
 from supervision.actor import SupervisedActor
 from supervision.supervisor import ChildLink
 
 __all__ = ["TradeActor"]
 
 S = TradeState
+
+
+@dataclass(frozen=True)
+class _ReadJournal:
+    """Timer: try again to read the journal (the database was unreachable when the actor started)."""
+
+
+@dataclass(frozen=True)
+class _FlushJournal:
+    """Timer: write the journal steps that waited for the database."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,10 @@ class TradeActor(SupervisedActor):
         self.recovering = True  # the book says "recovered" only once started() is through
         self.deferred_exit: RequestExit | None = None  # asked before the entry was placed: applied after
         self.exit_retry_due: float | None = None  # when the retry of an unfilled exit is due (its own timer)
+        self.flush_due = False  # a retry of the deferred journal steps is scheduled
+        self.waiting_for_journal = False  # restarted while the database was unreachable
+        self.kept: list[Any] = []  # messages that came while waiting for the journal
+        self.flush_attempts = 0
         self.placement_attempts: dict[str, int] = {}  # correlation id -> sends asked (this life)
         self.log = self.log.bind(pos_id=pos_id)
         self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log)
@@ -124,10 +139,32 @@ class TradeActor(SupervisedActor):
             # pos_id journaled before (here or in another process) is found then, as a duplicate.
             self.recovering = False
             return
-        records = self.deps.storage.trades.events(self.pos_id)
+        self._restore()
+
+    def _restore(self) -> None:
+        """Rebuild from the journal, then reconcile with the broker. With the database unreachable, wait for
+        it (messages are kept meanwhile, in order): a restart during an outage must not crash-loop."""
+        try:
+            records = self.deps.storage.trades.events(self.pos_id)
+        except StorageUnavailable as exc:
+            if not self.waiting_for_journal:
+                self.log.event("TRADE_RECOVERY_DEFERRED", f"{self.pos_id}: journal unreadable now ({exc}); "
+                               "waiting for the database", level=30)
+            self.waiting_for_journal = True
+            self.flush_attempts += 1
+            delay = min(5.0, 0.25 * 2 ** min(self.flush_attempts - 1, 5))
+            self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, _ReadJournal())
+            return
+        self.waiting_for_journal, self.flush_attempts = False, 0
         if not records:
             self.recovering = False
-            return
+        else:
+            self._rebuild(records)
+        kept, self.kept = self.kept, []
+        for message in kept:
+            self.receive(message)
+
+    def _rebuild(self, records: list[TradeEventRecord]) -> None:
         try:
             self.context = rebuild(event_from_payload(r.event, r.payload) for r in records)
         except (EventDecodeError, IllegalTransition) as exc:
@@ -158,6 +195,12 @@ class TradeActor(SupervisedActor):
     def receive(self, message: Any) -> Any:
         if isinstance(message, GetTrade):
             return self.context
+        if isinstance(message, _ReadJournal):
+            self._restore()
+            return None
+        if self.waiting_for_journal:
+            self.kept.append(message)  # handled, in order, once the journal is read
+            return None
         if isinstance(message, OpenTrade):
             self._open(message)
         elif isinstance(message, AdoptPosition):
@@ -180,6 +223,12 @@ class TradeActor(SupervisedActor):
             self._recover()
         elif isinstance(message, _RetryPlacement):
             self._retry_placement(message)
+        elif isinstance(message, _FlushJournal):
+            self.flush_due = False
+            if self.journal.record([], None, False):
+                self.flush_attempts = 0
+            else:
+                self._flush_journal_later()
         else:
             return super().receive(message)
         self._after_step()
@@ -406,14 +455,18 @@ class TradeActor(SupervisedActor):
             context = after
         if not steps:
             return False
-        # The journal first: a failure raises (a crash) before anything happens outside.
-        records = self.journal.record(steps, order_row, fresh)
+        # The journal first: a conflict raises (a crash) before anything happens outside; an unreachable
+        # database keeps the steps in memory (a new trade's first step excepted) and the trade goes on.
+        if self.journal.record(steps, order_row, fresh):
+            self.flush_attempts = 0
+        elif not self.flush_due:
+            self._flush_journal_later()
         if fresh:
             self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
         self.context = context
         self._publish()
-        for step, record in zip(steps, records, strict=True):
-            self.journal.log_step(step, record.seq, source)
+        for step in steps:
+            self.journal.log_step(step, step.after.seq, source)
         for step in steps:
             for command in step.commands:
                 self._carry_out(command)
@@ -440,6 +493,12 @@ class TradeActor(SupervisedActor):
                            symbol=command.symbol, qty=command.qty, realized_pnl=round(command.realized_pnl, 2),
                            exit_reason=command.exit_reason)
             deps.risk.trade_closed(command.realized_pnl, self.pos_id)
+
+    def _flush_journal_later(self) -> None:
+        self.flush_due = True
+        self.flush_attempts += 1
+        delay = min(5.0, 0.25 * 2 ** min(self.flush_attempts - 1, 5))
+        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, _FlushJournal())
 
     def _raise_exit(self, command: RaiseExitSignal) -> None:
         """Exit again: at once the first time, after a growing pause when an exit order ended unfilled."""
@@ -474,7 +533,7 @@ class TradeActor(SupervisedActor):
             if reason:
                 self._on_request_exit(RequestExit(reason, source="flatten" if reason.startswith("FLATTEN")
                                                   else "square_off"))
-        if self.context.is_terminal:
+        if self.context.is_terminal and not self.journal.tail:  # ends once everything is written down
             self._finish()
 
     def _finish(self) -> None:

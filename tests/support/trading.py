@@ -20,6 +20,7 @@ from core.orders import BrokerOrder, OrderRequest, Side
 from core.signals import EntrySignalRaised, ExitSignalRaised
 from core.trade import TradeState
 from daemon.runtime import Runtime, Wiring
+from storage import StorageUnavailable
 from tests.support.waiting import eventually
 
 __all__ = ["TOKEN", "ScriptedBroker", "TraderHarness", "entry_signal", "eventually", "exit_signal",
@@ -99,6 +100,7 @@ def trader_settings(storage_url: str, **sections: dict[str, Any]) -> Settings:
                  "max_open_positions": 100, "daily_max_loss": 0.0, "daily_max_loss_pct": 0.0,
                  "consecutive_losses_limit": 1000},
         "execution": {"order_timeout_seconds": 5.0, "max_slippage_pct": 5.0, "square_off_check_seconds": 0.1,
+                      "ambiguous_settle_seconds": 0.5, "ambiguous_recheck_seconds": 0.05,
                       "submit_retry_seconds": 0.05},
         "broker": {"paper_latency_ms": 0.0, "paper_poll_ms": 10.0, "protection_band_pct": 1.0},
         "reconcile": {"interval_seconds": 0.5},
@@ -166,8 +168,21 @@ class TraderHarness:
 
     def wait_state(self, pos_id: str, *states: TradeState | str, timeout: float = 5.0) -> str:
         wanted = {str(s) for s in states}
-        return eventually(lambda: self.state(pos_id) in wanted and self.state(pos_id), timeout,
-                          message=f"{pos_id} in {sorted(wanted)} (now {self.state(pos_id)})")
+
+        def reached() -> str | None:
+            try:
+                state = self.state(pos_id)
+            except StorageUnavailable:  # a test that cuts the database waits through the outage
+                return None
+            return state if state in wanted else None
+
+        def now() -> str:
+            try:
+                return str(self.state(pos_id))
+            except StorageUnavailable as exc:
+                return f"unreadable: {exc}"
+
+        return eventually(reached, timeout, message=lambda: f"{pos_id} in {sorted(wanted)} (now {now()})")
 
     def events(self, pos_id: str) -> list[str]:
         return [e.event for e in self.storage.trades.events(pos_id)]
