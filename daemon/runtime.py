@@ -37,7 +37,7 @@ from actors.sources.mds_http import MdsHttpClient, MdsMarketView
 from actors.trading.assembly import TradingHandles, assemble_trading
 from actors.trading.quotes import QuoteBook, QuoteSource, bus_quotes, chain_quotes
 from actors.wiring import HealthCheck, Infrastructure, Subtree
-from config.settings import Settings, settings_summary
+from config.settings import Settings, secret_values, settings_summary
 from storage.bus import open_bus
 from storage.errors import StorageError
 from storage.opening import open_storage
@@ -103,9 +103,7 @@ class Runtime:
         self.trading: TradingHandles | None = None
         self.signals: SignalsHandles | None = None
         self.parts: list[Subtree] = []
-        for secret in (settings.dhan.client_id, settings.dhan.access_token, settings.control.token,
-                       settings.storage_password, settings.redis_password):
-            redact(secret.reveal())
+        redact(*secret_values(settings))  # the Secret fields and the passwords inside connection URLs
 
     # -- start ----------------------------------------------------------------------------------------
     def start(self) -> Runtime:
