@@ -37,6 +37,7 @@ from actors.sources.mds_http import MdsHttpClient, MdsMarketView
 from actors.trading.assembly import TradingHandles, assemble_trading
 from actors.trading.quotes import QuoteBook, QuoteSource, bus_quotes, chain_quotes
 from actors.wiring import HealthCheck, Infrastructure, Subtree
+from config.security import reads_require_token
 from config.settings import Settings, secret_values, settings_summary
 from storage.bus import open_bus
 from storage.errors import StorageError
@@ -218,9 +219,11 @@ class Runtime:
         h = self.settings.http
         if self.market_data is not None:
             app = create_mds_app(self.market_data.cache, self)
-            self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds").start())
+            self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds",
+                                           connection_limit=h.connection_limit).start())
         control = create_control_app(self, self.trading.api if self.trading is not None else None)
-        self.servers.append(HttpServer(control, h.host, h.control_port, h.threads, "control").start())
+        self.servers.append(HttpServer(control, h.control_host, h.control_port, h.threads, "control",
+                                       connection_limit=h.connection_limit).start())
 
     # -- run / stop -------------------------------------------------------------------------------------
     def wait(self) -> int:
@@ -354,3 +357,7 @@ class Runtime:
 
     def control_token(self) -> str:
         return self.settings.control.token.reveal()
+
+    def control_reads_require_token(self) -> bool:
+        """Reads on the control port need the bearer token (config.security.reads_require_token)."""
+        return reads_require_token(self.settings.control.reads_require_token, self.settings.http.control_host)
