@@ -114,7 +114,7 @@ class HttpServer:
     def stop(self, timeout: float = 2.0) -> None:
         """Close the listening socket and open channels, then drain the worker threads."""
         server = self._server
-        for channel in list(server._map.values()):  # type: ignore[union-attr]
+        for channel in list(server._map.values()):
             if channel is not server:
                 try:
                     channel.close()
