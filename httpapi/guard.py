@@ -17,7 +17,7 @@ import falcon
 
 from telemetry.logs import get_logger
 
-__all__ = ["MAX_BODY_BYTES", "OPEN_READ_PATHS", "SERVER_MAX_BODY_BYTES", "BodyLimit", "ReadGuard"]
+__all__ = ["MAX_BODY_BYTES", "OPEN_READ_PATHS", "SERVER_MAX_BODY_BYTES", "BodyLimit", "ReadGuard", "read_guard"]
 
 log = get_logger("mybot.http")
 
