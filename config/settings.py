@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from config.reference import SHIPPED_HOLIDAYS_FILE, calendar_problems
+from config.security import (
+    MIN_CONTROL_TOKEN_CHARS,
+    READS_REQUIRE_TOKEN_CHOICES,
+    is_loopback_host,
+    mask_url,
+    url_passwords,
+)
 from core.charges import DEFAULT_RATES, rate_table_problems
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "Secret",
     "Settings",
     "load_settings",
+    "secret_values",
     "settings_summary",
 ]
 
@@ -82,10 +90,15 @@ HHMM = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"  # 24:00 = the end of the IST day
 
 @dataclass(frozen=True)
 class HttpSettings:
-    host: str = knob("127.0.0.1", help="bind address of both HTTP servers")
+    host: str = knob("127.0.0.1", help="bind address of the MDS API")
+    control_host: str = knob("127.0.0.1", help="bind address of the control API (a non-loopback address needs "
+                                               "the control token, for reads too: control.reads_require_token)")
     mds_port: int = knob(8002, min=0, max=65535, help="Market Data Service API (0 = any free port)")
     control_port: int = knob(8000, min=0, max=65535, help="control/status API (0 = any free port)")
     threads: int = knob(8, min=1, max=64, help="waitress worker threads per server")
+    connection_limit: int = knob(1000, min=10, max=100_000,
+                                 help="open connections per server (at most a quarter of the open-files limit); "
+                                      "at the limit the oldest idle ones are closed to make room")
 
 
 @dataclass(frozen=True)
@@ -325,6 +338,10 @@ class LogSettings:
 class ControlSettings:
     token_file: str = knob("", help="file holding the bearer token (overrides secrets_dir)")
     token: Secret = field(default=Secret(""), metadata={"secret": "control_token.txt"})
+    reads_require_token: str = knob("auto", choices=READS_REQUIRE_TOKEN_CHOICES,
+                                    help="control API reads (positions, trades, risk, status) need the bearer "
+                                         "token: auto = unless http.control_host is loopback; true; false "
+                                         "(refused with a non-loopback http.control_host)")
 
 
 @dataclass(frozen=True)
@@ -501,7 +518,9 @@ def _env_target(name: str) -> tuple[str | None, str] | None:
 
 
 def _coerce(where: str, f: dataclasses.Field[Any], value: Any, problems: list[str]) -> Any:
-    """Turn a TOML or env value into the field's type; record a problem and keep the default if it can't."""
+    """Turn a TOML or env value into the field's type; record a problem and keep the default if it can't.
+
+    A problem quotes the value: a connection URL's passwords are masked in it first."""
     hint = _HINTS[id(f)]
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     try:
@@ -511,14 +530,19 @@ def _coerce(where: str, f: dataclasses.Field[Any], value: Any, problems: list[st
         return default
     meta = f.metadata
     if meta.get("min") is not None and converted < meta["min"]:
-        problems.append(f"{where}: {converted!r} is below the minimum {meta['min']}")
+        problems.append(f"{where}: {_shown(converted)} is below the minimum {meta['min']}")
     if meta.get("max") is not None and converted > meta["max"]:
-        problems.append(f"{where}: {converted!r} is above the maximum {meta['max']}")
+        problems.append(f"{where}: {_shown(converted)} is above the maximum {meta['max']}")
     if meta.get("choices") and converted not in meta["choices"]:
-        problems.append(f"{where}: {converted!r} is not one of {', '.join(meta['choices'])}")
+        problems.append(f"{where}: {_shown(converted)} is not one of {', '.join(meta['choices'])}")
     if meta.get("pattern") and not re.match(meta["pattern"], str(converted)):
-        problems.append(f"{where}: {converted!r} is not in the expected form")
+        problems.append(f"{where}: {_shown(converted)} is not in the expected form")
     return converted
+
+
+def _shown(value: Any) -> str:
+    """A value as a config problem quotes it: a URL with its passwords masked."""
+    return repr(mask_url(value) if isinstance(value, str) else value)
 
 
 def _convert(hint: Any, value: Any) -> Any:
@@ -599,10 +623,46 @@ def _cross_checks(s: Settings) -> list[str]:
         problems.append("broker.kind = dhan needs the Dhan client id and access token")
     if s.http.mds_port and s.http.mds_port == s.http.control_port:
         problems.append("http.mds_port and http.control_port must differ")
+    problems.extend(_control_surface_problems(s))
     rates = {f.name: getattr(s.charges, f.name) for f in dataclasses.fields(s.charges)}
     problems.extend(f"charges.{problem}" for problem in rate_table_problems(rates))
     problems.extend(f"calendar.holidays_file: {problem}" for problem in calendar_problems(s.calendar.holidays_file))
     return problems
+
+
+def _control_surface_problems(s: Settings) -> list[str]:
+    problems = []
+    token = s.control.token.reveal()
+    if token and len(token) < MIN_CONTROL_TOKEN_CHARS:
+        problems.append(f"control.token: {len(token)} characters; at least {MIN_CONTROL_TOKEN_CHARS} are required "
+                        "(a long random string, e.g. `openssl rand -hex 24`)")
+    if not is_loopback_host(s.http.control_host):
+        exposed = f"http.control_host = {s.http.control_host!r} is reachable from other hosts"
+        if s.control.reads_require_token == "false":
+            problems.append(f"control.reads_require_token = false: {exposed}; positions and trades would be "
+                            "readable without the token (bind 127.0.0.1 or require the token)")
+        if not token:
+            problems.append(f"{exposed}: it needs a control token (control_token.txt or MYBOT_CONTROL_TOKEN)")
+    return problems
+
+
+def secret_values(s: Settings) -> list[str]:
+    """Every secret the settings hold: the Secret fields and the passwords inside connection URLs.
+
+    The runtime registers them with the log redaction at start (telemetry.logs.redact)."""
+    found: list[str] = []
+
+    def walk(obj: Any) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value)
+            elif isinstance(value, Secret):
+                found.append(value.reveal())
+            elif isinstance(value, str) and "://" in value:
+                found.extend(url_passwords(value))
+    walk(s)
+    return [value for value in dict.fromkeys(found) if value]
 
 
 def settings_summary(s: Settings) -> dict[str, Any]:
@@ -614,15 +674,10 @@ def settings_summary(s: Settings) -> dict[str, Any]:
             return "***" if obj else ""
         if isinstance(obj, tuple):
             return list(obj)
+        if isinstance(obj, str) and "://" in obj:
+            return mask_url(obj)  # storage.url, storage.redis_url and any other URL: passwords masked
         return obj
-    out = render(s)
-    out["storage"]["url"] = _mask_url(s.storage.url)
-    out["storage"]["redis_url"] = _mask_url(s.storage.redis_url)
-    return out
-
-
-def _mask_url(url: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return render(s)  # type: ignore[no-any-return]
 
 
 _SECTION_CLASSES: dict[str, type] = {

@@ -37,7 +37,8 @@ from actors.sources.mds_http import MdsHttpClient, MdsMarketView
 from actors.trading.assembly import TradingHandles, assemble_trading
 from actors.trading.quotes import QuoteBook, QuoteSource, bus_quotes, chain_quotes
 from actors.wiring import HealthCheck, Infrastructure, Subtree
-from config.settings import Settings, settings_summary
+from config.security import reads_require_token
+from config.settings import Settings, secret_values, settings_summary
 from storage.bus import open_bus
 from storage.errors import StorageError
 from storage.opening import open_storage
@@ -103,9 +104,7 @@ class Runtime:
         self.trading: TradingHandles | None = None
         self.signals: SignalsHandles | None = None
         self.parts: list[Subtree] = []
-        for secret in (settings.dhan.client_id, settings.dhan.access_token, settings.control.token,
-                       settings.storage_password, settings.redis_password):
-            redact(secret.reveal())
+        redact(*secret_values(settings))  # the Secret fields and the passwords inside connection URLs
 
     # -- start ----------------------------------------------------------------------------------------
     def start(self) -> Runtime:
@@ -220,9 +219,11 @@ class Runtime:
         h = self.settings.http
         if self.market_data is not None:
             app = create_mds_app(self.market_data.cache, self)
-            self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds").start())
+            self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds",
+                                           connection_limit=h.connection_limit).start())
         control = create_control_app(self, self.trading.api if self.trading is not None else None)
-        self.servers.append(HttpServer(control, h.host, h.control_port, h.threads, "control").start())
+        self.servers.append(HttpServer(control, h.control_host, h.control_port, h.threads, "control",
+                                       connection_limit=h.connection_limit).start())
 
     # -- run / stop -------------------------------------------------------------------------------------
     def wait(self) -> int:
@@ -356,3 +357,7 @@ class Runtime:
 
     def control_token(self) -> str:
         return self.settings.control.token.reveal()
+
+    def control_reads_require_token(self) -> bool:
+        """Reads on the control port need the bearer token (config.security.reads_require_token)."""
+        return reads_require_token(self.settings.control.reads_require_token, self.settings.http.control_host)
