@@ -67,6 +67,7 @@ __all__ = ["POSTGRESQL", "PostgresStorage"]
 
 log = get_logger("storage.postgres")
 T = TypeVar("T")
+_LOCK_PROBE_INTERVAL = 1.0  # seconds between probes of a database known to be down, from placement locks
 
 POSTGRESQL = Dialect(
     name="postgresql", mark="%s",
@@ -165,6 +166,7 @@ class _Database(SqlDatabase):
         self._last_error = ""
         self._health_lock = threading.Lock()
         self._probe_lock = threading.Lock()
+        self._next_lock_probe = 0.0  # while down, placement locks probe at most once per interval
 
     def _reconnect_failed(self, pool: ConnectionPool[Any]) -> None:
         log.event("STORAGE_RECONNECT_FAILED", "pool gave up a background reconnection; the next call retries",
@@ -252,11 +254,16 @@ class _Database(SqlDatabase):
     def lock_connection(self, what: str) -> psycopg.Connection[Any]:
         """A connection for a placement lock, from the lock pool (its transaction is ours until returned).
 
-        While the database is known to be down this fails at once instead of waiting `connect_timeout`:
-        a flatten of many positions during an outage must not queue one wait per exit. The repositories'
-        calls probe the database and mark it healthy again."""
+        While the database is known to be down this probes it at most once a second and otherwise fails at
+        once instead of waiting `connect_timeout`: a flatten of many positions during an outage must not
+        queue one wait per exit."""
         if not self._healthy:
-            raise StorageUnavailable(f"{what}: database unreachable: {self._last_error}")
+            now = time.monotonic()
+            if now < self._next_lock_probe:
+                raise StorageUnavailable(f"{what}: database unreachable: {self._last_error}")
+            self._next_lock_probe = now + _LOCK_PROBE_INTERVAL
+            with self.connection(what):  # a probe: marks the database healthy, or raises at once
+                pass
         try:
             with _translated(what, self.timeout):
                 return self._checkout(self.lock_pool)
