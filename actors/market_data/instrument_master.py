@@ -179,7 +179,7 @@ class InstrumentMasterRefresher(SupervisedActor):
         kept = (f"keeping the {self.book.source} master of {len(self.book)} instruments" if len(self.book)
                 else "no master loaded yet: lots and ticks are unknown")
         self.log.event("INSTRUMENTS_REFRESH_FAILED", f"instrument master refresh ({reason}) failed: {error}; "
-                       f"{kept}; retry in {delay:.0f} s", level=40, error=error, reason=reason,
+                       f"{kept}; retry in {delay:g} s", level=40, error=error, reason=reason,
                        kept_source=self.book.source or None, kept_instruments=len(self.book),
                        kept_loaded_at=self.book.loaded_at or None, retry_in=delay,
                        attempt=state.consecutive_failures)
