@@ -176,7 +176,8 @@ def _lines(url: str, timeout: float) -> Iterator[str]:
             if response.status_code != 200:
                 raise MasterUnavailable(f"{url}: HTTP {response.status_code}")
             response.encoding = "utf-8"  # text/csv without a charset would otherwise decode as Latin-1
-            yield from response.iter_lines(chunk_size=CHUNK_BYTES, decode_unicode=True)
+            for line in response.iter_lines(chunk_size=CHUNK_BYTES, decode_unicode=True):
+                yield line if isinstance(line, str) else line.decode("utf-8")
     except requests.RequestException as exc:
         raise MasterUnavailable(f"{url}: {type(exc).__name__}: {exc}") from None
 

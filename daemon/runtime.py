@@ -229,13 +229,13 @@ class Runtime:
         """Where the trading side's prices come from, by what this process has (see actors/trading/quotes)."""
         s = self.settings
         underlyings = tuple(s.option_chain.underlyings)
-        ages = {"now": self.clock.now, "max_age_seconds": s.execution.max_quote_age_seconds}
+        now, max_age = self.clock.now, s.execution.max_quote_age_seconds
         if self.market_data is not None:
             cache = self.market_data.cache
             return QuoteBook(timed=[("tick", cache.quote), ("chain", cache.chain_quote)], fetch=self._ltp_fetch(),
-                             **ages)
-        if mds is not None:
-            return QuoteBook([mds.view.quote], **ages)  # the trader asks the MDS only, never Dhan, for prices
+                             now=now, max_age_seconds=max_age)
+        if mds is not None:  # the trader asks the MDS only, never Dhan, for prices
+            return QuoteBook([mds.view.quote], now=now, max_age_seconds=max_age)
         bus = self.bus
 
         def bus_payloads(underlying: str) -> list[tuple[object, float]]:
@@ -249,7 +249,7 @@ class Runtime:
                 return []
 
         return QuoteBook(timed=[("bus", bus_quotes(bus)), ("chain", chain_quotes(underlyings, bus_payloads))],
-                         fetch=self._ltp_fetch(), **ages)
+                         fetch=self._ltp_fetch(), now=now, max_age_seconds=max_age)
 
     def _migrate_with_retry(self, attempt: int) -> None:
         """Database down at start: retry with backoff on the scheduler; health says so meanwhile."""

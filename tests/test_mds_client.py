@@ -7,8 +7,8 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pykka

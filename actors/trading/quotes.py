@@ -117,17 +117,17 @@ class QuoteBook:
         if fetched is not None and now - fetched[1] <= self.max_age:
             return Quote(fetched[0], fetched[1], "rest", True)
         for source in self._sources:
-            price = source(symbol)
-            if price is not None and price > 0:
-                return Quote(float(price), now, "source", True)
+            plain = source(symbol)
+            if plain is not None and plain > 0:
+                return Quote(float(plain), now, "source", True)
         if self._fetch is not None:
-            price = self._fetch(symbol)
-            if price is not None and price > 0:
+            fetched_price = self._fetch(symbol)
+            if fetched_price is not None and fetched_price > 0:
                 at = self._now()
                 with self._lock:
-                    self._fetched[symbol] = (float(price), at)
+                    self._fetched[symbol] = (float(fetched_price), at)
                     self.fetches += 1
-                return Quote(float(price), at, "rest", True)
+                return Quote(float(fetched_price), at, "rest", True)
         return stale
 
 
