@@ -6,8 +6,8 @@ the one-message-per-tick ceiling. Stale-feed detection runs on a 1-second timer:
 `feed.stale_seconds` on a subscribed symbol -> FEED_STALE, the next tick -> FEED_RESUMED.
 
 Contracts held in positions (`FeedState.watched`, set by the ContractFeed) are added to a source that can
-(`ContractSubscriber`: Dhan subscribes them on the running websocket, the simulator walks them) and taken
-off when no position holds them; their ticks update the quote cache and the bus (`ticks:`/`quote:`), but
+(`ContractSubscriber`: Dhan subscribes them on the running websocket, the simulator walks them; a replay
+ignores them) and taken off when no position holds them; their ticks update the quote cache and the bus (`ticks:`/`quote:`), but
 build no candles and never make the feed stale. A restarted feed subscribes the watched set again.
 """
 
@@ -205,8 +205,8 @@ class FeedActor(SupervisedActor):
                 self.log.event("FEED_CONTRACTS_ADDED", f"subscribed {', '.join(sorted(accepted)) or 'nothing'} "
                                "for open positions", symbols=sorted(accepted),
                                refused=sorted(added - accepted))
-            else:
-                accepted = set(added)  # a replay: its file has the ticks it has; they are routed as quotes
+            # else a replay: it plays what its file holds, routed by feed.symbols alone (whether a contract
+            # is watched yet must not change what a replay counts or quotes: it would not be repeatable)
         self.contracts = (self.contracts - removed) | accepted
         self.state.contracts = self.contracts
 
