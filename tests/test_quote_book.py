@@ -49,6 +49,8 @@ def test_a_fresh_tick_wins_a_stale_one_makes_way_for_a_rest_ltp_and_is_the_last_
     stale = book.quote("SEC_1")
     assert stale is not None and (stale.price, stale.source, stale.fresh) == (101.5, "tick", False)
     assert book("SEC_2") is None  # nothing knows it
+    asked = len(fetch.asked)
+    assert book.known("SEC_1") == 101.5 and book.known("SEC_2") is None and len(fetch.asked) == asked  # no network
 
 
 def test_pins_and_untimed_sources_count_as_fresh() -> None:

@@ -27,7 +27,7 @@ from actors.trading.api import TradeDesk, TradingApi, TradingViews
 from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.executor import Executor, ExecutorCounters, PlacementLedger
 from actors.trading.messages import EntryCounters
-from actors.trading.quotes import QuoteSource
+from actors.trading.quotes import QuoteBook, QuoteSource
 from actors.trading.reconciler import ReconcileDeps, Reconciler, ReconcileState, UnroutedUpdate
 from actors.trading.risk_guard import RiskGuard
 from actors.trading.timeout_monitor import MonitorCounters, TimeoutMonitor
@@ -66,7 +66,9 @@ def build_broker(infra: Infrastructure, quotes: QuoteSource, instruments: Instru
         from actors.dhan.broker import DhanBroker
 
         return DhanBroker(s, infra.clock, tick_size=instruments.tick_size if instruments is not None else None)
-    return paper_broker_from_settings(s.broker, quotes, infra.clock)
+    # Paper fills run on the shared scheduler thread: they price from what is known, never wait on a REST LTP.
+    return paper_broker_from_settings(s.broker, quotes.known if isinstance(quotes, QuoteBook) else quotes,
+                                      infra.clock)
 
 
 def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker | None = None, *,

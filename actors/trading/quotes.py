@@ -98,7 +98,15 @@ class QuoteBook:
         quote = self.quote(symbol)
         return quote.price if quote is not None else None
 
-    def quote(self, symbol: str) -> Quote | None:
+    def known(self, symbol: str) -> float | None:
+        """The best price known without asking the network (fresh or stale): for callers on shared threads
+        that must never block on a REST call (the paper broker's fills run on the scheduler's thread)."""
+        quote = self.quote(symbol, fetch=False)
+        return quote.price if quote is not None else None
+
+    def quote(self, symbol: str, *, fetch: bool = True) -> Quote | None:
+        """The best quote: a pin, a fresh timed price, a recently fetched LTP, an untimed source, a REST
+        LTP fetched now (unless `fetch` is False), else the freshest stale price; None if none knows it."""
         now = self._now()
         pinned = self._pins.get(symbol)
         if pinned is not None:
@@ -120,7 +128,7 @@ class QuoteBook:
             plain = source(symbol)
             if plain is not None and plain > 0:
                 return Quote(float(plain), now, "source", True)
-        if self._fetch is not None:
+        if fetch and self._fetch is not None:
             fetched_price = self._fetch(symbol)
             if fetched_price is not None and fetched_price > 0:
                 at = self._now()
