@@ -180,7 +180,8 @@ def assemble_market_data(infra: Infrastructure, options: MarketDataOptions = Mar
         status={"feed": feed_status, "persistence": persister_state.snapshot,
                 "bus": publisher_stats.snapshot, "option_chains": chain_status,
                 "market_data": cache.status,
-                "instruments": lambda: {**instruments.status(), **master_state.snapshot()}},
+                "instruments": lambda: {**instruments.status(),
+                                        **(master_state.snapshot() if live_instruments else {})}},
         before_stop=[recorder.close] if recorder is not None else [],
     )
     return MarketDataHandles(subtree=subtree, cache=cache, instruments=instruments, contracts=contracts,
