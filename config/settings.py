@@ -143,6 +143,13 @@ class DhanSettings:
     order_update_url: str = knob("wss://api-order-update.dhan.co")
     security_ids: dict[str, str] = knob_map({}, help="symbol -> 'SEGMENT:id' overrides, e.g. NIFTY=IDX_I:13")
     request_timeout_seconds: float = knob(5.0, min=0.1, max=60)
+    scrip_master_url: str = knob("https://images.dhan.co/api-data/api-scrip-master.csv",
+                                 pattern=r"^(https?|file)://.+",
+                                 help="Dhan's compact scrip master CSV (lots, ticks, expiries); loaded when the "
+                                      "feed or the broker is Dhan (sim, paper and replay use the shipped snapshot)")
+    scrip_master_refresh_time: str = knob("08:30", pattern=HHMM,
+                                          help="IST: the master is reloaded at this time each trading day (and at "
+                                               "start when the stored copy is older than a day)")
     client_id: Secret = field(default=Secret(""), metadata={"secret": "dhan_client_id.txt"})
     access_token: Secret = field(default=Secret(""), metadata={"secret": "dhan_access_token.txt"})
 
@@ -201,8 +208,12 @@ class ExecutionSettings:
                                      help="each failed exit order widens the exit limit's band by this much "
                                           "(percent of the price, on top of broker.protection_band_pct)")
     exit_band_max_pct: float = knob(5.0, min=0.0, max=100, help="the widest exit band, in percent")
-    lot_sizes: dict[str, int] = knob_map({}, help="symbol -> units per lot; a manual entry's qty must be a "
-                                                  "multiple (e.g. NIFTY=75, SEC_49081=75)")
+    lot_sizes: dict[str, int] = knob_map({}, help="symbol -> units per lot, for instruments the instrument master "
+                                                  "does not know (the master's lot size wins); a manual entry's "
+                                                  "qty must be a multiple")
+    max_quote_age_seconds: float = knob(2.0, min=0.1, max=60,
+                                        help="an exit limit is never priced from an older quote: a REST LTP is "
+                                             "fetched (within Dhan's 1 quote request/s), else the band widens")
 
 
 @dataclass(frozen=True)
@@ -222,7 +233,13 @@ class RiskSettings:
 class StrategySettings:
     mds_entry_score_min: float = knob(0.65, min=0.0, max=1.0)
     mds_exit_score_min: float = knob(0.6, min=0.0, max=1.0)
-    base_lot: int = knob(75, min=1, help="units per lot (NIFTY lot size changes: configure it)")
+    base_lot: int = knob(1, min=1, help="LOTS per entry before the sizing tiers; units = lots x the instrument "
+                                        "master's lot size of the traded contract")
+    lots_per_underlying: dict[str, int] = knob_map({}, help="underlying -> lots, overriding base_lot "
+                                                             "(e.g. NIFTY=2,BANKNIFTY=1)")
+    expiry: str = knob("nearest", choices=("nearest", "next", "monthly"),
+                       help="which expiry the ATM option is picked from: the nearest not yet past (until "
+                            "15:30 IST on its day), the one after it, or the nearest monthly")
     timeframes: tuple[int, ...] = knob((60, 300, 900), help="seconds; multiples of 60")
     timeframe_weights: dict[str, float] = knob_map({"60": 0.2, "300": 0.35, "900": 0.45})
     bucket_weights: dict[str, float] = knob_map(
@@ -608,6 +625,9 @@ def _cross_checks(s: Settings) -> list[str]:
     for bucket in s.strategy.bucket_weights:
         if bucket not in ("trend", "momentum", "volatility", "volume"):
             problems.append(f"strategy.bucket_weights: unknown bucket {bucket!r}")
+    for underlying, lots in s.strategy.lots_per_underlying.items():
+        if lots < 1:
+            problems.append(f"strategy.lots_per_underlying.{underlying}: {lots} is not a positive number of lots")
     for symbol in s.feed.symbols:
         if not re.match(r"^(NIFTY|BANKNIFTY|FINNIFTY|SEC_\d+)$", symbol):
             problems.append(f"feed.symbols: {symbol!r} is not NIFTY, BANKNIFTY, FINNIFTY or SEC_<id>")

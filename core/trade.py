@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar, get_type_hints
 
+from core.instruments import InstrumentError, round_to_tick
 from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id, marketable_limit
 from core.pnl import realized_pnl
 
@@ -703,15 +704,25 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
 
 def opening_events(*, at: float, pos_id: str, symbol: str, instrument: str, side: Side, qty: int,
                    price: float, quote: float | None, allowed: bool, denial: str, band_pct: float,
-                   reason: str) -> list[Event]:
+                   reason: str, tick: float | None = None) -> list[Event]:
     """The first step of a trade: SignalAccepted, then EntryRequested (the risk guard allowed it and a price
     is known: the signal's, else the quote) at a marketable limit, or EntryDenied with `denial` (or
-    NO_PRICE when nothing says what the instrument costs)."""
+    NO_PRICE when nothing says what the instrument costs).
+
+    With the instrument's `tick` the limit is put on the tick grid in the SAFE direction for an entry
+    (core.instruments.round_to_tick: BUY down, SELL up): never a worse price than the band allows. It stays
+    marketable: a quote on the grid (every exchange price is) is never crossed back, since the band moves
+    the limit away from it before the rounding moves it by less than one tick toward it."""
     expected = price if price > 0 else (quote or 0.0)
     events: list[Event] = [SignalAccepted(at=at, pos_id=pos_id, symbol=symbol, instrument=instrument, side=side,
                                           qty=qty, expected_price=expected, reason=reason)]
     if allowed and expected > 0:
         limit = marketable_limit(quote or expected, side, band_pct)
+        if tick:
+            try:
+                limit = round_to_tick(limit, tick, side)
+            except InstrumentError:
+                pass  # below one tick: the broker refuses it, with its reason
         events.append(EntryRequested(at=at, limit_price=limit, expected_price=expected))
     else:
         events.append(EntryDenied(at=at, reason=denial if not allowed else

@@ -19,10 +19,11 @@ from httpapi.status import ActorRestartResource, HealthResource, StatusResource
 __all__ = ["create_control_app", "create_mds_app"]
 
 
-def create_mds_app(market_data: Any, runtime: Any) -> falcon.App:
+def create_mds_app(market_data: Any, runtime: Any, resolve: Any = None) -> falcon.App:
+    """`resolve`: a user's symbol -> the system's (the instrument master's `canonical`), for /v1/quote."""
     app = create_base_app()
     app.add_route("/v1/health", HealthResource(runtime))
-    add_mds_routes(app, market_data)
+    add_mds_routes(app, market_data, resolve)
     return app
 
 

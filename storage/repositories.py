@@ -216,6 +216,10 @@ class InstrumentRepository(Protocol):
 
     def get(self, segment: str, security_id: str) -> Instrument | None: ...
 
+    def all(self) -> list[Instrument]:
+        """The whole stored master, by segment and security id (what a process restores at start)."""
+        ...
+
     def by_trading_symbol(self, text: str) -> list[Instrument]:
         """Instruments whose trading symbol is `text`, ignoring case (one, unless two segments share
         it), ordered by segment."""

@@ -629,6 +629,7 @@ class SqlInstruments:
         m = d.mark
         select = f"SELECT {d.select_list(INSTRUMENT_COLUMNS)} FROM instruments"
         self._get = f"{select} WHERE segment = {m} AND security_id = {m}"
+        self._all = f"{select} ORDER BY segment, security_id"
         self._by_symbol = f"{select} WHERE upper(trading_symbol) = upper({m}) ORDER BY segment, security_id"
         options = f"{select} WHERE underlying = {m} AND option_type IN ({m}, {m})"
         self._options = f"{options} ORDER BY expiry, strike, option_type, segment, security_id"
@@ -662,6 +663,9 @@ class SqlInstruments:
     def get(self, segment: str, security_id: str) -> Instrument | None:
         row = self._db.fetchone("instrument", self._get, (segment, security_id))
         return None if row is None else instrument_from_row(row)
+
+    def all(self) -> list[Instrument]:
+        return [instrument_from_row(row) for row in self._db.fetchall("instruments", self._all)]
 
     def by_trading_symbol(self, text: str) -> list[Instrument]:
         return [instrument_from_row(row) for row in self._db.fetchall("instrument by symbol", self._by_symbol,

@@ -24,6 +24,7 @@ from typing import Any
 
 from actors.brokers.base import Broker
 from actors.clock import Clock
+from actors.instruments import InstrumentBook
 from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.executor import ExecutorCounters
 from actors.trading.messages import (
@@ -119,6 +120,7 @@ class ManualEntryRequest:
     qty: int
     price: float | None = None
     reason: str = "manual entry"
+    instrument: str = ""  # for people (default: the symbol)
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,12 @@ class TradingViews:
 
 
 class TradingApi:
-    def __init__(self, desk: TradeDesk, views: TradingViews, lot_sizes: dict[str, int],
+    def __init__(self, desk: TradeDesk, views: TradingViews, lot_sizes: dict[str, int], instruments: InstrumentBook,
                  answer_timeout: float) -> None:
         self.desk = desk
         self.views = views
         self.lot_sizes = dict(lot_sizes)
+        self.instruments = instruments  # the master's lot size wins over execution.lot_sizes
         self.answer_timeout = answer_timeout
 
     # -- reads ---------------------------------------------------------------------------------------------
@@ -225,13 +228,14 @@ class TradingApi:
     # -- writes --------------------------------------------------------------------------------------------
 
     def lot_size(self, symbol: str) -> int | None:
-        return self.lot_sizes.get(symbol)
+        lot = self.instruments.lot_size(symbol)
+        return lot if lot is not None else self.lot_sizes.get(symbol)
 
     def enter(self, request: ManualEntryRequest) -> EntryDecision:
         """Through the trade's own actor (risk guard, placement fence); answers once it has decided."""
         if not re.fullmatch(POS_ID_PATTERN, request.pos_id):
             raise ValueError(f"pos_id {request.pos_id!r} is not valid")
-        order = EntryOrder(pos_id=request.pos_id, symbol=request.symbol, instrument=request.symbol,
+        order = EntryOrder(pos_id=request.pos_id, symbol=request.symbol, instrument=request.instrument or request.symbol,
                            side=request.side, qty=request.qty, price=request.price or 0.0,
                            reason=request.reason, at=self.views.clock.now(), source="operator")
         reply: Future[EntryDecision] = Future()

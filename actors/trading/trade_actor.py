@@ -43,8 +43,9 @@ from actors.trading.messages import (
     RequestExit,
     WatchTrade,
 )
+from actors.trading.quotes import exit_pricing
 from actors.trading.trade_deps import TradeDeps, TradeOrigin
-from core.orders import BrokerOrder, Leg, OrderRequest, marketable_limit
+from core.orders import BrokerOrder, Leg, OrderRequest
 from core.risk import Denied
 from core.trade import (
     ABANDONED,
@@ -253,7 +254,8 @@ class TradeActor(SupervisedActor):
             at=now, pos_id=order.pos_id, symbol=order.symbol, instrument=order.instrument, side=order.side,
             qty=order.qty, price=order.price, quote=deps.quotes(order.symbol), allowed=decision.allowed,
             denial=f"{decision.code}: {decision.reason}" if isinstance(decision, Denied) else "",
-            band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}")
+            band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}",
+            tick=deps.tick_size(order.symbol))
         accepted = isinstance(events[-1], EntryRequested)
         if decision.allowed and not accepted:
             deps.risk.entry_abandoned()  # no price: counted as open by try_enter, and never sent
@@ -417,19 +419,22 @@ class TradeActor(SupervisedActor):
             return
         if self.exit_retry_due is not None and message.source in ("square_off", "flatten", "strategy"):
             return  # an exit is already being retried on its own schedule: a sweep must not hammer the broker
-        quote = self.deps.quotes(context.symbol)
-        expected = quote if quote and quote > 0 else (context.avg_entry_price or context.expected_entry_price)
-        if not quote:
-            self.log.event("QUOTE_MISSING", f"{context.symbol}: no quote; exit priced from {expected}", level=30,
-                           symbol=context.symbol)
-        # Each exit order that ended unfilled widens the band (the market moved away, or the quote lags).
+        # Each exit order that ended unfilled widens the band (the market moved away, or the quote lags);
+        # exit_pricing widens it further when no fresh quote is to be had.
         execution = self.deps.execution
         band = min(self.deps.protection_band_pct + (context.exit_attempt + 1) * execution.exit_band_step_pct,
                    max(execution.exit_band_max_pct, self.deps.protection_band_pct))
-        limit = marketable_limit(expected, context.exit_side, band)
+        priced = exit_pricing(self.deps.quotes, context.symbol, context.exit_side, band_pct=band,
+                              fallback=context.avg_entry_price or context.expected_entry_price,
+                              tick=self.deps.tick_size(context.symbol))
+        if priced.widened:
+            self.log.event("QUOTE_MISSING" if priced.quote is None else "QUOTE_STALE",
+                           f"{context.symbol}: no fresh quote; exit priced from {priced.expected} with a "
+                           f"{priced.band_pct:g}% band", level=30, symbol=context.symbol,
+                           quote_ts=priced.quote.ts if priced.quote else None)
         self.exit_retry_due = None
-        self._apply(ExitRequested(at=self.deps.clock.now(), reason=message.reason, limit_price=limit,
-                                  expected_price=expected))
+        self._apply(ExitRequested(at=self.deps.clock.now(), reason=message.reason, limit_price=priced.limit,
+                                  expected_price=priced.expected))
 
     # -- the one way a state changes ---------------------------------------------------------------------
 
@@ -541,6 +546,8 @@ class TradeActor(SupervisedActor):
         deps = self.deps
         deps.book.remove(self.pos_id)
         deps.router.forget(self.pos_id)
+        if deps.contracts is not None and self.context.symbol:
+            deps.contracts.unwatch(self.context.symbol, self.pos_id)  # off the live feed once nothing is held
         deps.monitor.tell(WatchTrade(self.pos_id, self.context.state.value, self.context.updated_at, done=True))
         self.stop()
 
@@ -551,6 +558,8 @@ class TradeActor(SupervisedActor):
                                            context.entry_order_id, context.exit_order_id])
         if context.is_terminal:
             return
+        if deps.contracts is not None:
+            deps.contracts.watch(context.symbol, self.pos_id)  # its ticks price the exits, marks and fills
         if context.state in ACTIVE_ORDER_STATES:
             leg_entry = context.state in (S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED)
             since = context.entry_placed_at if leg_entry else context.exit_placed_at

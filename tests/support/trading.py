@@ -13,6 +13,7 @@ from typing import Any
 from actors.brokers.base import OrderUpdateListener
 from actors.brokers.paper import PaperBroker
 from actors.clock import SystemClock
+from actors.instruments import InstrumentBook
 from actors.trading.assembly import TradingHandles
 from actors.trading.quotes import QuoteBook
 from config.settings import Settings
@@ -124,7 +125,9 @@ def exit_signal(pos_id: str, reason: str = "EXIT_SCORE") -> ExitSignalRaised:
 
 class TraderHarness:
     def __init__(self, settings: Settings, *, broker: Any = None, quotes: QuoteBook | None = None,
-                 prices: dict[str, float] | None = None) -> None:
+                 prices: dict[str, float] | None = None, instruments: InstrumentBook | None = None) -> None:
+        """`instruments`: the instrument master (default: an empty one, so only execution.lot_sizes
+        knows lot sizes, as before the master existed)."""
         self.settings = settings
         self.quotes = quotes or QuoteBook()
         for symbol, price in (prices or {"SEC_49081": 100.0}).items():
@@ -132,7 +135,8 @@ class TraderHarness:
         self.clock = SystemClock()
         self.broker = broker if broker is not None else ScriptedBroker(self.quotes, self.clock)
         self.runtime = Runtime(settings, "trader", clock=self.clock, wiring=Wiring(
-            subtrees=frozenset({"trading"}), broker=self.broker, quotes=self.quotes))
+            subtrees=frozenset({"trading"}), broker=self.broker, quotes=self.quotes,
+            instruments=instruments if instruments is not None else InstrumentBook()))
         self.trader: TradingHandles
 
     def start(self, wait_ready: bool = True) -> TraderHarness:
