@@ -5,6 +5,9 @@ The Dhan client refuses to send inside its 3-second window (it raises RateLimite
 this actor backs off per (underlying, expiry) on 429s and server errors; an invalid expiry is logged and
 dropped (the expiry list is fetched again), never retried forever. Chains land in the read model, in
 `option_chains` and on the bus.
+
+It polls only while the exchange trades, from `PRE_OPEN_SECONDS` before the open (so chains are fresh at
+09:15) to the close; outside that it idles (OPTION_CHAINS_IDLE, then OPTION_CHAINS_ACTIVE at the pre-open).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from actors.brokers.base import BrokerError, PermanentBrokerError, TemporaryBrok
 from actors.clock import Clock
 from actors.market_data.market_cache import MarketCache
 from actors.market_data.messages import PublishValue
-from core.market import IST
+from core.calendar import MarketCalendar
+from core.market import IST, to_iso_ist
 from storage.errors import StorageError
 from storage.records import OptionChainRecord
 from storage.repositories import Storage
@@ -30,6 +34,7 @@ from supervision.supervisor import ChildHandle, ChildLink
 __all__ = ["ChainSource", "OptionChainPoller", "PollerState", "SimChainSource"]
 
 EXPIRY_REFRESH_SECONDS = 3600.0
+PRE_OPEN_SECONDS = 900.0  # NSE's pre-open session starts 15 minutes before the open
 
 
 class ChainSource(Protocol):
@@ -57,14 +62,16 @@ class PollerState:
     polls: int = 0
     errors: int = 0
     last_error: str = ""
+    idle: str = ""  # why the poller is idle ("" = polling): the market is closed
 
 
 class OptionChainPoller(SupervisedActor):
     def __init__(self, link: ChildLink | None, source: ChainSource, underlyings: tuple[str, ...],
                  configured_expiries: tuple[str, ...], poll_seconds: float, cache: MarketCache,
                  storage: Storage, publisher: ChildHandle, clock: Clock, scheduler: Scheduler,
-                 state: PollerState, seed: int = 7) -> None:
+                 state: PollerState, seed: int = 7, calendar: MarketCalendar | None = None) -> None:
         super().__init__(link)
+        self.calendar = calendar if calendar is not None else MarketCalendar.always_open()
         self.source = source
         self.underlyings = underlyings
         self.configured_expiries = configured_expiries
@@ -94,7 +101,26 @@ class OptionChainPoller(SupervisedActor):
             return None
         return super().receive(message)
 
+    def _active(self) -> bool:
+        """Poll while the market trades or opens within PRE_OPEN_SECONDS; say so when that changes."""
+        now = self.clock.now()
+        status = self.calendar.market_status(now)
+        opens_soon = status.next_open is not None and status.next_open - now <= PRE_OPEN_SECONDS
+        if status.is_open or opens_soon:
+            if self.state.idle:
+                self.state.idle = ""
+                self.log.event("OPTION_CHAINS_ACTIVE", f"market {status.state} ({status.reason}): polling chains")
+            return True
+        if not self.state.idle:
+            self.state.idle = f"market closed: {status.reason}"
+            opens = to_iso_ist(status.next_open) if status.next_open is not None else "unknown"
+            self.log.event("OPTION_CHAINS_IDLE", f"market closed ({status.reason}): no chain polls until the "
+                           f"pre-open of {opens}", reason=status.reason, next_open=opens)
+        return False
+
     def _poll(self) -> None:
+        if not self._active():
+            return
         self.state.polls += 1
         now = self.clock.monotonic()
         for symbol in self.underlyings:

@@ -175,7 +175,8 @@ def assemble_signals(infra: Infrastructure, sink: SignalSink | None, *, chains: 
     strategy_sink = sink
     # Its handle works from now on: candles published while the rest of the tree starts are buffered for it.
     strategy = signals.add(ChildSpec("strategy", lambda link: StrategyActor.start(
-        link, s, strategy_sink, chains, infra.clock, infra.scheduler, options, history, positions, risk_view)))
+        link, s, strategy_sink, chains, infra.clock, infra.scheduler, options, history, positions, risk_view,
+        calendar=infra.calendar)))
 
     if mds is not None:
         state = MdsClientState()

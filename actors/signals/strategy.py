@@ -50,8 +50,9 @@ from actors.signals.messages import (
     SignalSink,
 )
 from config.settings import Settings
-from core.market import Candle, hhmm_seconds, ist_seconds_of_day, to_iso_ist
-from core.risk import RiskLimits, new_risk_state
+from core.calendar import MarketCalendar
+from core.market import Candle, to_iso_ist
+from core.risk import RiskLimits, new_risk_state, trading_window
 from core.scoring import Score, ScoreEngine
 from core.signals import EntryGate, EntrySignalRaised, ExitSignalRaised, Signal, SignalPolicy, pick_atm_option
 from supervision.actor import SupervisedActor, tell_quietly
@@ -110,8 +111,12 @@ class StrategyActor(SupervisedActor):
     def __init__(self, link: ChildLink | None, settings: Settings, sink: SignalSink, market: MarketView | None,
                  clock: Clock, scheduler: Scheduler, options: StrategyOptions,
                  history: Callable[[str, int], list[Candle]] | None = None,
-                 positions: PositionsView | None = None, risk_view: RiskView | None = None) -> None:
+                 positions: PositionsView | None = None, risk_view: RiskView | None = None,
+                 calendar: MarketCalendar | None = None) -> None:
         super().__init__(link)
+        # The exchange's hours (core.risk.trading_window narrows them by the risk settings); candles of
+        # minutes the exchange does not trade are not decided on at all: the strategy idles.
+        self.calendar = calendar if calendar is not None else MarketCalendar.always_open()
         self.settings = settings
         self.sink = sink
         self.market = market
@@ -124,8 +129,6 @@ class StrategyActor(SupervisedActor):
         self.risk_view = risk_view  # the trader's risk guard (None: no trader in this process)
         self.limits = RiskLimits.from_settings(settings.risk)
         risk = settings.risk
-        self.session = (hhmm_seconds(risk.session_start), hhmm_seconds(risk.session_end))
-        self.square_off = hhmm_seconds(risk.square_off_time)
         self.max_open = risk.max_open_positions
         self.capital = risk.capital
         self.max_age = settings.strategy.entry_max_candle_age_seconds
@@ -148,7 +151,7 @@ class StrategyActor(SupervisedActor):
         self.resume_scheduled = False
         self.last_sync = 0.0
         self.stats = options.stats
-        for key in ("candles", "history", "duplicates", "scores", "entries", "exits", "skipped"):
+        for key in ("candles", "history", "duplicates", "scores", "entries", "exits", "skipped", "market_closed"):
             self.stats.setdefault(key, 0)
 
     def started(self) -> None:
@@ -255,6 +258,9 @@ class StrategyActor(SupervisedActor):
 
     def _decide(self, candle: Candle) -> None:
         symbol = candle.symbol
+        if not self.calendar.is_open(candle.ts):
+            self.stats["market_closed"] += 1  # a minute the exchange does not trade (the sim at night)
+            return
         if symbol not in self.warmed:
             self._warm(symbol, self.history(symbol, candle.ts) if self.history is not None else [])
         if not self._fresh(candle):
@@ -270,7 +276,8 @@ class StrategyActor(SupervisedActor):
         self.stats["scores"] += 1
         self.last_score[symbol] = score
         self.last_candle[symbol] = candle
-        if self.book and ist_seconds_of_day(candle.ts) + candle.timeframe >= self.square_off:
+        window = trading_window(self.limits, self.calendar, candle.ts)
+        if self.book and window is not None and candle.ts + candle.timeframe >= window.square_off_at:
             signals = self._square_off(candle)
         else:
             signals = self._signals(candle, score, position)
@@ -316,13 +323,13 @@ class StrategyActor(SupervisedActor):
 
     def _gate(self, candle: Candle, at: float) -> EntryGate:
         """Everything besides the score that decides an entry on this candle (the core judges it)."""
-        start_of_day = ist_seconds_of_day(candle.ts)
+        window = trading_window(self.limits, self.calendar, candle.ts)
         # Without a trader in this process the configured limits still apply, to an empty day.
         risk, limits = self.risk_view() if self.risk_view is not None else (new_risk_state(at), self.limits)
         return EntryGate(
-            market_open=self.session[0] <= start_of_day and start_of_day + candle.timeframe <= self.session[1],
+            market_open=window is not None and window.entries_from <= candle.ts and at <= window.entries_until,
             square_off_time=self.settings.risk.square_off_time,
-            after_square_off=start_of_day + candle.timeframe >= self.square_off,
+            after_square_off=window is None or at >= window.square_off_at,
             feed_stale=candle.symbol in self.stale or "*" in self.stale,
             max_open_positions=self.max_open, candle_age_seconds=self.clock.now() - at,
             max_candle_age_seconds=self.max_age, risk=risk, risk_limits=limits)

@@ -61,7 +61,7 @@ def build_broker(infra: Infrastructure, quotes: QuoteSource) -> Broker:
     if s.broker.kind == "dhan":
         from actors.dhan.broker import DhanBroker
 
-        return DhanBroker(s, infra.clock)
+        return DhanBroker(s, infra.clock, token=infra.token)
     return paper_broker_from_settings(s.broker, quotes, infra.clock)
 
 
@@ -72,7 +72,9 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     broker = broker if broker is not None else build_broker(infra, quotes)
     ready = threading.Event()
     book = TradeBook()
-    risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock)
+    # The market calendar narrows the session; a dead Dhan token (TokenState.entry_hold) denies entries.
+    risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock, calendar=infra.calendar,
+                     holds=(infra.token.entry_hold,) if infra.token is not None else ())
     reconcile_state = ReconcileState()
     ledger = Store("executor.ledger", PlacementLedger())
     executor_counters = Store("executor.counters", ExecutorCounters())
