@@ -274,6 +274,36 @@ def test_an_expired_token_with_no_way_to_renew_denies_entries_keeps_exiting_and_
             runtime.shutdown()
 
 
+def test_a_token_already_expired_at_start_is_an_incident_not_a_crash_loop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with FakeDhan(access_token=unsigned_jwt(CLIENT, time.time() - 60)) as fake:
+        settings = Settings().replace(
+            storage={"url": f"sqlite:///{tmp_path / 'mds.db'}"}, http={"mds_port": 0, "control_port": 0},
+            dhan=fake.dhan_settings(token_check_seconds=0.1, auto_renew_token=True),  # too late to renew
+            feed={"source": "dhan", "symbols": ["NIFTY"], "rest_fallback": False,
+                  "reconnect_initial_seconds": 0.05, "reconnect_max_seconds": 0.2},
+            option_chain={"underlyings": []}, calendar={"enabled": False},
+            supervision={"backoff_initial_seconds": 0.02, "backoff_max_seconds": 0.2})
+        runtime = Runtime(settings, "mds").start()
+        try:
+            market = runtime.market_data
+            assert market is not None
+            eventually(lambda: events(caplog, "BROKER_AUTH_EXPIRED"), 5.0, message="BROKER_AUTH_EXPIRED")
+            eventually(lambda: events(caplog, "FEED_WAITING_FOR_TOKEN"), 5.0, message="the feed waits")
+            dials = len(fake.feed.connect_paths)
+            later = market.feed_state.checks + 3
+            eventually(lambda: market.feed_state.checks >= later, 10.0, message="three feed checks")
+            status, body = health(runtime)
+            assert status == 503 and body["checks"]["broker_auth"]["error"].startswith(
+                "BROKER_AUTH_EXPIRED: the access token expired at ")
+            assert runtime.escalation is None and not events(caplog, "ACTOR_CRASHED")
+            assert len(events(caplog, "BROKER_AUTH_EXPIRED")) == 1 and not fake.rest.requests_to("/RenewToken")
+            assert len(fake.feed.connect_paths) == dials  # refused, then waiting: no reconnect storm
+        finally:
+            runtime.shutdown()
+
+
 # -- mybot dhan token ----------------------------------------------------------------------------------------------
 
 def run_cli(tmp_path: Path, token: str) -> subprocess.CompletedProcess[str]:

@@ -104,11 +104,11 @@ class TokenState:
     def dead_reason(self, now: float | None = None) -> str:
         """Why the current token cannot work ("" = as far as we know it does)."""
         current = self._current
-        if current.rejected:
-            return f"the access token was refused by Dhan ({current.rejected})"
         at = self._clock.now() if now is None else now
         if current.claims is not None and current.claims.is_expired(at):
             return f"the access token expired at {to_iso_ist(current.claims.expires_at)}"
+        if current.rejected:
+            return f"the access token was refused by Dhan ({current.rejected})"
         return ""
 
     def entry_hold(self) -> Denied | None:
