@@ -68,6 +68,19 @@ def test_totp_codes_match_rfc_6238_and_the_fake_dhan() -> None:
     assert totp_code("jbsw y3dp ehpk 3pxp", 1_795_000_000) == totp("JBSWY3DPEHPK3PXP", 1_795_000_000)
 
 
+def test_a_totp_login_needs_both_files_and_they_must_be_readable(tmp_path: Path) -> None:
+    from config.settings import ConfigError
+
+    with pytest.raises(ConfigError) as half:
+        Settings().replace(dhan={"pin_file": str(tmp_path / "missing-pin.txt")})
+    assert half.value.problems == ["dhan.totp_secret_file: required with dhan.pin_file",
+                                   f"dhan.pin_file: {tmp_path / 'missing-pin.txt'} is not a readable file"]
+    (tmp_path / "totp.txt").write_text("JBSWY3DPEHPK3PXP")
+    (tmp_path / "pin.txt").write_text("123456")
+    both = Settings().replace(dhan={"totp_secret_file": str(tmp_path / "totp.txt"), "pin_file": str(tmp_path / "pin.txt")})
+    assert both.dhan.totp_secret_file.endswith("totp.txt")
+
+
 # -- writing the token back -------------------------------------------------------------------------------------
 
 def test_a_renewed_token_is_written_back_atomically_with_mode_0600(tmp_path: Path) -> None:
@@ -191,7 +204,8 @@ def test_a_token_renewed_before_expiry_is_swapped_into_rest_the_feed_and_the_ord
             assert place_and_fill(fake, runtime, "TOK-BEFORE") == old
 
             clock.jump(7200 - 20 * 60)  # 20 minutes before expiry: past the 60 min warning and 30 min renewal
-            eventually(lambda: fake.tokens.renewals == 1, 5.0, message="RenewToken called")
+            eventually(lambda: events(caplog, "TOKEN_PERSISTED"), 5.0, message="renewed and written back")
+            assert fake.tokens.renewals == 1
             new = fake.tokens.current
             assert new != old and fake.tokens.check(old) == "revoked"
             assert [r.event for r in caplog.records if getattr(r, "event", "") in
