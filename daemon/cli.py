@@ -245,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", metavar="DIR", default="var/replay", help="output directory (default var/replay)")
     replay.add_argument("--symbols", metavar="LIST", help="replay only these (comma-separated; default: every "
                                                           "NIFTY, BANKNIFTY, FINNIFTY and SEC_<id> in the file)")
-    replay.add_argument("--chains", metavar="FILE", help="recorded option chains (default: TICKS.chains.jsonl "
-                                                         "beside the ticks, written by `run --record`)")
+    replay.add_argument("--chains", metavar="FILE", help="recorded option chains (default: the file `run --record` "
+                                                         "wrote beside the ticks: day.csv -> day.chains.jsonl)")
     replay.add_argument("--verbose", action="store_true", help="log at the configured level (default: warnings)")
     replay.set_defaults(func=_cmd_replay)
 
