@@ -85,7 +85,8 @@ def build_broker(infra: Infrastructure, quotes: QuoteSource, instruments: Instru
     if s.broker.kind == "dhan":
         from actors.dhan.broker import DhanBroker
 
-        return DhanBroker(s, infra.clock, tick_size=instruments.tick_size if instruments is not None else None)
+        return DhanBroker(s, infra.clock, token=infra.token,
+                          tick_size=instruments.tick_size if instruments is not None else None)
     # Paper fills run on the shared scheduler thread: they price from what is known, never wait on a REST LTP.
     return paper_broker_from_settings(s.broker, quotes.known if isinstance(quotes, QuoteBook) else quotes,
                                       infra.clock)
@@ -102,7 +103,9 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     broker = broker if broker is not None else build_broker(infra, quotes, instruments)
     ready = threading.Event()
     book = TradeBook()
-    risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock)
+    # The market calendar narrows the session; a dead Dhan token (TokenState.entry_hold) denies entries.
+    risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock, calendar=infra.calendar,
+                     holds=(infra.token.entry_hold,) if infra.token is not None else ())
     reconcile_state = ReconcileState()
     ledger = Store("executor.ledger", PlacementLedger())
     executor_counters = Store("executor.counters", ExecutorCounters())
