@@ -29,7 +29,7 @@ Rules (`SignalPolicy.decide`):
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -297,59 +297,66 @@ class ExitRepeated:
     since_last: float
 
 
+@dataclass(frozen=True)
 class ExitFollowUp:
     """Exits asked for positions that stay live are asked again, every `reraise_seconds`, until they end.
 
     The exit may never have reached the trade (dropped while the trading side restarted), or its order may
     sit unfilled while the trade waits: asking again costs nothing (the trade ignores an exit while one is
-    working or being retried) and a lost one is recovered. `asked` records each exit the strategy raises;
+    working or being retried) and a lost one is recovered. `ask` records each exit the strategy raises;
     `due` takes the trader's live pos_ids and the time: an exit whose position is no longer live is done,
     one still live whose last ask is at least reraise_seconds old is returned to be raised again (and
-    counts as asked then). `closed` ends one at once (the trader said so)."""
+    counts as asked then). `close` ends one at once (the trader said so).
 
-    def __init__(self, reraise_seconds: float) -> None:
-        if not reraise_seconds > 0:
-            raise ValueError(f"reraise_seconds must be positive, got {reraise_seconds!r}")
-        self.reraise_seconds = float(reraise_seconds)
-        self._asked: dict[str, ExitAsked] = {}
+    A value: every change returns a new one (the shell keeps it in a crash-only Store, so the follow-up
+    outlives a restart of the strategy)."""
 
-    def asked(self, signal: ExitSignalRaised, now: float) -> ExitAsked:
+    reraise_seconds: float
+    asked: Mapping[str, ExitAsked] = field(default_factory=dict)  # pos_id -> its asks; never changed in place
+
+    def __post_init__(self) -> None:
+        if not self.reraise_seconds > 0:
+            raise ValueError(f"reraise_seconds must be positive, got {self.reraise_seconds!r}")
+
+    def ask(self, signal: ExitSignalRaised, now: float) -> ExitFollowUp:
         """The strategy raised `signal` at `now`; a new decision to exit an asked position is one more attempt."""
-        previous = self._asked.get(signal.pos_id)
+        previous = self.asked.get(signal.pos_id)
         record = (ExitAsked(signal, now, now) if previous is None
                   else ExitAsked(signal, previous.first_at, now, previous.attempts + 1))
-        self._asked[signal.pos_id] = record
-        return record
+        return replace(self, asked={**self.asked, signal.pos_id: record})
 
-    def closed(self, pos_id: str) -> bool:
-        """The position ended: no more asks. False if no exit was asked for it."""
-        return self._asked.pop(pos_id, None) is not None
+    def close(self, pos_id: str) -> ExitFollowUp:
+        """The position ended: no more asks."""
+        if pos_id not in self.asked:
+            return self
+        return replace(self, asked={k: v for k, v in self.asked.items() if k != pos_id})
 
-    def retain(self, live: Collection[str]) -> list[str]:
-        """Forget the exits whose position is no longer live; their pos_ids, sorted."""
-        ended = sorted(pos_id for pos_id in self._asked if pos_id not in live)
-        for pos_id in ended:
-            del self._asked[pos_id]
-        return ended
+    def retain(self, live: Collection[str]) -> ExitFollowUp:
+        """Only the exits whose position is still live."""
+        if all(pos_id in live for pos_id in self.asked):
+            return self
+        return replace(self, asked={k: v for k, v in self.asked.items() if k in live})
 
-    def due(self, live: Collection[str], now: float) -> list[ExitRepeated]:
-        """The exits to raise again at `now` (in pos_id order), given the pos_ids live now."""
-        self.retain(live)
+    def due(self, live: Collection[str], now: float) -> tuple[ExitFollowUp, list[ExitRepeated]]:
+        """The follow-up after `now`, and the exits to raise again now (in pos_id order), given the pos_ids
+        live now."""
+        kept = self.retain(live)
+        asked = dict(kept.asked)
         repeats: list[ExitRepeated] = []
-        for pos_id, asked in sorted(self._asked.items()):
-            since_last = now - asked.last_at
+        for pos_id, record in sorted(kept.asked.items()):
+            since_last = now - record.last_at
             if since_last < self.reraise_seconds:
                 continue
-            signal = replace(asked.signal, at=now)
-            self._asked[pos_id] = ExitAsked(signal, asked.first_at, now, asked.attempts + 1)
-            repeats.append(ExitRepeated(signal, asked.attempts + 1, now - asked.first_at, since_last))
-        return repeats
+            signal = replace(record.signal, at=now)
+            asked[pos_id] = ExitAsked(signal, record.first_at, now, record.attempts + 1)
+            repeats.append(ExitRepeated(signal, record.attempts + 1, now - record.first_at, since_last))
+        return (replace(kept, asked=asked) if repeats else kept), repeats
 
     def pending(self) -> list[ExitAsked]:
-        return [self._asked[pos_id] for pos_id in sorted(self._asked)]
+        return [self.asked[pos_id] for pos_id in sorted(self.asked)]
 
     def __contains__(self, pos_id: object) -> bool:
-        return pos_id in self._asked
+        return pos_id in self.asked
 
     def __len__(self) -> int:
-        return len(self._asked)
+        return len(self.asked)

@@ -24,6 +24,8 @@ from core.orders import Leg
 from core.signals import EXIT_SCORE, ExitFollowUp, ExitSignalRaised
 from core.trade import TradeState
 from supervision.scheduler import Scheduler
+from supervision.store import Store
+from supervision.supervisor import ChildSpec, SupervisorHandle, start_root, stop_root
 from telemetry.logs import configure_logging
 from tests.support.series import replay_settings, trend_ticks
 from tests.support.trading import TraderHarness, eventually, exit_signal, trader_settings
@@ -38,51 +40,54 @@ def exit_of(pos_id: str, at: float = 0.0, reason: str = EXIT_SCORE) -> ExitSigna
 
 # -- the pure follow-up ------------------------------------------------------------------------------------
 def test_an_exit_is_asked_again_once_reraise_seconds_have_passed_since_the_last_ask() -> None:
-    follow = ExitFollowUp(30.0)
-    follow.asked(exit_of("P1", at=100.0), now=1000.0)
-    assert follow.due({"P1"}, 1029.9) == []
-    [again] = follow.due({"P1"}, 1030.0)
+    follow = ExitFollowUp(30.0).ask(exit_of("P1", at=100.0), now=1000.0)
+    assert follow.due({"P1"}, 1029.9) == (follow, [])
+    follow, [again] = follow.due({"P1"}, 1030.0)
     assert again.signal == exit_of("P1", at=1030.0)  # the same exit, decided at the time it is asked again
     assert (again.attempt, again.waited, again.since_last) == (2, 30.0, 30.0)
-    assert follow.due({"P1"}, 1059.0) == []  # the wait starts over from the last ask
-    [third] = follow.due({"P1"}, 1075.0)
+    follow, none = follow.due({"P1"}, 1059.0)  # the wait starts over from the last ask
+    assert none == []
+    follow, [third] = follow.due({"P1"}, 1075.0)
     assert (third.attempt, third.waited, third.since_last) == (3, 75.0, 45.0)
     assert [(a.signal.pos_id, a.attempts, a.first_at, a.last_at) for a in follow.pending()] == [
         ("P1", 3, 1000.0, 1075.0)]
 
 
+def test_the_follow_up_is_a_value_every_change_returns_a_new_one() -> None:
+    empty = ExitFollowUp(30.0)
+    one = empty.ask(exit_of("P1"), now=0.0)
+    later, _ = one.due({"P1"}, 60.0)
+    assert len(empty) == 0 and one.pending()[0].attempts == 1 and later.pending()[0].attempts == 2
+    assert one.close("P1") is not one and len(one) == 1 and one.close("NOPE") is one
+
+
 def test_a_position_that_is_no_longer_live_is_not_asked_again() -> None:
-    follow = ExitFollowUp(30.0)
-    follow.asked(exit_of("P1"), now=0.0)
-    follow.asked(exit_of("P2"), now=0.0)
-    assert [r.signal.pos_id for r in follow.due({"P2", "OTHER"}, 30.0)] == ["P2"]
+    follow = ExitFollowUp(30.0).ask(exit_of("P1"), now=0.0).ask(exit_of("P2"), now=0.0)
+    follow, repeats = follow.due({"P2", "OTHER"}, 30.0)
+    assert [r.signal.pos_id for r in repeats] == ["P2"]
     assert "P1" not in follow and "P2" in follow and len(follow) == 1
-    assert follow.retain(set()) == ["P2"] and len(follow) == 0
+    assert len(follow.retain(set())) == 0
 
 
 def test_position_closed_ends_the_follow_up_at_once() -> None:
-    follow = ExitFollowUp(30.0)
-    follow.asked(exit_of("P1"), now=0.0)
-    assert follow.closed("P1") is True and follow.closed("P1") is False
-    assert follow.due({"P1"}, 100.0) == []  # still listed live (the view lags): nothing was asked
+    follow = ExitFollowUp(30.0).ask(exit_of("P1"), now=0.0).close("P1")
+    assert "P1" not in follow
+    assert follow.due({"P1"}, 100.0)[1] == []  # still listed live (the view lags): nothing was asked
 
 
 def test_a_new_decision_to_exit_counts_as_an_attempt_and_restarts_the_wait() -> None:
-    follow = ExitFollowUp(30.0)
-    follow.asked(exit_of("P1"), now=0.0)
-    follow.asked(exit_of("P1", reason="SQUARE_OFF"), now=20.0)  # square-off decided it again
-    assert follow.due({"P1"}, 49.0) == []
-    [again] = follow.due({"P1"}, 50.0)
+    follow = ExitFollowUp(30.0).ask(exit_of("P1"), now=0.0)
+    follow = follow.ask(exit_of("P1", reason="SQUARE_OFF"), now=20.0)  # square-off decided it again
+    assert follow.due({"P1"}, 49.0)[1] == []
+    [again] = follow.due({"P1"}, 50.0)[1]
     assert (again.signal.reason, again.attempt, again.waited, again.since_last) == ("SQUARE_OFF", 3, 50.0, 30.0)
 
 
 def test_several_positions_are_followed_each_on_its_own_time_in_pos_id_order() -> None:
-    follow = ExitFollowUp(10.0)
-    follow.asked(exit_of("P2"), now=0.0)
-    follow.asked(exit_of("P1"), now=0.0)
-    follow.asked(exit_of("P3"), now=5.0)
-    assert [(r.signal.pos_id, r.attempt) for r in follow.due({"P1", "P2", "P3"}, 10.0)] == [("P1", 2), ("P2", 2)]
-    assert [(r.signal.pos_id, r.attempt) for r in follow.due({"P1", "P2", "P3"}, 15.0)] == [("P3", 2)]
+    follow = ExitFollowUp(10.0).ask(exit_of("P2"), now=0.0).ask(exit_of("P1"), now=0.0).ask(exit_of("P3"), now=5.0)
+    follow, repeats = follow.due({"P1", "P2", "P3"}, 10.0)
+    assert [(r.signal.pos_id, r.attempt) for r in repeats] == [("P1", 2), ("P2", 2)]
+    assert [(r.signal.pos_id, r.attempt) for r in follow.due({"P1", "P2", "P3"}, 15.0)[1]] == [("P3", 2)]
 
 
 @pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan")])
@@ -187,6 +192,34 @@ def test_position_closed_from_the_trader_stops_the_repeats() -> None:
     clock.advance(1_100.0)
     ref.tell(FollowUpExits())
     assert ref.ask(Drain())["exits_asked"] == [] and len(exits(sink)) == 1
+
+
+def test_a_restarted_strategy_keeps_asking_and_does_not_take_the_position_back_into_its_book() -> None:
+    """The follow-up lives in the assembly's crash-only store: the strategy's restart (its supervisor's, an
+    operator's, a crash) does not forget an exit asked, nor adopts the exiting position as an open one."""
+    configure_logging("WARNING")
+    clock = VirtualClock(1_000.0)
+    live = LiveTrades(**{"NIFTY-LIVE-3": ("NIFTY", 1)})
+    settings = replay_settings(strategy={"entry_max_candle_age_seconds": 0, "mds_entry_score_min": 1.0,
+                                         "exit_reraise_seconds": 30.0})
+    sink, options = RecordingSink(), StrategyOptions()
+    store = Store("strategy.exits", ExitFollowUp(settings.strategy.exit_reraise_seconds))
+    tree = start_root(SupervisorHandle("signals", [ChildSpec("strategy", lambda link: StrategyActor.start(
+        link, settings, sink, None, clock, Scheduler.shared(), options, None, live, None, exits=store))]),
+        lambda reason: None)
+    try:
+        strategy = tree.handle("strategy")
+        strategy.tell(CandlesClosed("NIFTY", tuple(TREND)))
+        strategy.ask(Drain())
+        assert [e.pos_id for e in exits(sink)] == ["NIFTY-LIVE-3"]
+        assert tree.restart("strategy")["restarts"] == 1
+        status = strategy.ask(Drain())  # the new instance
+        assert status["exits_asked"] == ["NIFTY-LIVE-3"] and status["open_positions"] == {}
+        clock.advance(1_030.0)
+        assert sink.wait_for(lambda signals: len(exits(sink)) == 2, timeout=5.0), sink.signals
+        assert exits(sink)[1].pos_id == "NIFTY-LIVE-3" and store.get().pending()[0].attempts == 2
+    finally:
+        assert stop_root(tree, timeout=5)
 
 
 def test_without_a_view_of_the_live_trades_an_exit_is_not_repeated_blindly() -> None:

@@ -76,6 +76,7 @@ from core.signals import (
 )
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
+from supervision.store import Store
 from supervision.supervisor import ChildLink
 
 __all__ = ["StrategyActor", "StrategyOptions", "signal_record"]
@@ -136,7 +137,8 @@ class StrategyActor(SupervisedActor):
                  clock: Clock, scheduler: Scheduler, options: StrategyOptions,
                  history: Callable[[str, int], list[Candle]] | None = None,
                  positions: PositionsView | None = None, risk_view: RiskView | None = None,
-                 instruments: InstrumentBook | None = None, calendar: MarketCalendar | None = None) -> None:
+                 instruments: InstrumentBook | None = None, calendar: MarketCalendar | None = None,
+                 exits: Store[ExitFollowUp] | None = None) -> None:
         super().__init__(link)
         self.instruments = instruments  # lot sizes of what is traded (None: none known, options not traded)
         # The exchange's hours (core.risk.trading_window narrows them by the risk settings); candles of
@@ -165,7 +167,9 @@ class StrategyActor(SupervisedActor):
         self.book: dict[str, tuple[str, int]] = {}  # symbol -> (pos_id, direction)
         self.raised: dict[str, float] = {}  # pos_id -> monotonic time its entry was raised (sync grace)
         # Exits asked and not yet seen to end (not re-added to the book by a sync while closing; asked again).
-        self.exits = ExitFollowUp(settings.strategy.exit_reraise_seconds)
+        # Crash-only: the assembly's store outlives this instance, so a restarted strategy keeps asking.
+        self.exits = exits if exits is not None else Store(
+            "strategy.exits", ExitFollowUp(settings.strategy.exit_reraise_seconds))
         self.exit_timer: Timer | None = None
         self.stale: set[str] = set()
         self.held_back: deque[Candle] = deque()
@@ -186,7 +190,7 @@ class StrategyActor(SupervisedActor):
         self.parts.idle.set()
         self._sync_positions(force=True)
         if self.positions is not None:  # without a view of the live trades a re-raise would be blind
-            interval = min(1.0, max(0.05, self.exits.reraise_seconds / 4))
+            interval = min(1.0, max(0.05, self.exits.get().reraise_seconds / 4))
             self.exit_timer = self.scheduler.call_every(interval, tell_quietly, self.actor_ref, FollowUpExits())
         self.log.event("STRATEGY_STARTED", f"strategy on {len(self.settings.feed.symbols)} symbols",
                        entry_score_min=self.entry_min, exit_score_min=self.settings.strategy.mds_exit_score_min,
@@ -212,7 +216,7 @@ class StrategyActor(SupervisedActor):
             self._follow_up_exits()
         elif isinstance(message, PositionClosed):
             self._forget(message.pos_id, message.reason or "closed by the trader")
-            self.exits.closed(message.pos_id)
+            self.exits.update(lambda follow: follow.close(message.pos_id))
         elif isinstance(message, Drain):
             return self.status()
         else:
@@ -225,7 +229,7 @@ class StrategyActor(SupervisedActor):
 
     def status(self) -> dict[str, Any]:
         return {**self.stats, "open_positions": {s: p for s, (p, _) in sorted(self.book.items())},
-                "exits_asked": [asked.signal.pos_id for asked in self.exits.pending()],
+                "exits_asked": [asked.signal.pos_id for asked in self.exits.get().pending()],
                 "stale": sorted(self.stale), "held_back": len(self.held_back), "paused": self.paused,
                 "warm": sorted(s for s in self.last_ts if self.engine.warm(s))}
 
@@ -396,7 +400,8 @@ class StrategyActor(SupervisedActor):
         else:
             kind = "EXIT_SIGNAL"
             self.book.pop(signal.symbol or candle.symbol, None)
-            self.exits.asked(signal, self.clock.now())
+            now = self.clock.now()
+            self.exits.update(lambda follow: follow.ask(signal, now))
             self.stats["exits"] += 1
             message = f"exit {signal.pos_id}: {signal.reason} {signal.exit_score:.3f}"
         record = signal_record(kind, candle.symbol, candle, score, signal)
@@ -472,8 +477,9 @@ class StrategyActor(SupervisedActor):
         self.last_sync = now
         live = self.positions()
         held = {pos_id for pos_id, _ in self.book.values()}
+        asked = self.exits.get()
         for pos_id, (symbol, direction) in sorted(live.items()):
-            if pos_id in held or pos_id in self.exits or symbol in self.book:
+            if pos_id in held or pos_id in asked or symbol in self.book:
                 continue
             self.book[symbol] = (pos_id, direction)
             self.log.event("STRATEGY_POSITION_ADOPTED", f"{pos_id} is open: exits will be decided for it",
@@ -481,13 +487,15 @@ class StrategyActor(SupervisedActor):
         for pos_id in held - set(live):
             if now - self.raised.get(pos_id, 0.0) >= POSITION_SYNC_GRACE_SECONDS:
                 self._forget(pos_id)  # closed, denied or refused by the trader
-        self.exits.retain(live)
+        self.exits.update(lambda follow: follow.retain(live))
 
     def _follow_up_exits(self) -> None:
         """Raise again each exit whose position is still live reraise_seconds after the last ask."""
-        if self.positions is None or not self.exits:
+        if self.positions is None or not self.exits.get():
             return
-        for repeat in self.exits.due(self.positions(), self.clock.now()):
+        follow, repeats = self.exits.get().due(self.positions(), self.clock.now())
+        self.exits.set(follow)  # this actor is the store's only writer
+        for repeat in repeats:
             signal = repeat.signal
             self.stats["exits_repeated"] += 1
             self.log.event("EXIT_SIGNAL_REPEATED", f"exit {signal.pos_id} again ({signal.reason}): attempt "
