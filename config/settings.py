@@ -296,6 +296,9 @@ class StrategySettings:
     entry_max_candle_age_seconds: float = knob(120.0, min=0.0,
                                                help="no entry on a candle that closed longer ago than this "
                                                     "by the clock (catch-up after an outage); 0 = no limit")
+    exit_reraise_seconds: float = knob(30.0, min=1.0, max=3600.0,
+                                       help="an exit the strategy asked for a position still live this long "
+                                            "after its last ask is asked again (EXIT_SIGNAL_REPEATED)")
 
 
 @dataclass(frozen=True)
