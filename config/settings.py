@@ -306,6 +306,12 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = knob(True, help="record latency histograms and counters on the hot paths (GET /metrics "
+                                    "still answers when off, with the scrape-time gauges)")
+
+
+@dataclass(frozen=True)
 class ControlSettings:
     token_file: str = knob("", help="file holding the bearer token (overrides secrets_dir)")
     token: Secret = field(default=Secret(""), metadata={"secret": "control_token.txt"})
@@ -329,6 +335,7 @@ class Settings:
     calendar: CalendarSettings = field(default_factory=CalendarSettings)
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     storage_password: Secret = field(default=Secret(""), metadata={"secret": "postgres_password.txt"})
     redis_password: Secret = field(default=Secret(""), metadata={"secret": "redis_password.txt"})

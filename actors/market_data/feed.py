@@ -9,6 +9,7 @@ the one-message-per-tick ceiling. Stale-feed detection runs on a 1-second timer:
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ FLOW_WAIT_SECONDS = 1.0  # a live source never waits longer than this (then the 
 class TicksReceived:
     ticks: list[Tick]
     holds_slot: bool = False  # took a flow-control slot: release it once routed
+    received_at: float = 0.0  # time.perf_counter() at hand-over (mybot_tick_to_candle_seconds)
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ class FeedActor(SupervisedActor):
             holds = in_flight.acquire(timeout=FLOW_WAIT_SECONDS)
             if not holds:
                 self.state.flow_waits += 1
-            ref.tell(TicksReceived(ticks if isinstance(ticks, list) else list(ticks), holds))
+            ref.tell(TicksReceived(ticks if isinstance(ticks, list) else list(ticks), holds, time.perf_counter()))
 
         sink = self.wrap_sink(on_ticks) if self.wrap_sink else on_ticks
         callbacks = SourceCallbacks(
@@ -153,7 +155,7 @@ class FeedActor(SupervisedActor):
     def receive(self, message: Any) -> Any:
         if isinstance(message, TicksReceived):
             try:
-                self._route(message.ticks)
+                self._route(message.ticks, message.received_at)
             finally:
                 if message.holds_slot:
                     self.in_flight.release()
@@ -169,7 +171,7 @@ class FeedActor(SupervisedActor):
             return super().receive(message)
         return None
 
-    def _route(self, ticks: list[Tick]) -> None:
+    def _route(self, ticks: list[Tick], received_at: float = 0.0) -> None:
         groups: dict[str, list[Tick]] = {}
         known = self.known
         unknown = 0
@@ -192,7 +194,7 @@ class FeedActor(SupervisedActor):
             builder = self.builders.get(symbol)
             if builder is None:
                 builder = self.builders[symbol] = self.candles.ensure_child(symbol)
-            builder.tell(CandleTicks(group))
+            builder.tell(CandleTicks(group, received_at))
             newest = max(group, key=_tick_ts) if len(group) > 1 else group[0]
             quotes[symbol] = (newest.ltp, newest.ts)
             if symbol in self.state.last_arrival:

@@ -57,6 +57,7 @@ from core.signals import EntryGate, EntrySignalRaised, ExitSignalRaised, Signal,
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler
 from supervision.supervisor import ChildLink
+from telemetry import metrics
 
 __all__ = ["StrategyActor", "StrategyOptions", "signal_record"]
 
@@ -276,6 +277,7 @@ class StrategyActor(SupervisedActor):
             signals = self._signals(candle, score, position)
             for signal in signals:
                 self._send(candle, score, signal)
+        metrics.candle_to_signal(self.clock.now() - (candle.ts + candle.timeframe))
         if signals and self.parts.gate is not None:
             self.parts.gate.passed(signals)
             if not self._gate_open():

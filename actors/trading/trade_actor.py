@@ -20,6 +20,7 @@ The actor never talks to the broker itself: the executor places, cancels and loo
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,7 @@ from core.trade import (
 from storage.errors import StorageConflict, StorageError
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.supervisor import ChildLink
+from telemetry import metrics
 
 __all__ = ["TradeActor"]
 
@@ -109,6 +111,7 @@ class TradeActor(SupervisedActor):
         self.recovering = True  # the book says "recovered" only once started() is through
         self.deferred_exit: RequestExit | None = None  # asked before the entry was placed: applied after
         self.placement_attempts: dict[str, int] = {}  # correlation id -> sends asked (this life)
+        self.signal_sent_at = 0.0  # perf_counter when the desk sent OpenTrade (0: recovered, or measured)
         self.log = self.log.bind(pos_id=pos_id)
         self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log)
 
@@ -184,6 +187,7 @@ class TradeActor(SupervisedActor):
     def _open(self, message: OpenTrade) -> None:
         order, deps = message.order, self.deps
         deps.entries.bump("entries")
+        self.signal_sent_at = message.sent_at
         if self.context.state is not S.NEW:
             self._answer(message, EntryRefusal.DUPLICATE, "duplicate pos_id: pos_id is already known")
             return
@@ -279,6 +283,9 @@ class TradeActor(SupervisedActor):
     def _on_placement(self, result: PlacementResult) -> None:
         request = result.request
         if result.outcome is Outcome.PLACED and result.order is not None:
+            if request.leg is Leg.ENTRY and self.signal_sent_at:
+                metrics.signal_to_order(time.perf_counter() - self.signal_sent_at)
+                self.signal_sent_at = 0.0
             self._observe(result.order, "placement")
             return
         pending = request_for(self.context)
