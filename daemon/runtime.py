@@ -38,12 +38,14 @@ from actors.trading.assembly import TradingHandles, assemble_trading
 from actors.trading.quotes import QuoteBook, QuoteSource, bus_quotes, chain_quotes
 from actors.wiring import HealthCheck, Infrastructure, Subtree
 from config.settings import Settings, settings_summary
+from core.token import TokenError, read_claims
 from storage.bus import open_bus
 from storage.errors import StorageError
 from storage.opening import open_storage
 from supervision.actor import ChildUnavailable
 from supervision.scheduler import Scheduler
 from supervision.supervisor import AskTimeout, SupervisorHandle, start_root
+from telemetry import metrics
 from telemetry.logs import get_logger, redact
 
 __all__ = ["ROLES", "Runtime", "Wiring"]
@@ -103,6 +105,7 @@ class Runtime:
         self.trading: TradingHandles | None = None
         self.signals: SignalsHandles | None = None
         self.parts: list[Subtree] = []
+        self.mds: MdsConnection | None = None
         for secret in (settings.dhan.client_id, settings.dhan.access_token, settings.control.token,
                        settings.storage_password, settings.redis_password):
             redact(secret.reveal())
@@ -114,6 +117,8 @@ class Runtime:
         log.event("RUNTIME_STARTING", f"mybot starting, role {self.role}", role=self.role,
                   storage=settings_summary(s)["storage"]["url"], feed=s.feed.source, broker=s.broker.kind)
         self.scheduler = Scheduler.shared()
+        metrics.configure(enabled=s.metrics.enabled)
+        metrics.token_expiry.set(_token_expiry(s.dhan.access_token.reveal()))
         self.storage = open_storage(s.storage.url, connect_timeout=s.storage.connect_timeout_seconds,
                                     password=s.storage_password.reveal())
         self.storage_ready = threading.Event()
@@ -149,6 +154,7 @@ class Runtime:
         if self.role == "trader" and s.market_data.provider == "mds":
             client = MdsHttpClient.from_settings(s.market_data)
             mds = MdsConnection(client, MdsMarketView(client, infra.clock, s.market_data.quote_max_age_seconds))
+        self.mds = mds
         if "trading" in self.subtrees:
             quotes = w.quotes if w.quotes is not None else self._quote_book(mds)
             self.trading = assemble_trading(infra, quotes, w.broker)
@@ -221,7 +227,14 @@ class Runtime:
         if self.market_data is not None:
             app = create_mds_app(self.market_data.cache, self)
             self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds").start())
-        control = create_control_app(self, self.trading.api if self.trading is not None else None)
+        market: Any = None
+        if self.market_data is not None:
+            market = self.market_data.cache
+        elif self.mds is not None:
+            from httpapi.dashboard import MdsProxyView
+
+            market = MdsProxyView(self.mds.client, tuple(self.settings.feed.symbols))
+        control = create_control_app(self, self.trading.api if self.trading is not None else None, market)
         self.servers.append(HttpServer(control, h.host, h.control_port, h.threads, "control").start())
 
     # -- run / stop -------------------------------------------------------------------------------------
@@ -356,3 +369,14 @@ class Runtime:
 
     def control_token(self) -> str:
         return self.settings.control.token.reveal()
+
+
+def _token_expiry(token: str) -> float | None:
+    """The configured Dhan token's expiry for mybot_dhan_token_expiry_seconds (None: no readable JWT). The
+    token lifecycle calls telemetry.metrics.token_expiry.set(...) again whenever it renews the token."""
+    if not token:
+        return None
+    try:
+        return read_claims(token).expires_at
+    except TokenError:
+        return None

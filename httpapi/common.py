@@ -72,8 +72,11 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     raise falcon.HTTPInternalServerError(title="internal error", description="see the server log")
 
 
-def create_base_app() -> falcon.App:
-    app = falcon.App(cors_enable=False)
+def create_base_app(server: str = "http", middleware: list[Any] | None = None) -> falcon.App:
+    """`server` labels the HTTP metrics (mybot_http_request_duration_seconds{server})."""
+    from httpapi.metrics import RequestTiming
+
+    app = falcon.App(cors_enable=False, middleware=[RequestTiming(server), *(middleware or [])])
     handler = OrjsonHandler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})
