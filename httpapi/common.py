@@ -101,10 +101,12 @@ def str_param(req: falcon.Request, name: str, *, required: bool = True, pattern:
     values = req.params.get(name)
     if isinstance(values, list):
         raise bad_param(name, "given more than once")
-    if values is None or values == "":
+    if values is None or (values == "" and required):
         if required:
             raise bad_param(name, "is required")
         return default
+    if values == "":
+        raise bad_param(name, "is empty (leave it out for the default)")
     if len(values) > max_len:
         raise bad_param(name, f"longer than {max_len} characters")
     if pattern and not re.fullmatch(pattern, values):

@@ -133,9 +133,9 @@ class TradesResource:
         lot = self.trading.lot_size(symbol)
         if lot and qty % lot:
             raise bad_param("qty", f"must be a multiple of the lot size {lot} of {symbol}")
-        price = body.get("price")
-        if price is not None:
-            price = float_param(price, "price", minimum=0.0)
+        price = None
+        if "price" in body:  # an explicit null is a mistake, not "no price"
+            price = float_param(body["price"], "price", minimum=0.0)
             if price <= 0:
                 raise bad_param("price", "must be positive")
         unknown = set(body) - {"pos_id", "symbol", "side", "qty", "price", "reason"}
@@ -208,7 +208,11 @@ class ReconcileAckResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.auth(req)
-        _optional_body(req)
+        body = _optional_body(req)
+        _reason(body)
+        unknown = set(body) - {"reason"}
+        if unknown:
+            raise bad_param(sorted(unknown)[0], "unknown field")
         resp.media = self.trading.reconcile_ack(who=req.remote_addr or "operator")
 
 
