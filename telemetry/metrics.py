@@ -36,7 +36,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 __all__ = [
     "CONTENT_TYPE",
     "REGISTRY",
+    "RateLimits",
     "ScrapeCollector",
+    "TokenExpiry",
     "alert_failed",
     "alert_sent",
     "candle_to_signal",
@@ -90,7 +92,8 @@ def is_enabled() -> bool:
 TICK_TO_CANDLE = Histogram(
     "mybot_tick_to_candle_seconds",
     "From a tick batch handed over by the feed source to its candle builder having folded it into the "
-    "forming candle (one observation per symbol per batch)", buckets=_FAST, registry=REGISTRY)
+    "forming candle (one observation per symbol of a sampled batch: at most one batch per 100 ms)",
+    buckets=_FAST, registry=REGISTRY)
 CANDLE_TO_SIGNAL = Histogram(
     "mybot_candle_to_signal_seconds",
     "From the end of a closed 1-minute candle's minute to the strategy's decision on it (every live "
@@ -135,6 +138,18 @@ ALERTS_FAILED = Counter(
 
 # -- recording (hot paths: one flag check when off) --------------------------------------------------------
 
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, memoized: labels() takes the metric's lock on every call."""
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def tick_to_candle(seconds: float) -> None:
     if _switch.on:
         TICK_TO_CANDLE.observe(seconds)
@@ -143,14 +158,14 @@ def tick_to_candle(seconds: float) -> None:
 def candles(symbol: str, closed: int, revised: int) -> None:
     if _switch.on:
         if closed:
-            CANDLES.labels(symbol, "closed").inc(closed)
+            _child(CANDLES, symbol, "closed").inc(closed)
         if revised:
-            CANDLES.labels(symbol, "revised").inc(revised)
+            _child(CANDLES, symbol, "revised").inc(revised)
 
 
 def late_ticks(symbol: str, dropped: int) -> None:
     if _switch.on and dropped:
-        LATE_TICKS_DROPPED.labels(symbol).inc(dropped)
+        _child(LATE_TICKS_DROPPED, symbol).inc(dropped)
 
 
 def candle_to_signal(seconds: float) -> None:
@@ -165,12 +180,12 @@ def signal_to_order(seconds: float) -> None:
 
 def order_fill(leg: str, seconds: float) -> None:
     if _switch.on:
-        ORDER_FILL.labels(leg).observe(max(0.0, seconds))
+        _child(ORDER_FILL, leg).observe(max(0.0, seconds))
 
 
 def order_final(leg: str, status: str) -> None:
     if _switch.on:
-        ORDERS_FINAL.labels(leg, status).inc()
+        _child(ORDERS_FINAL, leg, status).inc()
 
 
 def protective_stop_reaction(seconds: float) -> None:
@@ -180,8 +195,8 @@ def protective_stop_reaction(seconds: float) -> None:
 
 def http_request(server: str, method: str, route: str, status: str, seconds: float) -> None:
     if _switch.on:
-        HTTP_LATENCY.labels(server, method, route).observe(seconds)
-        HTTP_REQUESTS.labels(server, method, route, status).inc()
+        _child(HTTP_LATENCY, server, method, route).observe(seconds)
+        _child(HTTP_REQUESTS, server, method, route, status).inc()
 
 
 def alert_sent(channel: str, kind: str) -> None:

@@ -88,15 +88,33 @@ class _Client:
 
 
 def test_rate_limit_headroom_is_the_tightest_source_and_forgets_closed_ones() -> None:
+    limits = metrics.RateLimits()  # the process-wide one also holds the Dhan clients of other tests
     idle, busy = _Client(), _Client()
     busy.window.acquire("NIFTY", 99.0)  # 2 s of its 3 s window left at t=100
-    metrics.rate_limits.register(idle.headroom)
-    metrics.rate_limits.register(busy.headroom)
-    assert metrics.rate_limits.headroom()["option_chain"] == pytest.approx(1 / 3)
+    limits.register(idle.headroom)
+    limits.register(busy.headroom)
+    assert limits.headroom()["option_chain"] == pytest.approx(1 / 3)
     del busy
-    assert metrics.rate_limits.headroom()["option_chain"] == 1.0
+    assert limits.headroom()["option_chain"] == 1.0
     del idle
-    assert "option_chain" not in metrics.rate_limits.headroom()
+    assert limits.headroom() == {}
+
+
+def test_dhan_clients_and_brokers_report_their_rate_limit_headroom() -> None:
+    from actors.clock import SystemClock
+    from actors.dhan.broker import DhanBroker
+    from config.settings import Settings
+
+    broker = DhanBroker(Settings(), SystemClock())
+    try:
+        assert broker.rate_headroom() == {"orders": 1.0}
+        assert broker._client.rate_headroom() == {"option_chain": 1.0, "quote": 1.0}
+        assert {"orders", "option_chain", "quote"} <= set(metrics.rate_limits.headroom())
+        broker._order_slot("place")  # takes the one token of a burst-1 bucket
+        assert broker.rate_headroom()["orders"] < 0.5
+        assert metrics.rate_limits.headroom()["orders"] < 0.5
+    finally:
+        broker.close()
 
 
 def test_token_expiry_hook_feeds_the_gauge() -> None:
