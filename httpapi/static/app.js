@@ -2,7 +2,8 @@
  *
  * Plain JavaScript, no build step, no dependency. Every text that comes from the system is put in the page
  * with textContent (never innerHTML), so a symbol, a reason or an error cannot become markup. The control
- * token lives in sessionStorage and goes out only in the Authorization header of a mutation.
+ * token lives in sessionStorage and goes out only in the Authorization header (of every request once logged
+ * in: a control port off loopback wants it for reads too), never in a cookie.
  * Live updates: the visible view polls its endpoint at most once a second (one request at a time, paused
  * while the tab is hidden); the headline refreshes from /v1/overview.
  */
@@ -124,8 +125,18 @@
     return sessionStorage.getItem(TOKEN_KEY) || "";
   }
 
+  function readHeaders() {
+    // A control port that is not on loopback wants the token for reads too: send it once logged in.
+    const headers = { Accept: "application/json" };
+    if (token()) headers.Authorization = "Bearer " + token();
+    return headers;
+  }
+
   async function getJson(path) {
-    const response = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
+    const response = await fetch(path, { headers: readHeaders(), cache: "no-store", credentials: "omit" });
+    if (response.status === 401) {
+      throw new Error("this control port wants the token for reads: log in");
+    }
     const body = await response.json().catch(() => null);
     if (!response.ok && response.status !== 503) {
       throw new Error(body && body.error ? `${body.error}: ${body.detail || ""}` : `HTTP ${response.status}`);
@@ -542,7 +553,8 @@
   async function chainFor(symbol) {
     const underlying = (state.market.underlyings || []).includes(symbol) ? symbol : null;
     if (!underlying) return { none: `${symbol} is not an option-chain underlying` };
-    const response = await fetch(`/v1/market/option_chain?symbol=${encodeURIComponent(underlying)}`, { cache: "no-store" });
+    const response = await fetch(`/v1/market/option_chain?symbol=${encodeURIComponent(underlying)}`,
+      { headers: readHeaders(), cache: "no-store", credentials: "omit" });
     if (response.status === 404) return { none: `no chain for ${underlying} yet` };
     return response.json();
   }
