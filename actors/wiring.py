@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from actors.clock import Clock
 from config.settings import Settings
@@ -20,7 +20,17 @@ from storage.repositories import Storage
 from supervision.scheduler import Scheduler
 from supervision.supervisor import Backoff, ChildSpec, SupervisorHandle, supervisor_spec
 
-__all__ = ["HealthCheck", "Infrastructure", "Subtree"]
+__all__ = ["ContractWatch", "HealthCheck", "Infrastructure", "Subtree"]
+
+
+class ContractWatch(Protocol):
+    """Keeps a traded contract on the live feed while an owner (a trade's pos_id) holds it: the trading
+    side calls it, the market_data side implements it (MarketDataHandles.contracts); the runtime wires
+    one to the other. Idempotent per (symbol, owner); thread-safe; never blocks."""
+
+    def watch(self, symbol: str, owner: str) -> None: ...
+
+    def unwatch(self, symbol: str, owner: str) -> None: ...
 
 
 @dataclass(frozen=True)

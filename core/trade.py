@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar, get_type_hints
 
+from core.instruments import InstrumentError, round_to_tick
 from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id, marketable_limit
 from core.pnl import realized_pnl
 
@@ -44,7 +45,7 @@ __all__ = [
     "EXIT_WORKING",
     "SUBMIT_PENDING",
     "EVENT_TYPES",
-    "MAX_EXIT_ATTEMPTS",
+    "EXIT_ALERT_EVERY",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "AlertOperator",
@@ -63,6 +64,7 @@ __all__ = [
     "OrderRejected",
     "OrderSlippageDetected",
     "OrderTimedOut",
+    "PositionAdopted",
     "PlaceOrder",
     "RaiseExitSignal",
     "RecordClosedTrade",
@@ -84,9 +86,10 @@ __all__ = [
     "timeout_due",
 ]
 
-# After this many exit orders that ended without closing the position, stop retrying and page a human:
-# a broker that rejects every exit (margin, freeze, RMS block) must not be hammered forever.
-MAX_EXIT_ATTEMPTS = 5
+# An exit is never given up: every exit order that ends without closing the position is followed by
+# another (the shell backs off and re-prices each time). Every this many failed exit orders, a human is
+# paged as well: a broker that refuses every exit (margin, freeze, RMS block) needs someone to look.
+EXIT_ALERT_EVERY = 5
 
 
 class TradeState(StrEnum):
@@ -267,9 +270,24 @@ class ExitRequested(Event):
     expected_price: float = 0.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class PositionAdopted(Event):
+    """Units the broker holds that no live trade explains (an orphan), taken on by a new trade to be exited.
+    It creates the context, as SignalAccepted does; nothing is bought or sold by it."""
+
+    log_name: ClassVar[str] = "POSITION_ADOPTED"
+    pos_id: str
+    symbol: str
+    instrument: str
+    side: Side  # the side the units were bought on: BUY = long units
+    qty: int
+    avg_price: float
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
     SignalAccepted, EntryRequested, EntryDenied, OrderPlaced, OrderPartiallyFilled, OrderFilled,
-    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested)}
+    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested, PositionAdopted)}
 
 
 def _plain(value: Any) -> Any:
@@ -320,10 +338,16 @@ class CancelOrder:
 
 @dataclass(frozen=True, slots=True)
 class RaiseExitSignal:
-    """Publish EXIT_SIGNAL for this trade (slippage guard, a pending exit, an exit to retry)."""
+    """Publish EXIT_SIGNAL for this trade (slippage guard, a pending exit, an exit to retry).
+
+    `reason` is the exit's own reason, kept across retries; `failed_attempts` counts the exit orders that
+    ended without closing the position (the shell backs off and widens the price by it); `detail` says why
+    the last one failed."""
 
     pos_id: str
     reason: str
+    failed_attempts: int = 0
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +443,7 @@ class TradeContext:
 
 TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.NEW, SignalAccepted): S.SIGNAL_GENERATED,
+    (S.NEW, PositionAdopted): S.POSITION_OPEN,  # an orphan at the broker, taken on to be exited
     (S.SIGNAL_GENERATED, EntryRequested): S.ENTRY_PENDING,  # -> PlaceOrder(entry)
     (S.SIGNAL_GENERATED, EntryDenied): S.DENIED,
     (S.ENTRY_PENDING, OrderPlaced): S.ORDER_PLACED,
@@ -432,6 +457,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.ENTRY_PARTIALLY_FILLED, OrderPartiallyFilled): S.ENTRY_PARTIALLY_FILLED,
     (S.ENTRY_PARTIALLY_FILLED, OrderFilled): S.POSITION_OPEN,
     (S.ENTRY_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # remainder cancelled elsewhere: keep the fills
+    (S.ENTRY_PARTIALLY_FILLED, OrderRejected): S.POSITION_OPEN,  # remainder rejected: the fills are ours
     (S.ENTRY_PARTIALLY_FILLED, OrderTimedOut): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder(remainder)
     (S.ENTRY_PARTIALLY_FILLED, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder, exit after
     (S.ENTRY_CANCEL_PENDING, OrderCancelled): S.CANCELLED,
@@ -444,6 +470,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderPartiallyFilled): S.ENTRY_PARTIAL_CANCEL_PENDING,
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderFilled): S.POSITION_OPEN,  # the remainder beat the cancel
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # open with the filled qty
+    (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderRejected): S.POSITION_OPEN,
     (S.ENTRY_PARTIAL_CANCEL_PENDING, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,
     (S.POSITION_OPEN, OrderSlippageDetected): S.POSITION_OPEN,  # -> RaiseExitSignal
     (S.POSITION_OPEN, ExitRequested): S.EXIT_PENDING,  # -> PlaceOrder(exit)
@@ -457,6 +484,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.EXIT_PARTIALLY_FILLED, OrderPartiallyFilled): S.EXIT_PARTIALLY_FILLED,
     (S.EXIT_PARTIALLY_FILLED, OrderFilled): S.CLOSED,
     (S.EXIT_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # the unexited units stay open
+    (S.EXIT_PARTIALLY_FILLED, OrderRejected): S.POSITION_OPEN,  # same, and the exit is retried
     (S.EXIT_PARTIALLY_FILLED, OrderTimedOut): S.EXIT_CANCEL_PENDING,
     (S.EXIT_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # -> RaiseExitSignal (a fresh exit order)
     (S.EXIT_CANCEL_PENDING, OrderFilled): S.CLOSED,  # late exit fill after the timeout: closed after all
@@ -545,6 +573,15 @@ def _on_signal(c: TradeContext, e: SignalAccepted) -> dict[str, Any]:
                    entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY))
 
 
+def _on_adopted(c: TradeContext, e: PositionAdopted) -> dict[str, Any]:
+    if e.qty <= 0 or not e.pos_id or e.avg_price < 0:
+        raise IllegalTransition(c.state, e, "an adopted position needs a pos_id, a positive qty and a price")
+    return dict(pos_id=e.pos_id, symbol=e.symbol, instrument=e.instrument, side=e.side, qty=e.qty,
+                expected_entry_price=e.avg_price, signal_reason=e.reason, signal_at=e.at,
+                entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY), entry_filled_qty=e.qty,
+                avg_entry_price=e.avg_price, opened_at=e.at)
+
+
 def _on_entry_requested(c: TradeContext, e: EntryRequested) -> dict[str, Any]:
     return dict(entry_limit_price=e.limit_price, expected_entry_price=e.expected_price)
 
@@ -614,6 +651,7 @@ _UPDATES: dict[type[Event], Any] = {
     OrderRejected: _on_rejected,
     OrderCancelled: _on_cancelled,
     ExitRequested: _on_exit_requested,
+    PositionAdopted: _on_adopted,
 }
 
 
@@ -650,12 +688,14 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
         if before.state in ENTRY_LEG:
             # Opened while an exit was already wanted (asked during the entry cancel): ask again now.
             return [RaiseExitSignal(after.pos_id, after.exit_reason)] if after.exit_reason else []
-        # Back from an exit that did not complete: retry with a fresh order, but not forever.
+        # Back from an exit that did not complete: another exit order, always (the shell backs off).
+        failed = after.exit_attempt + 1
         why = f"exit order {before.exit_order_id or '(unplaced)'} ended unfilled: {after.reason or event.name}"
-        if after.exit_attempt + 1 >= MAX_EXIT_ATTEMPTS:
-            return [AlertOperator(after.pos_id, f"{why}; {after.exit_attempt + 1} exit orders failed, "
-                                                f"{after.open_qty} units still open: exit by hand")]
-        return [RaiseExitSignal(after.pos_id, f"retry exit ({why}); reason: {after.exit_reason}")]
+        commands: list[Command] = [RaiseExitSignal(after.pos_id, after.exit_reason, failed, why)]
+        if failed % EXIT_ALERT_EVERY == 0:
+            commands.append(AlertOperator(after.pos_id, f"{why}; {failed} exit orders failed, {after.open_qty} "
+                                                        "units still open; still retrying: check the broker"))
+        return commands
     return []
 
 
@@ -664,15 +704,25 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
 
 def opening_events(*, at: float, pos_id: str, symbol: str, instrument: str, side: Side, qty: int,
                    price: float, quote: float | None, allowed: bool, denial: str, band_pct: float,
-                   reason: str) -> list[Event]:
+                   reason: str, tick: float | None = None) -> list[Event]:
     """The first step of a trade: SignalAccepted, then EntryRequested (the risk guard allowed it and a price
     is known: the signal's, else the quote) at a marketable limit, or EntryDenied with `denial` (or
-    NO_PRICE when nothing says what the instrument costs)."""
+    NO_PRICE when nothing says what the instrument costs).
+
+    With the instrument's `tick` the limit is put on the tick grid in the SAFE direction for an entry
+    (core.instruments.round_to_tick: BUY down, SELL up): never a worse price than the band allows. It stays
+    marketable: a quote on the grid (every exchange price is) is never crossed back, since the band moves
+    the limit away from it before the rounding moves it by less than one tick toward it."""
     expected = price if price > 0 else (quote or 0.0)
     events: list[Event] = [SignalAccepted(at=at, pos_id=pos_id, symbol=symbol, instrument=instrument, side=side,
                                           qty=qty, expected_price=expected, reason=reason)]
     if allowed and expected > 0:
         limit = marketable_limit(quote or expected, side, band_pct)
+        if tick:
+            try:
+                limit = round_to_tick(limit, tick, side)
+            except InstrumentError:
+                pass  # below one tick: the broker refuses it, with its reason
         events.append(EntryRequested(at=at, limit_price=limit, expected_price=expected))
     else:
         events.append(EntryDenied(at=at, reason=denial if not allowed else

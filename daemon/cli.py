@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import orjson
 
-from config.settings import ConfigError, Settings, load_settings, settings_summary
-from telemetry.logs import configure_logging, get_logger
+from config.settings import ConfigError, Settings, load_settings, secret_values, settings_summary
+from telemetry.logs import configure_logging, get_logger, redact
 
 __all__ = ["main", "tune_interpreter"]
 
@@ -31,7 +31,9 @@ redis_password.txt). `mybot config check` prints the effective configuration wit
 
 
 def _settings(args: argparse.Namespace, overrides: dict[str, dict[str, object]] | None = None) -> Settings:
-    return load_settings(args.config, overrides=overrides)
+    settings = load_settings(args.config, overrides=overrides)
+    redact(*secret_values(settings))  # before anything can log: the secrets and the URLs' passwords
+    return settings
 
 
 def tune_interpreter(settings: Settings) -> None:

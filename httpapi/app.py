@@ -14,6 +14,7 @@ from typing import Any
 import falcon
 
 from httpapi.common import create_base_app, require_token
+from httpapi.guard import read_guard
 from httpapi.mds import add_mds_routes
 from httpapi.metrics import MetricsResource, runtime_collector
 from httpapi.openapi import OpenApiResource
@@ -24,10 +25,11 @@ __all__ = ["create_control_app", "create_mds_app"]
 DEFAULT_TIMEFRAMES = (60, 300, 900)
 
 
-def create_mds_app(market_data: Any, runtime: Any) -> falcon.App:
+def create_mds_app(market_data: Any, runtime: Any, resolve: Any = None) -> falcon.App:
+    """`resolve`: a user's symbol -> the system's (the instrument master's `canonical`), for /v1/quote."""
     app = create_base_app("mds")
     app.add_route("/v1/health", HealthResource(runtime))
-    add_mds_routes(app, market_data)
+    add_mds_routes(app, market_data, resolve)
     _add_contract(app, runtime, "mybot MDS API", "The market data service (the seed's Server A), port 8002.")
     return app
 
@@ -39,6 +41,7 @@ def create_control_app(runtime: Any, trading: Any = None, market: Any = None) ->
     from httpapi.views import market_clock
 
     app = create_base_app("control", middleware=[SecurityHeaders()])
+    app.add_middleware(read_guard(runtime))  # reads need the token too on a non-loopback control port
     auth = require_token(runtime.control_token)
     app.add_route("/v1/health", HealthResource(runtime))
     app.add_route("/v1/status", StatusResource(runtime))

@@ -16,6 +16,7 @@ import falcon
 import falcon.media
 import orjson
 
+from httpapi.guard import BodyLimit
 from telemetry.logs import get_logger
 
 __all__ = [
@@ -73,10 +74,11 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
 
 
 def create_base_app(server: str = "http", middleware: list[Any] | None = None) -> falcon.App:
-    """`server` labels the HTTP metrics (mybot_http_request_duration_seconds{server})."""
+    """`server` labels the HTTP metrics (mybot_http_request_duration_seconds{server}). Bodies over 64 KiB:
+    413 before any auth."""
     from httpapi.metrics import RequestTiming
 
-    app = falcon.App(cors_enable=False, middleware=[RequestTiming(server), *(middleware or [])])
+    app = falcon.App(cors_enable=False, middleware=[RequestTiming(server), BodyLimit(), *(middleware or [])])
     handler = OrjsonHandler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})

@@ -22,6 +22,7 @@ __all__ = ["OPERATIONS", "OpenApiResource", "app_routes", "document"]
 
 OPENAPI_VERSION = "3.0.3"
 SYMBOL = "^(NIFTY|BANKNIFTY|FINNIFTY|SEC_[0-9]{1,10})$"
+SYMBOL_TEXT = "^[A-Za-z0-9][A-Za-z0-9_:. -]{0,63}$"  # a trading symbol too (NIFTY-Dec2026-24000-CE)
 POS_ID = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DAY = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 TRADE_STATES = [state.value for state in TradeState]
@@ -107,7 +108,7 @@ SCHEMAS: dict[str, Any] = {
     "EntryRequest": {"type": "object", "additionalProperties": False, "required": ["pos_id", "symbol", "side", "qty"],
                      "properties": {
                          "pos_id": {"type": "string", "pattern": POS_ID},
-                         "symbol": {"type": "string", "pattern": SYMBOL},
+                         "symbol": {"type": "string", "pattern": SYMBOL_TEXT},
                          "side": {"type": "string", "enum": ["BUY", "SELL"]},
                          "qty": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                          "price": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
@@ -213,7 +214,9 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "/v1/option_chain": {"get": {"summary": "the latest option chain", "parameters": [
         SYMBOL_QUERY, _query("expiry", {"type": "string", "pattern": DAY}, "YYYY-MM-DD (default: the nearest)")],
         "responses": {"200": _json("OptionChain", "the chain"), **BAD, "404": _error("unknown symbol or no chain")}}},
-    "/v1/quote": {"get": {"summary": "the latest quote", "parameters": [SYMBOL_QUERY], "responses": {
+    "/v1/quote": {"get": {"summary": "the latest quote (a tick, else the option chain's price)", "parameters": [
+        _query("symbol", {"type": "string", "pattern": SYMBOL_TEXT},
+               "NIFTY, BANKNIFTY, FINNIFTY, SEC_<id> or a trading symbol", required=True)], "responses": {
         "200": _json("Quote", "the quote"), **BAD, "404": _error("unknown symbol or no tick yet")}}},
     "/v1/market/symbols": {"get": {"summary": "the symbols with candles and the chart timeframes", "responses": {
         "200": _json("MarketSymbols", "symbols")}}},

@@ -1,8 +1,10 @@
 """DhanBroker: the Broker interface over the real dhanhq SDK (orders, positions, trades, order updates).
 
 Choices, so the executor knows what to expect:
-  * place: a LIMIT order at the price the executor computed (rounded to broker.tick_size on the
-    marketable side), tag = correlationId, product from broker.product_type. Never retried. A timeout
+  * place: a LIMIT order at the price the trade computed (already on the instrument master's tick: the
+    trade rounds it, entries in the safe direction, exits toward the market). Here it is only put on the
+    grid when it is not (an instrument the master does not know: broker.tick_size), on the marketable
+    side; tag = correlationId, product from broker.product_type. Never retried. A timeout
     after the request may have left, a 5xx, or an unreadable 2xx -> AmbiguousSubmitError: look the
     order up with find_by_correlation_id before any resend.
   * Order rate (place/modify/cancel): a TokenBucket(max_orders_per_second, order_burst). The broker
@@ -133,7 +135,9 @@ class DhanBroker:
 
     def __init__(self, settings: Settings, clock: Clock, *, client: DhanClient | None = None,
                  instruments: InstrumentMap | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 tick_size: Callable[[str], float | None] | None = None) -> None:
+        """`tick_size`: the instrument master's tick of a symbol (None: broker.tick_size for all)."""
         self._settings = settings
         self._clock = clock
         self._owns_client = client is None
@@ -143,6 +147,7 @@ class DhanBroker:
         broker = settings.broker
         self._product = broker.product_type
         self._tick = broker.tick_size
+        self._tick_of = tick_size
         self._max_wait = broker.max_order_wait_seconds
         self._sleep = sleep
         self._bucket = TokenBucket(broker.max_orders_per_second, broker.order_burst, now=time.monotonic())
@@ -160,7 +165,7 @@ class DhanBroker:
 
     def place(self, request: OrderRequest) -> BrokerOrder:
         inst = self._instruments.instrument(request.symbol)
-        price = _to_tick(request.price, request.side, self._tick)
+        price = _to_tick(request.price, request.side, self._tick_for(request.symbol))
         self._order_slot("place")
         try:
             body = self._client.call(
@@ -187,12 +192,16 @@ class DhanBroker:
     def modify(self, order_id: str, qty: int, price: float) -> BrokerOrder:
         """qty is the order's TOTAL quantity (Dhan v2), not what remains."""
         current = self.get_order(order_id)
-        new_price = _to_tick(price, current.side, self._tick)
+        new_price = _to_tick(price, current.side, self._tick_for(current.symbol))
         self._order_slot("modify")
         # legName: ENTRY_LEG for a plain order, as Dhan's own bridges send it (an empty string is a DH-905).
         self._client.call("modify_order", self._sdk.modify_order, order_id, "LIMIT", "ENTRY_LEG", qty,
                           new_price, 0, 0, "DAY")
         return self.get_order(order_id)
+
+    def _tick_for(self, symbol: str) -> float:
+        known = self._tick_of(symbol) if self._tick_of is not None else None
+        return known if known else self._tick
 
     # -- reads (retried) --------------------------------------------------------------------------------
 

@@ -22,10 +22,10 @@ from typing import Any
 import requests
 from dhanhq import DhanContext, dhanhq
 
-from actors.brokers.base import PermanentBrokerError
+from actors.brokers.base import BrokerError, PermanentBrokerError
 from actors.clock import Clock, SystemClock
 from actors.dhan.errors import RateLimited, Transport, unwrap
-from actors.dhan.ids import Instrument, InstrumentMap
+from actors.dhan.ids import Instrument, InstrumentMap, UnknownSymbol
 from config.settings import Settings
 from core.ratelimit import RateWindow
 from telemetry import metrics
@@ -169,6 +169,18 @@ class DhanClient:
             windows = {"option_chain": self._chain_window, "quote": self._quote_window}
             return {name: _free_share(window.longest_wait(now), window.min_interval)
                     for name, window in windows.items()}
+
+    def ltp_of(self, symbol: str) -> float | None:
+        """One symbol's REST LTP for the trading side's quote book: None when the 1 request/s quote budget
+        is spent (it never waits for it) or the call fails; the failure is logged."""
+        try:
+            return self.ltp([symbol]).get(symbol)
+        except RateLimited:
+            return None
+        except (BrokerError, UnknownSymbol) as exc:
+            _log.event("QUOTE_FETCH_FAILED", f"REST LTP of {symbol} failed: {exc}", level=30, symbol=symbol,
+                       code=getattr(exc, "code", ""))
+            return None
 
     def close(self) -> None:
         self._session.close()

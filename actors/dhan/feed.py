@@ -18,6 +18,10 @@ then reading frames from `MarketFeed.ws`. Frames are decoded here rather than wi
     805 (too many connections) waits the longest backoff, then reconnects.
   * While the websocket is down, the REST LTP of all symbols is polled in one request at most once per
     feed.rest_fallback_interval_seconds (>= 1 s, Dhan's quote limit); those ticks carry the local time.
+  * Contracts are added and removed while the socket runs (`watch` / `unwatch`, the ContractSubscriber
+    protocol): the SDK's `subscribe_symbols` / `unsubscribe_symbols` send them on the running connection
+    in messages of at most 100 instruments, and remember them for every reconnect. A connection carries
+    at most 5000 instruments (Dhan's limit): past it a contract is refused and logged.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from actors.brokers.base import PermanentBrokerError, TemporaryBrokerError
 from actors.clock import Clock
 from actors.dhan.client import DhanClient
 from actors.dhan.errors import DhanAuthError, RateLimited
-from actors.dhan.ids import InstrumentMap
+from actors.dhan.ids import InstrumentMap, UnknownSymbol
 from actors.dhan.threads import cancel_until_stopped
 from actors.sources.base import SourceCallbacks, SourceStatus
 from config.settings import Settings
@@ -54,6 +58,7 @@ DISCONNECT_REASONS = {805: "too many connections", 806: "data APIs not subscribe
 AUTH_REASONS = frozenset({807, 808, 809, 810})
 FATAL_REASONS = AUTH_REASONS | {806}
 CLOSE_TIMEOUT = 1.0
+MAX_INSTRUMENTS_PER_CONNECTION = 5000  # Dhan's limit; the SDK batches 100 per subscribe message
 
 
 class FeedPacket(NamedTuple):
@@ -92,6 +97,14 @@ class TickAssembler:
         self._symbols = dict(symbols_by_instrument)
         self._day_volume: dict[str, int] = {}
 
+    def add(self, instrument: tuple[int, int], symbol: str) -> None:
+        self._symbols[instrument] = symbol  # one dict store: safe beside the feed thread's reads
+
+    def remove(self, instrument: tuple[int, int]) -> None:
+        symbol = self._symbols.pop(instrument, None)
+        if symbol is not None:
+            self._day_volume.pop(symbol, None)
+
     def tick(self, packet: FeedPacket, now: float) -> Tick | None:
         symbol = self._symbols.get((packet.segment, packet.security_id))
         if symbol is None:
@@ -124,9 +137,12 @@ class DhanFeedSource:
         for symbol in self._symbols:
             inst = self._instruments.instrument(symbol)
             by_instrument[(inst.feed_segment, inst.security_id)] = symbol
+        self._by_instrument = dict(by_instrument)
+        self._configured = frozenset(by_instrument)
         self._assembler = TickAssembler(by_instrument)
         self._mode = MODES[settings.feed.dhan_mode]
         self._subscriptions = [(seg, str(sid), self._mode) for seg, sid in by_instrument]
+        self._contracts: dict[str, tuple[int, int]] = {}  # watched symbol -> (feed segment, security id)
         self._client = client
         self._own_client = False
         self._rng = rng or random.Random()
@@ -169,6 +185,57 @@ class DhanFeedSource:
         if self._own_client and self._client is not None:
             self._client.close()
 
+    # -- contracts while running (ContractSubscriber) -----------------------------------------------------
+
+    def watch(self, symbols: Sequence[str], prices: Mapping[str, float]) -> list[str]:
+        accepted: list[str] = []
+        added: list[tuple[int, str, int]] = []
+        with self._lock:
+            for symbol in symbols:
+                try:
+                    inst = self._instruments.instrument(symbol)
+                except UnknownSymbol as exc:
+                    _log.event("FEED_SUBSCRIBE_REFUSED", f"{symbol}: {exc}", level=30, symbol=symbol)
+                    continue
+                key = (inst.feed_segment, inst.security_id)
+                if key in self._by_instrument:
+                    accepted.append(symbol)
+                    continue
+                if len(self._by_instrument) >= MAX_INSTRUMENTS_PER_CONNECTION:
+                    _log.event("FEED_SUBSCRIBE_REFUSED", f"{symbol}: the connection already carries "
+                               f"{len(self._by_instrument)} instruments (Dhan's limit)", level=40, symbol=symbol)
+                    continue
+                self._by_instrument[key] = symbol
+                self._contracts[symbol] = key
+                self._assembler.add(key, symbol)
+                added.append((key[0], str(key[1]), self._mode))
+                accepted.append(symbol)
+            sdk = self._sdk
+            if sdk is None:  # not running yet: the first connect subscribes them
+                self._subscriptions.extend(added)
+        if added and sdk is not None:
+            # Sends on the running socket (from here, onto the SDK's loop) in batches of 100, and keeps
+            # them in sdk.instruments so that connect() subscribes them again after a drop.
+            sdk.subscribe_symbols(added)
+        return accepted
+
+    def unwatch(self, symbols: Sequence[str]) -> None:
+        removed: list[tuple[int, str, int]] = []
+        with self._lock:
+            for symbol in symbols:
+                key = self._contracts.pop(symbol, None)
+                if key is None or key in self._configured:
+                    continue
+                self._by_instrument.pop(key, None)
+                self._assembler.remove(key)
+                entry = (key[0], str(key[1]), self._mode)
+                removed.append(entry)
+                if entry in self._subscriptions:
+                    self._subscriptions.remove(entry)
+            sdk = self._sdk
+        if removed and sdk is not None:
+            sdk.unsubscribe_symbols(removed)
+
     def _loop_and_task(self) -> tuple[asyncio.AbstractEventLoop | None, asyncio.Task[None] | None]:
         with self._lock:
             return self._loop, self._task
@@ -180,6 +247,7 @@ class DhanFeedSource:
                 reconnects=self._reconnects,
                 detail={"fallback_polling": self._fallback_active, "fallback_polls": self._fallback_polls,
                         "last_disconnect": self._last_disconnect, "symbols": len(self._symbols),
+                        "contracts": sorted(self._contracts),
                         "mode": self._feed_settings.dhan_mode})
 
     # -- the feed thread -----------------------------------------------------------------------------------
@@ -195,7 +263,8 @@ class DhanFeedSource:
             MarketFeed.market_feed_wss = self._settings.dhan.feed_url
             context = self._client.context if self._client is not None else DhanContext(
                 self._settings.dhan.client_id.reveal(), self._settings.dhan.access_token.reveal())
-            self._sdk = MarketFeed(context, list(self._subscriptions), version="v2")
+            with self._lock:  # a watch() racing this start lands in the list or goes through the SDK
+                self._sdk = MarketFeed(context, list(self._subscriptions), version="v2")
             loop = self._sdk.loop  # made and set as this thread's loop by the SDK's constructor
             with self._lock:
                 self._loop = loop
@@ -386,8 +455,10 @@ class DhanFeedSource:
         if starting:
             _log.event("FEED_FALLBACK_STARTED", "websocket down: polling REST LTP", symbols=len(self._symbols))
             self._status("FEED_FALLBACK_STARTED", "")
+        with self._lock:
+            symbols = (*self._symbols, *self._contracts)
         try:
-            prices: dict[str, float] = await asyncio.to_thread(client.ltp, self._symbols)
+            prices: dict[str, float] = await asyncio.to_thread(client.ltp, symbols)
         except RateLimited:
             return
         except TemporaryBrokerError as exc:

@@ -4,6 +4,11 @@ The source runs on its own thread and hands over batches; one message per batch 
 into this actor and one per symbol per batch goes on to each builder, which is what lets ingest go past
 the one-message-per-tick ceiling. Stale-feed detection runs on a 1-second timer: no tick for
 `feed.stale_seconds` on a subscribed symbol -> FEED_STALE, the next tick -> FEED_RESUMED.
+
+Contracts held in positions (`FeedState.watched`, set by the ContractFeed) are added to a source that can
+(`ContractSubscriber`: Dhan subscribes them on the running websocket, the simulator walks them; a replay
+ignores them) and taken off when no position holds them; their ticks update the quote cache and the bus (`ticks:`/`quote:`), but
+build no candles and never make the feed stale. A restarted feed subscribes the watched set again.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from actors.market_data.messages import (
     PublishFeedStatus,
     PublishTicks,
 )
-from actors.sources.base import SourceCallbacks, TickSource
+from actors.sources.base import ContractSubscriber, SourceCallbacks, TickSource
 from core.market import Tick
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
@@ -64,6 +69,11 @@ class CheckFeed:
     pass
 
 
+@dataclass(frozen=True)
+class SyncContracts:
+    """FeedState.watched changed: subscribe what is new, unsubscribe what is gone."""
+
+
 @dataclass
 class FeedState:
     """The feed's crash-only store: outlives FeedActor restarts, written by the feed actor alone, read by
@@ -85,6 +95,9 @@ class FeedState:
     flow_waits: int = 0
     source_status: dict[str, Any] = field(default_factory=dict)
     current_source: TickSource | None = None  # the running instance's source, for live status reads
+    watched: frozenset[str] = frozenset()  # contracts positions hold (ContractFeed writes it, replaced whole)
+    contracts: frozenset[str] = frozenset()  # of those, what the running source accepted
+    contract_ticks: int = 0
 
     def live_source_status(self) -> dict[str, Any]:
         source = self.current_source
@@ -113,6 +126,7 @@ class FeedActor(SupervisedActor):
         self.wrap_sink = wrap_sink
         self.advance_candles = advance_candles  # live: close minutes on the clock; replay: on ticks only
         self.known = frozenset(state.symbols)
+        self.contracts: frozenset[str] = frozenset()  # watched contracts the current source ticks
         self.builders: dict[str, ChildHandle] = {}
         self.source: TickSource | None = None
         self.timer: Timer | None = None
@@ -148,6 +162,8 @@ class FeedActor(SupervisedActor):
             on_status=lambda event, detail: ref.tell(SourceStatusChanged(event, detail)))
         self.source = self.source_factory()
         self.state.current_source = self.source
+        self.state.contracts = frozenset()
+        self._sync_contracts()  # a restarted feed subscribes what positions still hold
         self.source.start(callbacks)
         self.timer = self.scheduler.call_every(1.0, tell_quietly, self.actor_ref, CheckFeed())
         self.log.event("FEED_STARTED", f"{self.state.source} feed started for {len(self.known)} symbols",
@@ -169,6 +185,8 @@ class FeedActor(SupervisedActor):
                     self.in_flight.release()
         elif isinstance(message, CheckFeed):
             self._check()
+        elif isinstance(message, SyncContracts):
+            self._sync_contracts()
         elif isinstance(message, SourceStatusChanged):
             self.log.event(message.event, message.detail, source=self.state.source)
         elif isinstance(message, SourceFinished):
@@ -179,15 +197,43 @@ class FeedActor(SupervisedActor):
             return super().receive(message)
         return None
 
+    def _sync_contracts(self) -> None:
+        wanted = self.state.watched - self.known
+        added, removed = wanted - self.contracts, self.contracts - wanted
+        source = self.source
+        subscriber = source if isinstance(source, ContractSubscriber) else None
+        if removed:
+            if subscriber is not None:
+                subscriber.unwatch(sorted(removed))
+            self.log.event("FEED_CONTRACTS_REMOVED", f"no position holds {', '.join(sorted(removed))}: "
+                           "unsubscribed", symbols=sorted(removed))
+        accepted: set[str] = set()
+        if added:
+            if subscriber is not None:
+                prices = {s: q[0] for s in added if (q := self.cache.contract_price(s)) is not None}
+                accepted = set(subscriber.watch(sorted(added), prices))
+                self.log.event("FEED_CONTRACTS_ADDED", f"subscribed {', '.join(sorted(accepted)) or 'nothing'} "
+                               "for open positions", symbols=sorted(accepted),
+                               refused=sorted(added - accepted))
+            # else a replay: it plays what its file holds, routed by feed.symbols alone (whether a contract
+            # is watched yet must not change what a replay counts or quotes: it would not be repeatable)
+        self.contracts = (self.contracts - removed) | accepted
+        self.state.contracts = self.contracts
+
     def _route(self, ticks: list[Tick], received_at: float = 0.0) -> None:
         groups: dict[str, list[Tick]] = {}
+        contract_groups: dict[str, list[Tick]] = {}
         known = self.known
+        contracts = self.contracts
         unknown = 0
         for tick in ticks:
             symbol = tick[0]
             group = groups.get(symbol)
             if group is None:
                 if symbol not in known:
+                    if symbol in contracts:
+                        contract_groups.setdefault(symbol, []).append(tick)
+                        continue
                     unknown += 1
                     if symbol not in self.unknown_logged:
                         self.unknown_logged.add(symbol)
@@ -213,6 +259,12 @@ class FeedActor(SupervisedActor):
                 self.state.stale = self.state.stale - {symbol}
                 self.log.event("FEED_RESUMED", f"{symbol} ticking again", symbol=symbol)
                 self.publisher.tell(PublishFeedStatus("FEED_RESUMED", symbol, self.clock.now()))
+        if contract_groups:
+            for symbol, group in contract_groups.items():
+                newest = max(group, key=_tick_ts) if len(group) > 1 else group[0]
+                quotes[symbol] = (newest.ltp, newest.ts)
+            self.state.contract_ticks += sum(len(g) for g in contract_groups.values())
+            groups = {**groups, **contract_groups}
         self.cache.set_quotes(quotes)
         self.publisher.tell(PublishTicks(groups))
         self.state.ticks += len(ticks) - unknown

@@ -15,8 +15,11 @@ decides the same way. Whether an entry may be raised is the core's decision (`Si
 over an `EntryGate` this actor fills in: the session, square-off, a stale feed, the open positions, the
 trader's risk state and limits, the candle's age). Exits are
 raised whatever the session or feed state; positions still held at square-off are exited on the first
-candle at/after it. Sizing is the policy's (entry-score tiers), capped so an option's premium x qty stays
-within risk.capital.
+candle at/after it. Sizing is the policy's: entry-score tier lots x the underlying's base lots
+(`strategy.lots_per_underlying`, else `strategy.base_lot`) x the instrument master's lot size of the ATM
+contract picked from the chain of the `strategy.expiry` expiry (the MarketView picks it), capped so an
+option's premium x qty stays within risk.capital. A contract the master does not know is not traded
+(ENTRY_SKIPPED says so): a quantity is never guessed.
 
 Open positions: the strategy's own book, from the signals it raised; in live runs it is also reconciled
 with the trader's live trades (at most once a second: trades the executor closed, denied or opened by
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.clock import Clock
+from actors.instruments import InstrumentBook
 from actors.signals.messages import (
     CandlesClosed,
     DecisionGate,
@@ -111,8 +115,10 @@ class StrategyActor(SupervisedActor):
     def __init__(self, link: ChildLink | None, settings: Settings, sink: SignalSink, market: MarketView | None,
                  clock: Clock, scheduler: Scheduler, options: StrategyOptions,
                  history: Callable[[str, int], list[Candle]] | None = None,
-                 positions: PositionsView | None = None, risk_view: RiskView | None = None) -> None:
+                 positions: PositionsView | None = None, risk_view: RiskView | None = None,
+                 instruments: InstrumentBook | None = None) -> None:
         super().__init__(link)
+        self.instruments = instruments  # lot sizes of what is traded (None: none known, options not traded)
         self.settings = settings
         self.sink = sink
         self.market = market
@@ -309,12 +315,22 @@ class StrategyActor(SupervisedActor):
         chain = self.market.option_chain(symbol) if self.market is not None else None
         max_qty = None
         pick = pick_atm_option(chain, score.direction, candle.close)
-        if pick is not None and self.capital > 0:
-            max_qty = int(self.capital // pick.premium)  # the premium paid must fit in the capital
-        signals = self.policy.decide(symbol, score, candle, self.book, gate, chain, 0, max_qty)
+        traded = pick.instrument if pick is not None else symbol
+        lot = self._lot_size(traded)
+        if pick is not None:
+            if lot is None:
+                self._skipped(candle, score, f"lot size of {traded} unknown: not in the instrument master")
+                return []
+            if self.capital > 0:
+                max_qty = int(self.capital // pick.premium)  # the premium paid must fit in the capital
+        signals = self.policy.decide(symbol, score, candle, self.book, gate, chain, lot or 1, max_qty)
         if not signals:
             self._skipped(candle, score, f"size: less than one lot within capital {self.capital:g}")
         return signals
+
+    def _lot_size(self, symbol: str) -> int | None:
+        """The master's lot size of what would be traded (an index traded itself on paper: 1 unit)."""
+        return self.instruments.lot_size(symbol) if self.instruments is not None else None
 
     def _gate(self, candle: Candle, at: float) -> EntryGate:
         """Everything besides the score that decides an entry on this candle (the core judges it)."""

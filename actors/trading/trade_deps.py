@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from actors.brokers.base import Broker
@@ -11,6 +12,7 @@ from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.messages import EntryCounters
 from actors.trading.quotes import QuoteSource
 from actors.trading.risk_guard import RiskGuard
+from actors.wiring import ContractWatch
 from config.settings import ExecutionSettings
 from storage.repositories import Storage
 from supervision.scheduler import Scheduler
@@ -38,6 +40,8 @@ class TradeDeps:
     monitor: ChildHandle
     ready: threading.Event  # set once the start-up reconciliation has passed
     entries: Store[EntryCounters]
+    tick_size: Callable[[str], float | None] = lambda symbol: None  # the instrument master's tick of a symbol
+    contracts: ContractWatch | None = None  # keeps the traded contract on the live feed (None: no feed here)
 
 
 @dataclass(frozen=True)
