@@ -157,8 +157,9 @@ def test_an_operators_session_in_the_browser(daemon: LiveDaemon) -> None:
         assert driver.execute_script("return document.cookie") == ""
 
         # 3. a manual entry through the API appears under Positions (its reason is hostile text)
-        accepted = daemon.post("/v1/trades", {"pos_id": "UI-1", "symbol": "SEC_49081", "side": "BUY", "qty": 75,
-                                              "reason": HOSTILE})
+        entry = {"pos_id": "UI-1", "symbol": "SEC_49081", "side": "BUY", "qty": daemon.lot("SEC_49081"),
+                 "reason": HOSTILE}
+        accepted = daemon.post("/v1/trades", entry)
         assert accepted.status_code == 202, accepted.text
         _view(driver, "positions")
         _wait(driver, lambda d: _css(d, '#pos-table tr[data-pos-id="UI-1"]'), "UI-1 under Positions")
@@ -232,3 +233,25 @@ def _find(node: dict[str, Any], actor: str) -> dict[str, Any]:
             if found:
                 return found
     return {}
+
+
+def test_off_loopback_the_page_loads_without_the_token_and_its_data_needs_it() -> None:
+    import falcon
+    import falcon.testing
+
+    from httpapi.dashboard import IndexResource
+    from httpapi.guard import ReadGuard
+
+    class Data:
+        def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+            resp.media = {"secret": "positions"}
+
+    app = falcon.App(middleware=[ReadGuard(lambda: True, lambda: "t" * 20)])
+    app.add_route("/", IndexResource())
+    app.add_static_route("/static", str(STATIC_DIR))
+    app.add_route("/v1/overview", Data())
+    client = falcon.testing.TestClient(app)
+    assert client.simulate_get("/").status_code == 200
+    assert client.simulate_get("/static/app.js").status_code == 200
+    assert client.simulate_get("/v1/overview").status_code == 401
+    assert client.simulate_get("/v1/overview", headers={"Authorization": "Bearer " + "t" * 20}).status_code == 200

@@ -153,8 +153,8 @@ def test_both_ports_serve_parseable_metrics_with_the_expected_names_and_types(da
 
 def test_a_trade_moves_the_trading_metrics(daemon: LiveDaemon) -> None:
     before = scrape(daemon.control)
-    assert daemon.post("/v1/trades", {"pos_id": "MET-1", "symbol": "SEC_49081", "side": "BUY", "qty": 75}).status_code \
-        == 202
+    entry = {"pos_id": "MET-1", "symbol": "SEC_49081", "side": "BUY", "qty": daemon.lot("SEC_49081")}
+    assert daemon.post("/v1/trades", entry).status_code == 202
     eventually(lambda: daemon.get("/v1/trades/MET-1").json()["trade"]["state"] == "POSITION_OPEN", 10,
                message="MET-1 open")
     during = scrape(daemon.control)

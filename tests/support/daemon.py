@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 
+from actors.instruments import snapshot_book
 from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ class LiveDaemon:
             "MYBOT_SECRETS_DIR": str(self.workdir / "secrets"), "MYBOT_CONTROL_TOKEN": TOKEN,
             "MYBOT_FEED_SOURCE": "sim", "MYBOT_BROKER_KIND": "paper",
             "MYBOT_RISK_SESSION_START": "00:00", "MYBOT_RISK_SESSION_END": "24:00",
-            "MYBOT_RISK_SQUARE_OFF_TIME": "24:00", "MYBOT_EXECUTION_LOT_SIZES": "SEC_49081=75,SEC_49082=75",
+            "MYBOT_RISK_SQUARE_OFF_TIME": "24:00",
         })
         env.update(self.extra_env)
         return env
@@ -120,6 +121,13 @@ class LiveDaemon:
         self.stop()
 
     # -- conveniences ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def lot(symbol: str) -> int:
+        """Units per lot of `symbol` in the shipped instrument snapshot (what the daemon validates against)."""
+        lot = snapshot_book().lot_size(symbol)
+        assert lot is not None, symbol
+        return lot
 
     def post(self, path: str, body: dict[str, Any] | None = None, *, port: str = "control") -> requests.Response:
         base = self.control if port == "control" else self.mds
