@@ -150,6 +150,18 @@ class DhanSettings:
     scrip_master_refresh_time: str = knob("08:30", pattern=HHMM,
                                           help="IST: the master is reloaded at this time each trading day (and at "
                                                "start when the stored copy is older than a day)")
+    auth_base_url: str = knob("https://auth.dhan.co", help="Dhan's login host (TOTP token generation)")
+    auto_renew_token: bool = knob(False, help="renew a web-generated token through Dhan's RenewToken before it "
+                                              "expires; the new token is written back to dhan_access_token.txt")
+    totp_secret_file: str = knob("", help="file holding the base32 TOTP secret: generate a new token with "
+                                          "PIN + TOTP when renewal is off or fails (needs dhan.pin_file)")
+    pin_file: str = knob("", help="file holding the Dhan login PIN (with dhan.totp_secret_file)")
+    token_warn_before_seconds: float = knob(3600.0, min=0.0, max=86_400,
+                                            help="log TOKEN_EXPIRING this long before the token expires")
+    token_renew_before_seconds: float = knob(1800.0, min=0.0, max=86_400,
+                                             help="renew (or generate) a new token this long before expiry")
+    token_check_seconds: float = knob(30.0, min=0.05, max=600,
+                                      help="how often the token keeper looks at the token's expiry")
     client_id: Secret = field(default=Secret(""), metadata={"secret": "dhan_client_id.txt"})
     access_token: Secret = field(default=Secret(""), metadata={"secret": "dhan_access_token.txt"})
 
@@ -324,6 +336,8 @@ class ChargesSettings:
 
 @dataclass(frozen=True)
 class CalendarSettings:
+    enabled: bool = knob(True, help="false: every day trades 00:00-24:00 IST and only risk.session_start/"
+                                    "session_end/square_off_time apply (simulations; the sim at night)")
     holidays_file: str = knob(str(SHIPPED_HOLIDAYS_FILE),
                               help="NSE holidays and special sessions, one 'YYYY-MM-DD description' or "
                                    "'YYYY-MM-DD HH:MM-HH:MM description' per line (default: the shipped file)")
@@ -654,6 +668,20 @@ def _cross_checks(s: Settings) -> list[str]:
     rates = {f.name: getattr(s.charges, f.name) for f in dataclasses.fields(s.charges)}
     problems.extend(f"charges.{problem}" for problem in rate_table_problems(rates))
     problems.extend(f"calendar.holidays_file: {problem}" for problem in calendar_problems(s.calendar.holidays_file))
+    problems.extend(_totp_problems(s.dhan))
+    return problems
+
+
+def _totp_problems(dhan: DhanSettings) -> list[str]:
+    """TOTP login needs both files, readable (their contents are secrets: read only when used)."""
+    given = {"dhan.totp_secret_file": dhan.totp_secret_file, "dhan.pin_file": dhan.pin_file}
+    if not any(given.values()):
+        return []
+    problems = [f"{key}: required with {other}" for (key, value), other in
+                zip(given.items(), reversed(list(given)), strict=True) if not value]
+    for key, value in given.items():
+        if value and not os.access(value, os.R_OK):
+            problems.append(f"{key}: {value} is not a readable file")
     return problems
 
 

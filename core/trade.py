@@ -24,7 +24,7 @@ Choices made explicit here:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar, get_type_hints
@@ -203,24 +203,26 @@ class OrderPlaced(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class OrderPartiallyFilled(Event):
-    """Some of the order filled; `filled_qty` and `avg_price` are cumulative for the order."""
+    """Some of the order filled; `filled_qty` and `avg_price` are cumulative for the order. `fees`: the order's charges so far (cumulative too; 0 in journals written before charges)."""
 
     log_name: ClassVar[str] = "ORDER_FILLED"
     order_id: str
     leg: Leg
     filled_qty: int
     avg_price: float
+    fees: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class OrderFilled(Event):
-    """The order filled completely; `filled_qty` and `avg_price` are cumulative for the order."""
+    """The order filled completely; `filled_qty` and `avg_price` are cumulative for the order. `fees`: the order's charges so far (cumulative too; 0 in journals written before charges)."""
 
     log_name: ClassVar[str] = "ORDER_FILLED"
     order_id: str
     leg: Leg
     filled_qty: int
     avg_price: float
+    fees: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -367,10 +369,15 @@ class RecordClosedTrade:
     qty: int
     avg_entry_price: float
     avg_exit_price: float
-    realized_pnl: float
+    realized_pnl: float  # gross
     opened_at: float
     closed_at: float
     exit_reason: str
+    fees: float = 0.0  # the charges of every fill of the trade
+
+    @property
+    def net_pnl(self) -> float:
+        return self.realized_pnl - self.fees
 
 
 Command = PlaceOrder | CancelOrder | RaiseExitSignal | AlertOperator | RecordClosedTrade
@@ -411,8 +418,12 @@ class TradeContext:
     exit_filled_qty: int = 0
     avg_exit_price: float = 0.0
     exit_reason: str = ""
+    # charges (core.charges), cumulative like the fills: the entry order's, every earlier exit order's, this one's
+    entry_fees: float = 0.0
+    exit_fees: float = 0.0  # every exit order's, the current one's included
+    exit_order_fees: float = 0.0
     # outcome
-    realized_pnl: float = 0.0
+    realized_pnl: float = 0.0  # gross: before fees
     reason: str = ""  # why it was denied / rejected / cancelled
     signal_at: float = 0.0
     opened_at: float = 0.0  # first entry fill
@@ -423,6 +434,15 @@ class TradeContext:
     @property
     def open_qty(self) -> int:
         return self.entry_filled_qty - self.exit_filled_qty
+
+    @property
+    def fees(self) -> float:
+        return self.entry_fees + self.exit_fees
+
+    @property
+    def net_pnl(self) -> float:
+        """Realized P&L after the charges paid so far (the entry's are paid before any exit)."""
+        return self.realized_pnl - self.fees
 
     @property
     def is_terminal(self) -> bool:
@@ -436,6 +456,8 @@ class TradeContext:
         """Plain data for the status API and snapshots (rebuild uses the event journal, not this)."""
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["open_qty"] = self.open_qty
+        out["fees"] = round(self.fees, 2)
+        out["net_pnl"] = round(self.net_pnl, 2)
         return out
 
 
@@ -594,13 +616,13 @@ def _on_placed(c: TradeContext, e: OrderPlaced) -> dict[str, Any]:
     if e.leg is Leg.ENTRY:
         return dict(entry_order_id=e.order_id, entry_placed_at=e.at)
     return dict(exit_order_id=e.order_id, exit_placed_at=e.at, exit_order_filled_qty=0,
-                   exit_order_avg_price=0.0)
+                exit_order_avg_price=0.0, exit_order_fees=0.0)
 
 
 def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> dict[str, Any]:
     if e.leg is Leg.ENTRY:
         return dict(entry_filled_qty=e.filled_qty, avg_entry_price=e.avg_price,
-                       opened_at=c.opened_at or e.at)
+                    opened_at=c.opened_at or e.at, entry_fees=max(e.fees, c.entry_fees))
     # The event is cumulative for the current exit order; fold the new units into the trade's totals.
     new_qty = e.filled_qty - c.exit_order_filled_qty
     if not new_qty:
@@ -608,9 +630,11 @@ def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> dict[str
     new_value = e.avg_price * e.filled_qty - c.exit_order_avg_price * c.exit_order_filled_qty
     exited = c.exit_filled_qty + new_qty
     avg_exit = (c.avg_exit_price * c.exit_filled_qty + new_value) / exited
+    order_fees = max(e.fees, c.exit_order_fees)
     return dict(exit_order_filled_qty=e.filled_qty, exit_order_avg_price=e.avg_price,
-                   exit_filled_qty=exited, avg_exit_price=avg_exit,
-                   realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
+                exit_filled_qty=exited, avg_exit_price=avg_exit,
+                exit_fees=c.exit_fees + order_fees - c.exit_order_fees, exit_order_fees=order_fees,
+                realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
 
 
 def _on_timed_out(c: TradeContext, e: OrderTimedOut) -> dict[str, Any]:
@@ -635,8 +659,8 @@ def _on_exit_requested(c: TradeContext, e: ExitRequested) -> dict[str, Any]:
     attempt = c.exit_attempt + 1
     return dict(exit_reason=e.reason, exit_attempt=attempt, exit_limit_price=e.limit_price,
                    expected_exit_price=e.expected_price, exit_order_id="", exit_placed_at=0.0,
-                   exit_order_filled_qty=0, exit_order_avg_price=0.0,
-                   exit_correlation_id=correlation_id(c.pos_id, Leg.EXIT, attempt))
+                exit_order_filled_qty=0, exit_order_avg_price=0.0, exit_order_fees=0.0,
+                exit_correlation_id=correlation_id(c.pos_id, Leg.EXIT, attempt))
 
 
 _UPDATES: dict[type[Event], Any] = {
@@ -683,7 +707,8 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
             pos_id=after.pos_id, symbol=after.symbol, instrument=after.instrument, side=after.side,
             qty=after.entry_filled_qty, avg_entry_price=after.avg_entry_price,
             avg_exit_price=after.avg_exit_price, realized_pnl=after.realized_pnl,
-            opened_at=after.opened_at, closed_at=after.closed_at, exit_reason=after.exit_reason)]
+            opened_at=after.opened_at, closed_at=after.closed_at, exit_reason=after.exit_reason,
+            fees=after.fees)]
     if after.state is S.POSITION_OPEN and before.state is not S.POSITION_OPEN:
         if before.state in ENTRY_LEG:
             # Opened while an exit was already wanted (asked during the entry cancel): ask again now.
@@ -793,7 +818,11 @@ def timeout_due(context: TradeContext, now: float, timeout_seconds: float) -> Or
     return OrderTimedOut(at=now, order_id=order_id, leg=leg)
 
 
-def observe(context: TradeContext, order: BrokerOrder, at: float) -> list[Event]:
+OrderCharges = Callable[[Side, int, float, float], float]  # (side, cumulative qty, avg price, at) -> ₹
+
+
+def observe(context: TradeContext, order: BrokerOrder, at: float,
+            charges: OrderCharges | None = None) -> list[Event]:
     """The events a broker order snapshot implies for this trade, given what the trade already knows.
 
     The broker is the truth; every source of order news (the place() answer, the order-update stream,
@@ -801,6 +830,8 @@ def observe(context: TradeContext, order: BrokerOrder, at: float) -> list[Event]
     a fill that beat its own acknowledgement produces OrderPlaced first. Orders of other trades (or an
     old exit attempt) produce nothing. A new fill the trade cannot accept raises IllegalTransition: units
     the broker says we hold must never be dropped silently (the reconciler quarantines the trade).
+    `charges` prices a fill (the order's cumulative charges); the fill events carry them, so the journal
+    keeps the fees paid under the rates of that day.
     """
     if order.correlation_id and order.correlation_id == context.entry_correlation_id:
         leg = Leg.ENTRY
@@ -836,8 +867,10 @@ def observe(context: TradeContext, order: BrokerOrder, at: float) -> list[Event]
     if order.filled_qty > known_fill:
         complete = order.status is OrderStatus.TRADED or order.filled_qty >= order.qty
         fill_type = OrderFilled if complete else OrderPartiallyFilled
+        side = context.side if leg is Leg.ENTRY else context.exit_side
+        fees = charges(side, order.filled_qty, order.avg_price, at) if charges is not None else 0.0
         fill = fill_type(at=at, order_id=order.order_id, leg=leg, filled_qty=order.filled_qty,
-                         avg_price=order.avg_price)
+                         avg_price=order.avg_price, fees=fees)
         if not offer(fill):
             raise IllegalTransition(scratch.state, fill, "the broker reports fills this trade cannot take")
     if order.status is OrderStatus.REJECTED:

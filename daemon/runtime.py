@@ -23,6 +23,8 @@ import orjson
 
 from actors.brokers.base import Broker
 from actors.clock import Clock, SystemClock
+from actors.dhan.token import TokenState
+from actors.dhan.token_keeper import TokenKeeperHandles, assemble_token_keeper
 from actors.instruments import InstrumentBook, live_master, snapshot_book
 from actors.market_data.assembly import MarketDataHandles, MarketDataOptions, assemble_market_data
 from actors.signals.assembly import (
@@ -38,9 +40,12 @@ from actors.sources.mds_http import MdsHttpClient, MdsMarketView
 from actors.trading.assembly import TradingHandles, assemble_trading
 from actors.trading.quotes import LtpFetch, QuoteBook, QuoteSource, bus_quotes, chain_quotes
 from actors.wiring import HealthCheck, Infrastructure, Subtree
+from config.reference import calendar_from_settings
 from config.security import reads_require_token
 from config.settings import Settings, secret_values, settings_summary
+from core.calendar import MarketCalendar
 from core.instruments import InstrumentIndex
+from core.market import to_iso_ist
 from core.token import TokenError, read_claims
 from storage.bus import open_bus
 from storage.errors import StorageError
@@ -71,7 +76,9 @@ class Wiring:
     `subtrees`: which subtrees to assemble (default: the role's). `broker` and `quotes` replace the ones the
     runtime would build (an injected broker is the caller's: not closed at shutdown). `signal_sink` replaces
     the trading desk as the strategy's output. `instruments` replaces the instrument master (the snapshot,
-    or Dhan's) — a test's own master; a live refresher, if any, still refreshes it."""
+    or Dhan's) — a test's own master; a live refresher, if any, still refreshes it. `calendar` replaces the
+    one the `calendar` settings make; `chains` replaces where the strategy reads option chains (the replay's
+    recorded chains)."""
 
     subtrees: frozenset[str] | None = None
     market_data: MarketDataOptions = MarketDataOptions()
@@ -80,6 +87,8 @@ class Wiring:
     quotes: QuoteSource | None = None
     signal_sink: SignalSink | None = None
     instruments: InstrumentBook | None = None
+    calendar: MarketCalendar | None = None
+    chains: MarketView | None = None
 
 
 class Runtime:
@@ -110,10 +119,14 @@ class Runtime:
         self.market_data: MarketDataHandles | None = None
         self.trading: TradingHandles | None = None
         self.signals: SignalsHandles | None = None
+        self.token_keeper: TokenKeeperHandles | None = None
         self.parts: list[Subtree] = []
         self.mds: MdsConnection | None = None
         self._closers: list[Any] = []  # clients the runtime made for the wiring (closed after the tree)
         self.instruments = InstrumentBook()  # the instrument master; chosen in _assemble
+        # The one market calendar of the process (risk guard, strategy, feed, chain poller, health).
+        self.calendar = self.wiring.calendar if self.wiring.calendar is not None else \
+            calendar_from_settings(settings.calendar)
         redact(*secret_values(settings))  # the Secret fields and the passwords inside connection URLs
 
     # -- start ----------------------------------------------------------------------------------------
@@ -130,10 +143,16 @@ class Runtime:
         self.storage_ready = threading.Event()
         self._migrate_with_retry(attempt=1)
         self.bus = open_bus(s.storage.redis_url, s.storage.redis_prefix, s.redis_password.reveal())
+        token = TokenState(s.dhan.client_id.reveal(), s.dhan.access_token.reveal(), self.clock) \
+            if s.dhan.client_id and s.dhan.access_token else None
         infra = Infrastructure(s, self.role, self.storage, self.bus, self.clock, self.scheduler,
-                               self.storage_ready, self._record_path)
+                               self.storage_ready, self._record_path, calendar=self.calendar, token=token)
         self.infra = infra
         self._assemble(infra)
+        if infra.token is not None:  # mybot_dhan_token_expiry_seconds follows every renewal
+            token = infra.token
+            metrics.token_expiry.set(_token_expiry(token.current()))
+            token.subscribe(lambda renewed: metrics.token_expiry.set(_token_expiry(renewed)))
         root = infra.supervisor("root")
         for part in self.parts:
             root.add(part.spec)
@@ -155,6 +174,8 @@ class Runtime:
         typed handles of those it needs. Nothing is looked up later."""
         s, w = self.settings, self.wiring
         self.instruments = w.instruments if w.instruments is not None else self._instrument_book(infra)
+        if infra.token is not None:
+            self.token_keeper = assemble_token_keeper(infra, infra.token)
         if "market_data" in self.subtrees:
             self.market_data = assemble_market_data(infra, w.market_data, self.instruments)
         elif live_master(s):
@@ -173,7 +194,9 @@ class Runtime:
             trading = self.trading
             rule, monthly = s.strategy.expiry, self.instruments.monthly_expiries
             chains: MarketView | None
-            if mds is not None:
+            if w.chains is not None:
+                chains = w.chains
+            elif mds is not None:
                 chains = mds.view
             elif self.market_data is not None:
                 chains = cache_chains(self.market_data.cache, rule, monthly)
@@ -186,7 +209,9 @@ class Runtime:
                 risk_view=(lambda: (trading.risk.snapshot(), trading.risk.limits)) if trading else None,
                 positions=(lambda: trading.book.positions_by_underlying(underlyings)) if trading else None,
                 instruments=self.instruments)
-        self.parts = [h.subtree for h in (self.market_data, self.trading, self.signals) if h is not None]
+        # The token keeper first: its TOKEN_EXPIRES_AT (and a renewal due at start) before anything dials Dhan.
+        self.parts = [h.subtree for h in (self.token_keeper, self.market_data, self.trading, self.signals)
+                      if h is not None]
 
     def _instrument_book(self, infra: Infrastructure) -> InstrumentBook:
         """The instrument master every subtree shares: the shipped snapshot for sim/paper/replay; else an
@@ -358,6 +383,12 @@ class Runtime:
         ok = all(c.ok for c in checks.values())
         return ok, {name: {"ok": c.ok, **c.detail} for name, c in checks.items()}
 
+    def market(self) -> dict[str, Any]:
+        """The exchange now, for health: {"market": "open" | "closed", "market_reason", "next_open"}."""
+        status = self.calendar.market_status(self.clock.now())
+        return {"market": status.state, "market_reason": status.reason,
+                "next_open": to_iso_ist(status.next_open) if status.next_open is not None else None}
+
     def _database_health(self) -> HealthCheck:
         try:
             self.storage.ping()
@@ -432,8 +463,7 @@ class Runtime:
 
 
 def _token_expiry(token: str) -> float | None:
-    """The configured Dhan token's expiry for mybot_dhan_token_expiry_seconds (None: no readable JWT). The
-    token lifecycle calls telemetry.metrics.token_expiry.set(...) again whenever it renews the token."""
+    """A Dhan token's expiry for mybot_dhan_token_expiry_seconds (None: no readable JWT)."""
     if not token:
         return None
     try:

@@ -27,6 +27,7 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
         "feed": {"symbols": ["NIFTY"]},
         "option_chain": {"underlyings": ["NIFTY"], "poll_seconds": 3.0},
         "risk": {"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00"},
+        "calendar": {"enabled": False},  # any day, any hour
         "broker": {"paper_latency_ms": 0.0, "paper_poll_ms": 10.0},
         "reconcile": {"interval_seconds": 0.5},
         "log": {"level": "WARNING"},

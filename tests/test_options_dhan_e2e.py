@@ -71,6 +71,7 @@ def runtime(fake: FakeDhan, pg_url: str) -> Iterator[Runtime]:
         "control": {"token": TOKEN},
         "risk": {"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00",
                  "daily_max_loss": 0.0, "daily_max_loss_pct": 0.0},
+        "calendar": {"enabled": False},  # any day, any hour
         "execution": {"max_slippage_pct": 50.0, "order_timeout_seconds": 60.0,
                       "max_quote_age_seconds": 30.0},  # a loaded machine must not age the pushed tick
         "strategy": {"timeframes": [60], "timeframe_weights": {"60": 1.0}, "entry_max_candle_age_seconds": 0,

@@ -141,7 +141,7 @@ def test_the_quantity_is_lots_times_the_masters_lot_of_the_picked_contract_and_a
     ref.ask(Drain())
     assert recorder.signals == []
     skipped = [r["reason"] for r in records_of(parts) if r["kind"] == "ENTRY_SKIPPED"]
-    assert skipped and skipped[0] == "lot size of SEC_49081 unknown: not in the instrument master"
+    assert skipped and skipped[0] == "lot size of SEC_49081 unknown: not in the instrument master nor execution.lot_sizes"
 
 
 def test_the_reversal_exits_and_square_off_closes_what_is_left_in_candle_time() -> None:

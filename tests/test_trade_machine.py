@@ -624,3 +624,42 @@ def test_every_broker_outcome_in_every_state_has_a_transition_or_cannot_happen(s
             assert (state, outcome) not in TRANSITIONS, f"{state} + {outcome.__name__} is said impossible"
         else:
             assert (state, outcome) in TRANSITIONS, f"{state} + {outcome.__name__}: the broker can say it"
+
+
+def test_fees_are_cumulative_per_order_and_summed_over_every_exit_order() -> None:
+    """Fill events carry the order's cumulative charges (as its quantity and price are cumulative): a later
+    snapshot of the same order replaces, the next exit order adds; the closed trade reports them."""
+    run = Run()
+    run(signal(qty=150), entry(), placed(qty=150),
+        OrderPartiallyFilled(at=T0 + 1, order_id="E1", leg=Leg.ENTRY, filled_qty=50, avg_price=100.0, fees=21.0),
+        OrderFilled(at=T0 + 2, order_id="E1", leg=Leg.ENTRY, filled_qty=150, avg_price=100.0, fees=25.0))
+    assert run.context.entry_fees == 25.0 and run.context.net_pnl == -25.0
+    run(exit_req(), placed(Leg.EXIT, "X1", at=T0 + 61),
+        OrderPartiallyFilled(at=T0 + 62, order_id="X1", leg=Leg.EXIT, filled_qty=100, avg_price=104.0, fees=30.0))
+    run(OrderCancelled(at=T0 + 63, order_id="X1", leg=Leg.EXIT))
+    assert run.context.exit_fees == 30.0 and run.context.exit_order_fees == 30.0
+    run(exit_req("retry", at=T0 + 64), placed(Leg.EXIT, "X2", qty=50, attempt=1, at=T0 + 64))
+    assert run.context.exit_order_fees == 0.0 and run.context.exit_fees == 30.0
+    (record,) = run(OrderFilled(at=T0 + 65, order_id="X2", leg=Leg.EXIT, filled_qty=50, avg_price=102.0,
+                                fees=22.0))
+    assert isinstance(record, RecordClosedTrade)
+    assert record.fees == pytest.approx(25.0 + 30.0 + 22.0)
+    assert record.realized_pnl == pytest.approx(100 * 4 + 50 * 2)
+    assert record.net_pnl == pytest.approx(500 - 77.0) == pytest.approx(run.context.net_pnl)
+
+
+def test_observe_prices_each_fill_with_the_charges_of_the_order_so_far() -> None:
+    run = Run()
+    run(signal(qty=150), entry(), placed(qty=150))
+    asked: list[tuple[Side, int, float]] = []
+
+    def charges(side: Side, qty: int, price: float, at: float) -> float:
+        asked.append((side, qty, price))
+        return qty * 0.1
+
+    (fill,) = observe(run.context, BrokerOrder(order_id="E1", correlation_id=correlation_id(POS, Leg.ENTRY),
+                                               symbol="NIFTY", side=Side.BUY, qty=150, price=101.0,
+                                               status=OrderStatus.PART_TRADED, filled_qty=60, avg_price=100.5),
+                      at=T0 + 1, charges=charges)
+    assert isinstance(fill, OrderPartiallyFilled) and fill.fees == pytest.approx(6.0)
+    assert asked == [(Side.BUY, 60, 100.5)]

@@ -72,7 +72,7 @@ def make_source(infra: Infrastructure) -> Callable[[], TickSource]:
     if s.feed.source == "dhan":
         from actors.dhan.feed import DhanFeedSource
 
-        return lambda: DhanFeedSource(s, s.feed.symbols, infra.clock)
+        return lambda: DhanFeedSource(s, s.feed.symbols, infra.clock, token=infra.token)
     from actors.sources.sim import SimSource
 
     return lambda: SimSource(s.feed.symbols, s.feed.sim_seed, s.feed.sim_ticks_per_second, infra.clock)
@@ -83,7 +83,7 @@ def make_chain_source(infra: Infrastructure, cache: MarketCache, instruments: In
     if s.dhan.client_id and s.dhan.access_token:
         from actors.dhan.client import DhanClient
 
-        return DhanClient(s, clock=infra.clock)
+        return DhanClient(s, clock=infra.clock, token=infra.token)
     if s.feed.source == "sim":
         return SimChainSource(cache, infra.clock, instruments)
     return None
@@ -134,7 +134,7 @@ def assemble_market_data(infra: Infrastructure, options: MarketDataOptions = Mar
     feed = ingest.add(ChildSpec("feed", lambda link: FeedActor.start(
         link, make_source(infra), feed_state, candles, publisher, cache, infra.clock,
         infra.scheduler, s.feed.stale_seconds, wrap_sink=recorder.wrap if recorder else None,
-        advance_candles=live),
+        advance_candles=live, calendar=infra.calendar),
         backoff=infra.backoff(), critical_tells=False))
     # Every builder sends to the same two actors: through outboxes, one mailbox message per burst.
     to_persister, to_publisher = Outbox(persister), Outbox(publisher)
@@ -144,18 +144,27 @@ def assemble_market_data(infra: Infrastructure, options: MarketDataOptions = Mar
 
     source = (options.chain_source if options.chain_source is not None
               else make_chain_source(infra, cache, instruments))
+    chain_recorder = None
+    if infra.record_path and source is not None and s.option_chain.underlyings:
+        from actors.sources.chains import ChainRecorder, chains_path_for
+
+        # `run --record FILE` also writes the chains the poller fetches, for `replay`: FILE.chains.jsonl
+        chain_recorder = ChainRecorder(chains_path_for(infra.record_path), infra.clock)
+        source = chain_recorder.wrap(source)
     if source is not None and s.option_chain.underlyings:
         market.add(ChildSpec("option-chain-poller", lambda link: OptionChainPoller.start(
             link, source, tuple(s.option_chain.underlyings), tuple(s.option_chain.expiries),
             s.option_chain.poll_seconds, cache, infra.storage, publisher, infra.clock,
-            infra.scheduler, poller_state, rule=s.strategy.expiry, monthly=instruments.monthly_expiries),
-            backoff=infra.backoff()))
+            infra.scheduler, poller_state, rule=s.strategy.expiry, monthly=instruments.monthly_expiries,
+            calendar=infra.calendar), backoff=infra.backoff()))
 
     def feed_health() -> HealthCheck:
         ages = feed_state.ages(infra.clock.monotonic())
-        detail = {"source": feed_state.source, "finished": feed_state.finished,
-                  "stale": sorted(feed_state.stale), "last_tick_age_seconds": ages}
-        return HealthCheck(not feed_state.stale, detail)
+        market_open = infra.calendar.is_open(infra.clock.now())
+        stale = sorted(feed_state.stale) if market_open else []  # a closed market's silence is not staleness
+        detail = {"source": feed_state.source, "finished": feed_state.finished, "market_open": market_open,
+                  "stale": stale, "last_tick_age_seconds": ages}
+        return HealthCheck(not stale, detail)
 
     def feed_status() -> dict[str, Any]:
         return {"source": feed_state.source, "finished": feed_state.finished, "ticks": feed_state.ticks,
@@ -166,7 +175,7 @@ def assemble_market_data(infra: Infrastructure, options: MarketDataOptions = Mar
                 "source_status": feed_state.live_source_status()}
 
     def chain_status() -> dict[str, Any]:
-        return {"polls": poller_state.polls, "errors": poller_state.errors,
+        return {"polls": poller_state.polls, "idle": poller_state.idle or None, "errors": poller_state.errors,
                 "last_error": poller_state.last_error or None,
                 "expiries": {k: list(v) for k, v in poller_state.expiries.items()},
                 "invalid": sorted(f"{a} {b}" for a, b in poller_state.invalid)}
@@ -182,7 +191,7 @@ def assemble_market_data(infra: Infrastructure, options: MarketDataOptions = Mar
                 "market_data": cache.status,
                 "instruments": lambda: {**instruments.status(),
                                         **(master_state.snapshot() if live_instruments else {})}},
-        before_stop=[recorder.close] if recorder is not None else [],
+        before_stop=[r.close for r in (recorder, chain_recorder) if r is not None],
     )
     return MarketDataHandles(subtree=subtree, cache=cache, instruments=instruments, contracts=contracts,
                              feed_state=feed_state, persister=persister, publisher=publisher, candles=candles)

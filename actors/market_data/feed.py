@@ -9,6 +9,12 @@ Contracts held in positions (`FeedState.watched`, set by the ContractFeed) are a
 (`ContractSubscriber`: Dhan subscribes them on the running websocket, the simulator walks them; a replay
 ignores them) and taken off when no position holds them; their ticks update the quote cache and the bus (`ticks:`/`quote:`), but
 build no candles and never make the feed stale. A restarted feed subscribes the watched set again.
+
+Both clocks follow the market calendar: stale detection runs only while the exchange trades (the silence
+is counted from the open, not from yesterday's last tick; at the close stale symbols are cleared,
+FEED_STALE_CLEARED, and FEED_RESUMED goes on the bus so consumers stop holding entries), and a live feed
+closes the forming minute on the clock only in session (and for `CLOSE_GRACE_SECONDS` after the close, so
+the last minute closes at 15:30, not at the next morning's first tick).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from actors.market_data.messages import (
     PublishTicks,
 )
 from actors.sources.base import ContractSubscriber, SourceCallbacks, TickSource
+from core.calendar import MarketCalendar
 from core.market import Tick
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
@@ -39,6 +46,7 @@ __all__ = ["FeedActor", "FeedState", "TicksReceived"]
 MAX_IN_FLIGHT = 8  # tick batches queued for routing before the source waits
 LATENCY_SAMPLE_SECONDS = 0.1  # mybot_tick_to_candle_seconds: at most one timed batch per 100 ms
 FLOW_WAIT_SECONDS = 1.0  # a live source never waits longer than this (then the batch goes anyway)
+CLOSE_GRACE_SECONDS = 90.0  # the candle clock runs this long past the close (the last minute must close)
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,11 @@ class FeedState:
     finished_event: threading.Event = field(default_factory=threading.Event)
     ticks: int = 0
     unknown_ticks: int = 0
+    ticks_by_symbol: dict[str, int] = field(default_factory=dict)  # routed ticks per symbol
+    unknown_by_symbol: dict[str, int] = field(default_factory=dict)  # ignored ticks per symbol not subscribed
     batches: int = 0
     flow_waits: int = 0
+    checks: int = 0  # runs of the 1-second check (stale detection, candle clock)
     source_status: dict[str, Any] = field(default_factory=dict)
     current_source: TickSource | None = None  # the running instance's source, for live status reads
     watched: frozenset[str] = frozenset()  # contracts positions hold (ContractFeed writes it, replaced whole)
@@ -113,8 +124,10 @@ class FeedActor(SupervisedActor):
                  candles: SupervisorHandle, publisher: ChildHandle, cache: MarketCache, clock: Clock,
                  scheduler: Scheduler, stale_seconds: float,
                  wrap_sink: Callable[[Callable[[list[Tick]], None]], Callable[[list[Tick]], None]] | None = None,
-                 advance_candles: bool = True) -> None:
+                 advance_candles: bool = True, calendar: MarketCalendar | None = None) -> None:
         super().__init__(link)
+        self.calendar = calendar if calendar is not None else MarketCalendar.always_open()
+        self.session_began: float | None = None  # monotonic time the current session was first seen open
         self.source_factory = source_factory
         self.state = state
         self.candles = candles
@@ -235,6 +248,7 @@ class FeedActor(SupervisedActor):
                         contract_groups.setdefault(symbol, []).append(tick)
                         continue
                     unknown += 1
+                    _count(self.state, "unknown_by_symbol", symbol, 1)
                     if symbol not in self.unknown_logged:
                         self.unknown_logged.add(symbol)
                         self.log.event("UNKNOWN_SYMBOL", f"ticks for {symbol} ignored: not in feed.symbols",
@@ -249,6 +263,7 @@ class FeedActor(SupervisedActor):
             if builder is None:
                 builder = self.builders[symbol] = self.candles.ensure_child(symbol)
             builder.tell(CandleTicks(group, received_at))
+            _count(self.state, "ticks_by_symbol", symbol, len(group))
             newest = max(group, key=_tick_ts) if len(group) > 1 else group[0]
             quotes[symbol] = (newest.ltp, newest.ts)
             if symbol in self.state.last_arrival:
@@ -272,22 +287,39 @@ class FeedActor(SupervisedActor):
         self.state.batches += 1
 
     def _check(self) -> None:
+        self.state.checks += 1
         if self.source is not None:
             self.state.source_status = _source_status(self.source)
-        if self.advance_candles and not self.state.finished:
-            now = self.clock.now()
+        now = self.clock.now()
+        market_open = self.calendar.is_open(now)
+        if self.advance_candles and not self.state.finished and (
+                market_open or self.calendar.is_open(now - CLOSE_GRACE_SECONDS)):
             for builder in self.builders.values():
                 builder.tell(AdvanceClock(now))
         if not self.state.live or self.state.finished:
             return
         mono = self.clock.monotonic()
+        if not market_open:
+            self.session_began = None
+            self._clear_stale(now)
+            return
+        if self.session_began is None:
+            self.session_began = mono  # silence counts from the open (or from our start in session)
         for symbol in self.state.symbols:
-            last = self.state.last_arrival.get(symbol, self.state.started_at)
+            last = max(self.state.last_arrival.get(symbol, self.state.started_at), self.session_began)
             if mono - last > self.stale_seconds and symbol not in self.state.stale:
                 self.state.stale = self.state.stale | {symbol}
                 self.log.event("FEED_STALE", f"no tick for {symbol} in {mono - last:.1f} s", level=30,
                                symbol=symbol, age_seconds=round(mono - last, 3))
                 self.publisher.tell(PublishFeedStatus("FEED_STALE", symbol, self.clock.now()))
+
+    def _clear_stale(self, now: float) -> None:
+        """The market closed: a silent symbol is not stale any more (no FEED_STALE is raised until it opens)."""
+        stale, self.state.stale = self.state.stale, frozenset()
+        for symbol in sorted(stale):
+            self.log.event("FEED_STALE_CLEARED", f"market closed: {symbol} is no longer counted stale",
+                           symbol=symbol)
+            self.publisher.tell(PublishFeedStatus("FEED_RESUMED", symbol, now))
 
     def _finish(self) -> None:
         for builder in self.builders.values():
@@ -299,6 +331,15 @@ class FeedActor(SupervisedActor):
                        "forming candles closed", ticks=self.state.ticks)
         self.publisher.tell(PublishFeedStatus("FEED_FINISHED", "*", self.clock.now()))
         self.state.finished_event.set()
+
+
+def _count(state: FeedState, name: str, symbol: str, n: int) -> None:
+    """Add to a per-symbol counter of the store; a new symbol gets a new dict (readers never see it grow)."""
+    counts: dict[str, int] = getattr(state, name)
+    if symbol in counts:
+        counts[symbol] += n
+    else:
+        setattr(state, name, {**counts, symbol: n})
 
 
 def _tick_ts(tick: Tick) -> float:

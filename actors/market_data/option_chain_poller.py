@@ -9,6 +9,9 @@ The Dhan client refuses to send inside its 3-second window (it raises RateLimite
 this actor backs off per (underlying, expiry) on 429s and server errors; an invalid expiry is logged and
 dropped (the expiry list is fetched again), never retried forever. Chains land in the read model, in
 `option_chains` and on the bus.
+
+It polls only while the exchange trades, from `PRE_OPEN_SECONDS` before the open (so chains are fresh at
+09:15) to the close; outside that it idles (OPTION_CHAINS_IDLE, then OPTION_CHAINS_ACTIVE at the pre-open).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from actors.clock import Clock
 from actors.instruments import InstrumentBook
 from actors.market_data.market_cache import MarketCache
 from actors.market_data.messages import PublishValue
+from core.calendar import MarketCalendar
 from core.instruments import InstrumentError, NoExpiry, choose_expiry, live_expiries
-from core.market import IST
+from core.market import IST, to_iso_ist
 from storage.errors import StorageError
 from storage.records import OptionChainRecord
 from storage.repositories import Storage
@@ -37,6 +41,7 @@ from supervision.supervisor import ChildHandle, ChildLink
 __all__ = ["ChainSource", "OptionChainPoller", "PollerState", "SimChainSource"]
 
 EXPIRY_REFRESH_SECONDS = 3600.0
+PRE_OPEN_SECONDS = 900.0  # NSE's pre-open session starts 15 minutes before the open
 
 
 class ChainSource(Protocol):
@@ -64,6 +69,7 @@ class PollerState:
     polls: int = 0
     errors: int = 0
     last_error: str = ""
+    idle: str = ""  # why the poller is idle ("" = polling): the market is closed
 
 
 class OptionChainPoller(SupervisedActor):
@@ -71,8 +77,10 @@ class OptionChainPoller(SupervisedActor):
                  configured_expiries: tuple[str, ...], poll_seconds: float, cache: MarketCache,
                  storage: Storage, publisher: ChildHandle, clock: Clock, scheduler: Scheduler,
                  state: PollerState, seed: int = 7, rule: str = "nearest",
-                 monthly: Callable[[str], set[str]] = lambda underlying: set()) -> None:
+                 monthly: Callable[[str], set[str]] = lambda underlying: set(),
+                 calendar: MarketCalendar | None = None) -> None:
         super().__init__(link)
+        self.calendar = calendar if calendar is not None else MarketCalendar.always_open()
         self.source = source
         self.underlyings = underlyings
         self.configured_expiries = configured_expiries
@@ -104,7 +112,26 @@ class OptionChainPoller(SupervisedActor):
             return None
         return super().receive(message)
 
+    def _active(self) -> bool:
+        """Poll while the market trades or opens within PRE_OPEN_SECONDS; say so when that changes."""
+        now = self.clock.now()
+        status = self.calendar.market_status(now)
+        opens_soon = status.next_open is not None and status.next_open - now <= PRE_OPEN_SECONDS
+        if status.is_open or opens_soon:
+            if self.state.idle:
+                self.state.idle = ""
+                self.log.event("OPTION_CHAINS_ACTIVE", f"market {status.state} ({status.reason}): polling chains")
+            return True
+        if not self.state.idle:
+            self.state.idle = f"market closed: {status.reason}"
+            opens = to_iso_ist(status.next_open) if status.next_open is not None else "unknown"
+            self.log.event("OPTION_CHAINS_IDLE", f"market closed ({status.reason}): no chain polls until the "
+                           f"pre-open of {opens}", reason=status.reason, next_open=opens)
+        return False
+
     def _poll(self) -> None:
+        if not self._active():
+            return
         self.state.polls += 1
         for symbol, expiry in self.cache.drop_expired_chains():
             self.log.event("OPTION_CHAIN_EXPIRED", f"{symbol} {expiry}: expired at 15:30 IST; chain dropped",

@@ -198,7 +198,7 @@ def assemble_signals(infra: Infrastructure, sink: SignalSink | None, *, chains: 
     # Its handle works from now on: candles published while the rest of the tree starts are buffered for it.
     strategy = signals.add(ChildSpec("strategy", lambda link: StrategyActor.start(
         link, s, strategy_sink, chains, infra.clock, infra.scheduler, options, history, positions, risk_view,
-        instruments)))
+        instruments, calendar=infra.calendar)))
 
     if mds is not None:
         state = MdsClientState()

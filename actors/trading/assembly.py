@@ -34,12 +34,19 @@ from actors.trading.timeout_monitor import MonitorCounters, TimeoutMonitor
 from actors.trading.trade_actor import TradeActor
 from actors.trading.trade_deps import NewTrade, TradeDeps, TradeOrigin
 from actors.wiring import ContractWatch, HealthCheck, Infrastructure, Subtree
-from core.risk import RiskLimits
+from config.reference import rate_table
+from core.charges import ChargesError, RateTable, fill_charges
+from core.orders import Side
+from core.risk import RiskLimits, ist_day
+from core.trade import OrderCharges
 from supervision.scheduler import Timer
 from supervision.store import Store
 from supervision.supervisor import ChildHandle, ChildSpec, Restart, SupervisorHandle
+from telemetry.logs import get_logger
 
 __all__ = ["TradingHandles", "assemble_trading", "build_broker"]
+
+log = get_logger("mybot.trading")
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,26 @@ class TradingHandles:
     reconcile: ReconcileState
 
 
+def order_charges(rates: RateTable) -> OrderCharges:
+    """An order's charges at the rates of its IST day (options on NSE; brokerage once per order)."""
+
+    def charges(side: Side, qty: int, price: float, at: float) -> float:
+        try:
+            return fill_charges(rates, side=side, qty=qty, price=price, day=ist_day(at)).total
+        except ChargesError as exc:  # a fill is never refused for its charges: counted as 0, and said so
+            log.event("CHARGES_UNKNOWN", f"charges of {side} {qty} @ {price} not computed: {exc}", level=30)
+            return 0.0
+
+    return charges
+
+
 def build_broker(infra: Infrastructure, quotes: QuoteSource, instruments: InstrumentBook | None = None) -> Broker:
     s = infra.settings
     if s.broker.kind == "dhan":
         from actors.dhan.broker import DhanBroker
 
-        return DhanBroker(s, infra.clock, tick_size=instruments.tick_size if instruments is not None else None)
+        return DhanBroker(s, infra.clock, token=infra.token,
+                          tick_size=instruments.tick_size if instruments is not None else None)
     # Paper fills run on the shared scheduler thread: they price from what is known, never wait on a REST LTP.
     return paper_broker_from_settings(s.broker, quotes.known if isinstance(quotes, QuoteBook) else quotes,
                                       infra.clock)
@@ -82,7 +103,9 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     broker = broker if broker is not None else build_broker(infra, quotes, instruments)
     ready = threading.Event()
     book = TradeBook()
-    risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock)
+    # The market calendar narrows the session; a dead Dhan token (TokenState.entry_hold) denies entries.
+    risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock, calendar=infra.calendar,
+                     holds=(infra.token.entry_hold,) if infra.token is not None else ())
     reconcile_state = ReconcileState()
     ledger = Store("executor.ledger", PlacementLedger())
     executor_counters = Store("executor.counters", ExecutorCounters())
@@ -116,7 +139,7 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
                            risk=risk, book=book, router=router, quotes=quotes, execution=s.execution,
                            protection_band_pct=s.broker.protection_band_pct, executor=executor, monitor=monitor,
                            ready=ready, entries=entry_counters, tick_size=instruments.tick_size,
-                           contracts=contracts)
+                           contracts=contracts, charges=order_charges(rate_table(s.charges)))
     broker.subscribe_order_updates(router.on_update)
 
     views = TradingViews(infra.storage, broker, infra.clock, book, router, quotes, risk, ready, reconcile_state,

@@ -342,7 +342,7 @@ class TradeActor(SupervisedActor):
 
     def _observe(self, order: BrokerOrder, source: str) -> None:
         try:
-            events = observe(self.context, order, self.deps.clock.now())
+            events = observe(self.context, order, self.deps.clock.now(), self.deps.charges)
         except IllegalTransition as exc:
             # Units the broker says we hold that the trade cannot take: never drop them silently.
             self.log.event("TRANSITION_REFUSED", f"{self.pos_id}: {exc}", level=40, source=source,
@@ -501,10 +501,12 @@ class TradeActor(SupervisedActor):
         elif isinstance(command, RecordClosedTrade):
             self.log.event("TRADE_CLOSED", f"{self.pos_id}: {command.qty} {command.symbol} "
                            f"{command.avg_entry_price:.2f} -> {command.avg_exit_price:.2f}, "
-                           f"P&L {command.realized_pnl:+.2f} ({command.exit_reason})",
+                           f"P&L {command.realized_pnl:+.2f}, charges {command.fees:.2f}, net "
+                           f"{command.net_pnl:+.2f} ({command.exit_reason})",
                            symbol=command.symbol, qty=command.qty, realized_pnl=round(command.realized_pnl, 2),
+                           fees=round(command.fees, 2), net_pnl=round(command.net_pnl, 2),
                            exit_reason=command.exit_reason)
-            deps.risk.trade_closed(command.realized_pnl, self.pos_id)
+            deps.risk.trade_closed(command.net_pnl, self.pos_id)
 
     def _flush_journal_later(self) -> None:
         self.flush_due = True

@@ -14,6 +14,7 @@ from actors.trading.quotes import QuoteSource
 from actors.trading.risk_guard import RiskGuard
 from actors.wiring import ContractWatch
 from config.settings import ExecutionSettings
+from core.trade import OrderCharges
 from storage.repositories import Storage
 from supervision.scheduler import Scheduler
 from supervision.store import Store
@@ -42,6 +43,7 @@ class TradeDeps:
     entries: Store[EntryCounters]
     tick_size: Callable[[str], float | None] = lambda symbol: None  # the instrument master's tick of a symbol
     contracts: ContractWatch | None = None  # keeps the traded contract on the live feed (None: no feed here)
+    charges: OrderCharges | None = None  # what an order's fills cost (None: no charges counted)
 
 
 @dataclass(frozen=True)

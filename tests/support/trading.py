@@ -97,6 +97,9 @@ def trader_settings(storage_url: str, **sections: dict[str, Any]) -> Settings:
     base: dict[str, dict[str, Any]] = {
         "storage": {"url": storage_url},
         "http": {"control_port": 0, "mds_port": 0, "threads": 4},
+        # Trades at any hour, any day (tests run at night and on weekends): the calendar off, the risk
+        # settings' window all day. Tests of the calendar itself switch it back on.
+        "calendar": {"enabled": False},
         "risk": {"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00",
                  "max_open_positions": 100, "daily_max_loss": 0.0, "daily_max_loss_pct": 0.0,
                  "consecutive_losses_limit": 1000},
