@@ -38,7 +38,7 @@ def create_control_app(runtime: Any, trading: Any = None, market: Any = None) ->
     """`market`: the read model the dashboard's charts use (role all / mds: the MDS cache; role trader with an
     MDS: an httpapi.dashboard.MdsProxyView); None = no market view."""
     from httpapi.dashboard import SecurityHeaders, add_dashboard_routes, add_market_routes
-    from httpapi.views import market_clock
+    from httpapi.views import MarketClock, market_clock
 
     app = create_base_app("control", middleware=[SecurityHeaders()])
     app.add_middleware(read_guard(runtime))  # reads need the token too on a non-loopback control port
@@ -58,7 +58,9 @@ def create_control_app(runtime: Any, trading: Any = None, market: Any = None) ->
         add_market_routes(app, market, tuple(settings.feed.symbols), tuple(settings.option_chain.underlyings),
                           timeframes)
         views.append("market")
-    clock = market_clock(settings.calendar.holidays_file) if settings is not None else None
+    calendar = getattr(runtime, "calendar", None)  # the process's one market calendar
+    clock = MarketClock(calendar) if calendar is not None else \
+        market_clock(settings.calendar.holidays_file) if settings is not None else None
     add_dashboard_routes(app, runtime, clock, views)
     _add_contract(app, runtime, "mybot control API", "Status, health, the trading controls and the operator's "
                   "dashboard (the seed's Server B), port 8000. Mutations need `Authorization: Bearer <token>`.")

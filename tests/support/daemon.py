@@ -58,7 +58,7 @@ class LiveDaemon:
             "MYBOT_SECRETS_DIR": str(self.workdir / "secrets"), "MYBOT_CONTROL_TOKEN": TOKEN,
             "MYBOT_FEED_SOURCE": "sim", "MYBOT_BROKER_KIND": "paper",
             "MYBOT_RISK_SESSION_START": "00:00", "MYBOT_RISK_SESSION_END": "24:00",
-            "MYBOT_RISK_SQUARE_OFF_TIME": "24:00",
+            "MYBOT_RISK_SQUARE_OFF_TIME": "24:00", "MYBOT_CALENDAR_ENABLED": "false",
         })
         env.update(self.extra_env)
         return env
