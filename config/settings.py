@@ -250,6 +250,8 @@ class RiskSettings:
     max_price: float = knob(200_000.0, min=0.01,
                             help="rupees: an entry naming a higher price is refused (a sanity bound, e.g. for a "
                                  "manual price typed with no quote to compare it with)")
+    mark_to_market: bool = knob(True, help="the daily loss limits count the unrealized P&L of open positions at the "
+                                           "latest quotes (replays switch it off: realized only)")
     flatten_on_daily_loss: bool = knob(True, help="a daily loss breach (rupees or percent, marked to market, net "
                                                   "of charges) also exits every position, not only halts entries")
 
@@ -389,6 +391,12 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = knob(True, help="record latency histograms and counters on the hot paths (GET /metrics "
+                                    "still answers when off, with the scrape-time gauges)")
+
+
+@dataclass(frozen=True)
 class ControlSettings:
     token_file: str = knob("", help="file holding the bearer token (overrides secrets_dir)")
     token: Secret = field(default=Secret(""), metadata={"secret": "control_token.txt"})
@@ -416,6 +424,7 @@ class Settings:
     calendar: CalendarSettings = field(default_factory=CalendarSettings)
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
     storage_password: Secret = field(default=Secret(""), metadata={"secret": "postgres_password.txt"})
     redis_password: Secret = field(default=Secret(""), metadata={"secret": "redis_password.txt"})

@@ -29,6 +29,10 @@ class RateWindow:
         """Seconds until a request for key may be sent (0.0 = now)."""
         return max(0.0, self._next_allowed.get(key, now) - now)
 
+    def longest_wait(self, now: float) -> float:
+        """The longest wait over every key held back now (0.0 = every key may go)."""
+        return max(0.0, max(self._next_allowed.values(), default=now) - now)
+
     def acquire(self, key: Hashable, now: float) -> float:
         """Book the slot and return 0.0 if a request may go now; otherwise book nothing, return the wait."""
         wait = self.wait_time(key, now)

@@ -122,6 +122,7 @@ class RiskLimits:
     max_notional_per_trade: float = 150_000.0  # ₹, qty x price of one entry; 0 = no limit
     max_exposure: float = 500_000.0  # ₹, open notional across every live position; 0 = no limit
     max_price: float = 200_000.0  # ₹, the highest price an entry may name (a sanity bound)
+    mark_to_market: bool = True  # the loss limits count unrealized P&L at the latest marks
     flatten_on_daily_loss: bool = True  # a daily loss breach also exits every position
 
     @classmethod

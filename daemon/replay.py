@@ -221,6 +221,10 @@ def _replay_settings(settings: Settings, ticks: Path, db: Path, symbols: tuple[s
         option_chain={"underlyings": ()},  # no chain source replays: nothing may call a broker's API
         market_data={"provider": "local"},
         strategy={"entry_max_candle_age_seconds": 0.0},  # candle time is the clock: no candle is old
+        # Two replays of one file must decide alike: the loss limits count realized P&L only and a breach
+        # halts without flattening (a mark taken when a timer fires, and the tick a flatten meets each
+        # position at, depend on thread timing).
+        risk={"mark_to_market": False, "flatten_on_daily_loss": False},
     )
 
 

@@ -46,12 +46,14 @@ from config.settings import Settings, secret_values, settings_summary
 from core.calendar import MarketCalendar
 from core.instruments import InstrumentIndex
 from core.market import to_iso_ist
+from core.token import TokenError, read_claims
 from storage.bus import open_bus
 from storage.errors import StorageError
 from storage.opening import open_storage
 from supervision.actor import ChildUnavailable
 from supervision.scheduler import Scheduler
 from supervision.supervisor import AskTimeout, SupervisorHandle, start_root
+from telemetry import metrics
 from telemetry.logs import get_logger, redact
 
 __all__ = ["ROLES", "Runtime", "Wiring"]
@@ -119,6 +121,7 @@ class Runtime:
         self.signals: SignalsHandles | None = None
         self.token_keeper: TokenKeeperHandles | None = None
         self.parts: list[Subtree] = []
+        self.mds: MdsConnection | None = None
         self._closers: list[Any] = []  # clients the runtime made for the wiring (closed after the tree)
         self.instruments = InstrumentBook()  # the instrument master; chosen in _assemble
         # The one market calendar of the process (risk guard, strategy, feed, chain poller, health).
@@ -133,6 +136,8 @@ class Runtime:
         log.event("RUNTIME_STARTING", f"mybot starting, role {self.role}", role=self.role,
                   storage=settings_summary(s)["storage"]["url"], feed=s.feed.source, broker=s.broker.kind)
         self.scheduler = Scheduler.shared()
+        metrics.configure(enabled=s.metrics.enabled)
+        metrics.token_expiry.set(_token_expiry(s.dhan.access_token.reveal()))
         self.storage = open_storage(s.storage.url, connect_timeout=s.storage.connect_timeout_seconds,
                                     password=s.storage_password.reveal())
         self.storage_ready = threading.Event()
@@ -144,6 +149,10 @@ class Runtime:
                                self.storage_ready, self._record_path, calendar=self.calendar, token=token)
         self.infra = infra
         self._assemble(infra)
+        if infra.token is not None:  # mybot_dhan_token_expiry_seconds follows every renewal
+            token = infra.token
+            metrics.token_expiry.set(_token_expiry(token.current()))
+            token.subscribe(lambda renewed: metrics.token_expiry.set(_token_expiry(renewed)))
         root = infra.supervisor("root")
         for part in self.parts:
             root.add(part.spec)
@@ -175,6 +184,7 @@ class Runtime:
         if self.role == "trader" and s.market_data.provider == "mds":
             client = MdsHttpClient.from_settings(s.market_data)
             mds = MdsConnection(client, MdsMarketView(client, infra.clock, s.market_data.quote_max_age_seconds))
+        self.mds = mds
         if "trading" in self.subtrees:
             quotes = w.quotes if w.quotes is not None else self._quote_book(mds)
             self.trading = assemble_trading(
@@ -296,7 +306,14 @@ class Runtime:
             app = create_mds_app(self.market_data.cache, self, self.instruments.canonical)
             self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds",
                                            connection_limit=h.connection_limit).start())
-        control = create_control_app(self, self.trading.api if self.trading is not None else None)
+        market: Any = None
+        if self.market_data is not None:
+            market = self.market_data.cache
+        elif self.mds is not None:
+            from httpapi.dashboard import MdsProxyView
+
+            market = MdsProxyView(self.mds.client, tuple(self.settings.feed.symbols))
+        control = create_control_app(self, self.trading.api if self.trading is not None else None, market)
         self.servers.append(HttpServer(control, h.control_host, h.control_port, h.threads, "control",
                                        connection_limit=h.connection_limit).start())
 
@@ -439,3 +456,13 @@ class Runtime:
     def control_reads_require_token(self) -> bool:
         """Reads on the control port need the bearer token (config.security.reads_require_token)."""
         return reads_require_token(self.settings.control.reads_require_token, self.settings.http.control_host)
+
+
+def _token_expiry(token: str) -> float | None:
+    """A Dhan token's expiry for mybot_dhan_token_expiry_seconds (None: no readable JWT)."""
+    if not token:
+        return None
+    try:
+        return read_claims(token).expires_at
+    except TokenError:
+        return None

@@ -73,8 +73,12 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
     raise falcon.HTTPInternalServerError(title="internal error", description="see the server log")
 
 
-def create_base_app() -> falcon.App:
-    app = falcon.App(cors_enable=False, middleware=[BodyLimit()])  # bodies over 64 KiB: 413 before any auth
+def create_base_app(server: str = "http", middleware: list[Any] | None = None) -> falcon.App:
+    """`server` labels the HTTP metrics (mybot_http_request_duration_seconds{server}). Bodies over 64 KiB:
+    413 before any auth."""
+    from httpapi.metrics import RequestTiming
+
+    app = falcon.App(cors_enable=False, middleware=[RequestTiming(server), BodyLimit(), *(middleware or [])])
     handler = OrjsonHandler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})
@@ -99,10 +103,12 @@ def str_param(req: falcon.Request, name: str, *, required: bool = True, pattern:
     values = req.params.get(name)
     if isinstance(values, list):
         raise bad_param(name, "given more than once")
-    if values is None or values == "":
+    if values is None or (values == "" and required):
         if required:
             raise bad_param(name, "is required")
         return default
+    if values == "":
+        raise bad_param(name, "is empty (leave it out for the default)")
     if len(values) > max_len:
         raise bad_param(name, f"longer than {max_len} characters")
     if pattern and not re.fullmatch(pattern, values):

@@ -145,10 +145,10 @@ class TradesResource:
                 lots_of(qty, lot)
             except LotSizeError as exc:
                 raise bad_param("qty", f"{exc} of {text}") from None
-        price = body.get("price")
-        if price is not None:
+        price = None
+        if "price" in body:  # an explicit null is a mistake, not "no price"
             # A typo like 1e20 is refused here, before anything is journaled (risk.max_price).
-            price = float_param(price, "price", minimum=0.0, maximum=self.trading.max_price)
+            price = float_param(body["price"], "price", minimum=0.0, maximum=self.trading.max_price)
             if price <= 0:
                 raise bad_param("price", "must be positive")
         unknown = set(body) - {"pos_id", "symbol", "side", "qty", "price", "reason"}
@@ -224,7 +224,11 @@ class ReconcileAckResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         self.auth(req)
-        _optional_body(req)
+        body = _optional_body(req)
+        _reason(body)
+        unknown = set(body) - {"reason"}
+        if unknown:
+            raise bad_param(sorted(unknown)[0], "unknown field")
         resp.media = self.trading.reconcile_ack(who=req.remote_addr or "operator")
 
 

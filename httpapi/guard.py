@@ -3,8 +3,9 @@
 - `BodyLimit`: a request body over `MAX_BODY_BYTES` (64 KiB) is refused with a JSON 413 before it is read,
   parsed or authenticated. Waitress buffers a chunked body and sets its Content-Length before the app runs
   (and refuses any body of `SERVER_MAX_BODY_BYTES` itself), so the declared length is the whole story.
-- `ReadGuard`: on a control port that needs the token for reads, every read but `/v1/health` needs the
-  bearer token too (health stays open for supervisors and load balancers; it reveals no trade).
+- `ReadGuard`: on a control port that needs the token for reads, every read but `/v1/health` and the
+  dashboard's page and assets needs the bearer token too (health stays open for supervisors and load
+  balancers; it reveals no trade; the page holds no data and sends the token on its reads once logged in).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import falcon
 
 from telemetry.logs import get_logger
 
-__all__ = ["MAX_BODY_BYTES", "OPEN_READ_PATHS", "SERVER_MAX_BODY_BYTES", "BodyLimit", "ReadGuard", "read_guard"]
+__all__ = ["MAX_BODY_BYTES", "OPEN_READ_PATHS", "OPEN_READ_PREFIXES", "SERVER_MAX_BODY_BYTES", "BodyLimit", "ReadGuard", "read_guard"]
 
 log = get_logger("mybot.http")
 
@@ -25,7 +26,8 @@ MAX_BODY_BYTES = 64 * 1024
 # Waitress's own ceiling (a plain-text 413 before the app sees the request): what a client can make the
 # server buffer at all. Between the two limits the app answers the JSON 413.
 SERVER_MAX_BODY_BYTES = 1024 * 1024
-OPEN_READ_PATHS = frozenset({"/v1/health"})
+OPEN_READ_PATHS = frozenset({"/v1/health", "/"})  # health, and the dashboard's page (it holds no data)
+OPEN_READ_PREFIXES = ("/static/",)  # the page's scripts and styles
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -49,7 +51,8 @@ class ReadGuard:
         self.token = token
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.method not in READ_METHODS or req.path in OPEN_READ_PATHS or not self.required():
+        if (req.method not in READ_METHODS or req.path in OPEN_READ_PATHS or req.path.startswith(OPEN_READ_PREFIXES)
+                or not self.required()):
             return
         expected = self.token()
         scheme, _, presented = (req.get_header("Authorization") or "").partition(" ")

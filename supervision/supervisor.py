@@ -131,6 +131,7 @@ class _Slot:
     restarts: int = 0
     backoff_attempt: int = 0
     consecutive_crashes: int = 0  # crashes since the last run that lasted reset_after
+    crashes: int = 0  # every crash of this child (its restarts also count operator restarts)
     reset_after: float = 30.0
     started_at: float = 0.0  # monotonic time of the last start attempt (0: never started)
     last_failure: str = ""
@@ -350,6 +351,7 @@ class ChildHandle:
             "restart": slot.spec.restart.value,
             "restarts": slot.restarts,
             "consecutive_crashes": slot.consecutive_crashes,
+            "crashes": slot.crashes,
             "last_failure": slot.last_failure or None,
             "last_failure_at": slot.last_failure_at or None,
             "mailbox_depth": depth,
@@ -788,6 +790,7 @@ class Supervisor(SupervisedActor):
             if now - slot.started_at >= slot.reset_after:
                 slot.consecutive_crashes = 0  # the last run was a good one: a new series starts
             slot.consecutive_crashes += 1
+            slot.crashes += 1
         restart = slot.spec.restart
         if not (restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and crashed)):
             if self.tree.spec_for_key is not None:

@@ -57,6 +57,7 @@ from config.settings import Settings
 from core.market import from_iso
 from core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest, OrderStatus, Side
 from core.ratelimit import TokenBucket
+from telemetry import metrics
 from telemetry.logs import get_logger
 
 __all__ = ["DhanBroker", "OrderUpdateStream", "order_from_dhan", "order_from_update"]
@@ -158,6 +159,7 @@ class DhanBroker:
         self._sleep = sleep
         self._bucket = TokenBucket(broker.max_orders_per_second, broker.order_burst, now=time.monotonic())
         self._bucket_lock = threading.Lock()
+        metrics.rate_limits.register(self.rate_headroom)
         self._retrying = Retrying(
             stop=stop_after_attempt(broker.read_attempts),
             wait=wait_exponential(multiplier=broker.read_retry_initial_seconds,
@@ -268,6 +270,11 @@ class DhanBroker:
 
     def order_updates_connected(self) -> bool:
         return self._updates is not None and self._updates.connected
+
+    def rate_headroom(self) -> dict[str, float]:
+        """Share of the order bucket free now (mybot_dhan_rate_limit_headroom_ratio{class="orders"})."""
+        with self._bucket_lock:
+            return {"orders": self._bucket.available(time.monotonic()) / self._bucket.burst}
 
     def close(self) -> None:
         if self._updates is not None:

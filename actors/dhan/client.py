@@ -29,6 +29,7 @@ from actors.dhan.ids import Instrument, InstrumentMap, UnknownSymbol
 from actors.dhan.token import TokenState
 from config.settings import Settings
 from core.ratelimit import RateWindow
+from telemetry import metrics
 from telemetry.logs import get_logger, redact
 
 __all__ = ["CapturingSession", "DhanClient"]
@@ -98,6 +99,7 @@ class DhanClient:
         self._global_key = settings.option_chain.rate_key == "global"
         self._quote_window = RateWindow(QUOTE_MIN_INTERVAL)
         self._lock = threading.Lock()
+        metrics.rate_limits.register(self.rate_headroom)
         self._token_state = token
         self._unsubscribe = token.subscribe(self.set_token) if token is not None else None
 
@@ -181,6 +183,14 @@ class DhanClient:
                         prices[symbol] = float(quote["last_price"])
         return prices
 
+    def rate_headroom(self) -> dict[str, float]:
+        """Share of each rate window free now (mybot_dhan_rate_limit_headroom_ratio): 1 = may send at once."""
+        now = self.clock.monotonic()
+        with self._lock:
+            windows = {"option_chain": self._chain_window, "quote": self._quote_window}
+            return {name: _free_share(window.longest_wait(now), window.min_interval)
+                    for name, window in windows.items()}
+
     def ltp_of(self, symbol: str) -> float | None:
         """One symbol's REST LTP for the trading side's quote book: None when the 1 request/s quote budget
         is spent (it never waits for it) or the call fails; the failure is logged."""
@@ -227,6 +237,10 @@ class DhanClient:
         with self._lock:
             self._chain_penalty_streak.pop(key, None)
         return body
+
+
+def _free_share(wait: float, interval: float) -> float:
+    return 1.0 if interval <= 0 else max(0.0, 1.0 - wait / interval)
 
 
 def _data_of(body: Any) -> Any:

@@ -7,6 +7,7 @@ persister and the publisher, and keeps the read model's view of the symbol curre
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from actors.market_data.market_cache import MarketCache
@@ -24,6 +25,7 @@ from storage.repositories import Storage
 from supervision.actor import SupervisedActor
 from supervision.outbox import Outbox
 from supervision.supervisor import ChildHandle, ChildLink
+from telemetry import metrics
 
 __all__ = ["CandleBuilder"]
 
@@ -59,6 +61,8 @@ class CandleBuilder(SupervisedActor):
         if isinstance(message, CandleTicks):
             self._handle(book.apply(message.ticks))
             self.cache.set_forming(self.symbol, book.forming())
+            if message.received_at:
+                metrics.tick_to_candle(time.perf_counter() - message.received_at)
         elif isinstance(message, AdvanceClock):
             events = book.advance(message.now)
             if events:
@@ -95,10 +99,12 @@ class CandleBuilder(SupervisedActor):
                                f"to {to_iso_ist(event.to_ts)}", from_ts=event.from_ts, to_ts=event.to_ts,
                                level=10)
         if dropped:
+            metrics.late_ticks(self.symbol, dropped)
             self.log.event("LATE_TICK_DROPPED", f"{dropped} tick(s) for {self.symbol} arrived after the "
                            f"{self.grace_seconds:g} s grace window", count=dropped,
                            total=self.book.stats.late_dropped if self.book else dropped, level=30)
         if closed or revised:
+            metrics.candles(self.symbol, len(closed), len(revised))
             both = tuple(closed + revised)
             self.cache.add_candles(self.symbol, both)
             self.persister.tell(PersistCandles(both))

@@ -20,6 +20,7 @@ the last minute closes at 15:30, not at the next morning's first tick).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from supervision.supervisor import ChildHandle, ChildLink, SupervisorHandle
 __all__ = ["FeedActor", "FeedState", "TicksReceived"]
 
 MAX_IN_FLIGHT = 8  # tick batches queued for routing before the source waits
+LATENCY_SAMPLE_SECONDS = 0.1  # mybot_tick_to_candle_seconds: at most one timed batch per 100 ms
 FLOW_WAIT_SECONDS = 1.0  # a live source never waits longer than this (then the batch goes anyway)
 CLOSE_GRACE_SECONDS = 90.0  # the candle clock runs this long past the close (the last minute must close)
 
@@ -51,6 +53,7 @@ CLOSE_GRACE_SECONDS = 90.0  # the candle clock runs this long past the close (th
 class TicksReceived:
     ticks: list[Tick]
     holds_slot: bool = False  # took a flow-control slot: release it once routed
+    received_at: float = 0.0  # time.perf_counter() at hand-over, for a sample of batches (0: not timed)
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class FeedActor(SupervisedActor):
             self.state.started_at = self.clock.monotonic()
         ref = self.actor_ref
         in_flight = self.in_flight
+        last_timed = [0.0]
 
         def on_ticks(ticks: Any) -> None:
             # Flow control: the source waits while MAX_IN_FLIGHT batches are queued here, so a fast
@@ -155,7 +159,13 @@ class FeedActor(SupervisedActor):
             holds = in_flight.acquire(timeout=FLOW_WAIT_SECONDS)
             if not holds:
                 self.state.flow_waits += 1
-            ref.tell(TicksReceived(ticks if isinstance(ticks, list) else list(ticks), holds))
+            # A sample of batches carries its hand-over time: timing every batch would cost the ingest
+            # rate a histogram observation per symbol per batch.
+            now = time.perf_counter()
+            timed = 0.0
+            if now - last_timed[0] >= LATENCY_SAMPLE_SECONDS:
+                last_timed[0] = timed = now
+            ref.tell(TicksReceived(ticks if isinstance(ticks, list) else list(ticks), holds, timed))
 
         sink = self.wrap_sink(on_ticks) if self.wrap_sink else on_ticks
         callbacks = SourceCallbacks(
@@ -182,7 +192,7 @@ class FeedActor(SupervisedActor):
     def receive(self, message: Any) -> Any:
         if isinstance(message, TicksReceived):
             try:
-                self._route(message.ticks)
+                self._route(message.ticks, message.received_at)
             finally:
                 if message.holds_slot:
                     self.in_flight.release()
@@ -223,7 +233,7 @@ class FeedActor(SupervisedActor):
         self.contracts = (self.contracts - removed) | accepted
         self.state.contracts = self.contracts
 
-    def _route(self, ticks: list[Tick]) -> None:
+    def _route(self, ticks: list[Tick], received_at: float = 0.0) -> None:
         groups: dict[str, list[Tick]] = {}
         contract_groups: dict[str, list[Tick]] = {}
         known = self.known
@@ -252,7 +262,7 @@ class FeedActor(SupervisedActor):
             builder = self.builders.get(symbol)
             if builder is None:
                 builder = self.builders[symbol] = self.candles.ensure_child(symbol)
-            builder.tell(CandleTicks(group))
+            builder.tell(CandleTicks(group, received_at))
             _count(self.state, "ticks_by_symbol", symbol, len(group))
             newest = max(group, key=_tick_ts) if len(group) > 1 else group[0]
             quotes[symbol] = (newest.ltp, newest.ts)

@@ -48,6 +48,7 @@ __all__ = [
 @dataclass(frozen=True)
 class CandleTicks:
     ticks: list[Tick]
+    received_at: float = 0.0  # time.perf_counter() when the source handed the batch over (0: unknown)
 
 
 @dataclass(frozen=True)

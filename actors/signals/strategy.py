@@ -78,6 +78,7 @@ from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.store import Store
 from supervision.supervisor import ChildLink
+from telemetry import metrics
 
 __all__ = ["StrategyActor", "StrategyOptions", "signal_record"]
 
@@ -326,6 +327,7 @@ class StrategyActor(SupervisedActor):
             signals = self._signals(candle, score, position)
             for signal in signals:
                 self._send(candle, score, signal)
+        metrics.candle_to_signal(self.clock.now() - (candle.ts + candle.timeframe))
         if signals and self.parts.gate is not None:
             self.parts.gate.passed(signals)
             if not self._gate_open():

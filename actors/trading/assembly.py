@@ -30,7 +30,7 @@ from actors.trading.leases import TradeLeases, default_owner_id
 from actors.trading.messages import EntryCounters
 from actors.trading.quotes import QuoteBook, QuoteSource
 from actors.trading.reconciler import ReconcileDeps, Reconciler, ReconcileState, UnroutedUpdate
-from actors.trading.risk_guard import RiskGuard
+from actors.trading.risk_guard import RiskGuard, no_marks
 from actors.trading.timeout_monitor import MonitorCounters, TimeoutMonitor
 from actors.trading.trade_actor import TradeActor
 from actors.trading.trade_deps import NewTrade, TradeDeps, TradeOrigin
@@ -107,7 +107,8 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     # The market calendar narrows the session; a dead Dhan token (TokenState.entry_hold) denies entries.
     risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock, calendar=infra.calendar,
                      holds=(infra.token.entry_hold,) if infra.token is not None else (),
-                     marks=quotes.known if isinstance(quotes, QuoteBook) else quotes)
+                     marks=(quotes.known if isinstance(quotes, QuoteBook) else quotes) if s.risk.mark_to_market
+                     else no_marks)
     reconcile_state = ReconcileState()
     ledger = Store("executor.ledger", PlacementLedger())
     executor_counters = Store("executor.counters", ExecutorCounters())

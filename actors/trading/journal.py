@@ -21,10 +21,22 @@ from dataclasses import dataclass
 from actors.clock import Clock
 from actors.trading.book import trade_record
 from core.orders import BrokerOrder, Leg
-from core.trade import CancelOrder, Command, Event, ExitRequested, PlaceOrder, TradeContext, correlation_of
+from core.trade import (
+    CancelOrder,
+    Command,
+    Event,
+    ExitRequested,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    PlaceOrder,
+    TradeContext,
+    correlation_of,
+)
 from storage.errors import StorageError, StorageUnavailable
 from storage.records import JournalEntry, OrderRecord, TradeEventRecord
 from storage.repositories import Storage
+from telemetry import metrics
 from telemetry.logs import EventLogger
 
 __all__ = ["Step", "TradeJournal"]
@@ -104,6 +116,7 @@ class TradeJournal:
         correlation = payload.pop("correlation_id", "") or default
         if source:
             payload.setdefault("source", source)
+        _count(step)
         self.log.event(event.log_name, f"{self.pos_id}: {before.state} -> {after.state} ({event.name})",
                        level=30 if event.log_name in _WARNINGS else 20, correlation_id=correlation, db_id=seq,
                        seq=seq, from_state=before.state.value, to_state=after.state.value, event_type=event.name,
@@ -120,3 +133,17 @@ class TradeJournal:
             filled_qty=order.filled_qty, avg_price=order.avg_price or None,
             expected_price=context.expected_entry_price if is_entry else context.expected_exit_price,
             created_at=now, updated_at=now)
+
+
+def _count(step: Step) -> None:
+    """Orders reaching a final status, and how long a complete fill took (the metrics of a step)."""
+    event = step.event
+    if isinstance(event, OrderFilled):
+        placed_at = step.before.entry_placed_at if event.leg is Leg.ENTRY else step.before.exit_placed_at
+        metrics.order_final(event.leg.value, "FILLED")
+        if placed_at:
+            metrics.order_fill(event.leg.value, event.at - placed_at)
+    elif isinstance(event, OrderRejected):
+        metrics.order_final(event.leg.value, "REJECTED")
+    elif isinstance(event, OrderCancelled):
+        metrics.order_final(event.leg.value, "CANCELLED")

@@ -13,8 +13,9 @@ Commands are imperative, events past tense; every message is a frozen dataclass.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -101,6 +102,7 @@ class OpenTrade:
 
     order: EntryOrder
     reply: Future[EntryDecision] | None = None
+    sent_at: float = field(default_factory=time.perf_counter)  # mybot_signal_to_order_seconds starts here
 
 
 @dataclass(frozen=True)

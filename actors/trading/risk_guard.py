@@ -72,7 +72,7 @@ from storage.records import TradeRecord
 from storage.repositories import Storage
 from telemetry.logs import get_logger
 
-__all__ = ["RISK_STATE_KEY", "RiskGuard"]
+__all__ = ["RISK_STATE_KEY", "RiskGuard", "no_marks"]
 
 RISK_STATE_KEY = "risk"
 
@@ -90,14 +90,15 @@ _ENTRY_LEG = frozenset(state.value for state in ENTRY_LEG)
 Marks = Callable[[str], float | None]
 
 
-def _no_marks(symbol: str) -> float | None:
+def no_marks(symbol: str) -> float | None:
+    """No marks: only realized P&L counts (risk.mark_to_market = false)."""
     return None
 
 
 class RiskGuard:
     def __init__(self, limits: RiskLimits, storage: Storage, clock: Clock, key: str = RISK_STATE_KEY, *,
                  calendar: MarketCalendar | None = None, holds: Sequence[EntryHold] = (),
-                 marks: Marks = _no_marks) -> None:
+                 marks: Marks = no_marks) -> None:
         self.limits = limits
         self._storage = storage
         self._clock = clock
@@ -107,7 +108,10 @@ class RiskGuard:
         self._marks = marks  # the latest price of a symbol, never fetched (unrealized P&L, open notional)
         self._lock = threading.RLock()
         self._state = new_risk_state(clock.now())
-        self._unsaved: dict[str, dict[str, Any]] = {}  # switch group -> its stamped fields, not yet merged
+        # switch group -> the newest stamped change of it this process made or saw; `_unsaved`: not written yet.
+        # Reads compose the shared document with these by stamp, so a read that raced a change never undoes it.
+        self._known: dict[str, dict[str, Any]] = {}
+        self._unsaved: set[str] = set()
         self._loaded = False
 
     # -- start-up ---------------------------------------------------------------------------------------
@@ -116,7 +120,7 @@ class RiskGuard:
         """Read the shared state once (raises StorageError): entries wait for this (the start-up
         reconciliation calls it). Nothing is rebuilt: the counters are read from the trades every time."""
         now = self._clock.now()
-        state = self._refresh_state(now)
+        state, _ = self._refresh(now, breach=False)
         self._loaded = True
         self.flush()  # switches an operator threw before the database answered
         decision = check_entry(self.limits, state, now, self.calendar, self._holds)
@@ -140,7 +144,7 @@ class RiskGuard:
         journals the trade's first step inside the block (it commits with the gate); anything it sends
         goes out after the block. Raises StorageError (nothing decided, nothing written)."""
         with self._storage.entry_gate():
-            state = self._refresh_state(now)
+            state, _ = self._refresh(now, breach=False)
             yield check_entry(self.limits, state, now, self.calendar, self._holds, intent)
 
     def recheck_entry(self, now: float, intent: EntryIntent) -> Denied | None:
@@ -148,7 +152,7 @@ class RiskGuard:
         from the shared state as it is now; the entry itself is already among the live trades, so it is
         taken out of the position count and the open notional. A database that cannot say refuses it."""
         try:
-            state = self._refresh_state(now)
+            state, _ = self._refresh(now, breach=False)
         except StorageError as exc:
             return Denied("STORAGE", f"risk state unreadable: {exc}")
         mine = intent.qty * (intent.quote or intent.price)
@@ -163,14 +167,12 @@ class RiskGuard:
         unreachable the trade is counted in memory until the next read."""
         now = self._clock.now()
         try:
-            state = self._refresh_state(now)
-            with self._lock:
-                self._state, events = loss_breach(self.limits, state, now)
-                state = self._state
+            state, events = self._refresh(now, breach=True)
         except StorageError:
             with self._lock:
                 self._state, events = on_trade_closed(self.limits, self._state, net_pnl, now)
                 state = self._state
+                self._remember_halt(events, now)
         log.event("RISK_TRADE_COUNTED", f"{pos_id}: net P&L {net_pnl:+.2f}", pos_id=pos_id,
                   net_pnl=round(net_pnl, 2), realized_pnl=round(state.realized_pnl, 2),
                   consecutive_losses=state.consecutive_losses)
@@ -230,14 +232,12 @@ class RiskGuard:
         a mark-to-market breach halts, and may flatten. A database that cannot answer keeps the last state."""
         now = self._clock.now()
         try:
-            state = self._refresh_state(now)
+            state, events = self._refresh(now, breach=True)
         except StorageError as exc:
             log.event("RISK_REFRESH_FAILED", f"shared risk state unreadable (last one kept): {exc}", level=30)
             return self.snapshot()
-        with self._lock:
-            self._state, events = loss_breach(self.limits, state, now)
         self._halted(events, now)
-        return self.snapshot()
+        return state
 
     # -- views ---------------------------------------------------------------------------------------------
 
@@ -282,24 +282,36 @@ class RiskGuard:
     def flush(self) -> None:
         """Write the switch changes that could not be written (the reconciler calls this every pass)."""
         with self._lock:
-            unsaved = dict(self._unsaved)
+            unsaved = {group: self._known[group] for group in self._unsaved}
         for group, patch in unsaved.items():
             self._write(group, patch)
 
     # -- internals ---------------------------------------------------------------------------------------------
 
-    def _refresh_state(self, now: float) -> RiskState:
-        """What every process says now, with this process's unsaved switch changes on top (raises StorageError)."""
+    def _refresh(self, now: float, *, breach: bool) -> tuple[RiskState, list[RiskEvent]]:
+        """What every process says now, composed with this process's newest switch changes (raises
+        StorageError); with `breach`, a marked-to-market breach halts (in the same step: no reader ever
+        sees the breach without its halt)."""
         document = self._storage.bot_state.get(self._key) or {}
         live = self._storage.trades.open_trades()
         closed = self._storage.trades.closed_since(ist_day_start(now))
+        events: list[RiskEvent] = []
         with self._lock:
             previous = self._state
-            state = with_switches(new_risk_state(now), with_shared_switches(document, self._unsaved.values()))
+            state = with_switches(new_risk_state(now), with_shared_switches(document, self._known.values()))
             state = day_counters(state, [_outcome(t) for t in closed], [_position(t) for t in live], self._marks)
+            if breach:
+                state, events = loss_breach(self.limits, state, now)
             self._state = state
+            self._remember_halt(events, now)
         self._log_observed(previous, state)
-        return state
+        return state, events
+
+    def _remember_halt(self, events: list[RiskEvent], now: float) -> None:
+        """(Under the lock.) A halt just decided becomes this process's newest change of the halt switch."""
+        if events:
+            self._known["halt"] = switch_patch(self._state, "halt", now)
+            self._unsaved.add("halt")
 
     def _switch(self, group: str, change: Callable[[RiskState, float], tuple[RiskState, list[RiskEvent]]],
                 now: float | None = None, groups: Sequence[str] = ()) -> RiskState:
@@ -310,6 +322,7 @@ class RiskGuard:
             state = self._state
             patches = {name: switch_patch(state, name, now) for name in (groups or (group,))}
             if events or group == "flattening":
+                self._known.update(patches)
                 self._unsaved.update(patches)
         self._log_events(events)
         if events or group == "flattening":
@@ -327,16 +340,15 @@ class RiskGuard:
                       switch=group)
             return
         with self._lock:
-            if self._unsaved.get(group) is patch:
-                del self._unsaved[group]
+            if self._known.get(group) is patch:
+                self._unsaved.discard(group)
 
     def _halted(self, events: list[RiskEvent], now: float, **context: Any) -> None:
         """A breach halt is shared; a daily loss breach flattens too (risk.flatten_on_daily_loss)."""
         if not events:
             return
         with self._lock:
-            patch = switch_patch(self._state, "halt", now)
-            self._unsaved["halt"] = patch
+            patch = self._known["halt"]
         self._log_events(events, **context)
         self._write("halt", patch)
         for event in events:

@@ -20,6 +20,7 @@ The actor never talks to the broker itself: the executor places, cancels and loo
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,7 @@ from storage.errors import StorageConflict, StorageError, StorageUnavailable
 from storage.records import TradeEventRecord
 from supervision.actor import SupervisedActor
 from supervision.supervisor import ChildLink
+from telemetry import metrics
 
 __all__ = ["TradeActor"]
 
@@ -132,6 +134,7 @@ class TradeActor(SupervisedActor):
         self.kept: list[Any] = []  # messages that came while waiting for the journal
         self.flush_attempts = 0
         self.placement_attempts: dict[str, int] = {}  # correlation id -> sends asked (this life)
+        self.signal_sent_at = 0.0  # perf_counter when the desk sent OpenTrade (0: recovered, or measured)
         self.log = self.log.bind(pos_id=pos_id)
         self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log)
 
@@ -250,6 +253,7 @@ class TradeActor(SupervisedActor):
     def _open(self, message: OpenTrade) -> None:
         order, deps = message.order, self.deps
         deps.entries.bump("entries")
+        self.signal_sent_at = message.sent_at
         if self.context.state is not S.NEW:
             self._answer(message, EntryRefusal.DUPLICATE, "duplicate pos_id: pos_id is already known")
             return
@@ -374,6 +378,9 @@ class TradeActor(SupervisedActor):
     def _on_placement(self, result: PlacementResult) -> None:
         request = result.request
         if result.outcome is Outcome.PLACED and result.order is not None:
+            if request.leg is Leg.ENTRY and self.signal_sent_at:
+                metrics.signal_to_order(time.perf_counter() - self.signal_sent_at)
+                self.signal_sent_at = 0.0
             self._observe(result.order, "placement")
             return
         pending = request_for(self.context)
@@ -509,13 +516,19 @@ class TradeActor(SupervisedActor):
             self._flush_journal_later()
 
     def _commit(self, steps: list[Step], source: str = "") -> None:
-        """The recorded steps take effect: the context, the book, the log lines, then the commands."""
+        """The recorded steps take effect: the context, the book, the log lines, then the commands. A close is
+        counted by the risk guard before the book shows it: whoever waits for the close (a replay's gate, the
+        strategy) then sees the halt it may cause."""
         self.context = steps[-1].after
+        commands = [command for step in steps for command in step.commands]
+        for command in commands:
+            if isinstance(command, RecordClosedTrade):
+                self._count_closed(command)
         self._publish()
         for step in steps:
             self.journal.log_step(step, step.after.seq, source)
-        for step in steps:
-            for command in step.commands:
+        for command in commands:
+            if not isinstance(command, RecordClosedTrade):
                 self._carry_out(command)
 
     def _carry_out(self, command: Command) -> None:
@@ -530,15 +543,16 @@ class TradeActor(SupervisedActor):
             self._raise_exit(command)
         elif isinstance(command, AlertOperator):
             self.log.event("OPERATOR_ALERT", command.message, level=50)
-        elif isinstance(command, RecordClosedTrade):
-            self.log.event("TRADE_CLOSED", f"{self.pos_id}: {command.qty} {command.symbol} "
-                           f"{command.avg_entry_price:.2f} -> {command.avg_exit_price:.2f}, "
-                           f"P&L {command.realized_pnl:+.2f}, charges {command.fees:.2f}, net "
-                           f"{command.net_pnl:+.2f} ({command.exit_reason})",
-                           symbol=command.symbol, qty=command.qty, realized_pnl=round(command.realized_pnl, 2),
-                           fees=round(command.fees, 2), net_pnl=round(command.net_pnl, 2),
-                           exit_reason=command.exit_reason)
-            deps.risk.trade_closed(command.net_pnl, self.pos_id)
+
+    def _count_closed(self, command: RecordClosedTrade) -> None:
+        self.log.event("TRADE_CLOSED", f"{self.pos_id}: {command.qty} {command.symbol} "
+                       f"{command.avg_entry_price:.2f} -> {command.avg_exit_price:.2f}, "
+                       f"P&L {command.realized_pnl:+.2f}, charges {command.fees:.2f}, net "
+                       f"{command.net_pnl:+.2f} ({command.exit_reason})",
+                       symbol=command.symbol, qty=command.qty, realized_pnl=round(command.realized_pnl, 2),
+                       fees=round(command.fees, 2), net_pnl=round(command.net_pnl, 2),
+                       exit_reason=command.exit_reason)
+        self.deps.risk.trade_closed(command.net_pnl, self.pos_id)
 
     def _flush_journal_later(self) -> None:
         self.flush_due = True
