@@ -44,7 +44,7 @@ from storage.opening import open_storage
 from supervision.actor import ChildUnavailable
 from supervision.scheduler import Scheduler
 from supervision.supervisor import AskTimeout, SupervisorHandle, start_root
-from telemetry.logs import get_logger, redact
+from telemetry.logs import get_logger, incident_id, redact, set_process_context
 
 __all__ = ["ROLES", "Runtime", "Wiring"]
 
@@ -103,6 +103,7 @@ class Runtime:
         self.trading: TradingHandles | None = None
         self.signals: SignalsHandles | None = None
         self.parts: list[Subtree] = []
+        self._storage_outage = ""  # the incident id of a database down at start (until migrations apply)
         for secret in (settings.dhan.client_id, settings.dhan.access_token, settings.control.token,
                        settings.storage_password, settings.redis_password):
             redact(secret.reveal())
@@ -111,6 +112,7 @@ class Runtime:
     def start(self) -> Runtime:
         s = self.settings
         self.started_at = time.time()
+        set_process_context(pid=os.getpid(), role=self.role)
         log.event("RUNTIME_STARTING", f"mybot starting, role {self.role}", role=self.role,
                   storage=settings_summary(s)["storage"]["url"], feed=s.feed.source, broker=s.broker.kind)
         self.scheduler = Scheduler.shared()
@@ -205,13 +207,16 @@ class Runtime:
             self.storage.migrate()
         except StorageError as exc:
             delay = min(30.0, 0.5 * 2 ** (attempt - 1))
+            if attempt == 1:
+                self._storage_outage = incident_id("DATABASE_OUTAGE", "migrations", time.time())
             log.event("STORAGE_UNAVAILABLE", f"migration failed ({exc}); retry in {delay:.1f} s", level=30,
-                      attempt=attempt)
+                      attempt=attempt, incident_id=self._storage_outage)
             self.scheduler.call_later(delay, self._migrate_with_retry, attempt + 1)
             return
         self.storage_ready.set()
         if attempt > 1:
-            log.event("STORAGE_AVAILABLE", "database reachable, migrations applied", attempt=attempt)
+            log.event("STORAGE_AVAILABLE", "database reachable, migrations applied", attempt=attempt,
+                      incident_id=self._storage_outage)
 
     def _start_http(self) -> None:
         from httpapi.app import create_control_app, create_mds_app

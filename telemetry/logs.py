@@ -3,12 +3,18 @@
 Every line has ts, level, logger, event, message, plus context (actor, symbol, pos_id, order_id, ...).
 `event` carries the seed's vocabulary (ENTRY_SIGNAL, ORDER_FILLED, ACTOR_CRASHED, ...) so an operator
 can grep one word and read the story. Use `get_logger(name).event("ORDER_PLACED", "...", pos_id=...)`.
+
+Every line also carries the process that wrote it: `pid` and, once the runtime knows it, `role` (see
+`set_process_context`), so the review tells processes apart in one merged stream. An incident's lines
+(its opening line and the one that ends it) carry the same `incident_id` (see `incident_id`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import logging.handlers
+import os
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -16,10 +22,40 @@ from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["EventLogger", "JsonFormatter", "configure_logging", "get_logger", "redact"]
+__all__ = [
+    "EventLogger",
+    "JsonFormatter",
+    "configure_logging",
+    "get_logger",
+    "incident_id",
+    "process_context",
+    "redact",
+    "set_process_context",
+]
 
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _secrets: list[str] = []
+_process: dict[str, Any] = {}  # stamped on every line: pid, role (a field the line sets itself wins)
+
+
+def set_process_context(**fields: Any) -> None:
+    """What every line says about the process that wrote it (`pid`, `role`); None drops a field.
+
+    `configure_logging` sets the pid; the runtime adds its role once it knows it."""
+    global _process
+    _process = {**_process, **fields}
+    _process = {k: v for k, v in _process.items() if v is not None}
+
+
+def process_context() -> dict[str, Any]:
+    return dict(_process)
+
+
+def incident_id(kind: str, subject: str, started_at: float) -> str:
+    """A stable id for one incident: the same (kind, subject, start) gives the same id in any process, so
+    the line that ends an incident can name the one a previous process opened from what it persisted."""
+    basis = f"{kind}|{subject}|{started_at:.3f}"
+    return f"{kind.lower().replace('_', '-')}-{hashlib.sha1(basis.encode()).hexdigest()[:10]}"
 
 
 def redact(*values: str) -> None:
@@ -45,6 +81,8 @@ class JsonFormatter(logging.Formatter):
             "event": getattr(record, "event", None) or _default_event(record),
             "message": record.getMessage(),
         }
+        if _process:
+            entry.update(_process)
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key != "event" and not key.startswith("_"):
                 entry[key] = value
@@ -85,11 +123,14 @@ def get_logger(name: str, **context: Any) -> EventLogger:
 
 
 def configure_logging(level: str = "INFO", file: str = "", max_bytes: int = 50_000_000,
-                      backups: int = 5, stream: TextIO | None = None) -> None:
+                      backups: int = 5, stream: TextIO | None = None, role: str | None = None) -> None:
     """JSON lines to stdout (supervisord captures it), optionally to a rotating file.
+
+    Every line carries this process's pid (and `role` when given, or once the runtime sets it).
 
     Pykka's logger has only a NullHandler: it propagates to root here, so actor crashes are visible.
     """
+    set_process_context(pid=os.getpid(), role=role)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

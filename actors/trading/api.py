@@ -43,7 +43,7 @@ from core.orders import Side
 from core.pnl import daily_pnl
 from core.risk import ist_day
 from core.signals import EntrySignalRaised, ExitSignalRaised
-from core.trade import TERMINAL_STATES, ExitRequested, TradeState, can_apply
+from core.trade import EVENT_TYPES, TERMINAL_STATES, ExitRequested, TradeState, can_apply
 from storage.records import TradeEventRecord, TradeRecord
 from storage.repositories import Storage
 from supervision.store import Store
@@ -285,5 +285,8 @@ def _trade_json(record: TradeRecord) -> dict[str, Any]:
 
 
 def _event_json(record: TradeEventRecord) -> dict[str, Any]:
-    return {"seq": record.seq, "event": record.event, "from_state": record.from_state,
+    """`log_name` is the seed's word the log lines use (ORDER_TIMEOUT); `event` the journal's class name."""
+    kind = EVENT_TYPES.get(record.event)
+    return {"seq": record.seq, "log_name": kind.log_name if kind is not None else record.event,
+            "event": record.event, "from_state": record.from_state,
             "to_state": record.to_state, "at": record.at, "payload": record.payload}

@@ -49,7 +49,7 @@ from core.risk import (
 )
 from storage.errors import StorageError
 from storage.repositories import Storage
-from telemetry.logs import get_logger
+from telemetry.logs import get_logger, incident_id
 
 __all__ = ["RISK_STATE_KEY", "RiskGuard"]
 
@@ -64,6 +64,14 @@ _EVENT_NAMES: dict[type[RiskEvent], str] = {
     KillSwitchReleased: "KILL_SWITCH_RELEASED",
     ReconciliationHoldChanged: "RECONCILIATION_HOLD",
 }
+# The incident each switch is, for the ids that join its opening and closing lines (across restarts:
+# the open ones are saved with the state, under "incidents").
+_INCIDENTS: dict[type[RiskEvent], tuple[str, bool]] = {
+    KillSwitchEngaged: ("KILL_SWITCH", True),
+    KillSwitchReleased: ("KILL_SWITCH", False),
+    TradingHalted: ("LOSS_LIMIT_HALT", True),
+    TradingResumed: ("LOSS_LIMIT_HALT", False),
+}
 
 
 class RiskGuard:
@@ -77,6 +85,7 @@ class RiskGuard:
         self._dirty = False
         self._loaded = False
         self._flattening = ""  # why every position is being exited ("" = not flattening)
+        self._incidents: dict[str, str] = {}  # open incident kind -> its id (KILL_SWITCH, LOSS_LIMIT_HALT, ...)
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -94,6 +103,9 @@ class RiskGuard:
             losses = losses + 1 if pnl < 0 else (0 if pnl > 0 else losses)
         with self._lock:
             state = RiskState.from_payload(stored) if stored else new_risk_state(now)
+            saved = stored.get("incidents") if stored else None
+            if isinstance(saved, dict):
+                self._incidents = {**{str(k): str(v) for k, v in saved.items()}, **self._incidents}
             state = roll_session(state, now)
             if state.day == today:
                 state = replace(state, realized_pnl=realized, consecutive_losses=losses, trades_closed=len(closed))
@@ -267,9 +279,10 @@ class RiskGuard:
     def _roll(self, now: float) -> None:
         rolled = roll_session(self._state, now)
         if rolled is not self._state:
+            ended = self._incidents.pop("LOSS_LIMIT_HALT", "") if rolled.trading_enabled else ""
             log.event("RISK_SESSION_ROLLED", f"new session {rolled.day}: counters reset", day=rolled.day,
                       previous_day=self._state.day, kill_switch=rolled.kill_switch_engaged,
-                      reconciliation_hold=rolled.reconciliation_hold)
+                      reconciliation_hold=rolled.reconciliation_hold, **({"incident_id": ended} if ended else {}))
             self._state = rolled
             self._changed(now)
 
@@ -281,16 +294,40 @@ class RiskGuard:
         if not self._loaded:
             return  # nothing to overwrite the stored switches with until they have been read
         try:
-            self._storage.bot_state.put(self._key, self._state.to_payload(), now)
+            self._storage.bot_state.put(self._key, {**self._state.to_payload(), "incidents": dict(self._incidents)},
+                                        now)
         except StorageError as exc:
             log.event("RISK_PERSIST_FAILED", f"risk state not saved (kept in memory, retried): {exc}", level=30)
             return
         self._dirty = False
 
+    def _incident_of(self, event: RiskEvent) -> str:
+        """The id of the incident this event opens or ends (saved with the state while open)."""
+        kind, opens = _INCIDENTS.get(type(event), ("", False))
+        if isinstance(event, ReconciliationHoldChanged):
+            kind, opens = "RECONCILE_HOLD", event.engaged
+        if not kind:
+            return ""
+        with self._lock:
+            if opens:
+                found = self._incidents.get(kind)
+                if found:
+                    return found
+                self._incidents[kind] = incident_id(kind, self._state.day, event.at)
+                self._changed(event.at)
+                return self._incidents[kind]
+            found = self._incidents.pop(kind, "")
+            if found:
+                self._changed(event.at)
+            return found
+
     def _log_events(self, events: list[RiskEvent], **context: Any) -> None:
         for event in events:
             name = _EVENT_NAMES.get(type(event), type(event).__name__)
             fields = {k: v for k, v in dataclasses.asdict(event).items() if k != "at"}
+            incident = self._incident_of(event)
+            if incident:
+                fields["incident_id"] = incident
             level = 40 if isinstance(event, TradingHalted | KillSwitchEngaged) or (
                 isinstance(event, ReconciliationHoldChanged) and event.engaged) else 20
             log.event(name, str(fields.get("reason", name)), level=level, **fields, **context)

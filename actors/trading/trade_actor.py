@@ -84,6 +84,7 @@ from core.trade import (
 from storage.errors import StorageConflict, StorageError
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.supervisor import ChildLink
+from telemetry.logs import incident_id
 
 __all__ = ["TradeActor"]
 
@@ -298,14 +299,15 @@ class TradeActor(SupervisedActor):
         attempt = self.placement_attempts.get(request.correlation_id, 1)
         if attempt >= execution.submit_attempts:
             self.log.event("ORDER_SUBMIT_FAILED", f"{self.pos_id}: {result.reason}; gave up after {attempt} "
-                           "attempts", level=40, correlation_id=request.correlation_id, attempt=attempt)
+                           "attempts", level=40, correlation_id=request.correlation_id, leg=request.leg.value, attempt=attempt)
             if request.leg is Leg.ENTRY:
                 self._apply(OrderRejected(at=self.deps.clock.now(), leg=Leg.ENTRY,
                                           reason=f"not placed after {attempt} attempts: {result.reason}"))
             return  # an exit must still happen: the timeout monitor asks again (RefreshFromBroker)
         delay = max(result.retry_after, execution.submit_retry_seconds * 2 ** (attempt - 1))
         self.log.event("ORDER_SUBMIT_DEFERRED", f"{self.pos_id}: {result.reason}; retry {attempt + 1} in "
-                       f"{delay:.2f} s", level=30, correlation_id=request.correlation_id, attempt=attempt)
+                       f"{delay:.2f} s", level=30, correlation_id=request.correlation_id, leg=request.leg.value,
+                       attempt=attempt)
         ref = self.actor_ref
         self.deps.scheduler.call_later(delay, lambda: tell_quietly(ref, _RetryPlacement(request, attempt + 1)))
 
@@ -396,12 +398,16 @@ class TradeActor(SupervisedActor):
         elif isinstance(command, RaiseExitSignal):
             self.actor_ref.tell(RequestExit(command.reason, source="trade"))
         elif isinstance(command, AlertOperator):
-            self.log.event("OPERATOR_ALERT", command.message, level=50)
+            self.log.event("OPERATOR_ALERT", command.message, level=50,
+                           incident_id=incident_id("OPERATOR_ALERT", self.pos_id, deps.clock.now()))
         elif isinstance(command, RecordClosedTrade):
             self.log.event("TRADE_CLOSED", f"{self.pos_id}: {command.qty} {command.symbol} "
                            f"{command.avg_entry_price:.2f} -> {command.avg_exit_price:.2f}, "
                            f"P&L {command.realized_pnl:+.2f} ({command.exit_reason})",
-                           symbol=command.symbol, qty=command.qty, realized_pnl=round(command.realized_pnl, 2),
+                           symbol=command.symbol, instrument=command.instrument, side=command.side.value,
+                           qty=command.qty, avg_entry_price=command.avg_entry_price,
+                           avg_exit_price=command.avg_exit_price, opened_at=command.opened_at,
+                           closed_at=command.closed_at, realized_pnl=round(command.realized_pnl, 2),
                            exit_reason=command.exit_reason)
             deps.risk.trade_closed(command.realized_pnl, self.pos_id)
 
