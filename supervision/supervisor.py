@@ -156,9 +156,11 @@ class _Slot:
 _RUNNING = SlotState.RUNNING
 
 
-def _child_fields(slot: _Slot, supervisor: str) -> dict[str, Any]:
-    """What a line about a child says: the child as `actor` (as its own lines do), its supervisor, its fields."""
-    return {"actor": slot.spec.id, "child": slot.spec.id, "supervisor": supervisor, **dict(slot.spec.log_fields)}
+def _child_fields(slot: _Slot, supervisor: str, linked: bool = True) -> dict[str, Any]:
+    """What a line about a child says: the child as `actor` (as its own lines do), its supervisor, and (for
+    what happened to it: crashes, restarts, not its routine start and end) the spec's log fields."""
+    fields = {"actor": slot.spec.id, "child": slot.spec.id, "supervisor": supervisor}
+    return {**fields, **dict(slot.spec.log_fields)} if linked else fields
 
 
 def _open_incident(slot: _Slot, kind: str) -> str:
@@ -772,7 +774,7 @@ class Supervisor(SupervisedActor):
         event = "ACTOR_RESTARTED" if restarted else "ACTOR_STARTED"
         self.log.event(event, f"{slot.spec.id} {'restarted' if restarted else 'started'}",
                        generation=slot.generation, restarts=slot.restarts, redelivered=redelivered,
-                       **({"incident_id": incident} if incident else {}), **_child_fields(slot, self.name))
+                       **({"incident_id": incident} if incident else {}), **_child_fields(slot, self.name, linked=restarted))
 
     def _on_child_down(self, child_id: str, generation: int, error: str, crashed: bool) -> None:
         slot = self.tree.slots.get(child_id)
@@ -796,7 +798,7 @@ class Supervisor(SupervisedActor):
                 incident, slot.incident = slot.incident, ""
             self.log.event("ACTOR_STOPPED", f"{child_id} ended ({'crash' if crashed else 'normal'}); "
                            f"{restart.value}: not restarted", discarded=discarded,
-                           **({"incident_id": incident} if incident else {}), **_child_fields(slot, self.name))
+                           **({"incident_id": incident} if incident else {}), **_child_fields(slot, self.name, linked=crashed))
             return
         if crashed and slot.consecutive_crashes >= self.max_consecutive_crashes:
             self._escalate(f"{child_id} crashed {slot.consecutive_crashes} times in a row, no run lasting "
