@@ -19,19 +19,28 @@ directory, no HTTP), with what makes two replays of one file byte-identical:
 
 Output, in `out_dir`: `signals.jsonl` (every ENTRY_SIGNAL, EXIT_SIGNAL and ENTRY_SKIPPED with its score),
 `trades.jsonl` (every position as the trades table ends: prices, qty, P&L, state), both sorted by candle
-time and holding no wall-clock value, and `summary.json` (trades, win rate, P&L, max drawdown, counts, and
-the run's speed).
+time and holding no wall-clock value, `summary.json` (trades, win rate, P&L, max drawdown, counts, and
+the run's speed), and `replay.log`: the run's JSON-line log, so `mybot review OUT/replay.log` reads a
+replay as it reads a live day.
+
+Time in `replay.log`: `ts` is the replay's virtual time (the candle clock every actor reads: the close of
+the candle being decided), so the review's day, windows, durations and latencies are in market time;
+`wall_ts` is when the line was written (how long the replay itself took). Lines written at one candle
+share its `ts` (a replay runs a minute of market in milliseconds): the review keeps their order. The log
+is at INFO (whatever the console's level) and, unlike the journals, not byte-identical between two runs
+(`wall_ts`, pid, and the interleaving of the actors' threads).
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -50,9 +59,12 @@ from storage.records import TERMINAL_TRADE_STATES, TradeRecord
 from storage.repositories import Storage
 from supervision.actor import ChildUnavailable
 from supervision.supervisor import AskTimeout
-from telemetry.logs import get_logger
+from telemetry.logs import JsonFormatter, get_logger
 
-__all__ = ["CandleClock", "ReplayMarks", "TradeSettledGate", "run_replay"]
+if TYPE_CHECKING:
+    from actors.signals.strategy import StrategyOptions
+
+__all__ = ["CandleClock", "ReplayLog", "ReplayMarks", "TradeSettledGate", "run_replay"]
 
 log = get_logger("mybot.replay")
 
@@ -185,9 +197,35 @@ def _fresh_database(db: Path) -> None:
             pass
 
 
+class ReplayLog:
+    """`replay.log` for the time of a replay: JSON lines at `level` stamped with the virtual clock (see the
+    module docstring); the handlers already configured keep the level they had."""
+
+    def __init__(self, path: Path, clock: VirtualClock, level: int = logging.INFO) -> None:
+        self.handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+        self.handler.setFormatter(JsonFormatter(time_source=clock.now))
+        self.handler.setLevel(level)
+        root = logging.getLogger()
+        self.root_level = root.level
+        self.quieted = [h for h in root.handlers if h.level == logging.NOTSET]
+        for handler in self.quieted:
+            handler.setLevel(self.root_level)
+        root.setLevel(min(self.root_level, level))
+        root.addHandler(self.handler)
+
+    def close(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        self.handler.close()
+        root.setLevel(self.root_level)
+        for handler in self.quieted:
+            handler.setLevel(logging.NOTSET)
+
+
 def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-               candles_only: bool = False, timeout: float = 3600.0) -> dict[str, Any]:
-    """Replay `ticks_path` through the actors; write signals.jsonl, trades.jsonl, summary.json; the summary.
+               candles_only: bool = False, timeout: float = 3600.0, write_log: bool = True) -> dict[str, Any]:
+    """Replay `ticks_path` through the actors; write signals.jsonl, trades.jsonl, summary.json and (write_log)
+    replay.log; the summary.
 
     candles_only: the MDS actors alone (ticks -> candles -> store and bus), the benchmark's baseline.
     Raises ReplayFileUnreadable for a missing/empty file, TimeoutError if the pipeline does not drain.
@@ -228,7 +266,18 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
     wiring = Wiring(subtrees=frozenset({"market_data"} if candles_only else {"market_data", "trading", "signals"}),
                     market_data=MarketDataOptions(), strategy=strategy, quotes=marks.quote)
     runtime = Runtime(replay_settings, "all", clock=clock, wiring=wiring, serve_http=False)
-    started = time.monotonic()
+    replay_log = ReplayLog(out / "replay.log", clock) if write_log else None
+    try:
+        return _run(runtime, out, records, marks, strategy, gate, trading, candles_only, started=time.monotonic(),
+                    timeout=timeout)
+    finally:
+        if replay_log is not None:
+            replay_log.close()
+
+
+def _run(runtime: Runtime, out: Path, records: list[dict[str, Any]], marks: ReplayMarks,
+         strategy: StrategyOptions, gate: TradeSettledGate | None, trading: bool, candles_only: bool, started: float,
+         timeout: float) -> dict[str, Any]:
     runtime.start()
     try:
         assert runtime.market_data is not None

@@ -17,6 +17,7 @@ import logging.handlers
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -73,9 +74,17 @@ def _scrub(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
+    """`time_source`: a virtual clock (a replay's) that stamps `ts`; the wall-clock time then goes to
+    `wall_ts`, so a review of the log reads the market's time and the lines still say when they were written."""
+
+    def __init__(self, time_source: Callable[[], float] | None = None) -> None:
+        super().__init__()
+        self.time_source = time_source
+
     def format(self, record: logging.LogRecord) -> str:
+        stamp = record.created if self.time_source is None else self.time_source()
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "event": getattr(record, "event", None) or _default_event(record),
@@ -83,6 +92,8 @@ class JsonFormatter(logging.Formatter):
         }
         if _process:
             entry.update(_process)
+        if self.time_source is not None:
+            entry["wall_ts"] = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key != "event" and not key.startswith("_"):
                 entry[key] = value
