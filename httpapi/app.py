@@ -1,8 +1,8 @@
 """Falcon app factories. They take the runtime's handles (no globals); resources hold collaborators only.
 
 - `create_mds_app(market_data, runtime)`: the seed's MDS paths on port 8002.
-- `create_control_app(runtime, trading)`: status, health, actor restarts and (role trader/all) the
-  trading control surface on port 8000.
+- `create_control_app(runtime, trading)`: status, health, actor restarts, the incident review
+  (httpapi/review.py) and (role trader/all) the trading control surface on port 8000.
 """
 
 from __future__ import annotations
@@ -35,4 +35,7 @@ def create_control_app(runtime: Any, trading: Any = None) -> falcon.App:
         from httpapi.control import add_trading_routes
 
         add_trading_routes(app, trading, auth)
+    from httpapi.review import add_review_routes
+
+    add_review_routes(app, runtime, trading)
     return app
