@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from actors.alerts.assembly import AlertsHandles, assemble_alerts
 from actors.brokers.base import Broker
 from actors.clock import Clock, SystemClock
 from actors.market_data.assembly import MarketDataHandles, MarketDataOptions, assemble_market_data
@@ -102,10 +103,12 @@ class Runtime:
         self.market_data: MarketDataHandles | None = None
         self.trading: TradingHandles | None = None
         self.signals: SignalsHandles | None = None
+        self.alerts: AlertsHandles | None = None
         self.parts: list[Subtree] = []
         self._storage_outage = ""  # the incident id of a database down at start (until migrations apply)
         for secret in (settings.dhan.client_id, settings.dhan.access_token, settings.control.token,
-                       settings.storage_password, settings.redis_password):
+                       settings.storage_password, settings.redis_password, settings.alerts.telegram_token,
+                       settings.alerts.webhook_secret):
             redact(secret.reveal())
 
     # -- start ----------------------------------------------------------------------------------------
@@ -145,6 +148,9 @@ class Runtime:
         """The one composition root: each subtree is built in dependency order and handed, explicitly, the
         typed handles of those it needs. Nothing is looked up later."""
         s, w = self.settings, self.wiring
+        # First built, so first started and last stopped: the line that says the process gives up is
+        # still sent while the other subtrees stop (actors/alerts/assembly.py).
+        self.alerts = assemble_alerts(infra)
         if "market_data" in self.subtrees:
             self.market_data = assemble_market_data(infra, w.market_data)
         mds = None
@@ -169,7 +175,7 @@ class Runtime:
                 infra, sink, chains=chains, mds=mds, options=w.strategy,
                 risk_view=(lambda: (trading.risk.snapshot(), trading.risk.limits)) if trading else None,
                 positions=(lambda: trading.book.positions_by_underlying(underlyings)) if trading else None)
-        self.parts = [h.subtree for h in (self.market_data, self.trading, self.signals) if h is not None]
+        self.parts = [h.subtree for h in (self.alerts, self.market_data, self.trading, self.signals) if h is not None]
 
     def _quote_book(self, mds: MdsConnection | None) -> QuoteBook:
         """Where the trading side's prices come from, by what this process has (see actors/trading/quotes)."""

@@ -30,6 +30,7 @@ __all__ = [
     "get_logger",
     "incident_id",
     "process_context",
+    "record_fields",
     "redact",
     "set_process_context",
 ]
@@ -94,13 +95,17 @@ class JsonFormatter(logging.Formatter):
             entry.update(_process)
         if self.time_source is not None:
             entry["wall_ts"] = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and key != "event" and not key.startswith("_"):
-                entry[key] = value
+        entry.update(record_fields(record))
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         line = orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
         return _scrub(line) if _secrets else line
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The context fields a line carries (what `event(...)` was given besides the event and message)."""
+    return {key: value for key, value in record.__dict__.items()
+            if key not in _RESERVED and key != "event" and not key.startswith("_")}
 
 
 def _default_event(record: logging.LogRecord) -> str:

@@ -22,14 +22,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("config", "telemetry"),
     ("supervision", "storage", "review"),
     ("actors", "actors.clock", "actors.brokers", "actors.dhan", "actors.sources", "actors.wiring"),
-    ("actors.market_data", "actors.trading", "actors.signals"),
+    ("actors.market_data", "actors.trading", "actors.signals", "actors.alerts"),
     ("httpapi",),
     ("daemon",),
 ]
 PACKAGES = ("core", "config", "telemetry", "supervision", "storage", "review", "actors", "httpapi", "daemon")
 # Packages of one layer that may import each other (a subtree meets another only through its protocol).
 SIBLINGS_ALLOWED = {"actors.clock", "actors.brokers", "actors.dhan", "actors.sources", "actors.wiring"}
-SUBTREES = ("actors.market_data", "actors.trading", "actors.signals")
+SUBTREES = ("actors.market_data", "actors.trading", "actors.signals", "actors.alerts")
 
 
 def _module_name(path: Path) -> str:
