@@ -163,6 +163,10 @@ def _child_fields(slot: _Slot, supervisor: str, linked: bool = True) -> dict[str
     return {**fields, **dict(slot.spec.log_fields)} if linked else fields
 
 
+def _incident_field(incident: str) -> dict[str, Any]:
+    return {"incident_id": incident} if incident else {}
+
+
 def _open_incident(slot: _Slot, kind: str) -> str:
     """Caller holds slot.lock. Repeated crashes before the restart belong to the first one's incident."""
     if not slot.incident:
@@ -774,7 +778,7 @@ class Supervisor(SupervisedActor):
         event = "ACTOR_RESTARTED" if restarted else "ACTOR_STARTED"
         self.log.event(event, f"{slot.spec.id} {'restarted' if restarted else 'started'}",
                        generation=slot.generation, restarts=slot.restarts, redelivered=redelivered,
-                       **({"incident_id": incident} if incident else {}), **_child_fields(slot, self.name, linked=restarted))
+                       **_incident_field(incident), **_child_fields(slot, self.name, linked=restarted))
 
     def _on_child_down(self, child_id: str, generation: int, error: str, crashed: bool) -> None:
         slot = self.tree.slots.get(child_id)
@@ -798,7 +802,7 @@ class Supervisor(SupervisedActor):
                 incident, slot.incident = slot.incident, ""
             self.log.event("ACTOR_STOPPED", f"{child_id} ended ({'crash' if crashed else 'normal'}); "
                            f"{restart.value}: not restarted", discarded=discarded,
-                           **({"incident_id": incident} if incident else {}), **_child_fields(slot, self.name, linked=crashed))
+                           **_incident_field(incident), **_child_fields(slot, self.name, linked=crashed))
             return
         if crashed and slot.consecutive_crashes >= self.max_consecutive_crashes:
             self._escalate(f"{child_id} crashed {slot.consecutive_crashes} times in a row, no run lasting "
@@ -836,7 +840,7 @@ class Supervisor(SupervisedActor):
         delay = backoff.delay(slot.backoff_attempt, self._rng)
         self.log.event("ACTOR_RESTART_SCHEDULED", f"{slot.spec.id} restarts in {delay:.3f} s",
                        delay_seconds=round(delay, 3), attempt=slot.backoff_attempt,
-                       **({"incident_id": slot.incident} if slot.incident else {}), **_child_fields(slot, self.name))
+                       **_incident_field(slot.incident), **_child_fields(slot, self.name))
         self.scheduler.call_later(delay, self._tell_self, _RestartDue(slot.spec.id, slot.generation))
 
     def _stop_children(self, child_ids: list[str], final: bool = False) -> None:
