@@ -305,6 +305,8 @@ class LogSettings:
     file: str = knob("", help="also write JSON lines to this rotating file")
     file_max_bytes: int = knob(50_000_000, min=10_000)
     file_backups: int = knob(5, min=0)
+    stdout: bool = knob(True, help="also write the lines to stdout; false with log.file set when stdout is "
+                                   "captured anyway (supervisord keeps it for tracebacks and SDK prints)")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides: dict[str, dict[str, object]] = {}
     settings = _settings(args, overrides)
     configure_logging(settings.log.level, settings.log.file, settings.log.file_max_bytes,
-                      settings.log.file_backups)
+                      settings.log.file_backups, stdout=settings.log.stdout)
     from daemon.runtime import Runtime
 
     record = args.record or settings.feed.record_path

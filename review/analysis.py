@@ -87,6 +87,11 @@ _TERMINAL_STATES = frozenset({"CLOSED", "REJECTED", "CANCELLED", "DENIED"})
 _ACK_WHO = re.compile(r"acknowledged by (?P<who>.+?); hold")
 
 
+def _ids(incident: Incident) -> list[str]:
+    """The incident's id and the ids later lines of it carried (the same incident seen by another process)."""
+    return [incident.id, *incident.details.get("also_ids", [])]
+
+
 def _labels(streams: list[str]) -> list[str]:
     """Streams by file name when the names tell them apart (they label processes), else by path."""
     names = [os.path.basename(stream) or stream for stream in streams]
@@ -237,6 +242,11 @@ class Reviewer:
         incident = self._open.get(slot)
         if incident is not None:
             incident.count += 1
+            seen = entry.get("incident_id")
+            if seen and seen != incident.id:  # another process saw the same incident again, under its own id
+                aliases = incident.details.setdefault("also_ids", [])
+                if seen not in aliases:
+                    aliases.append(str(seen))
             return incident
         incident = Incident(kind, key, None if ts is None else epoch(ts),
                             process=self._current[k].process.id if scope == _PROCESS_LOCAL else "",
@@ -255,8 +265,8 @@ class Reviewer:
                         entry: dict[str, Any] | None = None, create: bool = False) -> Incident | None:
         slot = (self._scope(scope, k), kind, key)
         wanted = entry.get("incident_id") if entry is not None else None
-        if wanted and (slot not in self._open or self._open[slot].id != wanted):
-            slot = next((s for s, i in self._open.items() if i.id == wanted and s[1] == kind), slot)
+        if wanted and (slot not in self._open or wanted not in _ids(self._open[slot])):
+            slot = next((s for s, i in self._open.items() if wanted in _ids(i) and s[1] == kind), slot)
         incident = self._open.pop(slot, None)
         if incident is None:
             if not create or entry is None:
@@ -483,7 +493,7 @@ class Reviewer:
         named = entry.get("incident_ids")
         ids = {str(i) for i in named} if isinstance(named, list) and named else None
         for slot in [s for s in self._open if s[1] in ("RECONCILE_INCIDENT", "RECONCILE_HOLD")]:
-            if ids is not None and slot[1] == "RECONCILE_INCIDENT" and self._open[slot].id not in ids:
+            if ids is not None and slot[1] == "RECONCILE_INCIDENT" and not ids & set(_ids(self._open[slot])):
                 continue  # the acknowledgement names what it accepted: not this one (seen after it)
             incident = self._close_incident(slot[1], slot[2], _DAY_WIDE, ts, k, "RECONCILE_ACKNOWLEDGED")
             if incident is not None:

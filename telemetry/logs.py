@@ -139,8 +139,10 @@ def get_logger(name: str, **context: Any) -> EventLogger:
 
 
 def configure_logging(level: str = "INFO", file: str = "", max_bytes: int = 50_000_000,
-                      backups: int = 5, stream: TextIO | None = None, role: str | None = None) -> None:
-    """JSON lines to stdout (supervisord captures it), optionally to a rotating file.
+                      backups: int = 5, stream: TextIO | None = None, role: str | None = None,
+                      stdout: bool = True) -> None:
+    """JSON lines to stdout (supervisord captures it), optionally to a rotating file; `stdout=False` with a
+    file writes the file only (never nothing).
 
     Every line carries this process's pid (and `role` when given, or once the runtime sets it).
 
@@ -152,9 +154,10 @@ def configure_logging(level: str = "INFO", file: str = "", max_bytes: int = 50_0
         root.removeHandler(handler)
         handler.close()
     formatter = JsonFormatter()
-    out = logging.StreamHandler(stream or sys.stdout)
-    out.setFormatter(formatter)
-    root.addHandler(out)
+    if stdout or not file:
+        out = logging.StreamHandler(stream or sys.stdout)
+        out.setFormatter(formatter)
+        root.addHandler(out)
     if file:
         rotating = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups)
         rotating.setFormatter(formatter)
