@@ -280,9 +280,10 @@ class RiskGuard:
         rolled = roll_session(self._state, now)
         if rolled is not self._state:
             ended = self._incidents.pop("LOSS_LIMIT_HALT", "") if rolled.trading_enabled else ""
+            halt: dict[str, Any] = {"incident_id": ended} if ended else {}  # the halt this roll ends
             log.event("RISK_SESSION_ROLLED", f"new session {rolled.day}: counters reset", day=rolled.day,
                       previous_day=self._state.day, kill_switch=rolled.kill_switch_engaged,
-                      reconciliation_hold=rolled.reconciliation_hold, **({"incident_id": ended} if ended else {}))
+                      reconciliation_hold=rolled.reconciliation_hold, **halt)
             self._state = rolled
             self._changed(now)
 
