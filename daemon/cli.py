@@ -191,10 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay = with_config(sub.add_parser(
         "replay", help="backtest: replay a tick file through the same actors on a virtual clock",
         description="Run the MDS and trader actors over TICKS.csv (ts,symbol,ltp,volume) on a virtual clock "
-                    "with the paper broker; write signals, trades and a summary to --out."))
+                    "with the paper broker; write signals, trades and a summary to --out, and the run's log "
+                    "(replay.log, stamped with the virtual time: `mybot review DIR/replay.log`)."))
     replay.add_argument("ticks", metavar="TICKS.csv")
     replay.add_argument("--out", metavar="DIR", default="var/replay", help="output directory (default var/replay)")
-    replay.add_argument("--verbose", action="store_true", help="log at the configured level (default: warnings)")
+    replay.add_argument("--verbose", action="store_true",
+                        help="also log to stdout at the configured level (default: warnings; replay.log is INFO)")
     replay.set_defaults(func=_cmd_replay)
 
     review = sub.add_parser("review", help="incident review: read the JSON logs back (text, --json, --html)",
