@@ -186,6 +186,8 @@ def _replay_settings(settings: Settings, ticks: Path, db: Path) -> Settings:
         option_chain={"underlyings": ()},  # no chain source replays: nothing may call a broker's API
         market_data={"provider": "local"},
         strategy={"entry_max_candle_age_seconds": 0.0},  # candle time is the clock: no candle is old
+        # A replay's kill switches and stale feeds are history, not news: nobody is alerted.
+        alerts={"webhook_url": "", "telegram_chat_id": "", "telegram_token": ""},
     )
 
 

@@ -234,3 +234,12 @@ def test_the_signature_is_hmac_sha256_of_the_raw_body() -> None:
 
     body = b'{"kind":"KILL_SWITCH"}'
     assert signature("k", body) == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+
+
+def test_a_replay_alerts_nobody() -> None:
+    from daemon.replay import _replay_settings
+
+    configured = Settings().replace(alerts={"webhook_url": "http://127.0.0.1:9/hook", "telegram_token": BOT_TOKEN,
+                                            "telegram_chat_id": "-1001"})
+    replayed = _replay_settings(configured, Path("ticks.csv"), Path("replay.db")).alerts
+    assert (replayed.webhook_url, replayed.telegram_chat_id, bool(replayed.telegram_token)) == ("", "", False)
