@@ -100,13 +100,19 @@ class ReplayMarks:
 
 class TradeSettledGate:
     """Opens once the trader is ready (its start-up reconciliation passed) and has settled every signal
-    passed through it: an entry is open or refused, an exit closed (read from the trades table)."""
+    passed through it: an entry is open or refused, an exit closed (read from the trades table).
+
+    A trade that ended is settled only once its actor is done with it (`live` says it left the book): the
+    trades row turns CLOSED when the journal step commits, and the risk guard counts the closed trade's
+    P&L (a daily-loss halt) a moment later, in the same actor. The next candle must see the halt."""
 
     def __init__(self, storage: Callable[[], Storage], ready: Callable[[], bool],
-                 poke: Callable[[], object] = lambda: None, max_wait: float = GATE_MAX_WAIT_SECONDS) -> None:
+                 poke: Callable[[], object] = lambda: None, max_wait: float = GATE_MAX_WAIT_SECONDS,
+                 live: Callable[[str], bool] = lambda pos_id: False) -> None:
         self.storage = storage  # the runtime's, once it started
         self.ready = ready
         self.poke = poke  # advance the paper broker now rather than on its next timer tick
+        self.live = live  # is the trade's actor still working on it (in the trade book)
         self.max_wait = max_wait
         self.pending: dict[str, bool] = {}  # pos_id -> is an entry
         self.since = 0.0
@@ -129,7 +135,7 @@ class TradeSettledGate:
             self.poke()
             for pos_id, entry in list(self.pending.items()):
                 state = self._state(pos_id)
-                if state in (ENTRY_SETTLED if entry else FINISHED):
+                if state in (ENTRY_SETTLED if entry else FINISHED) and not (state in FINISHED and self.live(pos_id)):
                     del self.pending[pos_id]
                     if entry and state != "POSITION_OPEN":
                         self.finished.append(pos_id)
@@ -261,7 +267,8 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
         return runtime.trading
 
     gate = TradeSettledGate(lambda: runtime.storage, lambda: trader().ready.is_set(),
-                            lambda: _poll_paper(trader().broker)) if trading else None
+                            lambda: _poll_paper(trader().broker),
+                            live=lambda pos_id: pos_id in trader().book) if trading else None
     strategy = StrategyOptions(signal_listeners=(on_signal,), candle_hooks=(on_candle,), sync_positions=False,
                                merge_symbols=_symbols_in_file(ticks, replay_settings.feed.symbols), gate=gate)
     # The paper broker's quotes are the marks (each symbol's candle being decided), not the feed's last tick.
