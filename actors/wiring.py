@@ -2,7 +2,9 @@
 
 The runtime (daemon/runtime.py) is the one composition root: it opens storage and the bus, then calls
 each subtree's `assemble(...)` in dependency order, passing `Infrastructure` plus the typed handles of the
-subtrees built before it. Each assembly returns its own typed handles, carrying a `Subtree`: the child
+subtrees built before it. Infrastructure carries the ONE market calendar of the process (the risk guard,
+the strategy, the feed's candle clock and stale gating, the chain poller and health all ask it) and, when
+the process talks to Dhan, the one `TokenState` every Dhan component takes its access token from. Each assembly returns its own typed handles, carrying a `Subtree`: the child
 spec of its supervisor, its health checks and status sections, and its start/stop hooks.
 """
 
@@ -11,16 +13,28 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from actors.clock import Clock
+from actors.dhan.token import TokenState
 from config.settings import Settings
+from core.calendar import MarketCalendar
 from storage.bus import Bus
 from storage.repositories import Storage
 from supervision.scheduler import Scheduler
 from supervision.supervisor import Backoff, ChildSpec, SupervisorHandle, supervisor_spec
 
-__all__ = ["HealthCheck", "Infrastructure", "Subtree"]
+__all__ = ["ContractWatch", "HealthCheck", "Infrastructure", "Subtree"]
+
+
+class ContractWatch(Protocol):
+    """Keeps a traded contract on the live feed while an owner (a trade's pos_id) holds it: the trading
+    side calls it, the market_data side implements it (MarketDataHandles.contracts); the runtime wires
+    one to the other. Idempotent per (symbol, owner); thread-safe; never blocks."""
+
+    def watch(self, symbol: str, owner: str) -> None: ...
+
+    def unwatch(self, symbol: str, owner: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,9 @@ class Infrastructure:
     scheduler: Scheduler
     storage_ready: threading.Event
     record_path: str = ""
+    # The exchange's days and hours (config: calendar.*); switched off = every day 00:00-24:00.
+    calendar: MarketCalendar = field(default_factory=MarketCalendar.always_open)
+    token: TokenState | None = None  # the Dhan access token (None: this process does not talk to Dhan)
 
     def backoff(self, maximum: float | None = None) -> Backoff:
         s = self.settings.supervision

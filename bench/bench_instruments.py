@@ -9,7 +9,11 @@ subprocess so that peak RSS belongs to that one job:
 
 * idle      the interpreter with core.instruments imported, doing nothing (the floor of RSS);
 * baseline  `csv.reader` over the same file, touching every row and keeping nothing;
-* parse     `InstrumentIndex(parse_scrip_master(file))`: stream, filter, build every lookup.
+* parse     `InstrumentIndex(parse_scrip_master(file))`: stream, filter, build every lookup;
+* load      the refresher's whole path (actors/market_data/instrument_master.py): the file streamed over
+            HTTP from a local server (requests `stream=True` + `iter_lines`, actors.instruments.
+            fetch_scrip_master), the index built, and the kept rows stored with `instruments.replace_all`
+            in a fresh SQLite database (`--pg-url URL` stores into PostgreSQL as well, a fresh schema).
 
 Rounds alternate baseline and parse; the medians of wall seconds and peak RSS (ru_maxrss) are reported
 with the ratio parse / baseline (peak RSS is the child's VmHWM). Targets (issue 10): parse < 3 s and < 150 MB.
@@ -161,18 +165,67 @@ def child(job: str, path: str) -> dict[str, object]:
             for _ in csv.reader(fh):
                 rows += 1
         result = {"rows": rows - 1}
-    else:
+    elif job == "parse":
         report = ParseReport()
         with open(path, encoding="utf-8", newline="") as fh:
             index = InstrumentIndex(parse_scrip_master(fh, report=report))
         result = {"rows": report.rows, "kept": len(index), "rejected": report.rejected,
                   "nifty_expiries": len(index.expiries("NIFTY"))}
+    else:  # load: url|storage_url
+        from actors.instruments import fetch_scrip_master
+        from storage.opening import open_storage
+
+        url, storage_url = path.split("|", 1)
+        rows, report = fetch_scrip_master(url, timeout=30)
+        index = InstrumentIndex(rows)
+        fetched = time.perf_counter()
+        storage = open_storage(storage_url)
+        storage.migrate()
+        migrated = time.perf_counter()
+        stored = storage.instruments.replace_all(rows, time.time())
+        storage.close()
+        result = {"rows": report.rows, "kept": len(index), "stored": stored,
+                  "fetch_parse_index_seconds": round(fetched - start, 4),
+                  "store_seconds": round(time.perf_counter() - migrated, 4)}
+        start += migrated - fetched  # the schema migration is not part of a refresh
     result["seconds"] = round(time.perf_counter() - start, 4)
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
 
 
-def run_child(job: str, path: Path) -> dict[str, object]:
+def serve(directory: Path) -> tuple[str, object]:
+    """A local HTTP server for the master file (the parent's threads; the child downloads from it)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's signature
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def pg_schema_url(pg_url: str, schema: str) -> str:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    joiner = "&" if "?" in pg_url else "?"
+    return f"{pg_url}{joiner}options=-csearch_path%3D{schema}"
+
+
+def drop_pg_schema(pg_url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def run_child(job: str, path: Path | str) -> dict[str, object]:
     out = subprocess.run([sys.executable, "-m", "bench.bench_instruments", "--child", job, str(path)],
                          cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     return json.loads(out.stdout)  # type: ignore[no-any-return]
@@ -182,6 +235,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pg-url", default="", help="also store the master into this PostgreSQL (a fresh schema)")
     parser.add_argument("--child", nargs=2, metavar=("JOB", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -191,10 +245,22 @@ def main() -> int:
         path = Path(tmp) / "api-scrip-master.csv"
         shape = write_master(path, args.rows)
         idle = run_child("idle", path)
-        baseline, parsed = [], []
-        for _ in range(args.rounds):
-            baseline.append(run_child("baseline", path))
-            parsed.append(run_child("parse", path))
+        baseline, parsed, loaded, loaded_pg = [], [], [], []
+        base_url, server = serve(Path(tmp))
+        url = f"{base_url}/{path.name}"
+        try:
+            for n in range(args.rounds):
+                baseline.append(run_child("baseline", path))
+                parsed.append(run_child("parse", path))
+                loaded.append(run_child("load", f"{url}|sqlite:///{Path(tmp) / f'load{n}.db'}"))
+                if args.pg_url:
+                    schema = f"bench_instruments_{n}"
+                    try:
+                        loaded_pg.append(run_child("load", f"{url}|{pg_schema_url(args.pg_url, schema)}"))
+                    finally:
+                        drop_pg_schema(args.pg_url, schema)
+        finally:
+            server.shutdown()  # type: ignore[attr-defined]
 
     def median(samples: list[dict[str, object]], key: str) -> float:
         return round(statistics.median(float(s[key]) for s in samples), 3)  # type: ignore[arg-type]
@@ -207,10 +273,17 @@ def main() -> int:
         "parse_into_index": {"seconds": median(parsed, "seconds"), "peak_rss_mb": median(parsed, "peak_rss_mb"),
                              "seconds_rounds": [p["seconds"] for p in parsed]},
     }
+    for name, samples in (("load_into_sqlite", loaded), ("load_into_postgresql", loaded_pg)):
+        if samples:
+            result[name] = {"seconds": median(samples, "seconds"), "peak_rss_mb": median(samples, "peak_rss_mb"),
+                            "fetch_parse_index_seconds": median(samples, "fetch_parse_index_seconds"),
+                            "store_seconds": median(samples, "store_seconds"), "stored": samples[0]["stored"]}
     result["parse_vs_baseline_time"] = round(result["parse_into_index"]["seconds"]  # type: ignore[index]
                                              / result["baseline_csv_reader"]["seconds"], 2)  # type: ignore[index]
     result["targets"] = {"seconds_lt_3": result["parse_into_index"]["seconds"] < 3,  # type: ignore[index]
-                         "rss_lt_150mb": result["parse_into_index"]["peak_rss_mb"] < 150}  # type: ignore[index]
+                         "rss_lt_150mb": result["parse_into_index"]["peak_rss_mb"] < 150,  # type: ignore[index]
+                         "load_into_sqlite_seconds_lt_3": result["load_into_sqlite"]["seconds"] < 3,  # type: ignore[index]
+                         "load_into_sqlite_rss_lt_150mb": result["load_into_sqlite"]["peak_rss_mb"] < 150}  # type: ignore[index]
     emit("instruments", result)
     return 0
 

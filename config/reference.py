@@ -22,6 +22,7 @@ __all__ = [
     "DATA_DIR",
     "SHIPPED_HOLIDAYS_FILE",
     "SHIPPED_INSTRUMENTS_FILE",
+    "calendar_from_settings",
     "calendar_problems",
     "load_calendar",
     "load_instrument_snapshot",
@@ -44,6 +45,14 @@ def load_calendar(path: str | Path = SHIPPED_HOLIDAYS_FILE, *, regular_open: str
         raise CalendarError([f"{path}: not UTF-8 text"]) from None
     return parse_holidays(text.splitlines(), source=str(path), regular_open=regular_open,
                           regular_close=regular_close)
+
+
+def calendar_from_settings(calendar: object) -> MarketCalendar:
+    """The market calendar the `calendar` settings section asks for (validated at start already):
+    the holidays file when `enabled`, else the calendar switched off (every day 00:00-24:00)."""
+    if not getattr(calendar, "enabled", True):
+        return MarketCalendar.always_open()
+    return load_calendar(getattr(calendar, "holidays_file", SHIPPED_HOLIDAYS_FILE))
 
 
 def calendar_problems(path: str | Path) -> list[str]:

@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from config.reference import SHIPPED_HOLIDAYS_FILE, calendar_problems
+from config.security import (
+    MIN_CONTROL_TOKEN_CHARS,
+    READS_REQUIRE_TOKEN_CHOICES,
+    is_loopback_host,
+    mask_url,
+    url_passwords,
+)
 from core.charges import DEFAULT_RATES, rate_table_problems
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "Secret",
     "Settings",
     "load_settings",
+    "secret_values",
     "settings_summary",
 ]
 
@@ -84,10 +92,15 @@ HHMM = r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$"  # 24:00 = the end of the IST day
 
 @dataclass(frozen=True)
 class HttpSettings:
-    host: str = knob("127.0.0.1", help="bind address of both HTTP servers")
+    host: str = knob("127.0.0.1", help="bind address of the MDS API")
+    control_host: str = knob("127.0.0.1", help="bind address of the control API (a non-loopback address needs "
+                                               "the control token, for reads too: control.reads_require_token)")
     mds_port: int = knob(8002, min=0, max=65535, help="Market Data Service API (0 = any free port)")
     control_port: int = knob(8000, min=0, max=65535, help="control/status API (0 = any free port)")
     threads: int = knob(8, min=1, max=64, help="waitress worker threads per server")
+    connection_limit: int = knob(1000, min=10, max=100_000,
+                                 help="open connections per server (at most a quarter of the open-files limit); "
+                                      "at the limit the oldest idle ones are closed to make room")
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,25 @@ class DhanSettings:
     order_update_url: str = knob("wss://api-order-update.dhan.co")
     security_ids: dict[str, str] = knob_map({}, help="symbol -> 'SEGMENT:id' overrides, e.g. NIFTY=IDX_I:13")
     request_timeout_seconds: float = knob(5.0, min=0.1, max=60)
+    scrip_master_url: str = knob("https://images.dhan.co/api-data/api-scrip-master.csv",
+                                 pattern=r"^(https?|file)://.+",
+                                 help="Dhan's compact scrip master CSV (lots, ticks, expiries); loaded when the "
+                                      "feed or the broker is Dhan (sim, paper and replay use the shipped snapshot)")
+    scrip_master_refresh_time: str = knob("08:30", pattern=HHMM,
+                                          help="IST: the master is reloaded at this time each trading day (and at "
+                                               "start when the stored copy is older than a day)")
+    auth_base_url: str = knob("https://auth.dhan.co", help="Dhan's login host (TOTP token generation)")
+    auto_renew_token: bool = knob(False, help="renew a web-generated token through Dhan's RenewToken before it "
+                                              "expires; the new token is written back to dhan_access_token.txt")
+    totp_secret_file: str = knob("", help="file holding the base32 TOTP secret: generate a new token with "
+                                          "PIN + TOTP when renewal is off or fails (needs dhan.pin_file)")
+    pin_file: str = knob("", help="file holding the Dhan login PIN (with dhan.totp_secret_file)")
+    token_warn_before_seconds: float = knob(3600.0, min=0.0, max=86_400,
+                                            help="log TOKEN_EXPIRING this long before the token expires")
+    token_renew_before_seconds: float = knob(1800.0, min=0.0, max=86_400,
+                                             help="renew (or generate) a new token this long before expiry")
+    token_check_seconds: float = knob(30.0, min=0.05, max=600,
+                                      help="how often the token keeper looks at the token's expiry")
     client_id: Secret = field(default=Secret(""), metadata={"secret": "dhan_client_id.txt"})
     access_token: Secret = field(default=Secret(""), metadata={"secret": "dhan_access_token.txt"})
 
@@ -174,10 +206,28 @@ class ExecutionSettings:
                                      "(or an ambiguous submit the correlationId lookup did not find)")
     submit_retry_seconds: float = knob(0.5, min=0.0, max=30, help="first wait before a deferred submit")
     lock_timeout_seconds: float = knob(5.0, min=0.05, max=120, help="wait for a pos_id's placement lock")
+    ambiguous_settle_seconds: float = knob(15.0, min=0.0, max=600,
+                                           help="after a submit whose outcome is unknown (timeout, 5xx), how long "
+                                                "to keep looking the order up before it may be sent again: longer "
+                                                "than the broker's worst processing delay")
+    ambiguous_recheck_seconds: float = knob(1.0, min=0.01, max=60,
+                                            help="how often an unknown submit is looked up while it settles")
     square_off_check_seconds: float = knob(1.0, min=0.05, max=60,
                                            help="how often the square-off time and a flatten are enforced")
-    lot_sizes: dict[str, int] = knob_map({}, help="symbol -> units per lot; a manual entry's qty must be a "
-                                                  "multiple (e.g. NIFTY=75, SEC_49081=75)")
+    exit_retry_initial_seconds: float = knob(0.5, min=0.0, max=60,
+                                             help="wait before another exit order after one ended unfilled "
+                                                  "(doubles per failed attempt)")
+    exit_retry_max_seconds: float = knob(10.0, min=0.0, max=300, help="the longest wait between exit orders")
+    exit_band_step_pct: float = knob(0.5, min=0.0, max=50,
+                                     help="each failed exit order widens the exit limit's band by this much "
+                                          "(percent of the price, on top of broker.protection_band_pct)")
+    exit_band_max_pct: float = knob(5.0, min=0.0, max=100, help="the widest exit band, in percent")
+    lot_sizes: dict[str, int] = knob_map({}, help="symbol -> units per lot, for instruments the instrument master "
+                                                  "does not know (the master's lot size wins); a manual entry's "
+                                                  "qty must be a multiple")
+    max_quote_age_seconds: float = knob(2.0, min=0.1, max=60,
+                                        help="an exit limit is never priced from an older quote: a REST LTP is "
+                                             "fetched (within Dhan's 1 quote request/s), else the band widens")
 
 
 @dataclass(frozen=True)
@@ -197,7 +247,13 @@ class RiskSettings:
 class StrategySettings:
     mds_entry_score_min: float = knob(0.65, min=0.0, max=1.0)
     mds_exit_score_min: float = knob(0.6, min=0.0, max=1.0)
-    base_lot: int = knob(75, min=1, help="units per lot (NIFTY lot size changes: configure it)")
+    base_lot: int = knob(1, min=1, help="LOTS per entry before the sizing tiers; units = lots x the instrument "
+                                        "master's lot size of the traded contract")
+    lots_per_underlying: dict[str, int] = knob_map({}, help="underlying -> lots, overriding base_lot "
+                                                             "(e.g. NIFTY=2,BANKNIFTY=1)")
+    expiry: str = knob("nearest", choices=("nearest", "next", "monthly"),
+                       help="which expiry the ATM option is picked from: the nearest not yet past (until "
+                            "15:30 IST on its day), the one after it, or the nearest monthly")
     timeframes: tuple[int, ...] = knob((60, 300, 900), help="seconds; multiples of 60")
     timeframe_weights: dict[str, float] = knob_map({"60": 0.2, "300": 0.35, "900": 0.45})
     bucket_weights: dict[str, float] = knob_map(
@@ -251,6 +307,8 @@ class MarketDataSettings:
 @dataclass(frozen=True)
 class ReconcileSettings:
     interval_seconds: float = knob(7.0, min=0.2, max=600, help="5-10 s in production")
+    flatten_orphans: bool = knob(True, help="at square-off (and on a flatten), adopt units the broker holds "
+                                            "that no live trade explains, and exit them")
 
 
 _DATED = "effective date 'YYYY-MM-DD' -> rate; a key replaces the whole series (core/charges.py)"
@@ -280,6 +338,8 @@ class ChargesSettings:
 
 @dataclass(frozen=True)
 class CalendarSettings:
+    enabled: bool = knob(True, help="false: every day trades 00:00-24:00 IST and only risk.session_start/"
+                                    "session_end/square_off_time apply (simulations; the sim at night)")
     holidays_file: str = knob(str(SHIPPED_HOLIDAYS_FILE),
                               help="NSE holidays and special sessions, one 'YYYY-MM-DD description' or "
                                    "'YYYY-MM-DD HH:MM-HH:MM description' per line (default: the shipped file)")
@@ -313,6 +373,10 @@ class LogSettings:
 class ControlSettings:
     token_file: str = knob("", help="file holding the bearer token (overrides secrets_dir)")
     token: Secret = field(default=Secret(""), metadata={"secret": "control_token.txt"})
+    reads_require_token: str = knob("auto", choices=READS_REQUIRE_TOKEN_CHOICES,
+                                    help="control API reads (positions, trades, risk, status) need the bearer "
+                                         "token: auto = unless http.control_host is loopback; true; false "
+                                         "(refused with a non-loopback http.control_host)")
 
 
 ALERT_KINDS = ("KILL_SWITCH", "LOSS_LIMIT_HALT", "RECONCILE_INCIDENT", "ESCALATION", "TOKEN", "EXIT_RETRIES",
@@ -526,7 +590,9 @@ def _env_target(name: str) -> tuple[str | None, str] | None:
 
 
 def _coerce(where: str, f: dataclasses.Field[Any], value: Any, problems: list[str]) -> Any:
-    """Turn a TOML or env value into the field's type; record a problem and keep the default if it can't."""
+    """Turn a TOML or env value into the field's type; record a problem and keep the default if it can't.
+
+    A problem quotes the value: a connection URL's passwords are masked in it first."""
     hint = _HINTS[id(f)]
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     try:
@@ -536,14 +602,19 @@ def _coerce(where: str, f: dataclasses.Field[Any], value: Any, problems: list[st
         return default
     meta = f.metadata
     if meta.get("min") is not None and converted < meta["min"]:
-        problems.append(f"{where}: {converted!r} is below the minimum {meta['min']}")
+        problems.append(f"{where}: {_shown(converted)} is below the minimum {meta['min']}")
     if meta.get("max") is not None and converted > meta["max"]:
-        problems.append(f"{where}: {converted!r} is above the maximum {meta['max']}")
+        problems.append(f"{where}: {_shown(converted)} is above the maximum {meta['max']}")
     if meta.get("choices") and converted not in meta["choices"]:
-        problems.append(f"{where}: {converted!r} is not one of {', '.join(meta['choices'])}")
+        problems.append(f"{where}: {_shown(converted)} is not one of {', '.join(meta['choices'])}")
     if meta.get("pattern") and not re.match(meta["pattern"], str(converted)):
-        problems.append(f"{where}: {converted!r} is not in the expected form")
+        problems.append(f"{where}: {_shown(converted)} is not in the expected form")
     return converted
+
+
+def _shown(value: Any) -> str:
+    """A value as a config problem quotes it: a URL with its passwords masked."""
+    return repr(mask_url(value) if isinstance(value, str) else value)
 
 
 def _convert(hint: Any, value: Any) -> Any:
@@ -609,6 +680,9 @@ def _cross_checks(s: Settings) -> list[str]:
     for bucket in s.strategy.bucket_weights:
         if bucket not in ("trend", "momentum", "volatility", "volume"):
             problems.append(f"strategy.bucket_weights: unknown bucket {bucket!r}")
+    for underlying, lots in s.strategy.lots_per_underlying.items():
+        if lots < 1:
+            problems.append(f"strategy.lots_per_underlying.{underlying}: {lots} is not a positive number of lots")
     for symbol in s.feed.symbols:
         if not re.match(r"^(NIFTY|BANKNIFTY|FINNIFTY|SEC_\d+)$", symbol):
             problems.append(f"feed.symbols: {symbol!r} is not NIFTY, BANKNIFTY, FINNIFTY or SEC_<id>")
@@ -624,6 +698,7 @@ def _cross_checks(s: Settings) -> list[str]:
         problems.append("broker.kind = dhan needs the Dhan client id and access token")
     if s.http.mds_port and s.http.mds_port == s.http.control_port:
         problems.append("http.mds_port and http.control_port must differ")
+    problems.extend(_control_surface_problems(s))
     for kind in s.alerts.kinds:
         if kind not in ALERT_KINDS:
             problems.append(f"alerts.kinds: {kind!r} is not one of {', '.join(ALERT_KINDS)}")
@@ -639,7 +714,56 @@ def _cross_checks(s: Settings) -> list[str]:
     rates = {f.name: getattr(s.charges, f.name) for f in dataclasses.fields(s.charges)}
     problems.extend(f"charges.{problem}" for problem in rate_table_problems(rates))
     problems.extend(f"calendar.holidays_file: {problem}" for problem in calendar_problems(s.calendar.holidays_file))
+    problems.extend(_totp_problems(s.dhan))
     return problems
+
+
+def _totp_problems(dhan: DhanSettings) -> list[str]:
+    """TOTP login needs both files, readable (their contents are secrets: read only when used)."""
+    given = {"dhan.totp_secret_file": dhan.totp_secret_file, "dhan.pin_file": dhan.pin_file}
+    if not any(given.values()):
+        return []
+    problems = [f"{key}: required with {other}" for (key, value), other in
+                zip(given.items(), reversed(list(given)), strict=True) if not value]
+    for key, value in given.items():
+        if value and not os.access(value, os.R_OK):
+            problems.append(f"{key}: {value} is not a readable file")
+    return problems
+
+
+def _control_surface_problems(s: Settings) -> list[str]:
+    problems = []
+    token = s.control.token.reveal()
+    if token and len(token) < MIN_CONTROL_TOKEN_CHARS:
+        problems.append(f"control.token: {len(token)} characters; at least {MIN_CONTROL_TOKEN_CHARS} are required "
+                        "(a long random string, e.g. `openssl rand -hex 24`)")
+    if not is_loopback_host(s.http.control_host):
+        exposed = f"http.control_host = {s.http.control_host!r} is reachable from other hosts"
+        if s.control.reads_require_token == "false":
+            problems.append(f"control.reads_require_token = false: {exposed}; positions and trades would be "
+                            "readable without the token (bind 127.0.0.1 or require the token)")
+        if not token:
+            problems.append(f"{exposed}: it needs a control token (control_token.txt or MYBOT_CONTROL_TOKEN)")
+    return problems
+
+
+def secret_values(s: Settings) -> list[str]:
+    """Every secret the settings hold: the Secret fields and the passwords inside connection URLs.
+
+    The runtime registers them with the log redaction at start (telemetry.logs.redact)."""
+    found: list[str] = []
+
+    def walk(obj: Any) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value)
+            elif isinstance(value, Secret):
+                found.append(value.reveal())
+            elif isinstance(value, str) and "://" in value:
+                found.extend(url_passwords(value))
+    walk(s)
+    return [value for value in dict.fromkeys(found) if value]
 
 
 def settings_summary(s: Settings) -> dict[str, Any]:
@@ -651,16 +775,12 @@ def settings_summary(s: Settings) -> dict[str, Any]:
             return "***" if obj else ""
         if isinstance(obj, tuple):
             return list(obj)
+        if isinstance(obj, str) and "://" in obj:
+            return mask_url(obj)  # storage.url, storage.redis_url and any other URL: passwords masked
         return obj
-    out = render(s)
-    out["storage"]["url"] = _mask_url(s.storage.url)
-    out["storage"]["redis_url"] = _mask_url(s.storage.redis_url)
-    out["alerts"]["webhook_url"] = _mask_url(s.alerts.webhook_url).split("?", 1)[0]  # a query may hold a key
+    out: dict[str, Any] = render(s)
+    out["alerts"]["webhook_url"] = out["alerts"]["webhook_url"].split("?", 1)[0]  # a query may hold a key
     return out
-
-
-def _mask_url(url: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 _SECTION_CLASSES: dict[str, type] = {

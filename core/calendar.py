@@ -14,6 +14,10 @@ entry per line:
 
 `parse_holidays(lines)` reads it and raises CalendarError listing every bad line; `MarketCalendar`
 answers the questions. Days are IST calendar days (`datetime.date`, or 'YYYY-MM-DD').
+
+`MarketCalendar.always_open()` is the calendar switched off (`calendar.enabled = false`): every day, the
+weekend included, trades 00:00-24:00 IST, so only the risk settings' own window applies (simulations,
+tests, watching the sim trade at night).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 REGULAR_OPEN = "09:15"
 REGULAR_CLOSE = "15:30"
+_DAY_MINUTES = 24 * 60
 _SEARCH_DAYS = 400  # next_open looks this far ahead; holidays never chain for more than a few days
 
 _LINE = re.compile(r"^(?P<day>\d{4}-\d{2}-\d{2})(?:\s+(?P<open>\d{1,2}:\d{2})-(?P<close>\d{1,2}:\d{2}))?"
@@ -151,6 +156,25 @@ class MarketCalendar:
         if self._close <= self._open:
             raise ValueError(f"regular close {regular_close} is not after open {regular_open}")
         self.years = frozenset(d.year for d in (*self._holidays, *self._sessions))
+        self._always = False
+
+    @classmethod
+    def always_open(cls) -> MarketCalendar:
+        """The calendar switched off: every day trades 00:00-24:00 IST, no holidays, no weekends."""
+        calendar = cls()
+        calendar._open, calendar._close = 0, _DAY_MINUTES
+        calendar._always = True
+        return calendar
+
+    @property
+    def enabled(self) -> bool:
+        """False for `always_open()` (the calendar switched off)."""
+        return not self._always
+
+    @property
+    def regular_minutes(self) -> tuple[int, int]:
+        """The regular session as minutes of the IST day: (555, 930) for 09:15-15:30; (0, 1440) switched off."""
+        return self._open, self._close
 
     # -- days ----------------------------------------------------------------------------------------
 
@@ -167,11 +191,11 @@ class MarketCalendar:
 
     def covers(self, day: date | str) -> bool:
         """Whether the holidays file lists anything for that year (beyond it, only weekends are known)."""
-        return _as_day(day).year in self.years
+        return self._always or _as_day(day).year in self.years
 
     def is_trading_day(self, day: date | str) -> bool:
         d = _as_day(day)
-        if d in self._sessions:
+        if self._always or d in self._sessions:
             return True
         return d.weekday() < 5 and d not in self._holidays
 
@@ -230,6 +254,7 @@ class MarketCalendar:
             reason = f"holiday: {holiday}" if holiday else "weekend"
             return MarketStatus("closed", reason, next_open)
         if hours[0] <= now < hours[1]:
-            return MarketStatus("open", special.name if special else "session", next_open)
+            reason = special.name if special else "calendar disabled" if self._always else "session"
+            return MarketStatus("open", reason, next_open)
         reason = "before open" if now < hours[0] else "after hours"
         return MarketStatus("closed", f"{reason} ({label})" if label else reason, next_open)

@@ -7,22 +7,39 @@ until someone releases them, whatever the session.
 
 Pure: `now` comes in as epoch seconds; IST times via core.market. The state is a frozen value the
 shell persists in bot_state (`to_payload` / `RiskState.from_payload`).
+
+When entries are allowed, and when positions are squared off (`trading_window`): the market calendar
+(core.calendar) says when the exchange trades; `risk.session_start`, `risk.session_end` and
+`risk.square_off_time` only narrow that, never widen it. They are read as margins inside the REGULAR
+session (09:15-15:30): entries from `session_start - 09:15` after the open until `15:30 - session_end`
+before the close, square-off `15:30 - square_off_time` before the close. On a regular day that is
+literally max(open, session_start) .. min(close, session_end) and square-off at square_off_time; on a
+special session the same margins apply to its own hours (with the defaults a Muhurat session 18:00-19:15
+takes entries 18:00-19:15 and squares off at 19:00). Times outside the regular session give no margin
+(session_start 00:00 = from the open). Without a calendar (`calendar=None`, or the calendar switched off:
+`MarketCalendar.always_open()`) every day runs 00:00-24:00 and the three settings apply as written.
+
+Holds from outside the risk state (`EntryHold`: e.g. the Dhan token has expired) deny entries like the
+kill switch does, for as long as the hold says so; they are read at every check, never persisted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
-from core.market import IST, hhmm_seconds, ist_seconds_of_day
+from core.calendar import MarketCalendar
+from core.market import IST, hhmm_seconds
 
 __all__ = [
     "Allowed",
     "Decision",
     "Denied",
     "DenyCode",
+    "EntryHold",
     "KillSwitchEngaged",
     "KillSwitchReleased",
     "ReconciliationHoldChanged",
@@ -31,6 +48,7 @@ __all__ = [
     "RiskState",
     "TradingHalted",
     "TradingResumed",
+    "TradingWindow",
     "check_entry",
     "check_exit",
     "engage_kill_switch",
@@ -44,6 +62,7 @@ __all__ = [
     "roll_session",
     "set_reconciliation_hold",
     "square_off_due",
+    "trading_window",
     "with_open_positions",
 ]
 
@@ -99,12 +118,14 @@ class DenyCode:
 
     KILL_SWITCH = "KILL_SWITCH"
     RECONCILIATION_HOLD = "RECONCILIATION_HOLD"
+    BROKER_AUTH_EXPIRED = "BROKER_AUTH_EXPIRED"  # an EntryHold: the broker's access token is dead
     TRADING_DISABLED = "TRADING_DISABLED"  # by configuration
     TRADING_HALTED = "TRADING_HALTED"  # by a breach earlier in the session
     DAILY_MAX_LOSS = "DAILY_MAX_LOSS"
     DAILY_MAX_LOSS_PCT = "DAILY_MAX_LOSS_PCT"
     CONSECUTIVE_LOSSES = "CONSECUTIVE_LOSSES"
-    OUTSIDE_SESSION = "OUTSIDE_SESSION"
+    MARKET_CLOSED = "MARKET_CLOSED"  # the exchange does not trade now (weekend, holiday, after hours)
+    OUTSIDE_SESSION = "OUTSIDE_SESSION"  # the exchange trades, but outside risk.session_start..session_end
     AFTER_SQUARE_OFF = "AFTER_SQUARE_OFF"
     MAX_OPEN_POSITIONS = "MAX_OPEN_POSITIONS"
 
@@ -122,6 +143,9 @@ class Denied:
 
 
 Decision = Allowed | Denied
+
+# A hold from outside the risk state: None while entries may go on, else why not (read at every check).
+EntryHold = Callable[[], Denied | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,16 +233,78 @@ def _breach(limits: RiskLimits, state: RiskState) -> Denied | None:
     return None
 
 
-def check_entry(limits: RiskLimits, state: RiskState, now: float) -> Decision:
+_ALWAYS_OPEN = MarketCalendar.always_open()
+
+
+@dataclass(frozen=True, slots=True)
+class TradingWindow:
+    """One IST day's trading hours as epochs: the exchange's session, and inside it the risk settings' window
+    (module docstring). `name` is "" for a regular session, else the special session's name."""
+
+    day: date
+    open: float
+    close: float
+    entries_from: float
+    entries_until: float
+    square_off_at: float
+    name: str = ""
+
+    def entries_allowed(self, now: float) -> bool:
+        return self.entries_from <= now < self.entries_until
+
+    @property
+    def square_off_text(self) -> str:
+        """'15:15 IST', or on a special session '19:00 IST (Muhurat trading)'."""
+        text = f"{_hhmm(self.square_off_at, end=True)} IST"
+        return f"{text} ({self.name})" if self.name else text
+
+    def describe(self, start: float, end: float) -> str:
+        text = f"{_hhmm(start)}-{_hhmm(end, end=True)} IST"
+        return f"{text} ({self.name})" if self.name else text
+
+
+def _hhmm(epoch: float, *, end: bool = False) -> str:
+    """HH:MM IST; the midnight that ends a day is 24:00 when `end`."""
+    moment = datetime.fromtimestamp(epoch, IST)
+    if end and (moment.hour, moment.minute, moment.second) == (0, 0, 0):
+        return "24:00"
+    return moment.strftime("%H:%M")
+
+
+def trading_window(limits: RiskLimits, calendar: MarketCalendar | None, now: float) -> TradingWindow | None:
+    """The trading window of the IST day containing `now` (None: the exchange does not trade that day)."""
+    cal = calendar if calendar is not None else _ALWAYS_OPEN
+    day = cal.day_of(now)
+    hours = cal.session(day)
+    if hours is None:
+        return None
+    opens, closes = hours
+    regular_open, regular_close = (m * 60 for m in cal.regular_minutes)
+    start_margin = max(0, hhmm_seconds(limits.session_start) - regular_open)
+    end_margin = max(0, regular_close - hhmm_seconds(limits.session_end))
+    square_off_lead = max(0, regular_close - hhmm_seconds(limits.square_off_time))
+    special = cal.special_session(day)
+    return TradingWindow(day=day, open=opens, close=closes, entries_from=opens + start_margin,
+                         entries_until=closes - end_margin, square_off_at=closes - square_off_lead,
+                         name=special.name if special is not None else "")
+
+
+def check_entry(limits: RiskLimits, state: RiskState, now: float, calendar: MarketCalendar | None = None,
+                holds: Sequence[EntryHold] = ()) -> Decision:
     """May a new position be opened now? The first failing rule is the reason.
 
-    The shell rolls the state (`roll_session`) before asking, so the counters are today's.
+    The shell rolls the state (`roll_session`) before asking, so the counters are today's. `calendar`
+    None: every day trades 00:00-24:00 (the risk settings alone make the window).
     """
     if state.kill_switch_engaged:
         return Denied(DenyCode.KILL_SWITCH, f"kill switch engaged: {state.kill_switch_reason or 'by operator'}")
     if state.reconciliation_hold:
         return Denied(DenyCode.RECONCILIATION_HOLD,
                       f"reconciliation hold: {state.reconciliation_hold_reason or 'broker and book disagree'}")
+    for hold in holds:
+        held = hold()
+        if held is not None:
+            return held
     if not limits.trading_enabled:
         return Denied(DenyCode.TRADING_DISABLED, "trading disabled by configuration (risk.trading_enabled)")
     if not state.trading_enabled:
@@ -227,13 +313,15 @@ def check_entry(limits: RiskLimits, state: RiskState, now: float) -> Decision:
     breach = _breach(limits, state)
     if breach is not None:
         return breach
-    second = ist_seconds_of_day(now)
-    start, end = hhmm_seconds(limits.session_start), hhmm_seconds(limits.session_end)
-    if not start <= second < end:
+    window = trading_window(limits, calendar, now)
+    if window is None or not window.open <= now < window.close:
+        status = (calendar or _ALWAYS_OPEN).market_status(now)
+        return Denied(DenyCode.MARKET_CLOSED, f"market closed: {status.reason}")
+    if not window.entries_allowed(now):
         return Denied(DenyCode.OUTSIDE_SESSION,
-                      f"outside the session {limits.session_start}-{limits.session_end} IST")
-    if second >= hhmm_seconds(limits.square_off_time):
-        return Denied(DenyCode.AFTER_SQUARE_OFF, f"at or after square-off {limits.square_off_time} IST")
+                      f"outside the session {window.describe(window.entries_from, window.entries_until)}")
+    if now >= window.square_off_at:
+        return Denied(DenyCode.AFTER_SQUARE_OFF, f"at or after square-off {window.square_off_text}")
     if state.open_positions >= limits.max_open_positions:
         return Denied(DenyCode.MAX_OPEN_POSITIONS,
                       f"{state.open_positions} open positions (limit {limits.max_open_positions})")
@@ -245,9 +333,11 @@ def check_exit(limits: RiskLimits, state: RiskState, now: float) -> Decision:
     return Allowed()
 
 
-def square_off_due(limits: RiskLimits, now: float) -> bool:
-    """Open intraday positions must be closed: at or after square_off_time IST (until midnight)."""
-    return ist_seconds_of_day(now) >= hhmm_seconds(limits.square_off_time)
+def square_off_due(limits: RiskLimits, now: float, calendar: MarketCalendar | None = None) -> bool:
+    """Open intraday positions must be closed: from the day's square-off time (`trading_window`) until
+    midnight IST; never on a day the exchange does not trade."""
+    window = trading_window(limits, calendar, now)
+    return window is not None and now >= window.square_off_at
 
 
 def on_entry_started(state: RiskState) -> RiskState:

@@ -9,9 +9,10 @@ Rules (`SignalPolicy.decide`):
   direction and `entry_score >= mds_entry_score_min`. `entry_blocker` tells why an entry was not raised,
   for the shell's log line.
 - Size: lots = the largest `sizing_tiers` lot count whose threshold is <= entry_score (at least 1: the
-  entry threshold is the gate), units per lot = `lot_size` when the caller knows it (instrument master),
-  else `base_lot`; qty = lots x units, capped by `max_qty` rounded down to whole lots (less than one lot
-  left -> no entry).
+  entry threshold is the gate) x the underlying's base lots (`lots_per_underlying[symbol]`, else
+  `base_lot`: both count LOTS); units per lot = `lot_size`, the instrument master's lot of the contract
+  traded (the caller looks it up for the contract it trades; <= 0 = unknown: no entry); qty = lots x
+  units, capped by `max_qty` rounded down to whole lots (less than one lot left -> no entry).
 - Instrument: with a Dhan option chain for the index, the ATM strike (nearest to the chain's last_price,
   the lower strike on a tie) whose CE (long) / PE (short) leg has a security_id and a positive premium;
   the trade is a BUY of `SEC_<security_id>` at that premium. Without a usable chain the symbol itself is
@@ -99,6 +100,8 @@ class SignalConfig(Protocol):
     @property
     def base_lot(self) -> int: ...
     @property
+    def lots_per_underlying(self) -> Mapping[str, int]: ...
+    @property
     def sizing_tiers(self) -> Mapping[str, float]: ...
 
 
@@ -184,7 +187,8 @@ class SignalPolicy:
     def __init__(self, settings: SignalConfig) -> None:
         self.entry_min = float(settings.mds_entry_score_min)
         self.exit_min = float(settings.mds_exit_score_min)
-        self.base_lot = int(settings.base_lot)
+        self.base_lot = int(settings.base_lot)  # lots, not units
+        self.lots_per_underlying = {str(k): int(v) for k, v in settings.lots_per_underlying.items()}
         self.tiers = {str(k): float(v) for k, v in settings.sizing_tiers.items()}
         for threshold in self.tiers:
             float(threshold)  # a bad tier key is bad config: fail at construction, not mid-session
@@ -230,8 +234,10 @@ class SignalPolicy:
             return []
         if self.entry_blocker(symbol, score, open_positions, gate, at) is not None:
             return []
-        units = lot_size if lot_size > 0 else self.base_lot
-        lots = lots_for(score.entry_score, self.tiers)
+        if lot_size <= 0:
+            return []  # the lot size of what would be traded is unknown: never guess a quantity
+        units = lot_size
+        lots = lots_for(score.entry_score, self.tiers) * self.base_lots(symbol)
         if max_qty is not None:
             lots = min(lots, max_qty // units)
         if lots < 1:
@@ -253,6 +259,10 @@ class SignalPolicy:
             symbol=symbol, instrument=instrument, side=side, qty=lots * units, score=score,
             candle_ts=candle.ts, at=at, direction=direction, price=price, lots=lots, strike=strike,
             option_type=option_type, note=note)]
+
+    def base_lots(self, underlying: str) -> int:
+        """Lots per entry before the tiers: `lots_per_underlying`, else `base_lot`."""
+        return max(1, self.lots_per_underlying.get(underlying, self.base_lot))
 
     def _next_entry_number(self, symbol: str, candle_ts: int) -> int:
         last = self._entries.get(symbol)

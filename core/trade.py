@@ -24,11 +24,12 @@ Choices made explicit here:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, ClassVar, get_type_hints
 
+from core.instruments import InstrumentError, round_to_tick
 from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id, marketable_limit
 from core.pnl import realized_pnl
 
@@ -44,7 +45,7 @@ __all__ = [
     "EXIT_WORKING",
     "SUBMIT_PENDING",
     "EVENT_TYPES",
-    "MAX_EXIT_ATTEMPTS",
+    "EXIT_ALERT_EVERY",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "AlertOperator",
@@ -63,6 +64,7 @@ __all__ = [
     "OrderRejected",
     "OrderSlippageDetected",
     "OrderTimedOut",
+    "PositionAdopted",
     "PlaceOrder",
     "RaiseExitSignal",
     "RecordClosedTrade",
@@ -84,9 +86,10 @@ __all__ = [
     "timeout_due",
 ]
 
-# After this many exit orders that ended without closing the position, stop retrying and page a human:
-# a broker that rejects every exit (margin, freeze, RMS block) must not be hammered forever.
-MAX_EXIT_ATTEMPTS = 5
+# An exit is never given up: every exit order that ends without closing the position is followed by
+# another (the shell backs off and re-prices each time). Every this many failed exit orders, a human is
+# paged as well: a broker that refuses every exit (margin, freeze, RMS block) needs someone to look.
+EXIT_ALERT_EVERY = 5
 
 
 class TradeState(StrEnum):
@@ -200,24 +203,26 @@ class OrderPlaced(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class OrderPartiallyFilled(Event):
-    """Some of the order filled; `filled_qty` and `avg_price` are cumulative for the order."""
+    """Some of the order filled; `filled_qty` and `avg_price` are cumulative for the order. `fees`: the order's charges so far (cumulative too; 0 in journals written before charges)."""
 
     log_name: ClassVar[str] = "ORDER_FILLED"
     order_id: str
     leg: Leg
     filled_qty: int
     avg_price: float
+    fees: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class OrderFilled(Event):
-    """The order filled completely; `filled_qty` and `avg_price` are cumulative for the order."""
+    """The order filled completely; `filled_qty` and `avg_price` are cumulative for the order. `fees`: the order's charges so far (cumulative too; 0 in journals written before charges)."""
 
     log_name: ClassVar[str] = "ORDER_FILLED"
     order_id: str
     leg: Leg
     filled_qty: int
     avg_price: float
+    fees: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,9 +272,24 @@ class ExitRequested(Event):
     expected_price: float = 0.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class PositionAdopted(Event):
+    """Units the broker holds that no live trade explains (an orphan), taken on by a new trade to be exited.
+    It creates the context, as SignalAccepted does; nothing is bought or sold by it."""
+
+    log_name: ClassVar[str] = "POSITION_ADOPTED"
+    pos_id: str
+    symbol: str
+    instrument: str
+    side: Side  # the side the units were bought on: BUY = long units
+    qty: int
+    avg_price: float
+    reason: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
     SignalAccepted, EntryRequested, EntryDenied, OrderPlaced, OrderPartiallyFilled, OrderFilled,
-    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested)}
+    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested, PositionAdopted)}
 
 
 def _plain(value: Any) -> Any:
@@ -320,10 +340,16 @@ class CancelOrder:
 
 @dataclass(frozen=True, slots=True)
 class RaiseExitSignal:
-    """Publish EXIT_SIGNAL for this trade (slippage guard, a pending exit, an exit to retry)."""
+    """Publish EXIT_SIGNAL for this trade (slippage guard, a pending exit, an exit to retry).
+
+    `reason` is the exit's own reason, kept across retries; `failed_attempts` counts the exit orders that
+    ended without closing the position (the shell backs off and widens the price by it); `detail` says why
+    the last one failed."""
 
     pos_id: str
     reason: str
+    failed_attempts: int = 0
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,10 +369,15 @@ class RecordClosedTrade:
     qty: int
     avg_entry_price: float
     avg_exit_price: float
-    realized_pnl: float
+    realized_pnl: float  # gross
     opened_at: float
     closed_at: float
     exit_reason: str
+    fees: float = 0.0  # the charges of every fill of the trade
+
+    @property
+    def net_pnl(self) -> float:
+        return self.realized_pnl - self.fees
 
 
 Command = PlaceOrder | CancelOrder | RaiseExitSignal | AlertOperator | RecordClosedTrade
@@ -387,8 +418,12 @@ class TradeContext:
     exit_filled_qty: int = 0
     avg_exit_price: float = 0.0
     exit_reason: str = ""
+    # charges (core.charges), cumulative like the fills: the entry order's, every earlier exit order's, this one's
+    entry_fees: float = 0.0
+    exit_fees: float = 0.0  # every exit order's, the current one's included
+    exit_order_fees: float = 0.0
     # outcome
-    realized_pnl: float = 0.0
+    realized_pnl: float = 0.0  # gross: before fees
     reason: str = ""  # why it was denied / rejected / cancelled
     signal_at: float = 0.0
     opened_at: float = 0.0  # first entry fill
@@ -399,6 +434,15 @@ class TradeContext:
     @property
     def open_qty(self) -> int:
         return self.entry_filled_qty - self.exit_filled_qty
+
+    @property
+    def fees(self) -> float:
+        return self.entry_fees + self.exit_fees
+
+    @property
+    def net_pnl(self) -> float:
+        """Realized P&L after the charges paid so far (the entry's are paid before any exit)."""
+        return self.realized_pnl - self.fees
 
     @property
     def is_terminal(self) -> bool:
@@ -412,6 +456,8 @@ class TradeContext:
         """Plain data for the status API and snapshots (rebuild uses the event journal, not this)."""
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["open_qty"] = self.open_qty
+        out["fees"] = round(self.fees, 2)
+        out["net_pnl"] = round(self.net_pnl, 2)
         return out
 
 
@@ -419,6 +465,7 @@ class TradeContext:
 
 TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.NEW, SignalAccepted): S.SIGNAL_GENERATED,
+    (S.NEW, PositionAdopted): S.POSITION_OPEN,  # an orphan at the broker, taken on to be exited
     (S.SIGNAL_GENERATED, EntryRequested): S.ENTRY_PENDING,  # -> PlaceOrder(entry)
     (S.SIGNAL_GENERATED, EntryDenied): S.DENIED,
     (S.ENTRY_PENDING, OrderPlaced): S.ORDER_PLACED,
@@ -432,6 +479,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.ENTRY_PARTIALLY_FILLED, OrderPartiallyFilled): S.ENTRY_PARTIALLY_FILLED,
     (S.ENTRY_PARTIALLY_FILLED, OrderFilled): S.POSITION_OPEN,
     (S.ENTRY_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # remainder cancelled elsewhere: keep the fills
+    (S.ENTRY_PARTIALLY_FILLED, OrderRejected): S.POSITION_OPEN,  # remainder rejected: the fills are ours
     (S.ENTRY_PARTIALLY_FILLED, OrderTimedOut): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder(remainder)
     (S.ENTRY_PARTIALLY_FILLED, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder, exit after
     (S.ENTRY_CANCEL_PENDING, OrderCancelled): S.CANCELLED,
@@ -444,6 +492,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderPartiallyFilled): S.ENTRY_PARTIAL_CANCEL_PENDING,
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderFilled): S.POSITION_OPEN,  # the remainder beat the cancel
     (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # open with the filled qty
+    (S.ENTRY_PARTIAL_CANCEL_PENDING, OrderRejected): S.POSITION_OPEN,
     (S.ENTRY_PARTIAL_CANCEL_PENDING, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,
     (S.POSITION_OPEN, OrderSlippageDetected): S.POSITION_OPEN,  # -> RaiseExitSignal
     (S.POSITION_OPEN, ExitRequested): S.EXIT_PENDING,  # -> PlaceOrder(exit)
@@ -457,6 +506,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.EXIT_PARTIALLY_FILLED, OrderPartiallyFilled): S.EXIT_PARTIALLY_FILLED,
     (S.EXIT_PARTIALLY_FILLED, OrderFilled): S.CLOSED,
     (S.EXIT_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # the unexited units stay open
+    (S.EXIT_PARTIALLY_FILLED, OrderRejected): S.POSITION_OPEN,  # same, and the exit is retried
     (S.EXIT_PARTIALLY_FILLED, OrderTimedOut): S.EXIT_CANCEL_PENDING,
     (S.EXIT_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # -> RaiseExitSignal (a fresh exit order)
     (S.EXIT_CANCEL_PENDING, OrderFilled): S.CLOSED,  # late exit fill after the timeout: closed after all
@@ -545,6 +595,15 @@ def _on_signal(c: TradeContext, e: SignalAccepted) -> dict[str, Any]:
                    entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY))
 
 
+def _on_adopted(c: TradeContext, e: PositionAdopted) -> dict[str, Any]:
+    if e.qty <= 0 or not e.pos_id or e.avg_price < 0:
+        raise IllegalTransition(c.state, e, "an adopted position needs a pos_id, a positive qty and a price")
+    return dict(pos_id=e.pos_id, symbol=e.symbol, instrument=e.instrument, side=e.side, qty=e.qty,
+                expected_entry_price=e.avg_price, signal_reason=e.reason, signal_at=e.at,
+                entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY), entry_filled_qty=e.qty,
+                avg_entry_price=e.avg_price, opened_at=e.at)
+
+
 def _on_entry_requested(c: TradeContext, e: EntryRequested) -> dict[str, Any]:
     return dict(entry_limit_price=e.limit_price, expected_entry_price=e.expected_price)
 
@@ -557,13 +616,13 @@ def _on_placed(c: TradeContext, e: OrderPlaced) -> dict[str, Any]:
     if e.leg is Leg.ENTRY:
         return dict(entry_order_id=e.order_id, entry_placed_at=e.at)
     return dict(exit_order_id=e.order_id, exit_placed_at=e.at, exit_order_filled_qty=0,
-                   exit_order_avg_price=0.0)
+                exit_order_avg_price=0.0, exit_order_fees=0.0)
 
 
 def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> dict[str, Any]:
     if e.leg is Leg.ENTRY:
         return dict(entry_filled_qty=e.filled_qty, avg_entry_price=e.avg_price,
-                       opened_at=c.opened_at or e.at)
+                    opened_at=c.opened_at or e.at, entry_fees=max(e.fees, c.entry_fees))
     # The event is cumulative for the current exit order; fold the new units into the trade's totals.
     new_qty = e.filled_qty - c.exit_order_filled_qty
     if not new_qty:
@@ -571,9 +630,11 @@ def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> dict[str
     new_value = e.avg_price * e.filled_qty - c.exit_order_avg_price * c.exit_order_filled_qty
     exited = c.exit_filled_qty + new_qty
     avg_exit = (c.avg_exit_price * c.exit_filled_qty + new_value) / exited
+    order_fees = max(e.fees, c.exit_order_fees)
     return dict(exit_order_filled_qty=e.filled_qty, exit_order_avg_price=e.avg_price,
-                   exit_filled_qty=exited, avg_exit_price=avg_exit,
-                   realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
+                exit_filled_qty=exited, avg_exit_price=avg_exit,
+                exit_fees=c.exit_fees + order_fees - c.exit_order_fees, exit_order_fees=order_fees,
+                realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
 
 
 def _on_timed_out(c: TradeContext, e: OrderTimedOut) -> dict[str, Any]:
@@ -598,8 +659,8 @@ def _on_exit_requested(c: TradeContext, e: ExitRequested) -> dict[str, Any]:
     attempt = c.exit_attempt + 1
     return dict(exit_reason=e.reason, exit_attempt=attempt, exit_limit_price=e.limit_price,
                    expected_exit_price=e.expected_price, exit_order_id="", exit_placed_at=0.0,
-                   exit_order_filled_qty=0, exit_order_avg_price=0.0,
-                   exit_correlation_id=correlation_id(c.pos_id, Leg.EXIT, attempt))
+                exit_order_filled_qty=0, exit_order_avg_price=0.0, exit_order_fees=0.0,
+                exit_correlation_id=correlation_id(c.pos_id, Leg.EXIT, attempt))
 
 
 _UPDATES: dict[type[Event], Any] = {
@@ -614,6 +675,7 @@ _UPDATES: dict[type[Event], Any] = {
     OrderRejected: _on_rejected,
     OrderCancelled: _on_cancelled,
     ExitRequested: _on_exit_requested,
+    PositionAdopted: _on_adopted,
 }
 
 
@@ -645,17 +707,20 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
             pos_id=after.pos_id, symbol=after.symbol, instrument=after.instrument, side=after.side,
             qty=after.entry_filled_qty, avg_entry_price=after.avg_entry_price,
             avg_exit_price=after.avg_exit_price, realized_pnl=after.realized_pnl,
-            opened_at=after.opened_at, closed_at=after.closed_at, exit_reason=after.exit_reason)]
+            opened_at=after.opened_at, closed_at=after.closed_at, exit_reason=after.exit_reason,
+            fees=after.fees)]
     if after.state is S.POSITION_OPEN and before.state is not S.POSITION_OPEN:
         if before.state in ENTRY_LEG:
             # Opened while an exit was already wanted (asked during the entry cancel): ask again now.
             return [RaiseExitSignal(after.pos_id, after.exit_reason)] if after.exit_reason else []
-        # Back from an exit that did not complete: retry with a fresh order, but not forever.
+        # Back from an exit that did not complete: another exit order, always (the shell backs off).
+        failed = after.exit_attempt + 1
         why = f"exit order {before.exit_order_id or '(unplaced)'} ended unfilled: {after.reason or event.name}"
-        if after.exit_attempt + 1 >= MAX_EXIT_ATTEMPTS:
-            return [AlertOperator(after.pos_id, f"{why}; {after.exit_attempt + 1} exit orders failed, "
-                                                f"{after.open_qty} units still open: exit by hand")]
-        return [RaiseExitSignal(after.pos_id, f"retry exit ({why}); reason: {after.exit_reason}")]
+        commands: list[Command] = [RaiseExitSignal(after.pos_id, after.exit_reason, failed, why)]
+        if failed % EXIT_ALERT_EVERY == 0:
+            commands.append(AlertOperator(after.pos_id, f"{why}; {failed} exit orders failed, {after.open_qty} "
+                                                        "units still open; still retrying: check the broker"))
+        return commands
     return []
 
 
@@ -664,15 +729,25 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
 
 def opening_events(*, at: float, pos_id: str, symbol: str, instrument: str, side: Side, qty: int,
                    price: float, quote: float | None, allowed: bool, denial: str, band_pct: float,
-                   reason: str) -> list[Event]:
+                   reason: str, tick: float | None = None) -> list[Event]:
     """The first step of a trade: SignalAccepted, then EntryRequested (the risk guard allowed it and a price
     is known: the signal's, else the quote) at a marketable limit, or EntryDenied with `denial` (or
-    NO_PRICE when nothing says what the instrument costs)."""
+    NO_PRICE when nothing says what the instrument costs).
+
+    With the instrument's `tick` the limit is put on the tick grid in the SAFE direction for an entry
+    (core.instruments.round_to_tick: BUY down, SELL up): never a worse price than the band allows. It stays
+    marketable: a quote on the grid (every exchange price is) is never crossed back, since the band moves
+    the limit away from it before the rounding moves it by less than one tick toward it."""
     expected = price if price > 0 else (quote or 0.0)
     events: list[Event] = [SignalAccepted(at=at, pos_id=pos_id, symbol=symbol, instrument=instrument, side=side,
                                           qty=qty, expected_price=expected, reason=reason)]
     if allowed and expected > 0:
         limit = marketable_limit(quote or expected, side, band_pct)
+        if tick:
+            try:
+                limit = round_to_tick(limit, tick, side)
+            except InstrumentError:
+                pass  # below one tick: the broker refuses it, with its reason
         events.append(EntryRequested(at=at, limit_price=limit, expected_price=expected))
     else:
         events.append(EntryDenied(at=at, reason=denial if not allowed else
@@ -743,7 +818,11 @@ def timeout_due(context: TradeContext, now: float, timeout_seconds: float) -> Or
     return OrderTimedOut(at=now, order_id=order_id, leg=leg)
 
 
-def observe(context: TradeContext, order: BrokerOrder, at: float) -> list[Event]:
+OrderCharges = Callable[[Side, int, float, float], float]  # (side, cumulative qty, avg price, at) -> ₹
+
+
+def observe(context: TradeContext, order: BrokerOrder, at: float,
+            charges: OrderCharges | None = None) -> list[Event]:
     """The events a broker order snapshot implies for this trade, given what the trade already knows.
 
     The broker is the truth; every source of order news (the place() answer, the order-update stream,
@@ -751,6 +830,8 @@ def observe(context: TradeContext, order: BrokerOrder, at: float) -> list[Event]
     a fill that beat its own acknowledgement produces OrderPlaced first. Orders of other trades (or an
     old exit attempt) produce nothing. A new fill the trade cannot accept raises IllegalTransition: units
     the broker says we hold must never be dropped silently (the reconciler quarantines the trade).
+    `charges` prices a fill (the order's cumulative charges); the fill events carry them, so the journal
+    keeps the fees paid under the rates of that day.
     """
     if order.correlation_id and order.correlation_id == context.entry_correlation_id:
         leg = Leg.ENTRY
@@ -786,8 +867,10 @@ def observe(context: TradeContext, order: BrokerOrder, at: float) -> list[Event]
     if order.filled_qty > known_fill:
         complete = order.status is OrderStatus.TRADED or order.filled_qty >= order.qty
         fill_type = OrderFilled if complete else OrderPartiallyFilled
+        side = context.side if leg is Leg.ENTRY else context.exit_side
+        fees = charges(side, order.filled_qty, order.avg_price, at) if charges is not None else 0.0
         fill = fill_type(at=at, order_id=order.order_id, leg=leg, filled_qty=order.filled_qty,
-                         avg_price=order.avg_price)
+                         avg_price=order.avg_price, fees=fees)
         if not offer(fill):
             raise IllegalTransition(scratch.state, fill, "the broker reports fills this trade cannot take")
     if order.status is OrderStatus.REJECTED:

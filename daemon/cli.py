@@ -1,4 +1,5 @@
-"""The `mybot` command: run the daemon, apply migrations, check the config, replay a tick file, review logs."""
+"""The `mybot` command: run the daemon, apply migrations, check the config, replay a tick file, review logs,
+and read the Dhan access token's expiry (`mybot dhan token`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from collections.abc import Sequence
 
 import orjson
 
-from config.settings import ConfigError, Settings, load_settings, settings_summary
-from telemetry.logs import configure_logging, get_logger
+from config.settings import ConfigError, Settings, load_settings, secret_values, settings_summary
+from telemetry.logs import configure_logging, get_logger, redact
 
 __all__ = ["main", "tune_interpreter"]
 
@@ -31,7 +32,9 @@ redis_password.txt). `mybot config check` prints the effective configuration wit
 
 
 def _settings(args: argparse.Namespace, overrides: dict[str, dict[str, object]] | None = None) -> Settings:
-    return load_settings(args.config, overrides=overrides)
+    settings = load_settings(args.config, overrides=overrides)
+    redact(*secret_values(settings))  # before anything can log: the secrets and the URLs' passwords
+    return settings
 
 
 def tune_interpreter(settings: Settings) -> None:
@@ -97,11 +100,58 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log.level if args.verbose else "WARNING")
+    from actors.sources.replay import ReplayFileUnreadable
     from daemon.replay import run_replay
 
-    summary = run_replay(settings, args.ticks, args.out)
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols is not None else None
+    try:
+        summary = run_replay(settings, args.ticks, args.out, symbols=symbols, chains_path=args.chains)
+    except (ReplayFileUnreadable, ValueError) as exc:
+        print(f"mybot replay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
+
+
+def _cmd_dhan_token(args: argparse.Namespace) -> int:
+    """Print what the configured Dhan access token says about itself: its expiry (read, never verified)."""
+    import time
+
+    from core.market import to_iso_ist
+    from core.token import TokenError, read_claims
+
+    settings = _settings(args)
+    token = settings.dhan.access_token.reveal()
+    if not token:
+        print("mybot dhan token: no access token configured (dhan_access_token.txt in secrets_dir, or "
+              "MYBOT_DHAN_ACCESS_TOKEN)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        claims = read_claims(token)
+    except TokenError as exc:
+        print(f"mybot dhan token: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    left = claims.seconds_left(time.time())
+    configured = settings.dhan.client_id.reveal()
+    report = {
+        "expires_at": to_iso_ist(claims.expires_at),
+        "issued_at": to_iso_ist(claims.issued_at) if claims.issued_at is not None else None,
+        "seconds_left": round(left),
+        "expired": left <= 0,
+        "client_id_matches": (claims.client_id == configured) if claims.client_id and configured else None,
+        "auto_renew_token": settings.dhan.auto_renew_token,
+        "totp_login": bool(settings.dhan.totp_secret_file and settings.dhan.pin_file),
+    }
+    if args.json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        hours, rest = divmod(abs(int(left)), 3600)
+        span = f"{hours} h {rest // 60:02d} min"
+        state = f"EXPIRED {span} ago" if left <= 0 else f"valid for {span}"
+        print(f"Dhan access token expires at {report['expires_at']} ({state})")
+        if report["client_id_matches"] is False:
+            print("warning: the token belongs to another client id than dhan_client_id.txt", file=sys.stderr)
+    return 1 if left <= 0 else 0
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
@@ -191,13 +241,27 @@ def build_parser() -> argparse.ArgumentParser:
     replay = with_config(sub.add_parser(
         "replay", help="backtest: replay a tick file through the same actors on a virtual clock",
         description="Run the MDS and trader actors over TICKS.csv (ts,symbol,ltp,volume) on a virtual clock "
-                    "with the paper broker; write signals, trades and a summary to --out, and the run's log "
-                    "(replay.log, stamped with the virtual time: `mybot review DIR/replay.log`)."))
+                    "with the paper broker; write signals, trades, a summary (gross, charges, net) and the "
+                    "timing to --out, and the run's log (replay.log, stamped with the virtual time: `mybot "
+                    "review DIR/replay.log`). Exit 2 for an unreadable file or bad --symbols."))
     replay.add_argument("ticks", metavar="TICKS.csv")
     replay.add_argument("--out", metavar="DIR", default="var/replay", help="output directory (default var/replay)")
+    replay.add_argument("--symbols", metavar="LIST", help="replay only these (comma-separated; default: every "
+                                                          "NIFTY, BANKNIFTY, FINNIFTY and SEC_<id> in the file)")
+    replay.add_argument("--chains", metavar="FILE", help="recorded option chains (default: the file `run --record` "
+                                                         "wrote beside the ticks: day.csv -> day.chains.jsonl)")
     replay.add_argument("--verbose", action="store_true",
                         help="also log to stdout at the configured level (default: warnings; replay.log is INFO)")
     replay.set_defaults(func=_cmd_replay)
+
+    dhan = sub.add_parser("dhan", help="Dhan account commands")
+    dhan_sub = dhan.add_subparsers(dest="dhan_command", required=True, metavar="SUBCOMMAND")
+    token = with_config(dhan_sub.add_parser(
+        "token", help="print when the configured access token expires (exit 1 once it has)",
+        description="Read the configured Dhan access token (a JWT; its signature is not checked) and print "
+                    "its expiry. Exit 0 while valid, 1 once expired, 2 when there is no readable token."))
+    token.add_argument("--json", action="store_true", help="print JSON")
+    token.set_defaults(func=_cmd_dhan_token)
 
     review = sub.add_parser("review", help="incident review: read the JSON logs back (text, --json, --html)",
                             description=REVIEW_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,6 +24,9 @@ import orjson
 from actors.alerts.assembly import AlertsHandles, assemble_alerts
 from actors.brokers.base import Broker
 from actors.clock import Clock, SystemClock
+from actors.dhan.token import TokenState
+from actors.dhan.token_keeper import TokenKeeperHandles, assemble_token_keeper
+from actors.instruments import InstrumentBook, live_master, snapshot_book
 from actors.market_data.assembly import MarketDataHandles, MarketDataOptions, assemble_market_data
 from actors.signals.assembly import (
     MdsConnection,
@@ -36,9 +39,14 @@ from actors.signals.messages import MarketView, SignalSink
 from actors.signals.strategy import StrategyOptions
 from actors.sources.mds_http import MdsHttpClient, MdsMarketView
 from actors.trading.assembly import TradingHandles, assemble_trading
-from actors.trading.quotes import QuoteBook, QuoteSource, bus_quotes, chain_quotes
+from actors.trading.quotes import LtpFetch, QuoteBook, QuoteSource, bus_quotes, chain_quotes
 from actors.wiring import HealthCheck, Infrastructure, Subtree
-from config.settings import Settings, settings_summary
+from config.reference import calendar_from_settings
+from config.security import reads_require_token
+from config.settings import Settings, secret_values, settings_summary
+from core.calendar import MarketCalendar
+from core.instruments import InstrumentIndex
+from core.market import to_iso_ist
 from storage.bus import open_bus
 from storage.errors import StorageError
 from storage.opening import open_storage
@@ -57,6 +65,7 @@ ROLE_SUBTREES: dict[str, frozenset[str]] = {
     "all": frozenset(SUBTREES), "mds": frozenset({"market_data"}), "trader": frozenset({"trading", "signals"})}
 EXIT_OK = 0
 EXIT_ESCALATED = 1
+STORED_MASTER_CHECK_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,10 @@ class Wiring:
 
     `subtrees`: which subtrees to assemble (default: the role's). `broker` and `quotes` replace the ones the
     runtime would build (an injected broker is the caller's: not closed at shutdown). `signal_sink` replaces
-    the trading desk as the strategy's output."""
+    the trading desk as the strategy's output. `instruments` replaces the instrument master (the snapshot,
+    or Dhan's) — a test's own master; a live refresher, if any, still refreshes it. `calendar` replaces the
+    one the `calendar` settings make; `chains` replaces where the strategy reads option chains (the replay's
+    recorded chains)."""
 
     subtrees: frozenset[str] | None = None
     market_data: MarketDataOptions = MarketDataOptions()
@@ -73,6 +85,9 @@ class Wiring:
     broker: Broker | None = None
     quotes: QuoteSource | None = None
     signal_sink: SignalSink | None = None
+    instruments: InstrumentBook | None = None
+    calendar: MarketCalendar | None = None
+    chains: MarketView | None = None
 
 
 class Runtime:
@@ -104,12 +119,15 @@ class Runtime:
         self.trading: TradingHandles | None = None
         self.signals: SignalsHandles | None = None
         self.alerts: AlertsHandles | None = None
+        self.token_keeper: TokenKeeperHandles | None = None
         self.parts: list[Subtree] = []
         self._storage_outage = ""  # the incident id of a database down at start (until migrations apply)
-        for secret in (settings.dhan.client_id, settings.dhan.access_token, settings.control.token,
-                       settings.storage_password, settings.redis_password, settings.alerts.telegram_token,
-                       settings.alerts.webhook_secret):
-            redact(secret.reveal())
+        self._closers: list[Any] = []  # clients the runtime made for the wiring (closed after the tree)
+        self.instruments = InstrumentBook()  # the instrument master; chosen in _assemble
+        # The one market calendar of the process (risk guard, strategy, feed, chain poller, health).
+        self.calendar = self.wiring.calendar if self.wiring.calendar is not None else \
+            calendar_from_settings(settings.calendar)
+        redact(*secret_values(settings))  # the Secret fields and the passwords inside connection URLs
 
     # -- start ----------------------------------------------------------------------------------------
     def start(self) -> Runtime:
@@ -124,8 +142,10 @@ class Runtime:
         self.storage_ready = threading.Event()
         self._migrate_with_retry(attempt=1)
         self.bus = open_bus(s.storage.redis_url, s.storage.redis_prefix, s.redis_password.reveal())
+        token = TokenState(s.dhan.client_id.reveal(), s.dhan.access_token.reveal(), self.clock) \
+            if s.dhan.client_id and s.dhan.access_token else None
         infra = Infrastructure(s, self.role, self.storage, self.bus, self.clock, self.scheduler,
-                               self.storage_ready, self._record_path)
+                               self.storage_ready, self._record_path, calendar=self.calendar, token=token)
         self.infra = infra
         self._assemble(infra)
         root = infra.supervisor("root")
@@ -151,59 +171,114 @@ class Runtime:
         # First built, so first started and last stopped: the line that says the process gives up is
         # still sent while the other subtrees stop (actors/alerts/assembly.py).
         self.alerts = assemble_alerts(infra)
+        self.instruments = w.instruments if w.instruments is not None else self._instrument_book(infra)
+        if infra.token is not None:
+            self.token_keeper = assemble_token_keeper(infra, infra.token)
         if "market_data" in self.subtrees:
-            self.market_data = assemble_market_data(infra, w.market_data)
+            self.market_data = assemble_market_data(infra, w.market_data, self.instruments)
+        elif live_master(s):
+            self._follow_stored_master(attempt=0)  # no refresher in this process: the MDS stores the master
         mds = None
         if self.role == "trader" and s.market_data.provider == "mds":
             client = MdsHttpClient.from_settings(s.market_data)
             mds = MdsConnection(client, MdsMarketView(client, infra.clock, s.market_data.quote_max_age_seconds))
         if "trading" in self.subtrees:
             quotes = w.quotes if w.quotes is not None else self._quote_book(mds)
-            self.trading = assemble_trading(infra, quotes, w.broker)
+            self.trading = assemble_trading(
+                infra, quotes, w.broker, instruments=self.instruments,
+                contracts=self.market_data.contracts if self.market_data is not None else None)
         if "signals" in self.subtrees:
             trading = self.trading
+            rule, monthly = s.strategy.expiry, self.instruments.monthly_expiries
             chains: MarketView | None
-            if mds is not None:
+            if w.chains is not None:
+                chains = w.chains
+            elif mds is not None:
                 chains = mds.view
             elif self.market_data is not None:
-                chains = cache_chains(self.market_data.cache)
+                chains = cache_chains(self.market_data.cache, rule, monthly)
             else:
-                chains = stored_chains(infra.storage, infra.clock)
+                chains = stored_chains(infra.storage, infra.clock, rule, monthly)
             sink = w.signal_sink if w.signal_sink is not None else (trading.desk if trading else None)
             underlyings = tuple(s.feed.symbols)
             self.signals = assemble_signals(
                 infra, sink, chains=chains, mds=mds, options=w.strategy,
                 risk_view=(lambda: (trading.risk.snapshot(), trading.risk.limits)) if trading else None,
-                positions=(lambda: trading.book.positions_by_underlying(underlyings)) if trading else None)
-        self.parts = [h.subtree for h in (self.alerts, self.market_data, self.trading, self.signals) if h is not None]
+                positions=(lambda: trading.book.positions_by_underlying(underlyings)) if trading else None,
+                instruments=self.instruments)
+        # The alerts first (started first, stopped last: the line that says the process gives up is still
+        # sent while the rest stops), then the token keeper: its TOKEN_EXPIRES_AT (and a renewal due at
+        # start) before anything dials Dhan.
+        self.parts = [h.subtree for h in (self.alerts, self.token_keeper, self.market_data, self.trading,
+                                          self.signals) if h is not None]
+
+    def _instrument_book(self, infra: Infrastructure) -> InstrumentBook:
+        """The instrument master every subtree shares: the shipped snapshot for sim/paper/replay; else an
+        empty book that Dhan's master fills (market_data's refresher, or the stored copy in role trader)."""
+        if live_master(self.settings):
+            return InstrumentBook()
+        return snapshot_book(infra.clock.now())
+
+    def _follow_stored_master(self, attempt: int) -> None:
+        """Role trader with Dhan: the master the MDS process stores, read at start and re-read when newer."""
+        if self._stop_requested.is_set():
+            return
+        delay = STORED_MASTER_CHECK_SECONDS
+        if self.storage_ready.is_set():
+            try:
+                stored_at = self.storage.instruments.loaded_at()
+                if stored_at is not None and stored_at > self.instruments.loaded_at:
+                    rows = self.storage.instruments.all()
+                    self.instruments.replace(InstrumentIndex(rows), source="storage", loaded_at=stored_at)
+                    log.event("INSTRUMENTS_LOADED", f"instrument master read from the database: {len(rows)} "
+                              "instruments", source="storage", instruments=len(rows), loaded_at=stored_at)
+                elif stored_at is None and attempt == 0:
+                    log.event("INSTRUMENTS_MISSING", "no instrument master stored yet (the MDS process loads it): "
+                              "lots and ticks unknown until it does", level=30)
+            except StorageError as exc:
+                log.event("INSTRUMENTS_RESTORE_FAILED", f"stored instrument master unavailable: {exc}", level=30)
+                delay = min(delay, 5.0 * 2 ** min(attempt, 6))
+        else:
+            delay = 1.0
+        self.scheduler.call_later(delay, self._follow_stored_master, attempt + 1)
+
+    def _ltp_fetch(self) -> LtpFetch | None:
+        """A REST LTP for prices nothing fresher knows (Dhan's quote API, 1 request/s), where this process
+        talks to Dhan."""
+        s = self.settings
+        if not (live_master(s) and s.dhan.client_id and s.dhan.access_token):
+            return None
+        from actors.dhan.client import DhanClient
+
+        client = DhanClient(s, clock=self.clock)
+        self._closers.append(client.close)
+        return client.ltp_of
 
     def _quote_book(self, mds: MdsConnection | None) -> QuoteBook:
         """Where the trading side's prices come from, by what this process has (see actors/trading/quotes)."""
-        underlyings = tuple(self.settings.option_chain.underlyings)
+        s = self.settings
+        underlyings = tuple(s.option_chain.underlyings)
+        now, max_age = self.clock.now, s.execution.max_quote_age_seconds
         if self.market_data is not None:
             cache = self.market_data.cache
-
-            def cache_quote(symbol: str) -> float | None:
-                quote = cache.quote(symbol)
-                return float(quote[0]) if quote is not None else None
-
-            def cache_payloads(underlying: str) -> list[object]:
-                records = (cache.option_chain(underlying, expiry) for expiry in cache.chain_expiries(underlying))
-                return [record.payload for record in records if record is not None]
-
-            return QuoteBook([cache_quote, chain_quotes(underlyings, cache_payloads)])
-        if mds is not None:
-            return QuoteBook([mds.view.quote])
+            return QuoteBook(timed=[("tick", cache.quote), ("chain", cache.chain_quote)], fetch=self._ltp_fetch(),
+                             now=now, max_age_seconds=max_age)
+        if mds is not None:  # the trader asks the MDS only, never Dhan, for prices
+            return QuoteBook([mds.view.quote], now=now, max_age_seconds=max_age)
         bus = self.bus
 
-        def bus_payloads(underlying: str) -> list[object]:
+        def bus_payloads(underlying: str) -> list[tuple[object, float]]:
             try:
                 raw = bus.get(f"option_chain:{underlying}")
-                return [orjson.loads(raw).get("payload")] if raw is not None else []
-            except (StorageError, ValueError, AttributeError):
+                if raw is None:
+                    return []
+                body = orjson.loads(raw)
+                return [(body.get("payload"), float(body.get("updated_at") or 0.0))]
+            except (StorageError, ValueError, AttributeError, TypeError):
                 return []
 
-        return QuoteBook([bus_quotes(bus), chain_quotes(underlyings, bus_payloads)])
+        return QuoteBook(timed=[("bus", bus_quotes(bus)), ("chain", chain_quotes(underlyings, bus_payloads))],
+                         fetch=self._ltp_fetch(), now=now, max_age_seconds=max_age)
 
     def _migrate_with_retry(self, attempt: int) -> None:
         """Database down at start: retry with backoff on the scheduler; health says so meanwhile."""
@@ -230,10 +305,12 @@ class Runtime:
 
         h = self.settings.http
         if self.market_data is not None:
-            app = create_mds_app(self.market_data.cache, self)
-            self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds").start())
+            app = create_mds_app(self.market_data.cache, self, self.instruments.canonical)
+            self.servers.append(HttpServer(app, h.host, h.mds_port, h.threads, "mds",
+                                           connection_limit=h.connection_limit).start())
         control = create_control_app(self, self.trading.api if self.trading is not None else None)
-        self.servers.append(HttpServer(control, h.host, h.control_port, h.threads, "control").start())
+        self.servers.append(HttpServer(control, h.control_host, h.control_port, h.threads, "control",
+                                       connection_limit=h.connection_limit).start())
 
     # -- run / stop -------------------------------------------------------------------------------------
     def wait(self) -> int:
@@ -277,7 +354,7 @@ class Runtime:
                 ref.stop(block=True, timeout=self.settings.supervision.shutdown_timeout_seconds)
             except Exception as exc:  # a hung actor thread cannot be killed: say so and go on
                 log.event("SHUTDOWN_TIMEOUT", f"supervision tree did not stop cleanly: {exc}", level=40)
-        for closer in (self.bus.close, self.storage.close):
+        for closer in (*self._closers, self.bus.close, self.storage.close):
             try:
                 closer()
             except Exception as exc:
@@ -300,6 +377,12 @@ class Runtime:
                     checks[name] = HealthCheck(False, {"error": str(exc)})
         ok = all(c.ok for c in checks.values())
         return ok, {name: {"ok": c.ok, **c.detail} for name, c in checks.items()}
+
+    def market(self) -> dict[str, Any]:
+        """The exchange now, for health: {"market": "open" | "closed", "market_reason", "next_open"}."""
+        status = self.calendar.market_status(self.clock.now())
+        return {"market": status.state, "market_reason": status.reason,
+                "next_open": to_iso_ist(status.next_open) if status.next_open is not None else None}
 
     def _database_health(self) -> HealthCheck:
         try:
@@ -346,6 +429,7 @@ class Runtime:
                     sections[name] = provider()
                 except Exception as exc:
                     sections[name] = {"error": str(exc)}
+        sections.setdefault("instruments", self.instruments.status())
         return {
             "role": self.role,
             "pid": os.getpid(),
@@ -367,3 +451,7 @@ class Runtime:
 
     def control_token(self) -> str:
         return self.settings.control.token.reveal()
+
+    def control_reads_require_token(self) -> bool:
+        """Reads on the control port need the bearer token (config.security.reads_require_token)."""
+        return reads_require_token(self.settings.control.reads_require_token, self.settings.http.control_host)

@@ -16,6 +16,7 @@ import falcon
 import falcon.media
 import orjson
 
+from httpapi.guard import BodyLimit
 from telemetry.logs import get_logger
 
 __all__ = [
@@ -73,7 +74,7 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, para
 
 
 def create_base_app() -> falcon.App:
-    app = falcon.App(cors_enable=False)
+    app = falcon.App(cors_enable=False, middleware=[BodyLimit()])  # bodies over 64 KiB: 413 before any auth
     handler = OrjsonHandler()
     app.req_options.media_handlers.update({falcon.MEDIA_JSON: handler})
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})

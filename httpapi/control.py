@@ -4,6 +4,8 @@
     GET  /v1/trades?state=&day=            trades rows (state: a TradeState name; day: YYYY-MM-DD, IST)
     GET  /v1/trades/{pos_id}               the row, the live context, the orders and the full event timeline
     POST /v1/trades                        manual entry {pos_id, symbol, side: BUY|SELL, qty, price?, reason?}
+                                           symbol: NIFTY, SEC_<id>, or a trading symbol the instrument
+                                           master knows (NIFTY-Dec2026-24000-CE); qty in units, whole lots
     POST /v1/trades/{pos_id}/exit          {reason?}
     POST /v1/control/kill-switch           {"engaged": true|false, reason?}
     POST /v1/control/flatten               {reason?}: exit everything, then stay halted (kill switch engaged)
@@ -35,6 +37,7 @@ from actors.trading.api import (
     TradingApi,
     TradingUnavailable,
 )
+from core.instruments import InstrumentError, LotSizeError, lots_of
 from core.orders import Side
 from core.trade import TradeState
 from httpapi.common import bad_param, float_param, json_body, str_param
@@ -42,7 +45,7 @@ from storage.errors import StorageError, StorageUnavailable
 
 __all__ = ["add_trading_routes"]
 
-SYMBOL = r"NIFTY|BANKNIFTY|FINNIFTY|SEC_\d{1,10}"
+SYMBOL_TEXT = r"[A-Za-z0-9][A-Za-z0-9_:. -]{0,63}"
 DAY = r"\d{4}-\d{2}-\d{2}"
 MAX_QTY = 1_000_000
 _STATES = {state.value for state in TradeState}
@@ -119,9 +122,15 @@ class TradesResource:
 
     def _entry(self, body: dict[str, Any]) -> ManualEntryRequest:
         pos_id = _pos_id(body.get("pos_id"))
-        symbol = body.get("symbol")
-        if not isinstance(symbol, str) or not re.fullmatch(SYMBOL, symbol):
-            raise bad_param("symbol", "must be NIFTY, BANKNIFTY, FINNIFTY or SEC_<security id>")
+        text = body.get("symbol")
+        if not isinstance(text, str) or not re.fullmatch(SYMBOL_TEXT, text):
+            raise bad_param("symbol", "must be NIFTY, BANKNIFTY, FINNIFTY, SEC_<security id> or a trading symbol "
+                                      "such as NIFTY-Dec2026-24000-CE")
+        try:
+            symbol = self.trading.instruments.canonical(text)
+            contract = self.trading.instruments.find(symbol)
+        except InstrumentError as exc:
+            raise bad_param("symbol", str(exc)) from None
         side = body.get("side")
         if side not in ("BUY", "SELL"):
             raise bad_param("side", "must be BUY or SELL")
@@ -131,8 +140,11 @@ class TradesResource:
         if not 0 < qty <= MAX_QTY:
             raise bad_param("qty", f"must be between 1 and {MAX_QTY}")
         lot = self.trading.lot_size(symbol)
-        if lot and qty % lot:
-            raise bad_param("qty", f"must be a multiple of the lot size {lot} of {symbol}")
+        if lot:
+            try:
+                lots_of(qty, lot)
+            except LotSizeError as exc:
+                raise bad_param("qty", f"{exc} of {text}") from None
         price = body.get("price")
         if price is not None:
             price = float_param(price, "price", minimum=0.0)
@@ -141,8 +153,11 @@ class TradesResource:
         unknown = set(body) - {"pos_id", "symbol", "side", "qty", "price", "reason"}
         if unknown:
             raise bad_param(sorted(unknown)[0], "unknown field")
+        described = symbol
+        if contract is not None and contract.is_option:
+            described = f"{contract.underlying} {contract.expiry} {contract.strike:g} {contract.option_type}"
         return ManualEntryRequest(pos_id=pos_id, symbol=symbol, side=Side(side), qty=qty, price=price,
-                                  reason=_reason(body) or "manual entry")
+                                  reason=_reason(body) or "manual entry", instrument=described)
 
 
 class TradeResource:

@@ -2,21 +2,28 @@
 
 `market_data` is the MDS read model (actors.market_data.assembly.MarketDataView): it answers from in-memory state kept
 by the candle builders, the feed and the option-chain poller, never with a database query per request.
+
+`/v1/quote` also takes a trading symbol the instrument master knows (`NIFTY-Dec2026-24000-CE` is answered
+as its SEC_<id>), and answers for any contract the feed ticks (a position's) or a live chain prices.
+`/v1/option_chain` without `expiry` answers the nearest expiry not yet over (15:30 IST on its day).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import falcon
 import orjson
 
 from core.market import Candle, to_iso_ist
-from httpapi.common import bool_param, int_param, str_param
+from httpapi.common import bad_param, bool_param, int_param, str_param
 
 __all__ = ["MarketDataView", "add_mds_routes"]
 
 SYMBOL = r"NIFTY|BANKNIFTY|FINNIFTY|SEC_\d{1,10}"
+QUOTE_SYMBOL = r"[A-Za-z0-9][A-Za-z0-9_:. -]{0,63}"
+Resolve = Callable[[str], str]  # a user's name -> the system's (InstrumentBook.canonical); ValueError if unknown
 EXPIRY = r"\d{4}-\d{2}-\d{2}"
 
 
@@ -27,6 +34,12 @@ class MarketDataView(Protocol):
 
     def quote(self, symbol: str) -> tuple[float, float] | None:
         """(ltp, tick epoch seconds) or None."""
+
+    def served_symbol(self, symbol: str) -> bool:
+        """Quoted here: a configured symbol, or a contract with a tick or a live chain price."""
+
+    def chain_quote(self, symbol: str) -> tuple[float, float] | None:
+        """(price, the chain's updated_at) of a contract in a live option chain."""
 
     def option_chain(self, symbol: str, expiry: str | None) -> Any:
         """An object with idx, expiry, payload, updated_at — or None."""
@@ -96,20 +109,36 @@ class OptionChainResource:
 
 
 class QuoteResource:
-    def __init__(self, market_data: MarketDataView) -> None:
+    def __init__(self, market_data: MarketDataView, resolve: Resolve | None) -> None:
         self.market_data = market_data
+        self.resolve = resolve
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        symbol = _symbol(req, self.market_data)
+        text = str_param(req, "symbol", pattern=QUOTE_SYMBOL if self.resolve is not None else SYMBOL)
+        assert text is not None
+        try:
+            symbol = self.resolve(text) if self.resolve is not None else text
+        except ValueError as exc:
+            raise bad_param("symbol", str(exc)) from None
+        if not self.market_data.served_symbol(symbol):
+            raise falcon.HTTPNotFound(title="unknown symbol", description=f"{text} is not served here")
         quote = self.market_data.quote(symbol)
+        source = "tick"
         if quote is None:
-            raise falcon.HTTPNotFound(title="no quote", description=f"no tick for {symbol} yet")
+            quote, source = self.market_data.chain_quote(symbol), "option_chain"
+        if quote is None:
+            raise falcon.HTTPNotFound(title="no quote", description=f"no tick for {text} yet")
         ltp, ts = quote
-        resp.media = {"symbol": symbol, "ltp": ltp, "ts": to_iso_ist(ts),
-                      "age_seconds": round(max(0.0, self.market_data.now() - ts), 3)}
+        body = {"symbol": symbol, "ltp": ltp, "ts": to_iso_ist(ts),
+                "age_seconds": round(max(0.0, self.market_data.now() - ts), 3)}
+        if source != "tick":
+            body["source"] = source
+        if symbol != text:
+            body["requested"] = text
+        resp.media = body
 
 
-def add_mds_routes(app: falcon.App, market_data: MarketDataView) -> None:
+def add_mds_routes(app: falcon.App, market_data: MarketDataView, resolve: Resolve | None = None) -> None:
     app.add_route("/v1/candles/last", CandlesLastResource(market_data))
     app.add_route("/v1/option_chain", OptionChainResource(market_data))
-    app.add_route("/v1/quote", QuoteResource(market_data))
+    app.add_route("/v1/quote", QuoteResource(market_data, resolve))

@@ -13,7 +13,9 @@ __all__ = ["ActorRestartResource", "HealthResource", "StatusResource"]
 
 
 class HealthResource:
-    """200 when every component's check passes; 503 naming what fails."""
+    """200 when every component's check passes; 503 naming what fails. Also says whether the exchange trades
+    now (`market`: open / closed, `market_reason`: weekend, holiday: <name>, after hours, ...): outside market
+    hours a silent feed is not a failure."""
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
@@ -21,7 +23,8 @@ class HealthResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ok, checks = self.runtime.health()
         resp.status = falcon.HTTP_200 if ok else falcon.HTTP_503
-        resp.media = {"status": "ok" if ok else "degraded", "role": self.runtime.role,
+        market = self.runtime.market() if hasattr(self.runtime, "market") else {}
+        resp.media = {"status": "ok" if ok else "degraded", "role": self.runtime.role, **market,
                       "failing": [name for name, c in checks.items() if not c["ok"]], "checks": checks}
 
 

@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 from core.orders import Leg, correlation_id
-from core.trade import MAX_EXIT_ATTEMPTS
 from review.model import (
     Incident,
     Order,
@@ -85,6 +84,9 @@ _DAY_WIDE = -2
 _CORRELATION = re.compile(r"^(?P<pos>.+)-(?P<leg>[EX])(?P<attempt>\d*)$")
 _TERMINAL_STATES = frozenset({"CLOSED", "REJECTED", "CANCELLED", "DENIED"})
 _ACK_WHO = re.compile(r"acknowledged by (?P<who>.+?); hold")
+
+# Exit orders per trade whose hashed correlation ids are derived (exits retry without a limit).
+_DERIVED_ATTEMPTS = 64
 
 
 def _ids(incident: Incident) -> list[str]:
@@ -556,7 +558,7 @@ class Reviewer:
         derived: dict[str, str] = {}
         for known in self._trades:
             for leg in (Leg.ENTRY, Leg.EXIT):
-                for attempt in range(MAX_EXIT_ATTEMPTS + 1):
+                for attempt in range(_DERIVED_ATTEMPTS):
                     derived[correlation_id(known, leg, attempt)] = known
         for ts, process, entry in self._pending:
             corr, order = entry.get("correlation_id"), entry.get("order_id")

@@ -67,6 +67,7 @@ __all__ = ["POSTGRESQL", "PostgresStorage"]
 
 log = get_logger("storage.postgres")
 T = TypeVar("T")
+_LOCK_PROBE_INTERVAL = 1.0  # seconds between probes of a database known to be down, from placement locks
 
 POSTGRESQL = Dialect(
     name="postgresql", mark="%s",
@@ -166,6 +167,7 @@ class _Database(SqlDatabase):
         self._outage = ("", 0.0)  # the open DATABASE_OUTAGE incident: its id, since (epoch)
         self._health_lock = threading.Lock()
         self._probe_lock = threading.Lock()
+        self._next_lock_probe = 0.0  # while down, placement locks probe at most once per interval
 
     def _reconnect_failed(self, pool: ConnectionPool[Any]) -> None:
         log.event("STORAGE_RECONNECT_FAILED", "pool gave up a background reconnection; the next call retries",
@@ -255,9 +257,25 @@ class _Database(SqlDatabase):
             conn.close()
             pool.putconn(conn)
 
-    def lock_connection(self) -> psycopg.Connection[Any]:
-        """A connection for a placement lock, from the lock pool (its transaction is ours until returned)."""
-        return self._checkout(self.lock_pool)
+    def lock_connection(self, what: str) -> psycopg.Connection[Any]:
+        """A connection for a placement lock, from the lock pool (its transaction is ours until returned).
+
+        While the database is known to be down this probes it at most once a second and otherwise fails at
+        once instead of waiting `connect_timeout`: a flatten of many positions during an outage must not
+        queue one wait per exit."""
+        if not self._healthy:
+            now = time.monotonic()
+            if now < self._next_lock_probe:
+                raise StorageUnavailable(f"{what}: database unreachable: {self._last_error}")
+            self._next_lock_probe = now + _LOCK_PROBE_INTERVAL
+            with self.connection(what):  # a probe: marks the database healthy, or raises at once
+                pass
+        try:
+            with _translated(what, self.timeout):
+                return self._checkout(self.lock_pool)
+        except StorageUnavailable as exc:
+            self._mark(False, str(exc))
+            raise
 
     def return_lock_connection(self, conn: psycopg.Connection[Any]) -> None:
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
@@ -552,8 +570,7 @@ class PostgresStorage(SqlStorage):
                                                claim.created_at) if claim is not None else True
                 return
             remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-            with _translated(f"placement lock {pos_id}", self._pg.timeout):
-                conn = self._pg.lock_connection()
+            conn = self._pg.lock_connection(f"placement lock {pos_id}")
             try:
                 with _translated(f"placement lock {pos_id}", self._pg.timeout):
                     # One round trip: the lock and the claim are pipelined (the server runs them in order);

@@ -102,6 +102,10 @@ class TradeRepository(Protocol):
         """Trades filtered by state and/or opened_day, in creation order."""
         ...
 
+    def open_trades(self) -> list[TradeRecord]:
+        """The rows of trades not in a terminal state (any process), in creation order."""
+        ...
+
     def open_pos_ids(self) -> list[str]:
         """pos_ids of trades not in a terminal state (CLOSED, REJECTED, CANCELLED), in creation order."""
         ...
@@ -211,6 +215,10 @@ class InstrumentRepository(Protocol):
         ...
 
     def get(self, segment: str, security_id: str) -> Instrument | None: ...
+
+    def all(self) -> list[Instrument]:
+        """The whole stored master, by segment and security id (what a process restores at start)."""
+        ...
 
     def by_trading_symbol(self, text: str) -> list[Instrument]:
         """Instruments whose trading symbol is `text`, ignoring case (one, unless two segments share

@@ -486,6 +486,11 @@ class SqlTrades:
     def open_pos_ids(self) -> list[str]:
         return [row[0] for row in self._db.fetchall("open trades", self._open, TERMINAL)]
 
+    def open_trades(self) -> list[TradeRecord]:
+        rows = self._db.fetchall("open trade rows", f"{self._select} WHERE {self._not_terminal} "
+                                                     "ORDER BY created_at, pos_id", TERMINAL)
+        return [trade_from_row(row) for row in rows]
+
     def closed_since(self, ts: float) -> list[TradeRecord]:
         rows = self._db.fetchall("closed trades", self._closed_since, ("CLOSED", float(ts)))
         return [trade_from_row(row) for row in rows]
@@ -624,6 +629,7 @@ class SqlInstruments:
         m = d.mark
         select = f"SELECT {d.select_list(INSTRUMENT_COLUMNS)} FROM instruments"
         self._get = f"{select} WHERE segment = {m} AND security_id = {m}"
+        self._all = f"{select} ORDER BY segment, security_id"
         self._by_symbol = f"{select} WHERE upper(trading_symbol) = upper({m}) ORDER BY segment, security_id"
         options = f"{select} WHERE underlying = {m} AND option_type IN ({m}, {m})"
         self._options = f"{options} ORDER BY expiry, strike, option_type, segment, security_id"
@@ -657,6 +663,9 @@ class SqlInstruments:
     def get(self, segment: str, security_id: str) -> Instrument | None:
         row = self._db.fetchone("instrument", self._get, (segment, security_id))
         return None if row is None else instrument_from_row(row)
+
+    def all(self) -> list[Instrument]:
+        return [instrument_from_row(row) for row in self._db.fetchall("instruments", self._all)]
 
     def by_trading_symbol(self, text: str) -> list[Instrument]:
         return [instrument_from_row(row) for row in self._db.fetchall("instrument by symbol", self._by_symbol,

@@ -15,9 +15,12 @@ import hashlib
 import logging
 import logging.handlers
 import os
+import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -36,7 +39,6 @@ __all__ = [
 ]
 
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-_secrets: list[str] = []
 _process: dict[str, Any] = {}  # stamped on every line: pid, role (a field the line sets itself wins)
 
 
@@ -60,18 +62,82 @@ def incident_id(kind: str, subject: str, started_at: float) -> str:
     return f"{kind.lower().replace('_', '-')}-{hashlib.sha1(basis.encode()).hexdigest()[:10]}"
 
 
+@dataclass(frozen=True)
+class _Redaction:
+    """The registered secrets, compiled; replaced whole on every `redact` (readers never see it change)."""
+
+    secrets: tuple[str, ...] = ()
+    line_forms: tuple[str, ...] = ()  # how a secret can appear inside a JSON string literal of the line
+    pattern: re.Pattern[str] | None = None  # matches a secret in a decoded string value
+
+
+_redaction = _Redaction()
+_redact_lock = threading.Lock()
+# A JSON string literal in an encoded line (outside string literals a JSON line has no quote).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+WHOLE_WORD_BELOW = 8
+
+
 def redact(*values: str) -> None:
-    """Register secret values that must never reach a log line, whatever logs them."""
-    for value in values:
-        if value and len(value) >= 4 and value not in _secrets:
-            _secrets.append(value)
+    """Register secret values that must never reach a log line, whatever logs them.
+
+    Every non-empty secret is redacted, in messages, fields and tracebacks, also when it holds `"` or `\\`
+    (the line is JSON: the secret appears escaped there) and when a value embeds it in JSON text or a
+    Python repr (escaped twice). A secret of 8 characters or more is replaced wherever it appears; a
+    shorter one only as a whole word (its edges not touching another letter, digit or `_`), so a
+    2-character password cannot mangle every line. Redaction works on the decoded string values of the
+    line, so a redacted line is still valid JSON. Numbers are not matched: log secrets as strings."""
+    global _redaction
+    with _redact_lock:
+        known = list(_redaction.secrets)
+        for value in values:
+            if value and value not in known:
+                known.append(value)
+        if len(known) != len(_redaction.secrets):
+            _redaction = _compile(tuple(known))
+
+
+def _escaped(text: str) -> str:
+    return orjson.dumps(text).decode()[1:-1]
+
+
+def _compile(secrets: tuple[str, ...]) -> _Redaction:
+    line_forms: dict[str, None] = {}
+    alternatives: dict[str, None] = {}
+    for secret in sorted(secrets, key=len, reverse=True):
+        # As a value holds it: itself, inside JSON text, inside a Python repr (an exception's {value!r}).
+        forms = dict.fromkeys((secret, _escaped(secret), repr(secret)[1:-1]))
+        line_forms.update(dict.fromkeys(_escaped(form) for form in forms))
+        for form in forms:
+            alternatives[_matcher(form, whole_word=len(secret) < WHOLE_WORD_BELOW)] = None
+    return _Redaction(secrets, tuple(line_forms), re.compile("|".join(alternatives)))
+
+
+def _matcher(form: str, *, whole_word: bool) -> str:
+    body = re.escape(form)
+    if not whole_word:
+        return body
+    # A word edge of the secret must not touch another word character ("pw" masks "pw" and "=pw&", not "pwd").
+    lead = r"(?<!\w)" if re.match(r"\w", form[0]) else ""
+    trail = r"(?!\w)" if re.match(r"\w", form[-1]) else ""
+    return f"{lead}{body}{trail}"
 
 
 def _scrub(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    redaction = _redaction
+    if redaction.pattern is None or not any(form in text for form in redaction.line_forms):
+        return text
+    pattern = redaction.pattern
+
+    def literal(match: re.Match[str]) -> str:
+        encoded = match.group(0)
+        if not any(form in encoded for form in redaction.line_forms):
+            return encoded
+        value = orjson.loads(encoded)
+        scrubbed = pattern.sub("***", value)
+        return encoded if scrubbed == value else orjson.dumps(scrubbed).decode()
+
+    return _JSON_STRING.sub(literal, text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -99,7 +165,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
         line = orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-        return _scrub(line) if _secrets else line
+        return _scrub(line)
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:

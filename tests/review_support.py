@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,7 +82,10 @@ def process_log(path: Path, clock: VirtualClock, max_bytes: int = 0, backups: in
         configure_logging("INFO", str(path), max_bytes=max_bytes, backups=backups, stream=devnull)
         set_process_context(pid=pid, role=role)
         root = logging.getLogger()
+        writer = threading.get_ident()
         for handler in root.handlers:
+            # Only this thread's lines: a thread an earlier test left behind must not add one to the day.
+            handler.addFilter(lambda record: record.thread == writer)
             handler.addFilter(clock)
         try:
             yield

@@ -241,5 +241,5 @@ def test_a_replay_alerts_nobody() -> None:
 
     configured = Settings().replace(alerts={"webhook_url": "http://127.0.0.1:9/hook", "telegram_token": BOT_TOKEN,
                                             "telegram_chat_id": "-1001"})
-    replayed = _replay_settings(configured, Path("ticks.csv"), Path("replay.db")).alerts
+    replayed = _replay_settings(configured, Path("ticks.csv"), Path("replay.db"), ("NIFTY",)).alerts
     assert (replayed.webhook_url, replayed.telegram_chat_id, bool(replayed.telegram_token)) == ("", "", False)

@@ -187,7 +187,7 @@ def test_database_down_at_start_is_retried_not_a_crash(pg_url: str) -> None:
 @pytest.mark.parametrize("path", ["/v1/actors/feed/restart"])
 def test_actor_restart_needs_the_control_token(tmp_path: Path, path: str) -> None:
     configure_logging("WARNING")
-    settings = load_settings(env={"MYBOT_CONTROL_TOKEN": "s3cret-token"}, overrides={
+    settings = load_settings(env={"MYBOT_CONTROL_TOKEN": "s3cret-token-long-enough"}, overrides={
         "storage": {"url": f"sqlite:///{tmp_path / 'db.sqlite'}"}, "http": {"mds_port": 0, "control_port": 0},
         "option_chain": {"underlyings": []}})
     runtime = Runtime(settings, "mds").start()
@@ -197,12 +197,12 @@ def test_actor_restart_needs_the_control_token(tmp_path: Path, path: str) -> Non
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)
         assert refused.value.code == 401
-        request.add_header("Authorization", "Bearer s3cret-token")
+        request.add_header("Authorization", "Bearer s3cret-token-long-enough")
         with urllib.request.urlopen(request, timeout=5) as resp:
             body = json.load(resp)
         assert body["restarted"] == "feed" and body["status"]["restarts"] == 1
         unknown = urllib.request.Request(url.replace("/feed/", "/nope/"), method="POST", data=b"",
-                                         headers={"Authorization": "Bearer s3cret-token"})
+                                         headers={"Authorization": "Bearer s3cret-token-long-enough"})
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(unknown, timeout=5)
         assert missing.value.code == 404

@@ -148,7 +148,7 @@ def test_an_unreachable_server_is_a_temporary_network_error() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     settings = Settings().replace(dhan={"api_base_url": f"http://127.0.0.1:{port}/v2", "client_id": "1",
-                                        "access_token": "t", "request_timeout_seconds": 1.0})
+                                        "access_token": "unreachable-token", "request_timeout_seconds": 1.0})
     client = DhanClient(settings)
     with pytest.raises(TemporaryBrokerError) as failed:
         client.call("positions", client.sdk.get_positions, submit=True)

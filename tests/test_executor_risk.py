@@ -49,7 +49,11 @@ def test_daily_loss_breach_denies_entries_but_still_allows_exits(pg_url: str) ->
         h.wait_state("RISK-2", "CLOSED")
         risk = h.trader.api.risk()
         assert risk["trading_enabled"] is False and risk["halt_code"] == "DAILY_MAX_LOSS"
-        assert risk["realized_pnl"] == pytest.approx(-750.0) and "daily loss" in risk["why"]
+        # Net of charges: the losing round trip's -750 and the other trade's result, less what both paid.
+        rows = [h.storage.trades.get_trade(pos_id) for pos_id in ("RISK-1", "RISK-2")]
+        net = sum((row.realized_pnl or 0.0) - row.fees for row in rows)
+        assert rows[0].realized_pnl == pytest.approx(-750.0) and all(row.fees > 0 for row in rows)
+        assert risk["realized_pnl"] == pytest.approx(net, abs=0.02) and "daily loss" in risk["why"]
 
 
 def test_consecutive_losses_breach_denies_entries(pg_url: str) -> None:

@@ -21,14 +21,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("core",),
     ("config", "telemetry"),
     ("supervision", "storage", "review"),
-    ("actors", "actors.clock", "actors.brokers", "actors.dhan", "actors.sources", "actors.wiring"),
+    ("actors", "actors.clock", "actors.brokers", "actors.dhan", "actors.sources", "actors.wiring",
+     "actors.instruments"),
     ("actors.market_data", "actors.trading", "actors.signals", "actors.alerts"),
     ("httpapi",),
     ("daemon",),
 ]
 PACKAGES = ("core", "config", "telemetry", "supervision", "storage", "review", "actors", "httpapi", "daemon")
 # Packages of one layer that may import each other (a subtree meets another only through its protocol).
-SIBLINGS_ALLOWED = {"actors.clock", "actors.brokers", "actors.dhan", "actors.sources", "actors.wiring"}
+SIBLINGS_ALLOWED = {"actors.clock", "actors.brokers", "actors.dhan", "actors.sources", "actors.wiring",
+                    "actors.instruments"}
 SUBTREES = ("actors.market_data", "actors.trading", "actors.signals", "actors.alerts")
 
 

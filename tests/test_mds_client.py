@@ -7,18 +7,19 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pykka
 import pytest
 
-from actors.clock import SystemClock
+from actors.clock import SystemClock, VirtualClock
 from actors.signals.mds_client import CandlePushed, FetchCandles, MdsClientActor, MdsClientState, RefreshQuote
 from actors.signals.messages import CandlesClosed
 from actors.sources.mds_http import MdsHttpClient, MdsMarketView, MdsRejected, MdsUnavailable
 from config.settings import load_settings
-from core.market import Candle
+from core.market import IST, Candle
 from daemon.runtime import Runtime
 from storage.bus import InProcessBus
 from storage.records import OptionChainRecord
@@ -239,7 +240,8 @@ def test_the_paper_brokers_quote_falls_back_to_an_options_premium_in_the_chain()
     server = Scripted([(404, {"error": "unknown symbol"})])
     try:
         client = MdsHttpClient(server.url, timeout=1.0, attempts=1)
-        view = MdsMarketView(client, SystemClock(), quote_max_age=0.0)
+        clock = VirtualClock(SESSION_OPEN)  # the chain below expires a week later
+        view = MdsMarketView(client, clock, quote_max_age=0.0)
         chain = {"data": {"last_price": 24000.0, "oc": {
             "24000.000000": {"ce": {"security_id": 49081, "last_price": 120.5},
                              "pe": {"security_id": 49082, "last_price": 98.0}}}}}
@@ -247,6 +249,8 @@ def test_the_paper_brokers_quote_falls_back_to_an_options_premium_in_the_chain()
         assert view.quote("SEC_49082") == 98.0
         assert view.quote("SEC_1") is None and view.quote("NIFTY") is None
         assert view.option_chain("NIFTY") == chain
+        clock.advance(datetime(2026, 11, 27, 15, 30, tzinfo=IST).timestamp())  # that expiry is over
+        assert view.option_chain("NIFTY") is None
     finally:
         server.close()
 

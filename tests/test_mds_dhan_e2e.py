@@ -47,7 +47,8 @@ def _runtime(fake: FakeDhan, storage_url: str, **sections) -> tuple[Runtime, Mar
     overrides = {"storage": {"url": storage_url}, "dhan": fake.dhan_settings(),
                  "feed": {"source": "dhan", "symbols": ["NIFTY", "SEC_49081"], "stale_seconds": 30,
                           "reconnect_initial_seconds": 0.05, "reconnect_max_seconds": 0.2},
-                 "http": {"mds_port": 0, "control_port": 0}, "option_chain": {"underlyings": []}}
+                 "http": {"mds_port": 0, "control_port": 0}, "option_chain": {"underlyings": []},
+                 "calendar": {"enabled": False}}  # the candle clock and stale checks at any hour (tests run at night)
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
     runtime = Runtime(load_settings(env={}, overrides=overrides), "mds").start()

@@ -14,14 +14,16 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import requests
 
 from tests.conftest import IN_CI
-from tests.fakedhan import FakeDhan
+from tests.fakedhan import FakeDhan, unsigned_jwt
 from tests.support.supervisord import ROOT, Supervisord
 from tests.support.waiting import eventually
 
@@ -46,7 +48,8 @@ def test_every_block_of_the_runbook_is_a_command_block() -> None:
 
 @pytest.fixture
 def fake() -> Iterator[FakeDhan]:
-    with FakeDhan() as dhan:
+    client_id = "1000000001"  # a JWT access token, as Dhan's: `mybot dhan token` reads its expiry
+    with FakeDhan(client_id, unsigned_jwt(client_id, time.time() + 86_400)) as dhan:
         yield dhan
 
 
@@ -65,9 +68,11 @@ def test_every_runbook_command_works_against_a_live_daemon(pg_url: str, redis_ur
         "storage": {"url": pg_url, "redis_url": redis_url, "redis_prefix": redis_prefix},
         "dhan": {k: v for k, v in fake.dhan_settings().items() if k.endswith("_url")},
         "risk": {"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00"},
+        "calendar": {"enabled": False},  # tests run at night and on weekends
         "execution": {"lot_sizes": {"SEC_49081": 75}, "max_slippage_pct": 5.0, "square_off_check_seconds": 0.2},
         "reconcile": {"interval_seconds": 0.5},
     }
+    settings["dhan"]["token_check_seconds"] = 0.5  # the token runbook waits for the keeper's TOKEN_RELOADED
     secrets = {"control_token.txt": TOKEN, "dhan_client_id.txt": fake.client_id,
                "dhan_access_token.txt": fake.access_token}
     with Supervisord(tmp_path / "host", settings=settings, secrets=secrets, program={"startsecs": "1"}) as sup:
@@ -82,7 +87,7 @@ def test_every_runbook_command_works_against_a_live_daemon(pg_url: str, redis_ur
 
         variables = {"MYBOT_URL": sup.url, "MYBOT_CONFIG": str(sup.config_file), "MYBOT_SECRETS": str(sup.secrets),
                      "MYBOT_LOG": str(sup.log_file), "MYBOT_PG_URL": pg_url, "MYBOT_REDIS_URL": redis_url,
-                     "MYBOT_DHAN_URL": fake.rest.base_url, "NEW_DHAN_TOKEN": fake.access_token}
+                     "MYBOT_DHAN_URL": fake.rest.base_url, "NEW_DHAN_TOKEN": fake.tokens.issue()}
         script = ["set -eu"] + [f"{name}={shlex.quote(value)}" for name, value in variables.items()]
         for number, (line, body) in enumerate(runnable, 1):
             script.append(f"echo '>>> block {number} (OPERATION.md line {line})' >&2")
@@ -93,6 +98,7 @@ def test_every_runbook_command_works_against_a_live_daemon(pg_url: str, redis_ur
         rehearsal = requests.get(f"{sup.url}/v1/trades/REHEARSAL-1", timeout=5)
         closed = rehearsal.json()["trade"]["state"] if rehearsal.status_code == 200 else rehearsal.text
         problems = sup.problems() if result.returncode else ""
+        log_text = "".join(p.read_text() for p in sorted(sup.logs.glob("mybot.log*")) if p.suffix != ".gz")
 
     artifacts = ROOT / "tests" / "artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -102,5 +108,8 @@ def test_every_runbook_command_works_against_a_live_daemon(pg_url: str, redis_ur
                                     f"stderr:\n{result.stderr[-3000:]}\nstdout:\n{result.stdout[-3000:]}\n{problems}")
     assert len(markers) == len(runnable)  # every block ran
     assert rotated_token != TOKEN and closed == "CLOSED"  # the token runbook rotated it; the rehearsal ended
-    assert [body.split("\n")[0] for _, body in pending] == ['mybot dhan token --config "$MYBOT_CONFIG"']
+    acks = [orjson.loads(line) for line in log_text.splitlines() if '"event":"RECONCILE_ACKNOWLEDGED"' in line]
+    assert [a["accepted"] for a in acks] == [{"SEC_49082": 50}]  # the stray position, checked and accepted
+    assert acks[0]["incident_ids"] and acks[0]["who"]
+    assert pending == []  # every runbook command runs today
     assert os.path.exists(sup.log_file)

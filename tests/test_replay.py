@@ -77,7 +77,10 @@ def test_two_replays_of_one_file_are_byte_identical(tmp_path: Path) -> None:
     walks = {"NIFTY": (24_000.0, 4.0), "BANKNIFTY": (52_000.0, 10.0), "SEC_49081": (150.0, 0.8)}
     ticks = write_ticks(tmp_path / "ticks.csv", regime_walks(walks))
     settings = replay_settings(feed={"symbols": list(walks)},
-                               strategy={"timeframes": [60, 300], "timeframe_weights": {"60": 0.5, "300": 0.5}},
+                               strategy={"timeframes": [60, 300], "timeframe_weights": {"60": 0.5, "300": 0.5},
+                                         # the indices trade themselves here (1 unit a lot): 75 lots each
+                                         # reach the daily loss limit as the 75-unit lots of old did
+                                         "lots_per_underlying": {"NIFTY": 75, "BANKNIFTY": 75}},
                                risk={"max_open_positions": 2, "square_off_time": "15:00"})
     first = run_replay(settings, ticks, tmp_path / "a")
     second = run_replay(settings, ticks, tmp_path / "b")

@@ -153,7 +153,7 @@ def test_an_exit_that_keeps_failing_pages_a_human_and_that_is_an_exit_retries_in
     result = _review(log)
     [retries] = [i for i in result.incidents if i.kind == "EXIT_RETRIES"]
     assert retries.count == 5 and retries.ongoing and retries.details["submit_retries"] == 5
-    assert len(retries.details["operator_alerts"]) == 1 and "exit by hand" in retries.details["operator_alerts"][0]
+    assert len(retries.details["operator_alerts"]) == 1 and "still retrying" in retries.details["operator_alerts"][0]
     assert result.trades[0].state == "POSITION_OPEN" and result.summary.open == 1
 
 

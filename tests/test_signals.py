@@ -27,7 +27,7 @@ from core.signals import (
 )
 
 CANDLE_TS = 1_763_622_000  # 2025-11-20 12:30 IST
-SETTINGS = StrategySettings()  # entry >= 0.65, exit >= 0.6, base_lot 75, tiers 0.65->1, 0.75->2, 0.85->3
+SETTINGS = StrategySettings()  # entry >= 0.65, exit >= 0.6, base_lot 1 (lot), tiers 0.65->1, 0.75->2, 0.85->3
 
 
 def candle(symbol: str = "NIFTY", ts: int = CANDLE_TS, close: float = 25_642.0) -> Candle:
@@ -159,12 +159,16 @@ def test_sizing_tiers_pick_the_highest_reached_threshold(entry: float, lots: int
     assert signal.lots == lots and signal.qty == 75 * lots
 
 
-def test_lot_size_from_the_caller_overrides_base_lot() -> None:
-    policy = SignalPolicy(StrategySettings(base_lot=25))
-    [known] = decide(policy, score(1, entry=0.8), lot_size=65)
-    [unknown] = decide(policy, score(1, entry=0.8), lot_size=0, symbol="BANKNIFTY")
-    assert isinstance(known, EntrySignalRaised) and isinstance(unknown, EntrySignalRaised)
-    assert known.qty == 130 and unknown.qty == 50
+def test_base_lot_counts_lots_per_underlying_and_units_come_from_the_contracts_lot_size() -> None:
+    """Issue 10: strategy.base_lot counts LOTS (it used to count units), strategy.lots_per_underlying
+    overrides it per underlying, and the units per lot are the instrument master's lot of the contract
+    traded (the caller's `lot_size`); an unknown lot size (<= 0) trades nothing rather than guess."""
+    policy = SignalPolicy(StrategySettings(base_lot=2, lots_per_underlying={"BANKNIFTY": 3}))
+    [nifty] = decide(policy, score(1, entry=0.8), lot_size=65)  # tier 2 lots x base 2 = 4 lots of 65
+    [bank] = decide(policy, score(1, entry=0.8), lot_size=30, symbol="BANKNIFTY")  # 2 x 3 = 6 lots of 30
+    assert isinstance(nifty, EntrySignalRaised) and isinstance(bank, EntrySignalRaised)
+    assert (nifty.lots, nifty.qty) == (4, 260) and (bank.lots, bank.qty) == (6, 180)
+    assert decide(policy, score(1, entry=0.8), lot_size=0) == []
 
 
 @pytest.mark.parametrize(("max_qty", "qty"), [(None, 225), (1000, 225), (200, 150), (150, 150), (75, 75),

@@ -630,6 +630,9 @@ class StorageContract:
         assert instruments.expiries("NIFTY") == ["2026-12-22", "2026-12-29", "2027-01-26"]
         assert instruments.expiries("BANKNIFTY") == ["2026-12-29"]
         assert instruments.expiries("SENSEX") == []
+        everything = instruments.all()
+        assert sorted(everything, key=lambda i: (i.segment, i.security_id)) == everything
+        assert set(everything) == set(MASTER) and len(everything) == len(MASTER)
 
     def test_replace_all_replaces_the_whole_master(self, storage: Storage) -> None:
         storage.instruments.replace_all(MASTER, loaded_at=1000.0)

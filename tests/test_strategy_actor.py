@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 
 from actors.clock import SystemClock, VirtualClock
+from actors.instruments import InstrumentBook
 from actors.market_data.messages import candle_message
 from actors.signals.assembly import assemble_signals, stored_chains
 from actors.signals.messages import CandlesClosed, Drain, FeedStatusChanged, RecordingSink
 from actors.signals.strategy import StrategyActor, StrategyOptions
 from actors.wiring import Infrastructure
 from config.settings import Settings
+from core.instruments import Instrument, InstrumentIndex
 from core.market import Candle
 from core.orders import Side
 from core.signals import EntrySignalRaised, ExitSignalRaised, position_direction
@@ -55,15 +57,24 @@ class Chains:
         return self.chain
 
 
+def master(*contracts: tuple[str, int]) -> InstrumentBook:
+    """An instrument master holding these (security id, lot size) NIFTY 24000/24050 options."""
+    rows = [Instrument("IDX_I", "13", "INDEX", "NIFTY", "NIFTY", 1, 0.01)]
+    for n, (security_id, lot) in enumerate(contracts):
+        rows.append(Instrument("NSE_FNO", security_id, "OPTIDX", f"NIFTY-Dec2026-{24000 + 50 * n}-CE", "NIFTY", lot,
+                               0.05, "2026-12-29", 24000.0 + 50 * n, "CE", "M"))
+    return InstrumentBook(InstrumentIndex(rows), source="test", loaded_at=1.0)
+
+
 def start(settings: Settings | None = None, market: Any = None,
-          positions: Any = None) -> tuple[Any, RecordingSink, StrategyOptions]:
+          positions: Any = None, instruments: InstrumentBook | None = None) -> tuple[Any, RecordingSink, StrategyOptions]:
     settings = settings or replay_settings(strategy={"entry_max_candle_age_seconds": 0})
     recorder = RecordingSink()
     records: list[dict[str, Any]] = []
     parts = StrategyOptions(signal_listeners=(records.append,))
     RECORDS[id(parts)] = records
     ref = StrategyActor.start(None, settings, recorder, market, VirtualClock(), Scheduler.shared(), parts,
-                              None, positions)
+                              None, positions, None, instruments)
     return ref, recorder, parts
 
 
@@ -100,7 +111,8 @@ def test_an_index_entry_buys_the_atm_option_sized_within_the_capital() -> None:
         "24000.000000": {"ce": {"security_id": 49081, "last_price": 120.5}, "pe": {"security_id": 49082}},
         "24050.000000": {"ce": {"security_id": 49091, "last_price": 95.0}}}}}
     settings = replay_settings(strategy={"entry_max_candle_age_seconds": 0}, risk={"capital": 10_000})
-    ref, recorder, parts = start(settings, Chains(chain))
+    # a master of the days NIFTY's lot was 75
+    ref, recorder, parts = start(settings, Chains(chain), instruments=master(("49081", 75), ("49091", 75)))
     ref.tell(CandlesClosed("NIFTY", tuple(TREND[:ENTRY_MINUTE + 1])))
     ref.ask(Drain())
     [entry] = recorder.signals
@@ -109,6 +121,27 @@ def test_an_index_entry_buys_the_atm_option_sized_within_the_capital() -> None:
     assert entry.side.value == "BUY" and entry.price == 120.5
     # the score's tier asks for 2 lots (150 units = 18,075 rupees): the capital allows one lot
     assert entry.score.entry_score >= 0.75 and entry.qty == 75 and entry.lots == 1
+
+
+def test_the_quantity_is_lots_times_the_masters_lot_of_the_picked_contract_and_an_unknown_one_is_skipped() -> None:
+    chain = {"data": {"last_price": 24020.0, "oc": {
+        "24000.000000": {"ce": {"security_id": 49081, "last_price": 120.5}},
+        "24050.000000": {"ce": {"security_id": 49091, "last_price": 95.0}}}}}
+    settings = replay_settings(strategy={"entry_max_candle_age_seconds": 0, "lots_per_underlying": {"NIFTY": 2}})
+    ref, recorder, parts = start(settings, Chains(chain), instruments=master(("49081", 65), ("49091", 65)))
+    ref.tell(CandlesClosed("NIFTY", tuple(TREND[:ENTRY_MINUTE + 1])))
+    ref.ask(Drain())
+    [entry] = recorder.signals
+    assert isinstance(entry, EntrySignalRaised) and entry.instrument == "SEC_49081"
+    tier = 2 if entry.score.entry_score >= 0.75 else 1
+    assert entry.lots == tier * 2 and entry.qty == entry.lots * 65
+
+    ref, recorder, parts = start(settings, Chains(chain), instruments=master(("49091", 65)))  # 49081 unknown
+    ref.tell(CandlesClosed("NIFTY", tuple(TREND[:ENTRY_MINUTE + 1])))
+    ref.ask(Drain())
+    assert recorder.signals == []
+    skipped = [r["reason"] for r in records_of(parts) if r["kind"] == "ENTRY_SKIPPED"]
+    assert skipped and skipped[0] == "lot size of SEC_49081 unknown: not in the instrument master nor execution.lot_sizes"
 
 
 def test_the_reversal_exits_and_square_off_closes_what_is_left_in_candle_time() -> None:

@@ -40,6 +40,7 @@ def trader_config(pg_url: str, fake: FakeDhan, **sections: dict[str, Any]) -> di
         "storage": {"url": pg_url, "redis_url": ""},
         "dhan": {k: v for k, v in fake.dhan_settings().items() if k.endswith("_url")},
         "risk": {"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00"},
+        "calendar": {"enabled": False},  # tests run at night and on weekends
         "execution": {"lot_sizes": {"SEC_49081": 75}, "order_timeout_seconds": 120, "max_slippage_pct": 5.0},
         "reconcile": {"interval_seconds": 1.0},
         "log": {"file_max_bytes": 10_000, "file_backups": 50},  # small: the review reads rotated files

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pykka
 import pytest
 
 from actors.trading.trade_actor import Observe
+from config.reference import rate_table
+from core.charges import fill_charges
 from core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
+from core.risk import ist_day
 from tests.support.trading import ScriptedBroker, TraderHarness, eventually, trader_settings
 
 
@@ -46,7 +50,14 @@ def test_entry_fills_then_exit_closes_with_the_journal_written_before_each_step(
         entry, exit_ = h.broker.places
         assert entry.price == pytest.approx(101.0) and exit_.price == pytest.approx(102.96)
         eventually(lambda: "LIFE-1" not in h.trader.book, message="closed trade leaves the book")
-        assert h.trader.risk.snapshot().realized_pnl == pytest.approx(300.0)
+        # Charges are paid on both fills (brokerage, STT on the sell, exchange, SEBI, stamp, GST) and the risk
+        # guard counts the P&L net of them.
+        day = ist_day(time.time())
+        rates = rate_table(h.settings.charges)
+        fees = (fill_charges(rates, side="BUY", qty=75, price=100.0, day=day).total
+                + fill_charges(rates, side="SELL", qty=75, price=104.0, day=day).total)
+        assert fees > 40.0 and row.fees == pytest.approx(fees, abs=0.01)
+        assert h.trader.risk.snapshot().realized_pnl == pytest.approx(300.0 - fees, abs=0.01)
 
 
 def test_never_filling_order_times_out_and_is_cancelled(pg_url: str) -> None:

@@ -11,7 +11,8 @@ import pytest
 from core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
 from core.trade import (
     EVENT_TYPES,
-    MAX_EXIT_ATTEMPTS,
+    EXIT_ALERT_EVERY,
+    TERMINAL_STATES,
     TRANSITIONS,
     AlertOperator,
     CancelOrder,
@@ -30,6 +31,7 @@ from core.trade import (
     OrderSlippageDetected,
     OrderTimedOut,
     PlaceOrder,
+    PositionAdopted,
     RaiseExitSignal,
     RecordClosedTrade,
     SignalAccepted,
@@ -308,13 +310,48 @@ def path_exit_timeouts_late_fill_and_external_cancels() -> Run:
     return run
 
 
-def path_exit_gives_up_after_max_attempts() -> Run:
+def path_exit_never_gives_up_and_pages_every_n_failures() -> Run:
     run = opened()
-    for attempt in range(MAX_EXIT_ATTEMPTS):
-        run(exit_req(f"try {attempt}"))
+    for attempt in range(2 * EXIT_ALERT_EVERY):
+        run(exit_req("EXIT_SCORE"))
         last = run(OrderRejected(at=T0 + 61, leg=Leg.EXIT, reason="RMS block"))
-    assert len(last) == 1 and isinstance(last[0], AlertOperator)
-    assert "150 units still open" in last[0].message
+        retry = last[0]
+        assert isinstance(retry, RaiseExitSignal) and retry.failed_attempts == attempt + 1
+        assert retry.reason == "EXIT_SCORE" and "RMS block" in retry.detail  # the exit keeps its own reason
+        alerts = [c for c in last if isinstance(c, AlertOperator)]
+        assert len(alerts) == (1 if (attempt + 1) % EXIT_ALERT_EVERY == 0 else 0)
+        if alerts:
+            assert "150 units still open" in alerts[0].message and "still retrying" in alerts[0].message
+    assert run.context.state is S.POSITION_OPEN and run.context.exit_reason == "EXIT_SCORE"
+    return run
+
+
+def path_rejected_remainders_keep_their_fills() -> Run:
+    """A partial fill followed by a rejection (entry remainder, entry remainder being cancelled, exit remainder)
+    leaves a position holding exactly the filled units, and it is exitable."""
+    run = Run()
+    run(signal(), entry(), placed(), part(50, 100.0))
+    run(OrderRejected(at=T0 + 20, leg=Leg.ENTRY, reason="RMS: remainder rejected", order_id="E1"))
+    assert run.context.state is S.POSITION_OPEN and run.context.open_qty == 50
+    assert can_apply(run.context, ExitRequested)
+    run(exit_req(), placed(Leg.EXIT, "X1", qty=50), part(20, 101.0, Leg.EXIT, "X1"))
+    commands = run(OrderRejected(at=T0 + 40, leg=Leg.EXIT, reason="exit remainder rejected", order_id="X1"))
+    assert run.context.state is S.POSITION_OPEN and run.context.open_qty == 30
+    assert isinstance(commands[0], RaiseExitSignal) and commands[0].failed_attempts == 1
+    cancelling = Run()
+    cancelling(signal(), entry(), placed(), part(40, 100.0), OrderTimedOut(at=T0 + 30, order_id="E1", leg=Leg.ENTRY))
+    cancelling(OrderRejected(at=T0 + 31, leg=Leg.ENTRY, reason="cancel raced a reject", order_id="E1"))
+    assert cancelling.context.state is S.POSITION_OPEN and cancelling.context.open_qty == 40
+    run.pairs |= cancelling.pairs
+    return run
+
+
+def path_an_adopted_orphan_is_exited_like_any_position() -> Run:
+    run = Run()
+    run(adopted())
+    assert run.context.state is S.POSITION_OPEN and run.context.open_qty == 75
+    run(exit_req("SQUARE_OFF"), placed(Leg.EXIT, "X1", qty=75), filled(75, 99.0, Leg.EXIT, "X1"))
+    assert run.context.state is S.CLOSED and run.context.realized_pnl == pytest.approx(-2.0 * 75)
     return run
 
 
@@ -325,7 +362,9 @@ PATHS: list[Callable[[], Run]] = [
     path_remainder_cancelled_elsewhere_keeps_fills, path_exit_before_fill_cancels_entry,
     path_exit_during_partial_entry_opens_then_exits, path_slippage_raises_exit_and_closes,
     path_exit_rejected_then_retried, path_exit_timeout_partial_cancel_then_retry_closes,
-    path_exit_timeouts_late_fill_and_external_cancels, path_exit_gives_up_after_max_attempts,
+    path_exit_timeouts_late_fill_and_external_cancels, path_exit_never_gives_up_and_pages_every_n_failures,
+    path_rejected_remainders_keep_their_fills,
+    path_an_adopted_orphan_is_exited_like_any_position,
 ]
 
 
@@ -355,7 +394,13 @@ def sample(event_type: type[Event]) -> Event:
                                                      limit_pct=0.5),
         OrderRejected: OrderRejected(at=T0, leg=Leg.ENTRY, reason="x"),
         OrderCancelled: OrderCancelled(at=T0, order_id="E1", leg=Leg.ENTRY), ExitRequested: exit_req(),
+        PositionAdopted: adopted(),
     }[event_type]
+
+
+def adopted(qty: int = 75, price: float = 101.0) -> PositionAdopted:
+    return PositionAdopted(at=T0, pos_id=POS, symbol="SEC_49081", instrument="NIFTY 24500 CE",
+                           side=Side.BUY, qty=qty, avg_price=price, reason="75 units no live trade explains")
 
 
 def test_every_state_and_event_pair_not_in_the_table_is_refused() -> None:
@@ -553,3 +598,68 @@ def test_context_payload_is_plain_data() -> None:
     payload = opened().context.to_payload()
     assert json.loads(json.dumps(payload))["state"] == "POSITION_OPEN"
     assert payload["open_qty"] == 150 and payload["entry_correlation_id"] == ENTRY_CID
+
+
+BROKER_OUTCOMES = (OrderPlaced, OrderPartiallyFilled, OrderFilled, OrderRejected, OrderCancelled)
+# Pairs that cannot happen, each with the reason: nothing was sent yet, the trade is over, or `observe`
+# reports the order's placement before anything else about it (so a leg in *_PENDING sees OrderPlaced first),
+# or a placement is already known (a repeated OrderPlaced is no news and `observe` sends none).
+CANNOT_HAPPEN = {
+    **{(s, e): "no order was sent yet" for s in (S.NEW, S.SIGNAL_GENERATED) for e in BROKER_OUTCOMES},
+    **{(s, e): "the trade is over: observe matches no working order" for s in TERMINAL_STATES
+       for e in BROKER_OUTCOMES},
+    **{(s, e): "observe reports OrderPlaced first" for s in (S.ENTRY_PENDING, S.EXIT_PENDING)
+       for e in (OrderPartiallyFilled, OrderFilled, OrderCancelled)},
+    **{(s, OrderPlaced): "the order is already placed: no news" for s in (
+        S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.ENTRY_CANCEL_PENDING, S.ENTRY_PARTIAL_CANCEL_PENDING,
+        S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILLED, S.EXIT_CANCEL_PENDING)},
+    **{(S.POSITION_OPEN, e): "no order of this trade is working: observe matches none" for e in BROKER_OUTCOMES},
+}
+
+
+@pytest.mark.parametrize("state", list(TradeState), ids=str)
+def test_every_broker_outcome_in_every_state_has_a_transition_or_cannot_happen(state: TradeState) -> None:
+    for outcome in BROKER_OUTCOMES:
+        if (state, outcome) in CANNOT_HAPPEN:
+            assert (state, outcome) not in TRANSITIONS, f"{state} + {outcome.__name__} is said impossible"
+        else:
+            assert (state, outcome) in TRANSITIONS, f"{state} + {outcome.__name__}: the broker can say it"
+
+
+def test_fees_are_cumulative_per_order_and_summed_over_every_exit_order() -> None:
+    """Fill events carry the order's cumulative charges (as its quantity and price are cumulative): a later
+    snapshot of the same order replaces, the next exit order adds; the closed trade reports them."""
+    run = Run()
+    run(signal(qty=150), entry(), placed(qty=150),
+        OrderPartiallyFilled(at=T0 + 1, order_id="E1", leg=Leg.ENTRY, filled_qty=50, avg_price=100.0, fees=21.0),
+        OrderFilled(at=T0 + 2, order_id="E1", leg=Leg.ENTRY, filled_qty=150, avg_price=100.0, fees=25.0))
+    assert run.context.entry_fees == 25.0 and run.context.net_pnl == -25.0
+    run(exit_req(), placed(Leg.EXIT, "X1", at=T0 + 61),
+        OrderPartiallyFilled(at=T0 + 62, order_id="X1", leg=Leg.EXIT, filled_qty=100, avg_price=104.0, fees=30.0))
+    run(OrderCancelled(at=T0 + 63, order_id="X1", leg=Leg.EXIT))
+    assert run.context.exit_fees == 30.0 and run.context.exit_order_fees == 30.0
+    run(exit_req("retry", at=T0 + 64), placed(Leg.EXIT, "X2", qty=50, attempt=1, at=T0 + 64))
+    assert run.context.exit_order_fees == 0.0 and run.context.exit_fees == 30.0
+    (record,) = run(OrderFilled(at=T0 + 65, order_id="X2", leg=Leg.EXIT, filled_qty=50, avg_price=102.0,
+                                fees=22.0))
+    assert isinstance(record, RecordClosedTrade)
+    assert record.fees == pytest.approx(25.0 + 30.0 + 22.0)
+    assert record.realized_pnl == pytest.approx(100 * 4 + 50 * 2)
+    assert record.net_pnl == pytest.approx(500 - 77.0) == pytest.approx(run.context.net_pnl)
+
+
+def test_observe_prices_each_fill_with_the_charges_of_the_order_so_far() -> None:
+    run = Run()
+    run(signal(qty=150), entry(), placed(qty=150))
+    asked: list[tuple[Side, int, float]] = []
+
+    def charges(side: Side, qty: int, price: float, at: float) -> float:
+        asked.append((side, qty, price))
+        return qty * 0.1
+
+    (fill,) = observe(run.context, BrokerOrder(order_id="E1", correlation_id=correlation_id(POS, Leg.ENTRY),
+                                               symbol="NIFTY", side=Side.BUY, qty=150, price=101.0,
+                                               status=OrderStatus.PART_TRADED, filled_qty=60, avg_price=100.5),
+                      at=T0 + 1, charges=charges)
+    assert isinstance(fill, OrderPartiallyFilled) and fill.fees == pytest.approx(6.0)
+    assert asked == [(Side.BUY, 60, 100.5)]

@@ -37,6 +37,8 @@ timeframes = [60]
 entry_max_candle_age_seconds = 0.0
 [strategy.timeframe_weights]
 "60" = 1.0
+[calendar]
+enabled = false
 [risk]
 session_start = "00:00"
 session_end = "24:00"

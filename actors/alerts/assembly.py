@@ -4,8 +4,8 @@
       └─ alerter               says the process is giving up (SUPERVISOR_ESCALATED of the root) is still
                                sent while the other subtrees stop
 
-In: every log line, through `AlertLogHandler` on the root logger (installed after the tree starts,
-removed before it stops): the trading, market data and supervision code log as they always did and
+In: every log line, through `AlertLogHandler` on the root logger (installed when the subtree is built,
+removed before the tree stops): the trading, market data and supervision code log as they always did and
 know nothing of alerts. Out: Telegram (`alerts.telegram_*`) and/or a webhook (`alerts.webhook_*`).
 Status: `/v1/status` → `alerts` (counters, channels, queue).
 """
@@ -24,15 +24,12 @@ from actors.alerts.handler import AlertLogHandler
 from actors.alerts.queue import AlertCounters, AlertQueue
 from actors.clock import Clock
 from actors.wiring import Infrastructure, Subtree
-from config.reference import load_calendar
 from config.settings import Settings
 from core.alerts import AlertRules
-from core.calendar import CalendarError
-from core.market import hhmm_seconds, ist_seconds_of_day
 from supervision.store import Store
 from supervision.supervisor import ChildHandle, ChildSpec
 
-__all__ = ["AlertsHandles", "assemble_alerts", "build_channels", "session_check"]
+__all__ = ["AlertsHandles", "assemble_alerts", "build_channels"]
 
 
 @dataclass(frozen=True)
@@ -55,17 +52,6 @@ def build_channels(settings: Settings, clock: Clock) -> list[Channel]:
     return channels
 
 
-def session_check(settings: Settings) -> Any:
-    """Is the market in session at this instant (the exchange calendar; the risk session hours if the
-    holidays file cannot be read)?"""
-    try:
-        calendar = load_calendar(settings.calendar.holidays_file)
-    except (CalendarError, OSError):
-        start, end = hhmm_seconds(settings.risk.session_start), hhmm_seconds(settings.risk.session_end)
-        return lambda at: start <= ist_seconds_of_day(at) < end
-    return calendar.is_open
-
-
 def assemble_alerts(infra: Infrastructure) -> AlertsHandles | None:
     """None when no channel is configured (nothing to send to: no handler, no actor)."""
     s = infra.settings
@@ -82,11 +68,11 @@ def assemble_alerts(infra: Infrastructure) -> AlertsHandles | None:
     alerter = tree.add(ChildSpec("alerter", lambda link: Alerter.start(
         link, channels, options, queue, counters, infra.clock, infra.scheduler)))
     rules = AlertRules(kinds=frozenset(a.kinds), exit_attempts=a.exit_attempts,
-                       database_outage_seconds=a.database_outage_seconds, in_session=session_check(s))
+                       database_outage_seconds=a.database_outage_seconds, in_session=infra.calendar.is_open)
     handler = AlertLogHandler(rules, alerter.tell, queue, counters)
-
-    def install() -> None:
-        logging.getLogger().addHandler(handler)
+    # Installed now, not after the tree starts: a line logged while the other subtrees start (an expiring
+    # token at start) waits in the alerter's handle until the alerter runs.
+    logging.getLogger().addHandler(handler)
 
     def remove() -> None:
         logging.getLogger().removeHandler(handler)
@@ -95,6 +81,5 @@ def assemble_alerts(infra: Infrastructure) -> AlertsHandles | None:
         return {"channels": [c.name for c in channels], "queue": {"waiting": queue.waiting, "size": queue.size},
                 **asdict(counters.get())}
 
-    subtree = Subtree(infra.supervised(tree), status={"alerts": status}, after_start=[install],
-                      before_stop=[remove])
+    subtree = Subtree(infra.supervised(tree), status={"alerts": status}, before_stop=[remove])
     return AlertsHandles(subtree, alerter, handler, counters, queue)

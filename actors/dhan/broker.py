@@ -1,8 +1,10 @@
 """DhanBroker: the Broker interface over the real dhanhq SDK (orders, positions, trades, order updates).
 
 Choices, so the executor knows what to expect:
-  * place: a LIMIT order at the price the executor computed (rounded to broker.tick_size on the
-    marketable side), tag = correlationId, product from broker.product_type. Never retried. A timeout
+  * place: a LIMIT order at the price the trade computed (already on the instrument master's tick: the
+    trade rounds it, entries in the safe direction, exits toward the market). Here it is only put on the
+    grid when it is not (an instrument the master does not know: broker.tick_size), on the marketable
+    side; tag = correlationId, product from broker.product_type. Never retried. A timeout
     after the request may have left, a 5xx, or an unreadable 2xx -> AmbiguousSubmitError: look the
     order up with find_by_correlation_id before any resend.
   * Order rate (place/modify/cancel): a TokenBucket(max_orders_per_second, order_burst). The broker
@@ -17,6 +19,11 @@ Choices, so the executor knows what to expect:
   * Order updates: `dhanhq.OrderUpdate` with order_feed_wss = dhan.order_update_url, on its own thread
     and event loop, reconnecting with backoff. Listeners are called on that thread with BrokerOrder
     values: they must only hand over (an actor tell).
+  * The access token (with a `TokenState`): REST takes each new token at once (DhanClient); the order-update
+    socket logs in with the current token on every connect and reconnects when it changes. An order call
+    Dhan refuses for the token (DH-901) is `AuthRefusedNotPlaced`, a temporary error: it never reached the
+    exchange, so the executor may submit it again once the token is renewed (exits keep being attempted).
+    Without a TokenState nothing renews the token and it stays a permanent DhanAuthError.
 """
 
 from __future__ import annotations
@@ -42,9 +49,10 @@ from actors.brokers.base import (
 )
 from actors.clock import Clock
 from actors.dhan.client import DhanClient
-from actors.dhan.errors import RateLimited
+from actors.dhan.errors import AuthRefusedNotPlaced, DhanAuthError, RateLimited
 from actors.dhan.ids import InstrumentMap, segment_from_order_update
 from actors.dhan.threads import cancel_until_stopped
+from actors.dhan.token import TokenState
 from config.settings import Settings
 from core.market import from_iso
 from core.orders import BrokerOrder, BrokerPosition, BrokerTrade, OrderRequest, OrderStatus, Side
@@ -133,16 +141,20 @@ class DhanBroker:
 
     def __init__(self, settings: Settings, clock: Clock, *, client: DhanClient | None = None,
                  instruments: InstrumentMap | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, token: TokenState | None = None,
+                 tick_size: Callable[[str], float | None] | None = None) -> None:
+        """`tick_size`: the instrument master's tick of a symbol (None: broker.tick_size for all)."""
         self._settings = settings
         self._clock = clock
+        self._token = token
         self._owns_client = client is None
-        self._client = client or DhanClient(settings, clock=clock, instruments=instruments)
+        self._client = client or DhanClient(settings, clock=clock, instruments=instruments, token=token)
         self._instruments = instruments or self._client.instruments
         self._sdk = self._client.sdk
         broker = settings.broker
         self._product = broker.product_type
         self._tick = broker.tick_size
+        self._tick_of = tick_size
         self._max_wait = broker.max_order_wait_seconds
         self._sleep = sleep
         self._bucket = TokenBucket(broker.max_orders_per_second, broker.order_burst, now=time.monotonic())
@@ -159,7 +171,7 @@ class DhanBroker:
 
     def place(self, request: OrderRequest) -> BrokerOrder:
         inst = self._instruments.instrument(request.symbol)
-        price = _to_tick(request.price, request.side, self._tick)
+        price = _to_tick(request.price, request.side, self._tick_for(request.symbol))
         self._order_slot("place")
         try:
             body = self._client.call(
@@ -171,6 +183,13 @@ class DhanBroker:
             _log.event("BROKER_SUBMIT_AMBIGUOUS", f"place outcome unknown: {exc}", level=30,
                        pos_id=request.pos_id, correlation_id=request.correlation_id, code=exc.code)
             raise
+        except DhanAuthError as exc:
+            if self._token is None:  # nobody renews the token: an operator must (permanent)
+                raise
+            # Asked again about when the keeper has looked at the token once more (at most 5 s).
+            retry = min(5.0, max(0.2, self._settings.dhan.token_check_seconds))
+            raise AuthRefusedNotPlaced(f"place_order: not placed, Dhan refused the access token ({exc}); "
+                                       "submitted again once the token is renewed", exc.code, retry) from exc
         if not isinstance(body, Mapping) or not body.get("orderId"):
             raise AmbiguousSubmitError(f"place_order: reply without orderId: {body!r}", "UNREADABLE")
         return BrokerOrder(order_id=str(body["orderId"]), correlation_id=request.correlation_id,
@@ -187,12 +206,16 @@ class DhanBroker:
     def modify(self, order_id: str, qty: int, price: float) -> BrokerOrder:
         """qty is the order's TOTAL quantity (Dhan v2), not what remains."""
         current = self.get_order(order_id)
-        new_price = _to_tick(price, current.side, self._tick)
+        new_price = _to_tick(price, current.side, self._tick_for(current.symbol))
         self._order_slot("modify")
         # legName: ENTRY_LEG for a plain order, as Dhan's own bridges send it (an empty string is a DH-905).
         self._client.call("modify_order", self._sdk.modify_order, order_id, "LIMIT", "ENTRY_LEG", qty,
                           new_price, 0, 0, "DAY")
         return self.get_order(order_id)
+
+    def _tick_for(self, symbol: str) -> float:
+        known = self._tick_of(symbol) if self._tick_of is not None else None
+        return known if known else self._tick
 
     # -- reads (retried) --------------------------------------------------------------------------------
 
@@ -242,7 +265,7 @@ class DhanBroker:
     def subscribe_order_updates(self, listener: OrderUpdateListener) -> None:
         self._listeners.append(listener)
         if self._updates is None:
-            self._updates = OrderUpdateStream(self._settings, self._client, self._on_update)
+            self._updates = OrderUpdateStream(self._settings, self._client, self._on_update, token=self._token)
             self._updates.start()
 
     def order_updates_connected(self) -> bool:
@@ -318,10 +341,12 @@ class _QuietOrderUpdate(OrderUpdate):
 
     on_connected: Callable[[], None] = staticmethod(lambda: None)  # type: ignore[assignment]
     open_timeout: float = 5.0
+    websocket: Any = None  # the open connection (closed from outside when the token changes)
 
     async def connect_order_update(self) -> None:
         async with websockets.connect(self.order_feed_wss, open_timeout=self.open_timeout,
                                       close_timeout=1.0) as websocket:
+            self.websocket = websocket
             login = {"LoginReq": {"MsgCode": 42, "ClientId": str(self.client_id),
                                   "Token": str(self.access_token)}, "UserType": "SELF"}
             await websocket.send(json.dumps(login))
@@ -336,9 +361,13 @@ class OrderUpdateStream:
     """The order-update socket on its own thread + event loop; reconnects with backoff and jitter."""
 
     def __init__(self, settings: Settings, client: DhanClient,
-                 on_update: Callable[[Mapping[str, Any]], None], rng: random.Random | None = None) -> None:
+                 on_update: Callable[[Mapping[str, Any]], None], rng: random.Random | None = None,
+                 token: TokenState | None = None) -> None:
         self._settings = settings
         self._client = client
+        self._token = token
+        self._unsubscribe_token: Callable[[], None] | None = None
+        self._sdk: _QuietOrderUpdate | None = None
         self._on_update = on_update
         self._rng = rng or random.Random()
         self._stop = threading.Event()
@@ -350,14 +379,36 @@ class OrderUpdateStream:
         self.connections = 0
 
     def start(self) -> None:
+        if self._token is not None:
+            self._unsubscribe_token = self._token.subscribe(self._token_swapped)
         self._thread = threading.Thread(target=self._run, name="dhan-order-updates", daemon=True)
         self._thread.start()
+
+    def _token_swapped(self, token: str) -> None:
+        """A new token: drop the connection logged in with the old one; the loop logs in again with it."""
+        with self._lock:
+            loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._close_for_new_token)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    def _close_for_new_token(self) -> None:
+        sdk = self._sdk
+        websocket = sdk.websocket if sdk is not None else None
+        if websocket is not None:
+            _log.event("ORDER_UPDATES_TOKEN_SWAPPED", "new access token: logging the order-update socket in again")
+            asyncio.ensure_future(websocket.close())
 
     def _loop_and_task(self) -> tuple[asyncio.AbstractEventLoop | None, asyncio.Task[None] | None]:
         with self._lock:
             return self._loop, self._task
 
     def stop(self, timeout: float = 2.0) -> None:
+        if self._unsubscribe_token is not None:
+            self._unsubscribe_token()
         with self._lock:
             self._stop.set()
         if not cancel_until_stopped(self._thread, self._loop_and_task, timeout):
@@ -381,6 +432,7 @@ class OrderUpdateStream:
 
     async def _main(self) -> None:
         sdk = _QuietOrderUpdate(self._client.context)
+        self._sdk = sdk
         sdk.order_feed_wss = self._settings.dhan.order_update_url  # an instance attribute set in __init__
         sdk.on_update = self._on_update  # type: ignore[method-assign]
         sdk.on_connected = self._on_connected  # type: ignore[method-assign]
@@ -390,6 +442,8 @@ class OrderUpdateStream:
         backoff = initial
         while not self._stop.is_set():
             error = "closed by the server"
+            if self._token is not None:
+                sdk.access_token = self._token.current()  # the login frame carries it
             try:
                 await sdk.connect_order_update()
             except asyncio.CancelledError:

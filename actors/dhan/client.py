@@ -22,10 +22,11 @@ from typing import Any
 import requests
 from dhanhq import DhanContext, dhanhq
 
-from actors.brokers.base import PermanentBrokerError
+from actors.brokers.base import BrokerError, PermanentBrokerError
 from actors.clock import Clock, SystemClock
-from actors.dhan.errors import RateLimited, Transport, unwrap
-from actors.dhan.ids import Instrument, InstrumentMap
+from actors.dhan.errors import DhanAuthError, RateLimited, Transport, unwrap
+from actors.dhan.ids import Instrument, InstrumentMap, UnknownSymbol
+from actors.dhan.token import TokenState
 from config.settings import Settings
 from core.ratelimit import RateWindow
 from telemetry.logs import get_logger, redact
@@ -67,18 +68,21 @@ class DhanClient:
 
     `option_chain_min_interval` overrides option_chain.min_interval_seconds (whose floor is Dhan's 3 s);
     it exists so tests can run the same logic with a shorter window.
+
+    With a `TokenState` the client takes the token from it, swaps it into the SDK's headers whenever it
+    changes (`set_token`), and reports a token Dhan refuses (DH-901 / 807-810) so the keeper hears at once.
     """
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
                  instruments: InstrumentMap | None = None,
-                 option_chain_min_interval: float | None = None) -> None:
+                 option_chain_min_interval: float | None = None, token: TokenState | None = None) -> None:
         dhan = settings.dhan
         client_id = dhan.client_id.reveal()
-        token = dhan.access_token.reveal()
-        redact(token)
+        token_value = token.current() if token is not None else dhan.access_token.reveal()
+        redact(token_value)
         self.clock: Clock = clock or SystemClock()
         self.instruments = instruments or InstrumentMap(dhan.security_ids)
-        self.context = DhanContext(client_id, token)
+        self.context = DhanContext(client_id, token_value)
         http = self.context.get_dhan_http()
         http.base_url = dhan.api_base_url.rstrip("/")
         timeout = dhan.request_timeout_seconds
@@ -94,6 +98,17 @@ class DhanClient:
         self._global_key = settings.option_chain.rate_key == "global"
         self._quote_window = RateWindow(QUOTE_MIN_INTERVAL)
         self._lock = threading.Lock()
+        self._token_state = token
+        self._unsubscribe = token.subscribe(self.set_token) if token is not None else None
+
+    def set_token(self, token: str) -> None:
+        """Use `token` from the next request on (the headers dict is replaced whole, never edited under a
+        request being built on another thread)."""
+        redact(token)
+        http = self.context.get_dhan_http()
+        self.context.access_token = token
+        http.access_token = token
+        http.header = {**http.header, "access-token": token}
 
     # -- the one place SDK results become values or typed errors -------------------------------------
 
@@ -101,10 +116,16 @@ class DhanClient:
              **kwargs: Any) -> Any:
         """Run one SDK method and return the body Dhan sent, or raise the translated BrokerError."""
         self._session.reset()
+        token_used = self.context.access_token
         response = method(*args, **kwargs)
         if not isinstance(response, Mapping):
             raise PermanentBrokerError(f"{operation}: unexpected SDK result {type(response).__name__}")
-        return unwrap(response, self._session.last(), submit=submit, operation=operation)
+        try:
+            return unwrap(response, self._session.last(), submit=submit, operation=operation)
+        except DhanAuthError as exc:
+            if self._token_state is not None:
+                self._token_state.report_rejected(token_used, f"REST {operation}: {exc.code or 'auth'}")
+            raise
 
     # -- data APIs ------------------------------------------------------------------------------------
 
@@ -160,7 +181,21 @@ class DhanClient:
                         prices[symbol] = float(quote["last_price"])
         return prices
 
+    def ltp_of(self, symbol: str) -> float | None:
+        """One symbol's REST LTP for the trading side's quote book: None when the 1 request/s quote budget
+        is spent (it never waits for it) or the call fails; the failure is logged."""
+        try:
+            return self.ltp([symbol]).get(symbol)
+        except RateLimited:
+            return None
+        except (BrokerError, UnknownSymbol) as exc:
+            _log.event("QUOTE_FETCH_FAILED", f"REST LTP of {symbol} failed: {exc}", level=30, symbol=symbol,
+                       code=getattr(exc, "code", ""))
+            return None
+
     def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         self._session.close()
 
     # -- the option-chain window ----------------------------------------------------------------------

@@ -35,6 +35,7 @@ from actors.brokers.base import (
 )
 
 __all__ = [
+    "AuthRefusedNotPlaced",
     "DhanAuthError",
     "InvalidExpiry",
     "RateLimited",
@@ -54,6 +55,16 @@ class RateLimited(TemporaryBrokerError):
 
 class DhanAuthError(PermanentBrokerError):
     """Token expired/invalid or wrong client id (DH-901, 807-810): an operator must renew the token."""
+
+
+class AuthRefusedNotPlaced(TemporaryBrokerError):
+    """An order call Dhan refused for the token (401 DH-901): it never reached the exchange. Temporary on
+    purpose: the token keeper renews the token, and the exit (or the entry, if the risk guard still allows
+    it) is submitted again then, instead of being given up as rejected."""
+
+    def __init__(self, message: str, code: str = "", retry_after: float = 5.0) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
 
 
 class InvalidExpiry(PermanentBrokerError):

@@ -16,8 +16,16 @@ then reading frames from `MarketFeed.ws`. Frames are decoded here rather than wi
   * A disconnect packet (code 50) is logged as FEED_DISCONNECTED with its reason. 807-810 (token /
     client id / auth) and 806 (no data plan) end the source through on_error with a permanent error;
     805 (too many connections) waits the longest backoff, then reconnects.
+  * With a `TokenState` (the runtime's), the token comes from it before every connect; when it changes
+    (renewed) the socket reconnects at once with the new one (FEED_TOKEN_SWAPPED); and 807-809 on the
+    current token does not end the source: it reports the token refused and waits for a new one
+    (FEED_WAITING_FOR_TOKEN), then reconnects -- an expired token must not crash-loop the feed.
   * While the websocket is down, the REST LTP of all symbols is polled in one request at most once per
     feed.rest_fallback_interval_seconds (>= 1 s, Dhan's quote limit); those ticks carry the local time.
+  * Contracts are added and removed while the socket runs (`watch` / `unwatch`, the ContractSubscriber
+    protocol): the SDK's `subscribe_symbols` / `unsubscribe_symbols` send them on the running connection
+    in messages of at most 100 instruments, and remember them for every reconnect. A connection carries
+    at most 5000 instruments (Dhan's limit): past it a contract is refused and logged.
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ from actors.brokers.base import PermanentBrokerError, TemporaryBrokerError
 from actors.clock import Clock
 from actors.dhan.client import DhanClient
 from actors.dhan.errors import DhanAuthError, RateLimited
-from actors.dhan.ids import InstrumentMap
+from actors.dhan.ids import InstrumentMap, UnknownSymbol
 from actors.dhan.threads import cancel_until_stopped
+from actors.dhan.token import TokenState
 from actors.sources.base import SourceCallbacks, SourceStatus
 from config.settings import Settings
 from core.market import Tick
@@ -54,6 +63,7 @@ DISCONNECT_REASONS = {805: "too many connections", 806: "data APIs not subscribe
 AUTH_REASONS = frozenset({807, 808, 809, 810})
 FATAL_REASONS = AUTH_REASONS | {806}
 CLOSE_TIMEOUT = 1.0
+MAX_INSTRUMENTS_PER_CONNECTION = 5000  # Dhan's limit; the SDK batches 100 per subscribe message
 
 
 class FeedPacket(NamedTuple):
@@ -79,6 +89,17 @@ def decode_packet(frame: bytes) -> FeedPacket | None:
     return None
 
 
+async def _close_quietly(ws: object) -> None:
+    """Close one socket (not `sdk.ws`, which a reconnect may already have replaced); abort if it hangs."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await ws.close()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a dead socket: dropped below
+        transport = getattr(ws, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+
 def disconnect_reason(frame: bytes) -> int | None:
     if len(frame) >= 10 and frame[0] == 50:
         return int(struct.unpack_from("<H", frame, 8)[0])
@@ -91,6 +112,14 @@ class TickAssembler:
     def __init__(self, symbols_by_instrument: Mapping[tuple[int, int], str]) -> None:
         self._symbols = dict(symbols_by_instrument)
         self._day_volume: dict[str, int] = {}
+
+    def add(self, instrument: tuple[int, int], symbol: str) -> None:
+        self._symbols[instrument] = symbol  # one dict store: safe beside the feed thread's reads
+
+    def remove(self, instrument: tuple[int, int]) -> None:
+        symbol = self._symbols.pop(instrument, None)
+        if symbol is not None:
+            self._day_volume.pop(symbol, None)
 
     def tick(self, packet: FeedPacket, now: float) -> Tick | None:
         symbol = self._symbols.get((packet.segment, packet.security_id))
@@ -114,7 +143,7 @@ class DhanFeedSource:
 
     def __init__(self, settings: Settings, symbols: Sequence[str], clock: Clock, *,
                  client: DhanClient | None = None, instruments: InstrumentMap | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, token: TokenState | None = None) -> None:
         self._settings = settings
         self._feed_settings = settings.feed
         self._symbols = tuple(dict.fromkeys(symbols))
@@ -124,9 +153,12 @@ class DhanFeedSource:
         for symbol in self._symbols:
             inst = self._instruments.instrument(symbol)
             by_instrument[(inst.feed_segment, inst.security_id)] = symbol
+        self._by_instrument = dict(by_instrument)
+        self._configured = frozenset(by_instrument)
         self._assembler = TickAssembler(by_instrument)
         self._mode = MODES[settings.feed.dhan_mode]
         self._subscriptions = [(seg, str(sid), self._mode) for seg, sid in by_instrument]
+        self._contracts: dict[str, tuple[int, int]] = {}  # watched symbol -> (feed segment, security id)
         self._client = client
         self._own_client = False
         self._rng = rng or random.Random()
@@ -152,22 +184,83 @@ class DhanFeedSource:
         self._fallback_polls = 0
         self._last_disconnect = ""
 
+        self._token = token
+        self._unsubscribe_token: object = None
+        self._connected_token = ""  # the token the current (or last) connection logged in with
+        self._token_changed: asyncio.Event | None = None  # made on the feed thread's loop
+        self._reconnect_now = False
+
     # -- TickSource -------------------------------------------------------------------------------------
 
     def start(self, callbacks: SourceCallbacks) -> None:
         if self._thread is not None:
             return
         self._callbacks = callbacks
+        if self._token is not None:
+            self._unsubscribe_token = self._token.subscribe(self._token_swapped)
         self._thread = threading.Thread(target=self._run, name="dhan-feed", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
+        if callable(self._unsubscribe_token):
+            self._unsubscribe_token()
         with self._lock:
             self._stop.set()
         if not cancel_until_stopped(self._thread, self._loop_and_task, timeout):
             _log.event("FEED_STOP_TIMEOUT", "dhan feed thread did not end in time", level=30, timeout=timeout)
         if self._own_client and self._client is not None:
             self._client.close()
+
+    # -- contracts while running (ContractSubscriber) -----------------------------------------------------
+
+    def watch(self, symbols: Sequence[str], prices: Mapping[str, float]) -> list[str]:
+        accepted: list[str] = []
+        added: list[tuple[int, str, int]] = []
+        with self._lock:
+            for symbol in symbols:
+                try:
+                    inst = self._instruments.instrument(symbol)
+                except UnknownSymbol as exc:
+                    _log.event("FEED_SUBSCRIBE_REFUSED", f"{symbol}: {exc}", level=30, symbol=symbol)
+                    continue
+                key = (inst.feed_segment, inst.security_id)
+                if key in self._by_instrument:
+                    accepted.append(symbol)
+                    continue
+                if len(self._by_instrument) >= MAX_INSTRUMENTS_PER_CONNECTION:
+                    _log.event("FEED_SUBSCRIBE_REFUSED", f"{symbol}: the connection already carries "
+                               f"{len(self._by_instrument)} instruments (Dhan's limit)", level=40, symbol=symbol)
+                    continue
+                self._by_instrument[key] = symbol
+                self._contracts[symbol] = key
+                self._assembler.add(key, symbol)
+                added.append((key[0], str(key[1]), self._mode))
+                accepted.append(symbol)
+            sdk = self._sdk
+            if sdk is None:  # not running yet: the first connect subscribes them
+                self._subscriptions.extend(added)
+        if added and sdk is not None:
+            # Sends on the running socket (from here, onto the SDK's loop) in batches of 100, and keeps
+            # them in sdk.instruments so that connect() subscribes them again after a drop.
+            sdk.subscribe_symbols(added)
+        return accepted
+
+    def unwatch(self, symbols: Sequence[str]) -> None:
+        removed: list[tuple[int, str, int]] = []
+        with self._lock:
+            for symbol in symbols:
+                key = self._contracts.pop(symbol, None)
+                if key is None or key in self._configured:
+                    continue
+                self._by_instrument.pop(key, None)
+                self._assembler.remove(key)
+                entry = (key[0], str(key[1]), self._mode)
+                removed.append(entry)
+                if entry in self._subscriptions:
+                    self._subscriptions.remove(entry)
+            sdk = self._sdk
+        if removed and sdk is not None:
+            sdk.unsubscribe_symbols(removed)
 
     def _loop_and_task(self) -> tuple[asyncio.AbstractEventLoop | None, asyncio.Task[None] | None]:
         with self._lock:
@@ -180,6 +273,7 @@ class DhanFeedSource:
                 reconnects=self._reconnects,
                 detail={"fallback_polling": self._fallback_active, "fallback_polls": self._fallback_polls,
                         "last_disconnect": self._last_disconnect, "symbols": len(self._symbols),
+                        "contracts": sorted(self._contracts),
                         "mode": self._feed_settings.dhan_mode})
 
     # -- the feed thread -----------------------------------------------------------------------------------
@@ -189,13 +283,16 @@ class DhanFeedSource:
         assert self._callbacks is not None
         try:
             if self._fallback_enabled and self._client is None:
-                self._client = DhanClient(self._settings, clock=self._clock, instruments=self._instruments)
+                self._client = DhanClient(self._settings, clock=self._clock, instruments=self._instruments,
+                                          token=self._token)
                 self._own_client = True
             # A class attribute: connect() reads MarketFeed.market_feed_wss, never the instance's.
             MarketFeed.market_feed_wss = self._settings.dhan.feed_url
+            token = self._token.current() if self._token is not None else self._settings.dhan.access_token.reveal()
             context = self._client.context if self._client is not None else DhanContext(
-                self._settings.dhan.client_id.reveal(), self._settings.dhan.access_token.reveal())
-            self._sdk = MarketFeed(context, list(self._subscriptions), version="v2")
+                self._settings.dhan.client_id.reveal(), token)
+            with self._lock:  # a watch() racing this start lands in the list or goes through the SDK
+                self._sdk = MarketFeed(context, list(self._subscriptions), version="v2")
             loop = self._sdk.loop  # made and set as this thread's loop by the SDK's constructor
             with self._lock:
                 self._loop = loop
@@ -221,6 +318,7 @@ class DhanFeedSource:
     async def _main(self) -> None:
         settings = self._feed_settings
         backoff = settings.reconnect_initial_seconds
+        self._token_changed = asyncio.Event()
         try:
             while not self._stop.is_set():
                 reason: int | None = None
@@ -244,7 +342,13 @@ class DhanFeedSource:
                 backoff = min(backoff * 2, settings.reconnect_max_seconds)
                 if reason == 805:
                     delay = settings.reconnect_max_seconds
+                if self._reconnect_now:  # a new token: dial again at once
+                    self._reconnect_now, delay = False, 0.0
                 self._on_disconnected(reason, error, delay)
+                if reason in AUTH_REASONS and self._token is not None:
+                    await self._await_new_token(reason)
+                    backoff = settings.reconnect_initial_seconds
+                    continue
                 if reason in FATAL_REASONS:
                     text = f"Dhan feed disconnected: {reason} {DISCONNECT_REASONS.get(reason, '')}"
                     if reason in AUTH_REASONS:
@@ -258,6 +362,9 @@ class DhanFeedSource:
         sdk = self._sdk
         assert sdk is not None
         sdk.ws = None  # connect() only dials when ws is None or CLOSED
+        if self._token is not None:
+            sdk.access_token = self._token.current()  # connect() puts it in the URL
+        self._connected_token = sdk.access_token
         await sdk.connect()  # dials and sends every subscription again
 
     async def _receive(self) -> int | None:
@@ -321,6 +428,53 @@ class DhanFeedSource:
                     transport.abort()
             if sdk is not None:
                 sdk.ws = None
+
+    # -- the access token ----------------------------------------------------------------------------------
+
+    def _token_swapped(self, token: str) -> None:
+        """TokenState listener (the keeper's thread): hand over to the feed thread's loop."""
+        with self._lock:
+            loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._on_new_token)
+            except RuntimeError:  # the loop closed meanwhile: nothing to reconnect
+                pass
+
+    def _on_new_token(self) -> None:
+        """On the feed thread: wake a wait for a token, and drop a connection made with the old one."""
+        if self._token_changed is not None:
+            self._token_changed.set()
+        sdk = self._sdk
+        ws = sdk.ws if sdk is not None else None
+        if ws is not None and self._token is not None and self._connected_token != self._token.current():
+            _log.event("FEED_TOKEN_SWAPPED", "new access token: reconnecting the market feed with it")
+            self._reconnect_now = True
+            asyncio.ensure_future(_close_quietly(ws))
+
+    async def _await_new_token(self, reason: int) -> None:
+        """807-809 on our token: report it (the keeper renews), then wait until the token changes. A token
+        already replaced meanwhile (the renewal revoked the old one) needs no wait."""
+        token = self._token
+        assert token is not None
+        used = self._connected_token
+        if used != token.current():
+            return
+        token.report_rejected(used, f"feed {reason} {DISCONNECT_REASONS.get(reason, '')}".rstrip())
+        _log.event("FEED_WAITING_FOR_TOKEN", f"Dhan refused the token ({reason}): the feed waits for a new one",
+                   level=40 if token.dead_reason() else 20, reason=reason, renewing=token.renewing)
+        self._status("FEED_WAITING_FOR_TOKEN", str(reason))
+        changed = self._token_changed
+        assert changed is not None
+        # Until the token changes -- or, when the refusal came during a renewal that then failed, until the
+        # renewal is over and the token is not known dead (then dialing again tells).
+        while not self._stop.is_set() and token.current() == used and (token.dead_reason() or token.renewing):
+            changed.clear()
+            try:
+                async with asyncio.timeout(1.0):  # also re-checks the stop flag every second
+                    await changed.wait()
+            except TimeoutError:
+                pass
 
     # -- state changes -------------------------------------------------------------------------------------
 
@@ -386,8 +540,10 @@ class DhanFeedSource:
         if starting:
             _log.event("FEED_FALLBACK_STARTED", "websocket down: polling REST LTP", symbols=len(self._symbols))
             self._status("FEED_FALLBACK_STARTED", "")
+        with self._lock:
+            symbols = (*self._symbols, *self._contracts)
         try:
-            prices: dict[str, float] = await asyncio.to_thread(client.ltp, self._symbols)
+            prices: dict[str, float] = await asyncio.to_thread(client.ltp, symbols)
         except RateLimited:
             return
         except TemporaryBrokerError as exc:

@@ -4,6 +4,17 @@ The source runs on its own thread and hands over batches; one message per batch 
 into this actor and one per symbol per batch goes on to each builder, which is what lets ingest go past
 the one-message-per-tick ceiling. Stale-feed detection runs on a 1-second timer: no tick for
 `feed.stale_seconds` on a subscribed symbol -> FEED_STALE, the next tick -> FEED_RESUMED.
+
+Contracts held in positions (`FeedState.watched`, set by the ContractFeed) are added to a source that can
+(`ContractSubscriber`: Dhan subscribes them on the running websocket, the simulator walks them; a replay
+ignores them) and taken off when no position holds them; their ticks update the quote cache and the bus (`ticks:`/`quote:`), but
+build no candles and never make the feed stale. A restarted feed subscribes the watched set again.
+
+Both clocks follow the market calendar: stale detection runs only while the exchange trades (the silence
+is counted from the open, not from yesterday's last tick; at the close stale symbols are cleared,
+FEED_STALE_CLEARED, and FEED_RESUMED goes on the bus so consumers stop holding entries), and a live feed
+closes the forming minute on the clock only in session (and for `CLOSE_GRACE_SECONDS` after the close, so
+the last minute closes at 15:30, not at the next morning's first tick).
 """
 
 from __future__ import annotations
@@ -22,7 +33,8 @@ from actors.market_data.messages import (
     PublishFeedStatus,
     PublishTicks,
 )
-from actors.sources.base import SourceCallbacks, TickSource
+from actors.sources.base import ContractSubscriber, SourceCallbacks, TickSource
+from core.calendar import MarketCalendar
 from core.market import Tick
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
@@ -33,6 +45,7 @@ __all__ = ["FeedActor", "FeedState", "TicksReceived"]
 
 MAX_IN_FLIGHT = 8  # tick batches queued for routing before the source waits
 FLOW_WAIT_SECONDS = 1.0  # a live source never waits longer than this (then the batch goes anyway)
+CLOSE_GRACE_SECONDS = 90.0  # the candle clock runs this long past the close (the last minute must close)
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,11 @@ class CheckFeed:
     pass
 
 
+@dataclass(frozen=True)
+class SyncContracts:
+    """FeedState.watched changed: subscribe what is new, unsubscribe what is gone."""
+
+
 @dataclass
 class FeedState:
     """The feed's crash-only store: outlives FeedActor restarts, written by the feed actor alone, read by
@@ -79,10 +97,16 @@ class FeedState:
     finished_event: threading.Event = field(default_factory=threading.Event)
     ticks: int = 0
     unknown_ticks: int = 0
+    ticks_by_symbol: dict[str, int] = field(default_factory=dict)  # routed ticks per symbol
+    unknown_by_symbol: dict[str, int] = field(default_factory=dict)  # ignored ticks per symbol not subscribed
     batches: int = 0
     flow_waits: int = 0
+    checks: int = 0  # runs of the 1-second check (stale detection, candle clock)
     source_status: dict[str, Any] = field(default_factory=dict)
     current_source: TickSource | None = None  # the running instance's source, for live status reads
+    watched: frozenset[str] = frozenset()  # contracts positions hold (ContractFeed writes it, replaced whole)
+    contracts: frozenset[str] = frozenset()  # of those, what the running source accepted
+    contract_ticks: int = 0
 
     def live_source_status(self) -> dict[str, Any]:
         source = self.current_source
@@ -98,8 +122,10 @@ class FeedActor(SupervisedActor):
                  candles: SupervisorHandle, publisher: ChildHandle, cache: MarketCache, clock: Clock,
                  scheduler: Scheduler, stale_seconds: float,
                  wrap_sink: Callable[[Callable[[list[Tick]], None]], Callable[[list[Tick]], None]] | None = None,
-                 advance_candles: bool = True) -> None:
+                 advance_candles: bool = True, calendar: MarketCalendar | None = None) -> None:
         super().__init__(link)
+        self.calendar = calendar if calendar is not None else MarketCalendar.always_open()
+        self.session_began: float | None = None  # monotonic time the current session was first seen open
         self.source_factory = source_factory
         self.state = state
         self.candles = candles
@@ -111,6 +137,7 @@ class FeedActor(SupervisedActor):
         self.wrap_sink = wrap_sink
         self.advance_candles = advance_candles  # live: close minutes on the clock; replay: on ticks only
         self.known = frozenset(state.symbols)
+        self.contracts: frozenset[str] = frozenset()  # watched contracts the current source ticks
         self.builders: dict[str, ChildHandle] = {}
         self.source: TickSource | None = None
         self.timer: Timer | None = None
@@ -140,6 +167,8 @@ class FeedActor(SupervisedActor):
             on_status=lambda event, detail: ref.tell(SourceStatusChanged(event, detail)))
         self.source = self.source_factory()
         self.state.current_source = self.source
+        self.state.contracts = frozenset()
+        self._sync_contracts()  # a restarted feed subscribes what positions still hold
         self.source.start(callbacks)
         self.timer = self.scheduler.call_every(1.0, tell_quietly, self.actor_ref, CheckFeed())
         self.log.event("FEED_STARTED", f"{self.state.source} feed started for {len(self.known)} symbols",
@@ -161,6 +190,8 @@ class FeedActor(SupervisedActor):
                     self.in_flight.release()
         elif isinstance(message, CheckFeed):
             self._check()
+        elif isinstance(message, SyncContracts):
+            self._sync_contracts()
         elif isinstance(message, SourceStatusChanged):
             self.log.event(message.event, message.detail, source=self.state.source)
         elif isinstance(message, SourceFinished):
@@ -171,16 +202,45 @@ class FeedActor(SupervisedActor):
             return super().receive(message)
         return None
 
+    def _sync_contracts(self) -> None:
+        wanted = self.state.watched - self.known
+        added, removed = wanted - self.contracts, self.contracts - wanted
+        source = self.source
+        subscriber = source if isinstance(source, ContractSubscriber) else None
+        if removed:
+            if subscriber is not None:
+                subscriber.unwatch(sorted(removed))
+            self.log.event("FEED_CONTRACTS_REMOVED", f"no position holds {', '.join(sorted(removed))}: "
+                           "unsubscribed", symbols=sorted(removed))
+        accepted: set[str] = set()
+        if added:
+            if subscriber is not None:
+                prices = {s: q[0] for s in added if (q := self.cache.contract_price(s)) is not None}
+                accepted = set(subscriber.watch(sorted(added), prices))
+                self.log.event("FEED_CONTRACTS_ADDED", f"subscribed {', '.join(sorted(accepted)) or 'nothing'} "
+                               "for open positions", symbols=sorted(accepted),
+                               refused=sorted(added - accepted))
+            # else a replay: it plays what its file holds, routed by feed.symbols alone (whether a contract
+            # is watched yet must not change what a replay counts or quotes: it would not be repeatable)
+        self.contracts = (self.contracts - removed) | accepted
+        self.state.contracts = self.contracts
+
     def _route(self, ticks: list[Tick]) -> None:
         groups: dict[str, list[Tick]] = {}
+        contract_groups: dict[str, list[Tick]] = {}
         known = self.known
+        contracts = self.contracts
         unknown = 0
         for tick in ticks:
             symbol = tick[0]
             group = groups.get(symbol)
             if group is None:
                 if symbol not in known:
+                    if symbol in contracts:
+                        contract_groups.setdefault(symbol, []).append(tick)
+                        continue
                     unknown += 1
+                    _count(self.state, "unknown_by_symbol", symbol, 1)
                     if symbol not in self.unknown_logged:
                         self.unknown_logged.add(symbol)
                         self.log.event("UNKNOWN_SYMBOL", f"ticks for {symbol} ignored: not in feed.symbols",
@@ -195,6 +255,7 @@ class FeedActor(SupervisedActor):
             if builder is None:
                 builder = self.builders[symbol] = self.candles.ensure_child(symbol)
             builder.tell(CandleTicks(group))
+            _count(self.state, "ticks_by_symbol", symbol, len(group))
             newest = max(group, key=_tick_ts) if len(group) > 1 else group[0]
             quotes[symbol] = (newest.ltp, newest.ts)
             if symbol in self.state.last_arrival:
@@ -207,6 +268,12 @@ class FeedActor(SupervisedActor):
                                **({"incident_id": self.stale_incidents.pop(symbol)}
                                   if symbol in self.stale_incidents else {}))
                 self.publisher.tell(PublishFeedStatus("FEED_RESUMED", symbol, self.clock.now()))
+        if contract_groups:
+            for symbol, group in contract_groups.items():
+                newest = max(group, key=_tick_ts) if len(group) > 1 else group[0]
+                quotes[symbol] = (newest.ltp, newest.ts)
+            self.state.contract_ticks += sum(len(g) for g in contract_groups.values())
+            groups = {**groups, **contract_groups}
         self.cache.set_quotes(quotes)
         self.publisher.tell(PublishTicks(groups))
         self.state.ticks += len(ticks) - unknown
@@ -214,23 +281,40 @@ class FeedActor(SupervisedActor):
         self.state.batches += 1
 
     def _check(self) -> None:
+        self.state.checks += 1
         if self.source is not None:
             self.state.source_status = _source_status(self.source)
-        if self.advance_candles and not self.state.finished:
-            now = self.clock.now()
+        now = self.clock.now()
+        market_open = self.calendar.is_open(now)
+        if self.advance_candles and not self.state.finished and (
+                market_open or self.calendar.is_open(now - CLOSE_GRACE_SECONDS)):
             for builder in self.builders.values():
                 builder.tell(AdvanceClock(now))
         if not self.state.live or self.state.finished:
             return
         mono = self.clock.monotonic()
+        if not market_open:
+            self.session_began = None
+            self._clear_stale(now)
+            return
+        if self.session_began is None:
+            self.session_began = mono  # silence counts from the open (or from our start in session)
         for symbol in self.state.symbols:
-            last = self.state.last_arrival.get(symbol, self.state.started_at)
+            last = max(self.state.last_arrival.get(symbol, self.state.started_at), self.session_began)
             if mono - last > self.stale_seconds and symbol not in self.state.stale:
                 self.state.stale = self.state.stale | {symbol}
                 incident = self.stale_incidents[symbol] = incident_id("FEED_STALE", symbol, self.clock.now())
                 self.log.event("FEED_STALE", f"no tick for {symbol} in {mono - last:.1f} s", level=30,
                                symbol=symbol, age_seconds=round(mono - last, 3), incident_id=incident)
                 self.publisher.tell(PublishFeedStatus("FEED_STALE", symbol, self.clock.now()))
+
+    def _clear_stale(self, now: float) -> None:
+        """The market closed: a silent symbol is not stale any more (no FEED_STALE is raised until it opens)."""
+        stale, self.state.stale = self.state.stale, frozenset()
+        for symbol in sorted(stale):
+            self.log.event("FEED_STALE_CLEARED", f"market closed: {symbol} is no longer counted stale",
+                           symbol=symbol)
+            self.publisher.tell(PublishFeedStatus("FEED_RESUMED", symbol, now))
 
     def _finish(self) -> None:
         for builder in self.builders.values():
@@ -242,6 +326,15 @@ class FeedActor(SupervisedActor):
                        "forming candles closed", ticks=self.state.ticks)
         self.publisher.tell(PublishFeedStatus("FEED_FINISHED", "*", self.clock.now()))
         self.state.finished_event.set()
+
+
+def _count(state: FeedState, name: str, symbol: str, n: int) -> None:
+    """Add to a per-symbol counter of the store; a new symbol gets a new dict (readers never see it grow)."""
+    counts: dict[str, int] = getattr(state, name)
+    if symbol in counts:
+        counts[symbol] += n
+    else:
+        setattr(state, name, {**counts, symbol: n})
 
 
 def _tick_ts(tick: Tick) -> float:

@@ -1,25 +1,36 @@
 """OptionChainPoller: the expiry list, then the chain for the nearest (or configured) expiries, every
 `option_chain.poll_seconds` (the seed's FEED_POLL_SECONDS), never faster than Dhan allows.
 
+Which expiries: `option_chain.expiries` when configured (those still live), else the nearest live one
+(an expiry is over at 15:30 IST on its day) and the one `strategy.expiry` picks (next, monthly: the
+instrument master says which expiries are monthly). Each poll first drops the chains that are over.
+
 The Dhan client refuses to send inside its 3-second window (it raises RateLimited with the wait), and
 this actor backs off per (underlying, expiry) on 429s and server errors; an invalid expiry is logged and
 dropped (the expiry list is fetched again), never retried forever. Chains land in the read model, in
 `option_chains` and on the bus.
+
+It polls only while the exchange trades, from `PRE_OPEN_SECONDS` before the open (so chains are fresh at
+09:15) to the close; outside that it idles (OPTION_CHAINS_IDLE, then OPTION_CHAINS_ACTIVE at the pre-open).
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from actors.brokers.base import BrokerError, PermanentBrokerError, TemporaryBrokerError
 from actors.clock import Clock
+from actors.instruments import InstrumentBook
 from actors.market_data.market_cache import MarketCache
 from actors.market_data.messages import PublishValue
-from core.market import IST
+from core.calendar import MarketCalendar
+from core.instruments import InstrumentError, NoExpiry, choose_expiry, live_expiries
+from core.market import IST, to_iso_ist
 from storage.errors import StorageError
 from storage.records import OptionChainRecord
 from storage.repositories import Storage
@@ -30,6 +41,7 @@ from supervision.supervisor import ChildHandle, ChildLink
 __all__ = ["ChainSource", "OptionChainPoller", "PollerState", "SimChainSource"]
 
 EXPIRY_REFRESH_SECONDS = 3600.0
+PRE_OPEN_SECONDS = 900.0  # NSE's pre-open session starts 15 minutes before the open
 
 
 class ChainSource(Protocol):
@@ -57,14 +69,18 @@ class PollerState:
     polls: int = 0
     errors: int = 0
     last_error: str = ""
+    idle: str = ""  # why the poller is idle ("" = polling): the market is closed
 
 
 class OptionChainPoller(SupervisedActor):
     def __init__(self, link: ChildLink | None, source: ChainSource, underlyings: tuple[str, ...],
                  configured_expiries: tuple[str, ...], poll_seconds: float, cache: MarketCache,
                  storage: Storage, publisher: ChildHandle, clock: Clock, scheduler: Scheduler,
-                 state: PollerState, seed: int = 7) -> None:
+                 state: PollerState, seed: int = 7, rule: str = "nearest",
+                 monthly: Callable[[str], set[str]] = lambda underlying: set(),
+                 calendar: MarketCalendar | None = None) -> None:
         super().__init__(link)
+        self.calendar = calendar if calendar is not None else MarketCalendar.always_open()
         self.source = source
         self.underlyings = underlyings
         self.configured_expiries = configured_expiries
@@ -76,6 +92,8 @@ class OptionChainPoller(SupervisedActor):
         self.scheduler = scheduler
         self.state = state
         self.rng = random.Random(seed)
+        self.rule = rule
+        self.monthly = monthly
         self.timer: Timer | None = None
 
     def started(self) -> None:
@@ -94,8 +112,30 @@ class OptionChainPoller(SupervisedActor):
             return None
         return super().receive(message)
 
+    def _active(self) -> bool:
+        """Poll while the market trades or opens within PRE_OPEN_SECONDS; say so when that changes."""
+        now = self.clock.now()
+        status = self.calendar.market_status(now)
+        opens_soon = status.next_open is not None and status.next_open - now <= PRE_OPEN_SECONDS
+        if status.is_open or opens_soon:
+            if self.state.idle:
+                self.state.idle = ""
+                self.log.event("OPTION_CHAINS_ACTIVE", f"market {status.state} ({status.reason}): polling chains")
+            return True
+        if not self.state.idle:
+            self.state.idle = f"market closed: {status.reason}"
+            opens = to_iso_ist(status.next_open) if status.next_open is not None else "unknown"
+            self.log.event("OPTION_CHAINS_IDLE", f"market closed ({status.reason}): no chain polls until the "
+                           f"pre-open of {opens}", reason=status.reason, next_open=opens)
+        return False
+
     def _poll(self) -> None:
+        if not self._active():
+            return
         self.state.polls += 1
+        for symbol, expiry in self.cache.drop_expired_chains():
+            self.log.event("OPTION_CHAIN_EXPIRED", f"{symbol} {expiry}: expired at 15:30 IST; chain dropped",
+                           symbol=symbol, expiry=expiry)
         now = self.clock.monotonic()
         for symbol in self.underlyings:
             expiries = self._expiries(symbol, now)
@@ -120,15 +160,26 @@ class OptionChainPoller(SupervisedActor):
             return known or []
         self.state.expiries = {**self.state.expiries, symbol: tuple(expiries)}
         self.state.expiries_at[symbol] = now
+        self.cache.set_listed_expiries(symbol, expiries)
         self.state.failures.pop(key, None)
         return expiries
 
     def _targets(self, symbol: str, expiries: list[str]) -> list[str]:
+        now = self.clock.now()
         if self.configured_expiries:
-            return [e for e in self.configured_expiries if (symbol, e) not in self.state.invalid]
-        today = datetime.fromtimestamp(self.clock.now(), IST).date().isoformat()
-        upcoming = [e for e in expiries if e >= today and (symbol, e) not in self.state.invalid]
-        return upcoming[:1]
+            return [e for e in live_expiries(self.configured_expiries, now) if (symbol, e) not in self.state.invalid]
+        upcoming = [e for e in _live(expiries, now) if (symbol, e) not in self.state.invalid]
+        if not upcoming:
+            return []
+        targets = [upcoming[0]]
+        if self.rule != "nearest":
+            try:
+                chosen = choose_expiry(upcoming, now, self.rule, monthly=self.monthly(symbol) or None)
+            except (NoExpiry, InstrumentError):
+                chosen = ""
+            if chosen and chosen not in targets:
+                targets.append(chosen)
+        return targets
 
     def _fetch(self, symbol: str, expiry: str, now: float) -> None:
         key = (symbol, expiry)
@@ -180,21 +231,39 @@ class OptionChainPoller(SupervisedActor):
 
 
 
+def _live(expiries: list[str], now: float) -> list[str]:
+    """The live ones of a list that may hold junk (a list from Dhan is not trusted to be dates)."""
+    out = []
+    for expiry in expiries:
+        try:
+            out.extend(live_expiries([expiry], now))
+        except InstrumentError:
+            continue
+    return sorted(out)
+
+
 class SimChainSource:
     """An option chain made up around the simulated spot, so the embedded default serves the whole API.
 
-    Strikes every 50 (NIFTY) / 100 (BANKNIFTY) around the spot; each contract has a stable made-up
-    security id; premiums from intrinsic value plus a time-value hump. Not a pricing model: a stand-in.
+    With an instrument master that lists options of the underlying (the shipped snapshot), the expiries,
+    strikes and security ids are the master's, so a contract the strategy picks has its lot and tick;
+    otherwise strikes every 50 (NIFTY) / 100 (BANKNIFTY) around the spot with stable made-up ids, weekly
+    Tuesday expiries. Premiums from intrinsic value plus a time-value hump: not a pricing model.
     """
 
     STEP = {"NIFTY": 50, "BANKNIFTY": 100, "FINNIFTY": 50}
     BASE_ID = {"NIFTY": 40_000, "BANKNIFTY": 60_000, "FINNIFTY": 80_000}
 
-    def __init__(self, cache: MarketCache, clock: Clock) -> None:
+    def __init__(self, cache: MarketCache, clock: Clock, instruments: InstrumentBook | None = None) -> None:
         self.cache = cache
         self.clock = clock
+        self.instruments = instruments
 
     def expiry_list(self, symbol: str) -> list[str]:
+        if self.instruments is not None:
+            listed = live_expiries(self.instruments.index.expiries(symbol), self.clock.now())
+            if listed:
+                return listed
         today = datetime.fromtimestamp(self.clock.now(), IST).date()
         days_to_tuesday = (1 - today.weekday()) % 7
         first = today.toordinal() + days_to_tuesday
@@ -205,17 +274,24 @@ class SimChainSource:
         if quote is None:
             raise TemporaryBrokerError(f"no simulated spot for {symbol} yet")
         spot = quote[0]
-        step = self.STEP.get(symbol, 50)
-        atm = round(spot / step) * step
+        listed = self.instruments.index.options(symbol, expiry) if self.instruments is not None else []
+        if listed:
+            step = self.STEP.get(symbol, 50)
+            legs = [(o.strike, o.option_type, int(o.security_id)) for o in listed
+                    if abs(o.strike - spot) <= 10.5 * step]
+        else:
+            step = self.STEP.get(symbol, 50)
+            atm = round(spot / step) * step
+            base = self.BASE_ID.get(symbol, 90_000)
+            legs = []
+            for i in range(-10, 11):
+                legs.append((float(atm + i * step), "CE", base + 2 * (i + 10)))
+                legs.append((float(atm + i * step), "PE", base + 2 * (i + 10) + 1))
         chain: dict[str, Any] = {}
-        for i in range(-10, 11):
-            strike = atm + i * step
-            index = i + 10
+        for strike, option_type, security_id in legs:
             time_value = max(5.0, 120.0 - abs(strike - spot) * 0.4)
-            chain[f"{strike:.6f}"] = {
-                "ce": {"last_price": round(max(0.0, spot - strike) + time_value, 2),
-                       "security_id": self.BASE_ID.get(symbol, 90_000) + 2 * index},
-                "pe": {"last_price": round(max(0.0, strike - spot) + time_value, 2),
-                       "security_id": self.BASE_ID.get(symbol, 90_000) + 2 * index + 1},
-            }
-        return {"last_price": spot, "oc": chain}
+            intrinsic = max(0.0, spot - strike) if option_type == "CE" else max(0.0, strike - spot)
+            price = round(round((intrinsic + time_value) / 0.05) * 0.05, 2)
+            chain.setdefault(f"{strike:.6f}", {})[option_type.lower()] = {
+                "last_price": price, "security_id": security_id}
+        return {"last_price": spot, "oc": dict(sorted(chain.items(), key=lambda kv: float(kv[0])))}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actors.clock import Clock
+from actors.instruments import InstrumentBook
 from actors.market_data.messages import candle_from_message, feed_status_from_message
 from actors.signals.mds_client import MdsClientActor, MdsClientState
 from actors.signals.messages import (
@@ -31,8 +32,8 @@ from actors.signals.messages import (
 from actors.signals.strategy import StrategyActor, StrategyOptions
 from actors.sources.mds_http import MdsHttpClient, MdsMarketView
 from actors.wiring import HealthCheck, Infrastructure, Subtree
+from core.instruments import InstrumentError, NoExpiry, choose_expiry, live_expiries
 from core.market import Candle
-from core.risk import ist_day
 from storage.bus import Bus, Subscription
 from storage.errors import StorageError
 from storage.records import OptionChainRecord
@@ -65,40 +66,59 @@ class SignalsHandles:
     sink: SignalSink  # where its signals go (a RecordingSink when no trader is assembled)
 
 
+MonthlyExpiries = Callable[[str], set[str]]  # underlying -> its monthly expiries (the instrument master's flags)
+
+
+def _no_monthly(underlying: str) -> set[str]:
+    return set()
+
+
 class _ChainRecords(Protocol):
     def option_chain(self, symbol: str, expiry: str | None) -> OptionChainRecord | None: ...
 
+    def chain_by_rule(self, symbol: str, rule: str, monthly: set[str] | None = None) -> OptionChainRecord | None: ...
+
 
 class _CacheChains:
-    def __init__(self, cache: _ChainRecords) -> None:
+    def __init__(self, cache: _ChainRecords, rule: str, monthly: MonthlyExpiries) -> None:
         self.cache = cache
+        self.rule = rule
+        self.monthly = monthly
 
     def option_chain(self, symbol: str) -> Mapping[str, Any] | None:
-        record = self.cache.option_chain(symbol, None)
+        record = self.cache.chain_by_rule(symbol, self.rule, self.monthly(symbol))
         return None if record is None else record.payload
 
 
 class _StoredChains:
-    def __init__(self, storage: Storage, clock: Clock) -> None:
+    def __init__(self, storage: Storage, clock: Clock, rule: str, monthly: MonthlyExpiries) -> None:
         self.storage = storage
         self.clock = clock
+        self.rule = rule
+        self.monthly = monthly
 
     def option_chain(self, symbol: str) -> Mapping[str, Any] | None:
+        now = self.clock.now()
         try:
-            record = self.storage.option_chains.latest(symbol, today=ist_day(self.clock.now()))
-        except StorageError:
+            expiries = live_expiries(self.storage.option_chains.expiries(symbol), now)
+            expiry = choose_expiry(expiries, now, self.rule, monthly=self.monthly(symbol) or None)
+            record = self.storage.option_chains.latest(symbol, expiry)
+        except (StorageError, NoExpiry, InstrumentError):
             return None
         return None if record is None else record.payload
 
 
-def cache_chains(cache: _ChainRecords) -> MarketView:
-    """Role all: option chains from the MDS read model in the same process."""
-    return _CacheChains(cache)
+def cache_chains(cache: _ChainRecords, rule: str = "nearest", monthly: MonthlyExpiries = _no_monthly) -> MarketView:
+    """Role all: option chains from the MDS read model in the same process, of the expiry `rule` picks
+    (strategy.expiry) among those not yet over."""
+    return _CacheChains(cache, rule, monthly)
 
 
-def stored_chains(storage: Storage, clock: Clock) -> MarketView:
-    """Role trader reading a shared database: the stored chain (nearest expiry from today, IST)."""
-    return _StoredChains(storage, clock)
+def stored_chains(storage: Storage, clock: Clock, rule: str = "nearest",
+                  monthly: MonthlyExpiries = _no_monthly) -> MarketView:
+    """Role trader reading a shared database: the stored chain of the expiry `rule` picks among the live
+    stored ones (an expiry is over at 15:30 IST on its day)."""
+    return _StoredChains(storage, clock, rule, monthly)
 
 
 def _stored_history(storage: Storage, minutes: int) -> Callable[[str, int], list[Candle]]:
@@ -158,8 +178,10 @@ class _BusCandles:
 def assemble_signals(infra: Infrastructure, sink: SignalSink | None, *, chains: MarketView | None,
                      mds: MdsConnection | None = None, risk_view: RiskView | None = None,
                      positions: PositionsView | None = None,
-                     options: StrategyOptions | None = None) -> SignalsHandles:
-    """The signals subtree. Without `mds`, candles come from the bus (and the warm-up from storage)."""
+                     options: StrategyOptions | None = None,
+                     instruments: InstrumentBook | None = None) -> SignalsHandles:
+    """The signals subtree. Without `mds`, candles come from the bus (and the warm-up from storage).
+    `instruments`: the lot sizes of the contracts the strategy trades."""
     s = infra.settings
     options = options or StrategyOptions()
     symbols = tuple(s.feed.symbols)
@@ -175,7 +197,8 @@ def assemble_signals(infra: Infrastructure, sink: SignalSink | None, *, chains: 
     strategy_sink = sink
     # Its handle works from now on: candles published while the rest of the tree starts are buffered for it.
     strategy = signals.add(ChildSpec("strategy", lambda link: StrategyActor.start(
-        link, s, strategy_sink, chains, infra.clock, infra.scheduler, options, history, positions, risk_view)))
+        link, s, strategy_sink, chains, infra.clock, infra.scheduler, options, history, positions, risk_view,
+        instruments, calendar=infra.calendar)))
 
     if mds is not None:
         state = MdsClientState()

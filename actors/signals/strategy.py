@@ -15,8 +15,11 @@ decides the same way. Whether an entry may be raised is the core's decision (`Si
 over an `EntryGate` this actor fills in: the session, square-off, a stale feed, the open positions, the
 trader's risk state and limits, the candle's age). Exits are
 raised whatever the session or feed state; positions still held at square-off are exited on the first
-candle at/after it. Sizing is the policy's (entry-score tiers), capped so an option's premium x qty stays
-within risk.capital.
+candle at/after it. Sizing is the policy's: entry-score tier lots x the underlying's base lots
+(`strategy.lots_per_underlying`, else `strategy.base_lot`) x the instrument master's lot size of the ATM
+contract picked from the chain of the `strategy.expiry` expiry (the MarketView picks it; for a contract the
+master does not know, `execution.lot_sizes`), capped so an option's premium x qty stays within
+risk.capital. A contract neither knows is not traded (ENTRY_SKIPPED says so): a quantity is never guessed.
 
 Open positions: the strategy's own book, from the signals it raised; in live runs it is also reconciled
 with the trader's live trades (at most once a second: trades the executor closed, denied or opened by
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.clock import Clock
+from actors.instruments import InstrumentBook
 from actors.signals.messages import (
     CandlesClosed,
     DecisionGate,
@@ -50,9 +54,10 @@ from actors.signals.messages import (
     SignalSink,
 )
 from config.settings import Settings
-from core.market import Candle, hhmm_seconds, ist_seconds_of_day, to_iso_ist
+from core.calendar import MarketCalendar
+from core.market import Candle, to_iso_ist
 from core.orders import Leg, correlation_id
-from core.risk import RiskLimits, new_risk_state
+from core.risk import RiskLimits, new_risk_state, trading_window
 from core.scoring import Score, ScoreEngine
 from core.signals import EntryGate, EntrySignalRaised, ExitSignalRaised, Signal, SignalPolicy, pick_atm_option
 from supervision.actor import SupervisedActor, tell_quietly
@@ -117,8 +122,13 @@ class StrategyActor(SupervisedActor):
     def __init__(self, link: ChildLink | None, settings: Settings, sink: SignalSink, market: MarketView | None,
                  clock: Clock, scheduler: Scheduler, options: StrategyOptions,
                  history: Callable[[str, int], list[Candle]] | None = None,
-                 positions: PositionsView | None = None, risk_view: RiskView | None = None) -> None:
+                 positions: PositionsView | None = None, risk_view: RiskView | None = None,
+                 instruments: InstrumentBook | None = None, calendar: MarketCalendar | None = None) -> None:
         super().__init__(link)
+        self.instruments = instruments  # lot sizes of what is traded (None: none known, options not traded)
+        # The exchange's hours (core.risk.trading_window narrows them by the risk settings); candles of
+        # minutes the exchange does not trade are not decided on at all: the strategy idles.
+        self.calendar = calendar if calendar is not None else MarketCalendar.always_open()
         self.settings = settings
         self.sink = sink
         self.market = market
@@ -131,8 +141,6 @@ class StrategyActor(SupervisedActor):
         self.risk_view = risk_view  # the trader's risk guard (None: no trader in this process)
         self.limits = RiskLimits.from_settings(settings.risk)
         risk = settings.risk
-        self.session = (hhmm_seconds(risk.session_start), hhmm_seconds(risk.session_end))
-        self.square_off = hhmm_seconds(risk.square_off_time)
         self.max_open = risk.max_open_positions
         self.capital = risk.capital
         self.max_age = settings.strategy.entry_max_candle_age_seconds
@@ -155,7 +163,7 @@ class StrategyActor(SupervisedActor):
         self.resume_scheduled = False
         self.last_sync = 0.0
         self.stats = options.stats
-        for key in ("candles", "history", "duplicates", "scores", "entries", "exits", "skipped"):
+        for key in ("candles", "history", "duplicates", "scores", "entries", "exits", "skipped", "market_closed"):
             self.stats.setdefault(key, 0)
 
     def started(self) -> None:
@@ -262,6 +270,9 @@ class StrategyActor(SupervisedActor):
 
     def _decide(self, candle: Candle) -> None:
         symbol = candle.symbol
+        if not self.calendar.is_open(candle.ts):
+            self.stats["market_closed"] += 1  # a minute the exchange does not trade (the sim at night)
+            return
         if symbol not in self.warmed:
             self._warm(symbol, self.history(symbol, candle.ts) if self.history is not None else [])
         if not self._fresh(candle):
@@ -277,7 +288,8 @@ class StrategyActor(SupervisedActor):
         self.stats["scores"] += 1
         self.last_score[symbol] = score
         self.last_candle[symbol] = candle
-        if self.book and ist_seconds_of_day(candle.ts) + candle.timeframe >= self.square_off:
+        window = trading_window(self.limits, self.calendar, candle.ts)
+        if self.book and window is not None and candle.ts + candle.timeframe >= window.square_off_at:
             signals = self._square_off(candle)
         else:
             signals = self._signals(candle, score, position)
@@ -314,22 +326,34 @@ class StrategyActor(SupervisedActor):
         chain = self.market.option_chain(symbol) if self.market is not None else None
         max_qty = None
         pick = pick_atm_option(chain, score.direction, candle.close)
-        if pick is not None and self.capital > 0:
-            max_qty = int(self.capital // pick.premium)  # the premium paid must fit in the capital
-        signals = self.policy.decide(symbol, score, candle, self.book, gate, chain, 0, max_qty)
+        traded = pick.instrument if pick is not None else symbol
+        lot = self._lot_size(traded)
+        if pick is not None:
+            if lot is None:
+                self._skipped(candle, score, f"lot size of {traded} unknown: not in the instrument master nor execution.lot_sizes")
+                return []
+            if self.capital > 0:
+                max_qty = int(self.capital // pick.premium)  # the premium paid must fit in the capital
+        signals = self.policy.decide(symbol, score, candle, self.book, gate, chain, lot or 1, max_qty)
         if not signals:
             self._skipped(candle, score, f"size: less than one lot within capital {self.capital:g}")
         return signals
 
+    def _lot_size(self, symbol: str) -> int | None:
+        """The master's lot size of what would be traded, else `execution.lot_sizes` (the operator's word for
+        contracts the master does not know, e.g. a replay of a day whose contracts have expired)."""
+        known = self.instruments.lot_size(symbol) if self.instruments is not None else None
+        return known if known is not None else self.settings.execution.lot_sizes.get(symbol)
+
     def _gate(self, candle: Candle, at: float) -> EntryGate:
         """Everything besides the score that decides an entry on this candle (the core judges it)."""
-        start_of_day = ist_seconds_of_day(candle.ts)
+        window = trading_window(self.limits, self.calendar, candle.ts)
         # Without a trader in this process the configured limits still apply, to an empty day.
         risk, limits = self.risk_view() if self.risk_view is not None else (new_risk_state(at), self.limits)
         return EntryGate(
-            market_open=self.session[0] <= start_of_day and start_of_day + candle.timeframe <= self.session[1],
+            market_open=window is not None and window.entries_from <= candle.ts and at <= window.entries_until,
             square_off_time=self.settings.risk.square_off_time,
-            after_square_off=start_of_day + candle.timeframe >= self.square_off,
+            after_square_off=window is None or at >= window.square_off_at,
             feed_stale=candle.symbol in self.stale or "*" in self.stale,
             max_open_positions=self.max_open, candle_age_seconds=self.clock.now() - at,
             max_candle_age_seconds=self.max_age, risk=risk, risk_limits=limits)

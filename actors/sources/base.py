@@ -8,13 +8,13 @@ crashes and its supervisor restarts it with backoff) and the end of a finite inp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.market import Tick
 
-__all__ = ["SourceCallbacks", "SourceStatus", "TickSource"]
+__all__ = ["ContractSubscriber", "SourceCallbacks", "SourceStatus", "TickSource"]
 
 TickSink = Callable[[Sequence[Tick]], None]
 
@@ -48,3 +48,20 @@ class TickSource(Protocol):
         """Ask the thread to end and wait up to timeout; idempotent."""
 
     def status(self) -> SourceStatus: ...
+
+
+@runtime_checkable
+class ContractSubscriber(Protocol):
+    """A source that can add instruments while it runs (the contracts positions are held in).
+
+    Dhan subscribes them on the running websocket; the simulator walks them from the price given (the
+    contract's last known price). A source without this (a replay) plays what its file holds."""
+
+    def watch(self, symbols: Sequence[str], prices: Mapping[str, float]) -> list[str]:
+        """Start ticking these symbols; returns those accepted (a full connection refuses the rest).
+        Called from the feed actor's thread; may be called before `start`."""
+        ...
+
+    def unwatch(self, symbols: Sequence[str]) -> None:
+        """Stop ticking these symbols (ones it never watched are ignored)."""
+        ...

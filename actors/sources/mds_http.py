@@ -24,6 +24,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from actors.clock import Clock
 from core.chains import parse_chain
+from core.instruments import InstrumentError, expiry_close_epoch
 from core.market import Candle, from_iso
 from storage.records import OptionChainRecord
 from telemetry.logs import get_logger
@@ -178,9 +179,17 @@ class MdsMarketView:
             self._chains[record.idx] = record
 
     def option_chain(self, symbol: str) -> Mapping[str, Any] | None:
+        """The latest chain the MDS served (its nearest live expiry); never one whose expiry is over."""
         with self._lock:
             record = self._chains.get(symbol)
-        return None if record is None else record.payload
+        if record is None:
+            return None
+        try:
+            if expiry_close_epoch(record.expiry) <= self.clock.now():
+                return None
+        except InstrumentError:
+            return None
+        return record.payload
 
     def fresh(self, symbol: str) -> bool:
         with self._lock:

@@ -9,6 +9,9 @@ Prices: NIFTY ~ 24,000-26,000, BANKNIFTY ~ 51,000-54,000, FINNIFTY ~ 23,000-25,0
 contracts) ~ 50-300 with larger percentage moves; the walk reflects at the range edges and prices are on
 the 0.05 tick grid. Volumes are whole lots (NIFTY 75, BANKNIFTY 35, FINNIFTY 65, options 75) with a
 heavy-ish tail, as trade prints are.
+
+A contract watched while the source runs (a position's option, `watch`) walks from the price it is
+given (its option-chain premium) with the option model's volatility, until it is unwatched.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import math
 import random
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from actors.clock import Clock
@@ -59,12 +62,16 @@ def model_for(symbol: str) -> SymbolModel:
 class _Walk:
     __slots__ = ("due_from", "model", "price", "rng", "symbol")
 
-    def __init__(self, symbol: str, seed: int) -> None:
+    def __init__(self, symbol: str, seed: int, start: float | None = None) -> None:
         self.symbol = symbol
         self.model = model_for(symbol)
         self.rng = random.Random(seed * 1_000_003 + zlib.crc32(symbol.encode()))
-        span = self.model.high - self.model.low
-        self.price = self.model.low + span * (0.25 + 0.5 * self.rng.random())
+        if start is not None and start > 0:
+            self.model = SymbolModel(max(TICK_SIZE, start / 4), start * 4, _OPTION.sigma, _OPTION.lot)
+            self.price = start
+        else:
+            span = self.model.high - self.model.low
+            self.price = self.model.low + span * (0.25 + 0.5 * self.rng.random())
         self.due_from = 0.0  # fractional tick carried over between steps
 
     def next_tick(self, ts: float) -> Tick:
@@ -127,6 +134,28 @@ class SimSource:
             with self._lock:
                 self._skipped += skipped
         return out
+
+    # ---------------------------------------------------------------------------------------- contracts
+    def watch(self, symbols: Sequence[str], prices: Mapping[str, float]) -> list[str]:
+        """Walk these contracts from the given prices; one without a price is not simulated."""
+        accepted = []
+        with self._lock:
+            present = {walk.symbol for walk in self._walks}
+            added = []
+            for symbol in symbols:
+                if symbol in present:
+                    accepted.append(symbol)
+                elif prices.get(symbol, 0.0) > 0:
+                    added.append(_Walk(symbol, self.seed, start=prices[symbol]))
+                    accepted.append(symbol)
+            if added:
+                self._walks = [*self._walks, *added]  # replaced whole: step() may be iterating the old list
+        return accepted
+
+    def unwatch(self, symbols: Sequence[str]) -> None:
+        gone = set(symbols) - set(self.symbols)
+        with self._lock:
+            self._walks = [walk for walk in self._walks if walk.symbol not in gone]
 
     # ---------------------------------------------------------------------------------------- interface
     def start(self, callbacks: SourceCallbacks) -> None:

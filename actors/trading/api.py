@@ -24,9 +24,11 @@ from typing import Any
 
 from actors.brokers.base import Broker
 from actors.clock import Clock
+from actors.instruments import InstrumentBook
 from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.executor import ExecutorCounters
 from actors.trading.messages import (
+    AdoptPosition,
     EntryCounters,
     EntryDecision,
     EntryOrder,
@@ -91,6 +93,10 @@ class TradeDesk:
         """Create the trade actor of order.pos_id (or find the live one) and tell it OpenTrade."""
         return self.trades.ensure_child(NewTrade(order.pos_id)).tell(OpenTrade(order, reply))
 
+    def adopt(self, message: AdoptPosition) -> bool:
+        """Create the trade actor of message.pos_id to take on orphaned units (the reconciler)."""
+        return self.trades.ensure_child(NewTrade(message.pos_id)).tell(message)
+
     def exit(self, pos_id: str, reason: str, source: str) -> bool:
         """Tell the live trade actor of pos_id to exit; False when this process runs no such trade."""
         if self.router.deliver(pos_id, RequestExit(reason, source)):
@@ -114,6 +120,7 @@ class ManualEntryRequest:
     qty: int
     price: float | None = None
     reason: str = "manual entry"
+    instrument: str = ""  # for people (default: the symbol)
 
 
 @dataclass(frozen=True)
@@ -135,11 +142,12 @@ class TradingViews:
 
 
 class TradingApi:
-    def __init__(self, desk: TradeDesk, views: TradingViews, lot_sizes: dict[str, int],
+    def __init__(self, desk: TradeDesk, views: TradingViews, lot_sizes: dict[str, int], instruments: InstrumentBook,
                  answer_timeout: float) -> None:
         self.desk = desk
         self.views = views
         self.lot_sizes = dict(lot_sizes)
+        self.instruments = instruments  # the master's lot size wins over execution.lot_sizes
         self.answer_timeout = answer_timeout
 
     # -- reads ---------------------------------------------------------------------------------------------
@@ -220,13 +228,14 @@ class TradingApi:
     # -- writes --------------------------------------------------------------------------------------------
 
     def lot_size(self, symbol: str) -> int | None:
-        return self.lot_sizes.get(symbol)
+        lot = self.instruments.lot_size(symbol)
+        return lot if lot is not None else self.lot_sizes.get(symbol)
 
     def enter(self, request: ManualEntryRequest) -> EntryDecision:
         """Through the trade's own actor (risk guard, placement fence); answers once it has decided."""
         if not re.fullmatch(POS_ID_PATTERN, request.pos_id):
             raise ValueError(f"pos_id {request.pos_id!r} is not valid")
-        order = EntryOrder(pos_id=request.pos_id, symbol=request.symbol, instrument=request.symbol,
+        order = EntryOrder(pos_id=request.pos_id, symbol=request.symbol, instrument=request.instrument or request.symbol,
                            side=request.side, qty=request.qty, price=request.price or 0.0,
                            reason=request.reason, at=self.views.clock.now(), source="operator")
         reply: Future[EntryDecision] = Future()

@@ -9,7 +9,9 @@
 In: `TradingHandles.desk` takes the strategy's signals and the operator's entries and exits. Order
 updates: the broker's listener (paper: fills on a scheduler timer every broker.paper_poll_ms; dhan: the
 order-update websocket) goes to the OrderRouter, which tells the owning trade actor; the reconciler's
-polling is the safety net. Prices come from the `QuoteSource` the runtime hands in.
+polling is the safety net. Prices come from the `QuoteSource` the runtime hands in; lots and ticks from
+the instrument master (`InstrumentBook`); a trade keeps its contract on the live feed through the
+`ContractWatch` (role all: the market_data subtree's feed; None where this process has no feed).
 """
 
 from __future__ import annotations
@@ -20,23 +22,31 @@ from dataclasses import dataclass
 
 from actors.brokers.base import Broker
 from actors.brokers.paper import PaperBroker, paper_broker_from_settings
+from actors.instruments import InstrumentBook
 from actors.trading.api import TradeDesk, TradingApi, TradingViews
 from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.executor import Executor, ExecutorCounters, PlacementLedger
 from actors.trading.messages import EntryCounters
-from actors.trading.quotes import QuoteSource
+from actors.trading.quotes import QuoteBook, QuoteSource
 from actors.trading.reconciler import ReconcileDeps, Reconciler, ReconcileState, UnroutedUpdate
 from actors.trading.risk_guard import RiskGuard
 from actors.trading.timeout_monitor import MonitorCounters, TimeoutMonitor
 from actors.trading.trade_actor import TradeActor
 from actors.trading.trade_deps import NewTrade, TradeDeps, TradeOrigin
-from actors.wiring import HealthCheck, Infrastructure, Subtree
-from core.risk import RiskLimits
+from actors.wiring import ContractWatch, HealthCheck, Infrastructure, Subtree
+from config.reference import rate_table
+from core.charges import ChargesError, RateTable, fill_charges
+from core.orders import Side
+from core.risk import RiskLimits, ist_day
+from core.trade import OrderCharges
 from supervision.scheduler import Timer
 from supervision.store import Store
 from supervision.supervisor import ChildHandle, ChildSpec, Restart, SupervisorHandle
+from telemetry.logs import get_logger
 
 __all__ = ["TradingHandles", "assemble_trading", "build_broker"]
+
+log = get_logger("mybot.trading")
 
 
 @dataclass(frozen=True)
@@ -50,29 +60,52 @@ class TradingHandles:
     risk: RiskGuard
     broker: Broker
     quotes: QuoteSource
+    instruments: InstrumentBook
     ready: threading.Event  # set once the start-up reconciliation has passed
     trades: SupervisorHandle
     executor: ChildHandle
     reconcile: ReconcileState
 
 
-def build_broker(infra: Infrastructure, quotes: QuoteSource) -> Broker:
+def order_charges(rates: RateTable) -> OrderCharges:
+    """An order's charges at the rates of its IST day (options on NSE; brokerage once per order)."""
+
+    def charges(side: Side, qty: int, price: float, at: float) -> float:
+        try:
+            return fill_charges(rates, side=side, qty=qty, price=price, day=ist_day(at)).total
+        except ChargesError as exc:  # a fill is never refused for its charges: counted as 0, and said so
+            log.event("CHARGES_UNKNOWN", f"charges of {side} {qty} @ {price} not computed: {exc}", level=30)
+            return 0.0
+
+    return charges
+
+
+def build_broker(infra: Infrastructure, quotes: QuoteSource, instruments: InstrumentBook | None = None) -> Broker:
     s = infra.settings
     if s.broker.kind == "dhan":
         from actors.dhan.broker import DhanBroker
 
-        return DhanBroker(s, infra.clock)
-    return paper_broker_from_settings(s.broker, quotes, infra.clock)
+        return DhanBroker(s, infra.clock, token=infra.token,
+                          tick_size=instruments.tick_size if instruments is not None else None)
+    # Paper fills run on the shared scheduler thread: they price from what is known, never wait on a REST LTP.
+    return paper_broker_from_settings(s.broker, quotes.known if isinstance(quotes, QuoteBook) else quotes,
+                                      infra.clock)
 
 
-def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker | None = None) -> TradingHandles:
-    """The trading subtree. An injected `broker` (tests, benchmarks) is the caller's: not closed at shutdown."""
+def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker | None = None, *,
+                     instruments: InstrumentBook | None = None,
+                     contracts: ContractWatch | None = None) -> TradingHandles:
+    """The trading subtree. An injected `broker` (tests, benchmarks) is the caller's: not closed at shutdown.
+    `instruments`: lots and ticks (default: an empty master, where only execution.lot_sizes is known)."""
     s = infra.settings
+    instruments = instruments if instruments is not None else InstrumentBook()
     owns_broker = broker is None
-    broker = broker if broker is not None else build_broker(infra, quotes)
+    broker = broker if broker is not None else build_broker(infra, quotes, instruments)
     ready = threading.Event()
     book = TradeBook()
-    risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock)
+    # The market calendar narrows the session; a dead Dhan token (TokenState.entry_hold) denies entries.
+    risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock, calendar=infra.calendar,
+                     holds=(infra.token.entry_hold,) if infra.token is not None else ())
     reconcile_state = ReconcileState()
     ledger = Store("executor.ledger", PlacementLedger())
     executor_counters = Store("executor.counters", ExecutorCounters())
@@ -100,18 +133,19 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
         backoff=infra.backoff()))
     # Children's start functions run when the tree starts; everything they use exists from here on.
     router = OrderRouter(trades, fallback=lambda order: reconciler.tell(UnroutedUpdate(order)))
+    desk = TradeDesk(trades, router)
     reconcile_deps = ReconcileDeps(infra.storage, broker, infra.clock, risk, book, router, trades, ready,
-                                   infra.storage_ready)
+                                   infra.storage_ready, desk.adopt, s.reconcile.flatten_orphans)
     trade_deps = TradeDeps(storage=infra.storage, broker=broker, clock=infra.clock, scheduler=infra.scheduler,
                            risk=risk, book=book, router=router, quotes=quotes, execution=s.execution,
                            protection_band_pct=s.broker.protection_band_pct, executor=executor, monitor=monitor,
-                           ready=ready, entries=entry_counters)
+                           ready=ready, entries=entry_counters, tick_size=instruments.tick_size,
+                           contracts=contracts, charges=order_charges(rate_table(s.charges)))
     broker.subscribe_order_updates(router.on_update)
 
-    desk = TradeDesk(trades, router)
     views = TradingViews(infra.storage, broker, infra.clock, book, router, quotes, risk, ready, reconcile_state,
                          entry_counters, executor_counters, monitor_counters)
-    api = TradingApi(desk, views, s.execution.lot_sizes,
+    api = TradingApi(desk, views, s.execution.lot_sizes, instruments,
                      answer_timeout=max(2.0, s.supervision.ask_timeout_seconds * 2))
     poll_timer: list[Timer] = []
 
@@ -136,7 +170,8 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     subtree = Subtree(spec=infra.supervised(trading), health={"trading": trading_health},
                       status={"trading": api.status}, after_start=[start_polling], before_stop=[stop_polling])
     return TradingHandles(subtree=subtree, desk=desk, api=api, book=book, risk=risk, broker=broker, quotes=quotes,
-                          ready=ready, trades=trades, executor=executor, reconcile=reconcile_state)
+                          instruments=instruments, ready=ready, trades=trades, executor=executor,
+                          reconcile=reconcile_state)
 
 
 def _safe_poll(broker: PaperBroker) -> Callable[[], None]:

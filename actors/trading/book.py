@@ -171,7 +171,7 @@ def trade_record(context: TradeContext, created_at: float | None = None) -> Trad
         entry_price=context.avg_entry_price or None, entry_time=context.opened_at or None,
         exit_price=context.avg_exit_price or None,
         exit_time=(context.closed_at or None) if context.state is TradeState.CLOSED else None,
-        fees=0.0, realized_pnl=context.realized_pnl if context.exit_filled_qty else None,
+        fees=round(context.fees, 2), realized_pnl=context.realized_pnl if context.exit_filled_qty else None,
         state=context.state.value, opened_day=ist_day(context.signal_at or context.updated_at),
         detail=detail, created_at=created_at if created_at is not None else context.signal_at,
         updated_at=context.updated_at)

@@ -21,7 +21,8 @@ It also cancels (`Cancel`) and looks orders up (`Lookup`) for the trades: trade 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.brokers.base import (
@@ -45,8 +46,8 @@ from actors.trading.messages import (
     TradeAddresses,
 )
 from config.settings import ExecutionSettings
-from core.orders import BrokerOrder, OrderRequest
-from storage.errors import StorageError
+from core.orders import BrokerOrder, Leg, OrderRequest
+from storage.errors import StorageError, StorageUnavailable
 from storage.records import OrderRecord
 from storage.repositories import Storage
 from supervision.actor import SupervisedActor
@@ -70,15 +71,22 @@ class ExecutorCounters:
 
 @dataclass(frozen=True)
 class PlacementLedger:
-    """Correlation ids claimed by this process and known NOT to have reached the broker: safe to send again.
-    Outlives executor restarts (a Store); lost with the process, after which only a lookup decides."""
+    """What this process knows about placements it made, beyond the database: correlation ids known NOT to
+    have reached the broker (safe to send again), and ambiguous submits still settling (id -> when the first
+    ambiguous answer came: never resent until execution.ambiguous_settle_seconds have passed without the
+    broker knowing them). Outlives executor restarts (a Store); lost with the process, after which only a
+    lookup decides (a recovery never sends)."""
 
     unsent: frozenset[str] = frozenset()
+    settling: Mapping[str, float] = field(default_factory=dict)
 
     def with_unsent(self, correlation_id: str, unsent: bool) -> PlacementLedger:
-        if unsent == (correlation_id in self.unsent):
-            return self
-        return PlacementLedger(self.unsent | {correlation_id} if unsent else self.unsent - {correlation_id})
+        settling = {k: v for k, v in self.settling.items() if k != correlation_id}
+        unsent_ids = self.unsent | {correlation_id} if unsent else self.unsent - {correlation_id}
+        return PlacementLedger(unsent_ids, settling)
+
+    def with_settling(self, correlation_id: str, since: float) -> PlacementLedger:
+        return PlacementLedger(self.unsent - {correlation_id}, {**self.settling, correlation_id: since})
 
 
 class Executor(SupervisedActor):
@@ -112,9 +120,25 @@ class Executor(SupervisedActor):
         claim = self._order_row(request, "SUBMITTING") if mode is PlaceMode.FIRST else None
         try:
             with self.storage.placement_lock(request.pos_id, self.execution.lock_timeout_seconds, claim) as claimed:
-                unsent = request.correlation_id in self.ledger.get().unsent
-                submit = (mode is PlaceMode.FIRST and claimed) or (mode is PlaceMode.RESEND and unsent)
-                result = self._submit(request) if submit else self._resolve(request)
+                ledger = self.ledger.get()
+                submit = (mode is PlaceMode.FIRST and claimed) or (
+                    mode is PlaceMode.RESEND and request.correlation_id in ledger.unsent)
+                if submit:
+                    result = self._submit(request)
+                elif mode is PlaceMode.RESEND and request.correlation_id in ledger.settling:
+                    result = self._settle(request, ledger.settling[request.correlation_id])
+                else:
+                    result = self._resolve(request)
+        except StorageUnavailable as exc:
+            if request.leg is Leg.EXIT and (mode is PlaceMode.FIRST or (
+                    mode is PlaceMode.RESEND and request.correlation_id in self.ledger.get().unsent)):
+                # An exit does not wait for the database: this process owns the trade, and its exit order's
+                # correlation id is its own. The claim is not written; a recovery resolves it at the broker.
+                self.log.event("PLACEMENT_WITHOUT_DATABASE", f"{request.pos_id}: database unreachable ({exc}); "
+                               "the exit is placed anyway", level=40, pos_id=request.pos_id,
+                               correlation_id=request.correlation_id)
+                return self._submit(request)
+            return PlacementResult(request, Outcome.UNKNOWN, reason=f"storage unavailable: {exc}")
         except StorageError as exc:
             return PlacementResult(request, Outcome.UNKNOWN, reason=f"storage unavailable: {exc}")
         if result.outcome is Outcome.REFUSED:
@@ -136,12 +160,11 @@ class Executor(SupervisedActor):
             found = self._find(request)
             if isinstance(found, BrokerOrder):
                 return self._placed(request, found, "found by correlationId after an ambiguous submit")
-            if found is None:  # the broker does not have it: a resend is safe, after another look
-                self._mark_unsent(cid, True)
-                self.counters.bump("not_sent")
-                return PlacementResult(request, Outcome.NOT_SENT,
-                                       reason=f"ambiguous submit not found at the broker ({exc})")
-            return PlacementResult(request, Outcome.UNKNOWN, reason=f"ambiguous submit, lookup failed: {found}")
+            # Not at the broker YET: a gateway may process the request late. Never resend before the
+            # settle window has passed; meanwhile the order-update stream or the next lookup may find it.
+            now = self.clock.now()
+            self.ledger.update(lambda ledger: ledger.with_settling(cid, now))
+            return self._settling(request, now, f"ambiguous submit ({exc})")
         except PermanentBrokerError as exc:
             self.counters.bump("refused")
             self._mark_unsent(cid, False)
@@ -154,6 +177,27 @@ class Executor(SupervisedActor):
             return PlacementResult(request, Outcome.NOT_SENT, reason=f"{type(exc).__name__}: {exc}",
                                    retry_after=float(getattr(exc, "retry_after", 0.0) or 0.0))
         return self._placed(request, order, "accepted")
+
+    def _settle(self, request: OrderRequest, since: float) -> PlacementResult:
+        """An ambiguous submit settling: look it up; once the settle window has passed without the broker
+        knowing it, it is known unsent (the trade then decides whether to send it again)."""
+        found = self._find(request)
+        if isinstance(found, BrokerOrder):
+            return self._placed(request, found, "found by correlationId while an ambiguous submit settled")
+        now = self.clock.now()
+        if found is None and now - since >= self.execution.ambiguous_settle_seconds:
+            self._mark_unsent(request.correlation_id, True)
+            self.counters.bump("not_sent")
+            self.log.event("ORDER_SUBMIT_SETTLED", f"{request.pos_id}: not at the broker {now - since:.1f} s after "
+                           "an ambiguous submit: known unsent", level=30, pos_id=request.pos_id,
+                           correlation_id=request.correlation_id, leg=request.leg.value)
+            return PlacementResult(request, Outcome.NOT_SENT, reason="ambiguous submit never reached the broker")
+        return self._settling(request, since, "still settling" if found is None else f"lookup failed: {found}")
+
+    def _settling(self, request: OrderRequest, since: float, why: str) -> PlacementResult:
+        remaining = max(0.0, self.execution.ambiguous_settle_seconds - (self.clock.now() - since))
+        return PlacementResult(request, Outcome.SETTLING, reason=f"{why}; not resent before the settle window ends",
+                               retry_after=min(remaining, self.execution.ambiguous_recheck_seconds))
 
     def _resolve(self, request: OrderRequest) -> PlacementResult:
         """The intent is claimed (earlier life, another process, a repeat): ask the broker, never resend."""
@@ -190,7 +234,8 @@ class Executor(SupervisedActor):
             return f"{type(exc).__name__}: {exc}"
 
     def _mark_unsent(self, correlation_id: str, unsent: bool) -> None:
-        if unsent != (correlation_id in self.ledger.get().unsent):
+        ledger = self.ledger.get()
+        if unsent != (correlation_id in ledger.unsent) or correlation_id in ledger.settling:
             self.ledger.update(lambda ledger: ledger.with_unsent(correlation_id, unsent))
 
     def _order_row(self, request: OrderRequest, status: str) -> OrderRecord:

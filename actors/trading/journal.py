@@ -7,6 +7,11 @@ the journal to hold exactly what the actor has applied: a second writer (another
 pos_id, or running the same trade) gets JournalConflict, never a fork. The step is durable (the commit
 waits for the disk) when something is sent to the broker after it; a step that only records what the
 broker already did may be lost by a database crash, and the trade's recovery observes it again.
+
+The database may be unreachable. A new trade is then refused (nothing is sent). A live trade goes on —
+an exit must never wait for the database, and the broker is the truth: its steps wait here, in order, and
+are written as one step when the database answers again (JOURNAL_DEFERRED ... JOURNAL_CAUGHT_UP). Should
+the process die meanwhile, recovery rebuilds from what was written and observes the rest at the broker.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from actors.clock import Clock
 from actors.trading.book import trade_record
 from core.orders import BrokerOrder, Leg
 from core.trade import CancelOrder, Command, Event, ExitRequested, PlaceOrder, TradeContext, correlation_of
-from storage.errors import StorageError
+from storage.errors import StorageError, StorageUnavailable
 from storage.records import JournalEntry, OrderRecord, TradeEventRecord
 from storage.repositories import Storage
 from telemetry.logs import EventLogger
@@ -41,9 +46,36 @@ class TradeJournal:
         self.storage = storage
         self.clock = clock
         self.log = log
+        self.tail: list[Step] = []  # applied, not yet written (the database was unreachable)
+        self.tail_order: BrokerOrder | None = None
+        self.deferred_since: float | None = None
 
-    def record(self, steps: list[Step], order: BrokerOrder | None, fresh: bool) -> list[TradeEventRecord]:
-        """Write the steps (raises StorageError, JournalConflict: nothing written)."""
+    def record(self, steps: list[Step], order: BrokerOrder | None, fresh: bool) -> bool:
+        """Write the steps after any that wait. True: written. False: the database is unreachable, they wait
+        (a new trade's first step is never deferred: StorageUnavailable is raised, nothing is kept). Raises
+        JournalConflict and other StorageErrors."""
+        pending = [*self.tail, *steps]
+        if not pending:
+            return True
+        order = order or self.tail_order
+        try:
+            self._write(pending, order, fresh)
+        except StorageUnavailable as exc:
+            if fresh:
+                raise
+            self.tail, self.tail_order = pending, order
+            if self.deferred_since is None:
+                self.deferred_since = self.clock.now()
+                self.log.event("JOURNAL_DEFERRED", f"{self.pos_id}: database unreachable ({exc}); the trade goes "
+                               "on and its steps wait in memory", level=40, waiting=len(pending))
+            return False
+        if self.deferred_since is not None:
+            self.log.event("JOURNAL_CAUGHT_UP", f"{self.pos_id}: {len(pending)} deferred events written",
+                           events=len(pending), deferred_seconds=round(self.clock.now() - self.deferred_since, 3))
+        self.tail, self.tail_order, self.deferred_since = [], None, None
+        return True
+
+    def _write(self, steps: list[Step], order: BrokerOrder | None, fresh: bool) -> list[TradeEventRecord]:
         first, last = steps[0].before, steps[-1].after
         durable = fresh or any(isinstance(command, PlaceOrder | CancelOrder) for step in steps
                                for command in step.commands)

@@ -22,6 +22,7 @@ from core.orders import BrokerOrder, Leg, OrderRequest, Side
 from core.signals import EntrySignalRaised
 
 __all__ = [
+    "AdoptPosition",
     "Cancel",
     "EntryCounters",
     "CheckTimeout",
@@ -101,6 +102,19 @@ class OpenTrade:
 
 
 @dataclass(frozen=True)
+class AdoptPosition:
+    """To the (new) trade actor of pos_id: take on units the broker holds that no live trade explains (the
+    reconciler's orphans), to be exited. No risk check: it can only reduce exposure."""
+
+    pos_id: str
+    symbol: str
+    side: Side  # BUY = long units
+    qty: int
+    avg_price: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class RequestExit:
     """EXIT_SIGNAL for this trade. `source`: strategy, operator, trade (slippage, retry), square_off, flatten."""
 
@@ -125,7 +139,9 @@ class Outcome(StrEnum):
     PLACED = "PLACED"  # the broker has the order (answered, or found by correlationId)
     REFUSED = "REFUSED"  # definitely not placed and not to be retried (permanent error, lost intent)
     NOT_SENT = "NOT_SENT"  # definitely not placed (429, local rate limit): the trade may ask again later
-    UNKNOWN = "UNKNOWN"  # not known yet (ambiguous, lookup failed): resolved later by correlationId
+    UNKNOWN = "UNKNOWN"  # not known yet (lookup failed): resolved later by correlationId
+    SETTLING = "SETTLING"  # an ambiguous submit not found yet: looked up again after retry_after, never resent
+    #                        before execution.ambiguous_settle_seconds have passed
 
 
 @dataclass(frozen=True)

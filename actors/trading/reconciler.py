@@ -8,9 +8,10 @@ A pass:
 1. Missed fills: every broker order owned by a live trade whose state the trade has not seen yet (more
    filled, or ended while the trade thinks it works) is handed to that trade as `Observe` -- the trade
    applies it through the core, as events. Nothing is ever invented: only broker snapshots are observed.
-2. Positions, from the broker's side: per symbol, its net quantity against the fills of the orders that
-   carry the correlation id of a trade of ours (whichever process runs it; a trade that ended without a
-   position explains nothing) -- a remainder is a broker position with no trade.
+2. Positions, from the broker's side: per instrument, its net quantity against the open quantity of the
+   live trades (every process's, from the trades table; this process's book is fresher). Historical fills
+   explain nothing: units beyond the live trades are orphans (a duplicate order, a late fill on a rejected
+   or cancelled entry, a trade whose journal became unreadable) -- an incident that holds entries.
 3. The book, from our side: each live trade's open quantity against the net fills of its own orders at
    the broker -- more in the book is a trade the broker does not know; less is fills the trade has not
    taken. Either difference must persist (max(0.5 s, one interval, up to 2 s), and for a trade without
@@ -23,15 +24,16 @@ A pass:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.brokers.base import Broker, BrokerError
 from actors.clock import Clock
 from actors.trading.book import OrderRouter, TradeBook
-from actors.trading.messages import Observe
+from actors.trading.messages import AdoptPosition, Observe
 from actors.trading.risk_guard import RiskGuard
-from core.orders import BrokerOrder, Leg, Side, correlation_id
+from core.orders import BrokerOrder, BrokerPosition, Leg, Side, correlation_id
 from core.risk import ist_day
 from core.trade import ENDED_WITHOUT_POSITION, ENTRY_LEG, EXIT_LEG, TradeContext, TradeState
 from storage.errors import StorageError
@@ -61,6 +63,8 @@ class ReconcileDeps:
     trades: SupervisorHandle  # adoption creates trade actors
     ready: threading.Event  # set by the first passed reconciliation
     storage_ready: threading.Event
+    adopt: Callable[[AdoptPosition], bool]  # the desk: orphaned units become a trade to exit
+    flatten_orphans: bool
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class Reconciler(SupervisedActor):
         self.state = state
         self.timer: Timer | None = None
         self.confirm_after = max(CONFIRM_MIN_SECONDS, min(2.0, interval_seconds))
+        self.positions: dict[str, BrokerPosition] = {}
 
     def started(self) -> None:
         ref = self.actor_ref
@@ -218,6 +223,8 @@ class Reconciler(SupervisedActor):
             kinds = sorted({d["kind"] for d in new_incidents.values()})
             deps.risk.set_reconciliation_hold(True, f"reconciliation: {', '.join(kinds)} (acknowledge with POST "
                                                     "/v1/control/reconcile/ack)")
+        if deps.flatten_orphans and confirmed:
+            self._flatten_orphans(confirmed, now)
         if fresh:
             wait = max(0.01, self.confirm_after - min(moment - seen[k] for k in fresh))
             self._later(wait, _Pass(confirm=True))  # confirm (or clear) the suspicion soon
@@ -230,18 +237,43 @@ class Reconciler(SupervisedActor):
                            "guard permitting)", incidents=len(state.incidents), adopted=len(state.adopted))
         deps.risk.flush()
 
+    def _flatten_orphans(self, confirmed: dict[str, dict[str, Any]], now: float) -> None:
+        """At square-off (or a flatten), units the broker holds beyond the live trades are taken on by a new
+        trade each and exited through the normal path. Before then they only hold entries: an operator may
+        want to look first."""
+        reason = self.deps.risk.exit_all_reason(now)
+        if not reason:
+            return
+        for difference in confirmed.values():
+            symbol, units = difference.get("symbol"), int(difference.get("difference", 0))
+            if not symbol or not units:
+                continue
+            position = self.positions.get(symbol)
+            price = (position.buy_avg if units > 0 else position.sell_avg) if position is not None else 0.0
+            pos_id = f"ORPHAN-{symbol}-{ist_day(now).replace('-', '')}-{abs(units)}"
+            self.log.event("RECONCILE_ORPHAN_ADOPTED", f"{symbol}: {units:+d} units no live trade explains are "
+                           f"taken on as {pos_id} and exited ({reason})", level=30, symbol=symbol, units=units,
+                           pos_id=pos_id, reason=reason)
+            self.deps.adopt(AdoptPosition(pos_id, symbol, Side.BUY if units > 0 else Side.SELL, abs(units),
+                                          price or 0.0, f"orphan: {difference.get('detail', '')}"))
+
     def _compare(self) -> dict[str, dict[str, Any]]:
         """Differences keyed by what they are about (the same difference, the same key)."""
         deps = self.deps
         positions = deps.broker.positions()
+        self.positions = {p.symbol: p for p in positions}
         orders = deps.broker.orders()
         self._apply_missed(orders)
         broker_net: dict[str, int] = {}
         for position in positions:
             broker_net[position.symbol] = broker_net.get(position.symbol, 0) + position.net_qty
-        # What our trades explain, from the broker's own order book: fills of orders carrying the
-        # correlation id of a trade of ours (any process) that has not ended without a position.
+        # What our live trades hold, by instrument (every process's, from the trades table; this process's
+        # own book is fresher). A closed, rejected or cancelled trade explains nothing: units the broker
+        # holds beyond the live trades are orphans (a duplicate order, a late fill, an unreadable journal).
         explained: dict[str, int] = {}
+        for symbol, signed in self._live_positions():
+            explained[symbol] = explained.get(symbol, 0) + signed
+        # Each live trade's own orders at the broker: what they filled, for the per-trade check below.
         per_trade: dict[str, int] = {}
         states = self._trade_states()
         for order in orders:
@@ -249,9 +281,8 @@ class Reconciler(SupervisedActor):
                 continue
             pos_id = self._owner(order)
             if pos_id is None or self._state_of(pos_id, states) in _NO_POSITION:
-                continue  # not ours, or fills on an entry that ended with none: nothing explains them
+                continue
             signed = order.filled_qty if order.side is Side.BUY else -order.filled_qty
-            explained[order.symbol] = explained.get(order.symbol, 0) + signed
             per_trade[pos_id] = per_trade.get(pos_id, 0) + signed
         differences: dict[str, dict[str, Any]] = {}
         with self.state.lock:
@@ -264,11 +295,13 @@ class Reconciler(SupervisedActor):
                     continue
                 if accepted.get(symbol) == difference:
                     continue
+                if booked and held * booked >= 0 and abs(held) < abs(booked):
+                    continue  # the broker holds less than the live trades: the per-trade check names them
                 kind = "BROKER_POSITION_WITHOUT_TRADE" if booked == 0 else "POSITION_MISMATCH"
                 differences[f"{kind}:{symbol}:{difference}"] = {
                     "kind": kind, "symbol": symbol, "broker_qty": held, "book_qty": booked,
                     "difference": difference,
-                    "detail": f"{symbol}: broker holds {held}, our trades' orders explain {booked} "
+                    "detail": f"{symbol}: broker holds {held}, live trades hold {booked} "
                               f"({kind.replace('_', ' ').lower()})"}
         for context in deps.book.contexts():
             if context.is_terminal:
@@ -288,6 +321,17 @@ class Reconciler(SupervisedActor):
                 "detail": f"{context.pos_id}: the book holds {in_book} {context.symbol}, its orders at the broker "
                           f"{at_broker}: {what}"}
         return differences
+
+    def _live_positions(self) -> list[tuple[str, int]]:
+        """(symbol, signed open qty) of every live trade: the trades table, overlaid by this process's book."""
+        live = {row.pos_id: (row.symbol, _signed(row.side, int(row.detail.get("open_qty", row.filled_qty or 0))))
+                for row in self.deps.storage.trades.open_trades()}
+        for context in self.deps.book.contexts():
+            if context.is_terminal:
+                live.pop(context.pos_id, None)
+            else:
+                live[context.pos_id] = (context.symbol, _signed(context.side.value, context.open_qty))
+        return list(live.values())
 
     def _trade_states(self) -> dict[str, str]:
         """pos_id -> state of today's trades (one query a pass); live contexts win (they are fresher)."""
@@ -359,6 +403,10 @@ class Reconciler(SupervisedActor):
                        f"{order.status}: no live trade here; the reconciliation passes will judge it", level=10,
                        order_id=order.order_id, correlation_id=order.correlation_id, pos_id=pos_id,
                        status=order.status.value, filled_qty=order.filled_qty)
+
+
+def _signed(side: str, qty: int) -> int:
+    return qty if side == Side.BUY.value else -qty
 
 
 def correlation_id_matches(pos_id: str, cid: str) -> bool:

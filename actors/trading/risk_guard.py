@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from actors.clock import Clock
+from core.calendar import MarketCalendar
 from core.risk import (
     Allowed,
     Decision,
     Denied,
+    EntryHold,
     KillSwitchEngaged,
     KillSwitchReleased,
     ReconciliationHoldChanged,
@@ -45,6 +48,7 @@ from core.risk import (
     roll_session,
     set_reconciliation_hold,
     square_off_due,
+    trading_window,
     with_open_positions,
 )
 from storage.errors import StorageError
@@ -75,11 +79,14 @@ _INCIDENTS: dict[type[RiskEvent], tuple[str, bool]] = {
 
 
 class RiskGuard:
-    def __init__(self, limits: RiskLimits, storage: Storage, clock: Clock, key: str = RISK_STATE_KEY) -> None:
+    def __init__(self, limits: RiskLimits, storage: Storage, clock: Clock, key: str = RISK_STATE_KEY, *,
+                 calendar: MarketCalendar | None = None, holds: Sequence[EntryHold] = ()) -> None:
         self.limits = limits
         self._storage = storage
         self._clock = clock
         self._key = key
+        self.calendar = calendar  # None: every day trades 00:00-24:00 (core.risk.trading_window)
+        self._holds = tuple(holds)  # e.g. the Dhan token keeper's BROKER_AUTH_EXPIRED
         self._lock = threading.RLock()
         self._state = new_risk_state(clock.now())
         self._dirty = False
@@ -119,7 +126,7 @@ class RiskGuard:
             self._loaded = True
             self._dirty = True
             self._persist(now)
-            decision = check_entry(self.limits, state, now)
+            decision = check_entry(self.limits, state, now, self.calendar, self._holds)
         log.event("RISK_STATE_LOADED", "risk state loaded", day=state.day, realized_pnl=round(realized, 2),
                   consecutive_losses=losses, trades_closed=len(closed),
                   kill_switch=state.kill_switch_engaged, reconciliation_hold=state.reconciliation_hold,
@@ -137,7 +144,7 @@ class RiskGuard:
         """check_entry, and when allowed count the entry as open at once (atomic against other callers)."""
         with self._lock:
             self._roll(now)
-            decision = check_entry(self.limits, self._state, now)
+            decision = check_entry(self.limits, self._state, now, self.calendar, self._holds)
             if isinstance(decision, Allowed):
                 self._state = on_entry_started(self._state)
                 self._dirty = True  # a counter the book can rebuild: saved by the next flush, not here
@@ -149,7 +156,7 @@ class RiskGuard:
         with self._lock:
             self._roll(now)
             state = with_open_positions(self._state, max(0, self._state.open_positions - 1))
-            decision = check_entry(self.limits, state, now)
+            decision = check_entry(self.limits, state, now, self.calendar, self._holds)
         return decision if isinstance(decision, Denied) else None
 
     def entry_abandoned(self) -> None:
@@ -218,8 +225,9 @@ class RiskGuard:
         """Why every open position must be exited now ("" = no reason): a flatten, or the square-off time."""
         if self._flattening:
             return f"FLATTEN: {self._flattening}"
-        if square_off_due(self.limits, now):
-            return f"SQUARE_OFF at {self.limits.square_off_time} IST"
+        if square_off_due(self.limits, now, self.calendar):
+            window = trading_window(self.limits, self.calendar, now)
+            return f"SQUARE_OFF at {window.square_off_text if window else self.limits.square_off_time + ' IST'}"
         return ""
 
     # -- views ---------------------------------------------------------------------------------------------
@@ -234,7 +242,7 @@ class RiskGuard:
         with self._lock:
             self._roll(now)
             state = self._state
-            decision = check_entry(self.limits, state, now)
+            decision = check_entry(self.limits, state, now, self.calendar, self._holds)
             flattening = self._flattening
         limits = self.limits
         why = "" if decision.allowed else decision.reason if isinstance(decision, Denied) else ""
@@ -256,7 +264,7 @@ class RiskGuard:
             "flattening": flattening or None,
             "reconciliation_hold": {"engaged": state.reconciliation_hold,
                                     "reason": state.reconciliation_hold_reason or None},
-            "square_off_due": square_off_due(limits, now),
+            "square_off_due": square_off_due(limits, now, self.calendar),
             "limits": {
                 "trading_enabled": limits.trading_enabled, "daily_max_loss": limits.daily_max_loss,
                 "daily_max_loss_pct": limits.daily_max_loss_pct, "capital": limits.capital,

@@ -25,6 +25,7 @@ from typing import Any
 
 from actors.trading.journal import Step, TradeJournal
 from actors.trading.messages import (
+    AdoptPosition,
     Cancel,
     CheckTimeout,
     EntryDecision,
@@ -42,8 +43,9 @@ from actors.trading.messages import (
     RequestExit,
     WatchTrade,
 )
+from actors.trading.quotes import exit_pricing
 from actors.trading.trade_deps import TradeDeps, TradeOrigin
-from core.orders import BrokerOrder, Leg, OrderRequest, marketable_limit
+from core.orders import BrokerOrder, Leg, OrderRequest
 from core.risk import Denied
 from core.trade import (
     ABANDONED,
@@ -52,7 +54,6 @@ from core.trade import (
     ENTRY_WORKING,
     EXIT_WORKING,
     EXITABLE,
-    MAX_EXIT_ATTEMPTS,
     AlertOperator,
     CancelOrder,
     Command,
@@ -65,6 +66,7 @@ from core.trade import (
     OrderCancelled,
     OrderRejected,
     PlaceOrder,
+    PositionAdopted,
     RaiseExitSignal,
     RecordClosedTrade,
     TradeContext,
@@ -81,8 +83,9 @@ from core.trade import (
     slippage_guard,
     timeout_due,
 )
-from storage.errors import StorageConflict, StorageError
-from supervision.actor import SupervisedActor, tell_quietly
+from storage.errors import StorageConflict, StorageError, StorageUnavailable
+from storage.records import TradeEventRecord
+from supervision.actor import SupervisedActor
 from supervision.supervisor import ChildLink
 from telemetry.logs import incident_id
 
@@ -92,11 +95,23 @@ S = TradeState
 
 
 @dataclass(frozen=True)
+class _ReadJournal:
+    """Timer: try again to read the journal (the database was unreachable when the actor started)."""
+
+
+@dataclass(frozen=True)
+class _FlushJournal:
+    """Timer: write the journal steps that waited for the database."""
+
+
+@dataclass(frozen=True)
 class _RetryPlacement:
-    """Timer: ask the executor again for a placement it could not send (429, local rate limit)."""
+    """Timer: ask the executor again for a placement it could not send (429, local rate limit), or to look
+    up again an ambiguous submit that is settling (`settling`: nothing will be sent, no risk check needed)."""
 
     request: OrderRequest
     attempt: int
+    settling: bool = False
 
 
 class TradeActor(SupervisedActor):
@@ -109,6 +124,11 @@ class TradeActor(SupervisedActor):
         self.finished = False
         self.recovering = True  # the book says "recovered" only once started() is through
         self.deferred_exit: RequestExit | None = None  # asked before the entry was placed: applied after
+        self.exit_retry_due: float | None = None  # when the retry of an unfilled exit is due (its own timer)
+        self.flush_due = False  # a retry of the deferred journal steps is scheduled
+        self.waiting_for_journal = False  # restarted while the database was unreachable
+        self.kept: list[Any] = []  # messages that came while waiting for the journal
+        self.flush_attempts = 0
         self.placement_attempts: dict[str, int] = {}  # correlation id -> sends asked (this life)
         self.log = self.log.bind(pos_id=pos_id)
         self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log)
@@ -121,10 +141,32 @@ class TradeActor(SupervisedActor):
             # pos_id journaled before (here or in another process) is found then, as a duplicate.
             self.recovering = False
             return
-        records = self.deps.storage.trades.events(self.pos_id)
+        self._restore()
+
+    def _restore(self) -> None:
+        """Rebuild from the journal, then reconcile with the broker. With the database unreachable, wait for
+        it (messages are kept meanwhile, in order): a restart during an outage must not crash-loop."""
+        try:
+            records = self.deps.storage.trades.events(self.pos_id)
+        except StorageUnavailable as exc:
+            if not self.waiting_for_journal:
+                self.log.event("TRADE_RECOVERY_DEFERRED", f"{self.pos_id}: journal unreadable now ({exc}); "
+                               "waiting for the database", level=30)
+            self.waiting_for_journal = True
+            self.flush_attempts += 1
+            delay = min(5.0, 0.25 * 2 ** min(self.flush_attempts - 1, 5))
+            self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, _ReadJournal())
+            return
+        self.waiting_for_journal, self.flush_attempts = False, 0
         if not records:
             self.recovering = False
-            return
+        else:
+            self._rebuild(records)
+        kept, self.kept = self.kept, []
+        for message in kept:
+            self.receive(message)
+
+    def _rebuild(self, records: list[TradeEventRecord]) -> None:
         try:
             self.context = rebuild(event_from_payload(r.event, r.payload) for r in records)
         except (EventDecodeError, IllegalTransition) as exc:
@@ -155,8 +197,16 @@ class TradeActor(SupervisedActor):
     def receive(self, message: Any) -> Any:
         if isinstance(message, GetTrade):
             return self.context
+        if isinstance(message, _ReadJournal):
+            self._restore()
+            return None
+        if self.waiting_for_journal:
+            self.kept.append(message)  # handled, in order, once the journal is read
+            return None
         if isinstance(message, OpenTrade):
             self._open(message)
+        elif isinstance(message, AdoptPosition):
+            self._adopt(message)
         elif self.finished or self.context.state is S.NEW:
             return None  # nothing to act on (ended, or never opened)
         elif isinstance(message, Observe):
@@ -175,6 +225,12 @@ class TradeActor(SupervisedActor):
             self._recover()
         elif isinstance(message, _RetryPlacement):
             self._retry_placement(message)
+        elif isinstance(message, _FlushJournal):
+            self.flush_due = False
+            if self.journal.record([], None, False):
+                self.flush_attempts = 0
+            else:
+                self._flush_journal_later()
         else:
             return super().receive(message)
         self._after_step()
@@ -199,7 +255,8 @@ class TradeActor(SupervisedActor):
             at=now, pos_id=order.pos_id, symbol=order.symbol, instrument=order.instrument, side=order.side,
             qty=order.qty, price=order.price, quote=deps.quotes(order.symbol), allowed=decision.allowed,
             denial=f"{decision.code}: {decision.reason}" if isinstance(decision, Denied) else "",
-            band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}")
+            band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}",
+            tick=deps.tick_size(order.symbol))
         accepted = isinstance(events[-1], EntryRequested)
         if decision.allowed and not accepted:
             deps.risk.entry_abandoned()  # no price: counted as open by try_enter, and never sent
@@ -219,6 +276,18 @@ class TradeActor(SupervisedActor):
             denied = events[-1]
             code, _, reason = denied.reason.partition(": ") if isinstance(denied, EntryDenied) else ("", "", "")
             message.reply.set_result(EntryDecision(order.pos_id, accepted, code, reason))
+
+    def _adopt(self, message: AdoptPosition) -> None:
+        if self.context.state is not S.NEW:
+            return  # adopted (or opened) already
+        event = PositionAdopted(at=self.deps.clock.now(), pos_id=self.pos_id, symbol=message.symbol,
+                                instrument=message.symbol, side=message.side, qty=message.qty,
+                                avg_price=message.avg_price, reason=message.reason)
+        try:
+            self._apply_all([event], fresh=True, source="reconciler")
+        except StorageError as exc:  # adopted already (another pass, another process), or no database now
+            self.log.event("POSITION_ADOPTION_FAILED", f"{self.pos_id}: {exc}", level=30, symbol=message.symbol)
+            self._finish()
 
     def _answer(self, message: OpenTrade, code: EntryRefusal, reason: str) -> None:
         self.deps.entries.bump("duplicates" if code is EntryRefusal.DUPLICATE else "denied")
@@ -247,6 +316,11 @@ class TradeActor(SupervisedActor):
         leg = Leg.ENTRY if context.state in ENTRY_WORKING else Leg.EXIT if context.state in EXIT_WORKING else None
         if leg is not None:
             self.deps.executor.tell(Lookup(self.pos_id, leg, order_id_of(context, leg), correlation_of(context, leg)))
+        elif context.state is S.POSITION_OPEN and context.exit_reason and self.exit_retry_due is None:
+            # An exit was wanted and no exit order is working (its retry timer died with an earlier life,
+            # or the strategy's exit came while the entry settled): ask again, never forget it.
+            self._raise_exit(RaiseExitSignal(self.pos_id, context.exit_reason, max(1, context.exit_attempt + 1),
+                                             "recovered with an exit wanted and none working"))
 
     def _on_looked_up(self, answer: LookedUp) -> None:
         if answer.order is not None:
@@ -265,7 +339,7 @@ class TradeActor(SupervisedActor):
 
     def _observe(self, order: BrokerOrder, source: str) -> None:
         try:
-            events = observe(self.context, order, self.deps.clock.now())
+            events = observe(self.context, order, self.deps.clock.now(), self.deps.charges)
         except IllegalTransition as exc:
             # Units the broker says we hold that the trade cannot take: never drop them silently.
             self.log.event("TRANSITION_REFUSED", f"{self.pos_id}: {exc}", level=40, source=source,
@@ -290,6 +364,14 @@ class TradeActor(SupervisedActor):
             self._apply(OrderRejected(at=self.deps.clock.now(), leg=request.leg, reason=result.reason))
         elif result.outcome is Outcome.NOT_SENT:
             self._schedule_retry(request, result)
+        elif result.outcome is Outcome.SETTLING:
+            # Look again soon (nothing is sent meanwhile): the executor answers PLACED once the broker knows
+            # the order, or NOT_SENT once the settle window passed without it.
+            self.log.event("ORDER_SUBMIT_SETTLING", f"{self.pos_id}: {result.reason}", level=30,
+                           correlation_id=request.correlation_id, leg=request.leg.value)
+            self.deps.scheduler.call_later(result.retry_after, self.deps.router.deliver, self.pos_id,
+                                           _RetryPlacement(request, self.placement_attempts.get(
+                                               request.correlation_id, 1), settling=True))
         else:
             self.log.event("ORDER_OUTCOME_UNKNOWN", f"{self.pos_id}: {result.reason}; resolved later by "
                            "correlationId", level=30, correlation_id=request.correlation_id, leg=request.leg.value)
@@ -308,14 +390,14 @@ class TradeActor(SupervisedActor):
         self.log.event("ORDER_SUBMIT_DEFERRED", f"{self.pos_id}: {result.reason}; retry {attempt + 1} in "
                        f"{delay:.2f} s", level=30, correlation_id=request.correlation_id, leg=request.leg.value,
                        attempt=attempt)
-        ref = self.actor_ref
-        self.deps.scheduler.call_later(delay, lambda: tell_quietly(ref, _RetryPlacement(request, attempt + 1)))
+        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id,
+                                       _RetryPlacement(request, attempt + 1))
 
     def _retry_placement(self, message: _RetryPlacement) -> None:
         request = request_for(self.context)
         if request is None or request.correlation_id != message.request.correlation_id:
             return  # settled meanwhile
-        if request.leg is Leg.ENTRY:
+        if request.leg is Leg.ENTRY and not message.settling:
             refusal = self.deps.risk.recheck_entry(self.deps.clock.now())
             if refusal is not None:  # the world changed while the entry waited: it is not sent late
                 self._apply(OrderRejected(at=self.deps.clock.now(), leg=Leg.ENTRY,
@@ -337,16 +419,24 @@ class TradeActor(SupervisedActor):
             self.log.event("EXIT_SIGNAL_IGNORED", f"{self.pos_id}: exit ({message.reason}) does not apply in "
                            f"{context.state}", level=10, state=context.state.value, source=message.source)
             return
-        if message.source in ("square_off", "flatten") and context.exit_attempt + 1 >= MAX_EXIT_ATTEMPTS:
-            return  # the operator was alerted when the exits ran out; a sweep must not hammer the broker
-        quote = self.deps.quotes(context.symbol)
-        expected = quote if quote and quote > 0 else (context.avg_entry_price or context.expected_entry_price)
-        if not quote:
-            self.log.event("QUOTE_MISSING", f"{context.symbol}: no quote; exit priced from {expected}", level=30,
-                           symbol=context.symbol)
-        limit = marketable_limit(expected, context.exit_side, self.deps.protection_band_pct)
-        self._apply(ExitRequested(at=self.deps.clock.now(), reason=message.reason, limit_price=limit,
-                                  expected_price=expected))
+        if self.exit_retry_due is not None and message.source in ("square_off", "flatten", "strategy"):
+            return  # an exit is already being retried on its own schedule: a sweep must not hammer the broker
+        # Each exit order that ended unfilled widens the band (the market moved away, or the quote lags);
+        # exit_pricing widens it further when no fresh quote is to be had.
+        execution = self.deps.execution
+        band = min(self.deps.protection_band_pct + (context.exit_attempt + 1) * execution.exit_band_step_pct,
+                   max(execution.exit_band_max_pct, self.deps.protection_band_pct))
+        priced = exit_pricing(self.deps.quotes, context.symbol, context.exit_side, band_pct=band,
+                              fallback=context.avg_entry_price or context.expected_entry_price,
+                              tick=self.deps.tick_size(context.symbol))
+        if priced.widened:
+            self.log.event("QUOTE_MISSING" if priced.quote is None else "QUOTE_STALE",
+                           f"{context.symbol}: no fresh quote; exit priced from {priced.expected} with a "
+                           f"{priced.band_pct:g}% band", level=30, symbol=context.symbol,
+                           quote_ts=priced.quote.ts if priced.quote else None)
+        self.exit_retry_due = None
+        self._apply(ExitRequested(at=self.deps.clock.now(), reason=message.reason, limit_price=priced.limit,
+                                  expected_price=priced.expected))
 
     # -- the one way a state changes ---------------------------------------------------------------------
 
@@ -372,14 +462,18 @@ class TradeActor(SupervisedActor):
             context = after
         if not steps:
             return False
-        # The journal first: a failure raises (a crash) before anything happens outside.
-        records = self.journal.record(steps, order_row, fresh)
+        # The journal first: a conflict raises (a crash) before anything happens outside; an unreachable
+        # database keeps the steps in memory (a new trade's first step excepted) and the trade goes on.
+        if self.journal.record(steps, order_row, fresh):
+            self.flush_attempts = 0
+        elif not self.flush_due:
+            self._flush_journal_later()
         if fresh:
             self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
         self.context = context
         self._publish()
-        for step, record in zip(steps, records, strict=True):
-            self.journal.log_step(step, record.seq, source)
+        for step in steps:
+            self.journal.log_step(step, step.after.seq, source)
         for step in steps:
             for command in step.commands:
                 self._carry_out(command)
@@ -396,20 +490,45 @@ class TradeActor(SupervisedActor):
         elif isinstance(command, CancelOrder):
             deps.executor.tell(Cancel(command.pos_id, command.order_id, command.leg))
         elif isinstance(command, RaiseExitSignal):
-            self.actor_ref.tell(RequestExit(command.reason, source="trade"))
+            self._raise_exit(command)
         elif isinstance(command, AlertOperator):
             self.log.event("OPERATOR_ALERT", command.message, level=50,
                            incident_id=incident_id("OPERATOR_ALERT", self.pos_id, deps.clock.now()))
         elif isinstance(command, RecordClosedTrade):
             self.log.event("TRADE_CLOSED", f"{self.pos_id}: {command.qty} {command.symbol} "
                            f"{command.avg_entry_price:.2f} -> {command.avg_exit_price:.2f}, "
-                           f"P&L {command.realized_pnl:+.2f} ({command.exit_reason})",
+                           f"P&L {command.realized_pnl:+.2f}, charges {command.fees:.2f}, net "
+                           f"{command.net_pnl:+.2f} ({command.exit_reason})",
                            symbol=command.symbol, instrument=command.instrument, side=command.side.value,
                            qty=command.qty, avg_entry_price=command.avg_entry_price,
                            avg_exit_price=command.avg_exit_price, opened_at=command.opened_at,
                            closed_at=command.closed_at, realized_pnl=round(command.realized_pnl, 2),
+                           fees=round(command.fees, 2),
+                           net_pnl=round(command.net_pnl, 2),
                            exit_reason=command.exit_reason)
-            deps.risk.trade_closed(command.realized_pnl, self.pos_id)
+            deps.risk.trade_closed(command.net_pnl, self.pos_id)
+
+    def _flush_journal_later(self) -> None:
+        self.flush_due = True
+        self.flush_attempts += 1
+        delay = min(5.0, 0.25 * 2 ** min(self.flush_attempts - 1, 5))
+        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, _FlushJournal())
+
+    def _raise_exit(self, command: RaiseExitSignal) -> None:
+        """Exit again: at once the first time, after a growing pause when an exit order ended unfilled."""
+        if not command.failed_attempts:
+            self.actor_ref.tell(RequestExit(command.reason, source="trade"))
+            return
+        execution = self.deps.execution
+        delay = min(execution.exit_retry_max_seconds,
+                    execution.exit_retry_initial_seconds * 2 ** (command.failed_attempts - 1))
+        self.exit_retry_due = self.deps.clock.now() + delay
+        self.log.event("EXIT_RETRY_SCHEDULED", f"{self.pos_id}: {command.detail}; exit order "
+                       f"{command.failed_attempts + 1} in {delay:.2f} s", level=30, attempt=command.failed_attempts + 1,
+                       delay_seconds=round(delay, 3), reason=command.reason)
+        # Through the router (the trade's stable handle): a restart of this actor meanwhile does not lose it.
+        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id,
+                                       RequestExit(command.reason, source="retry"))
 
     def _after_step(self) -> None:
         """Checks after every message: the slippage guard, a deferred exit, a sweep in force, the end."""
@@ -428,7 +547,7 @@ class TradeActor(SupervisedActor):
             if reason:
                 self._on_request_exit(RequestExit(reason, source="flatten" if reason.startswith("FLATTEN")
                                                   else "square_off"))
-        if self.context.is_terminal:
+        if self.context.is_terminal and not self.journal.tail:  # ends once everything is written down
             self._finish()
 
     def _finish(self) -> None:
@@ -436,6 +555,8 @@ class TradeActor(SupervisedActor):
         deps = self.deps
         deps.book.remove(self.pos_id)
         deps.router.forget(self.pos_id)
+        if deps.contracts is not None and self.context.symbol:
+            deps.contracts.unwatch(self.context.symbol, self.pos_id)  # off the live feed once nothing is held
         deps.monitor.tell(WatchTrade(self.pos_id, self.context.state.value, self.context.updated_at, done=True))
         self.stop()
 
@@ -446,6 +567,8 @@ class TradeActor(SupervisedActor):
                                            context.entry_order_id, context.exit_order_id])
         if context.is_terminal:
             return
+        if deps.contracts is not None:
+            deps.contracts.watch(context.symbol, self.pos_id)  # its ticks price the exits, marks and fills
         if context.state in ACTIVE_ORDER_STATES:
             leg_entry = context.state in (S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED)
             since = context.entry_placed_at if leg_entry else context.exit_placed_at

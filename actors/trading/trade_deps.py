@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from actors.brokers.base import Broker
@@ -11,7 +12,9 @@ from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.messages import EntryCounters
 from actors.trading.quotes import QuoteSource
 from actors.trading.risk_guard import RiskGuard
+from actors.wiring import ContractWatch
 from config.settings import ExecutionSettings
+from core.trade import OrderCharges
 from storage.repositories import Storage
 from supervision.scheduler import Scheduler
 from supervision.store import Store
@@ -38,6 +41,9 @@ class TradeDeps:
     monitor: ChildHandle
     ready: threading.Event  # set once the start-up reconciliation has passed
     entries: Store[EntryCounters]
+    tick_size: Callable[[str], float | None] = lambda symbol: None  # the instrument master's tick of a symbol
+    contracts: ContractWatch | None = None  # keeps the traded contract on the live feed (None: no feed here)
+    charges: OrderCharges | None = None  # what an order's fills cost (None: no charges counted)
 
 
 @dataclass(frozen=True)

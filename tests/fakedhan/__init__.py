@@ -108,4 +108,4 @@ class FakeDhan:
         """The `dhan` settings section pointing at this fake (for Settings().replace(dhan=...))."""
         return {"api_base_url": self.rest.base_url, "feed_url": self.feed.url,
                 "order_update_url": self.order_updates.url, "client_id": self.client_id,
-                "access_token": self.access_token, **overrides}
+                "access_token": self.access_token, "scrip_master_url": self.scrip_master_url, **overrides}

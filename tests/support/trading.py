@@ -13,6 +13,7 @@ from typing import Any
 from actors.brokers.base import OrderUpdateListener
 from actors.brokers.paper import PaperBroker
 from actors.clock import SystemClock
+from actors.instruments import InstrumentBook
 from actors.trading.assembly import TradingHandles
 from actors.trading.quotes import QuoteBook
 from config.settings import Settings
@@ -20,6 +21,7 @@ from core.orders import BrokerOrder, OrderRequest, Side
 from core.signals import EntrySignalRaised, ExitSignalRaised
 from core.trade import TradeState
 from daemon.runtime import Runtime, Wiring
+from storage import StorageUnavailable
 from tests.support.waiting import eventually
 
 __all__ = ["TOKEN", "ScriptedBroker", "TraderHarness", "entry_signal", "eventually", "exit_signal",
@@ -35,6 +37,8 @@ class ScriptedBroker(PaperBroker):
     - `fill_before_cancel = True`: a cancel arrives after the exchange filled the order (the fill wins).
     - `crash_after_place = n`: the next n places go through at the broker, then raise RuntimeError (the
       executor dies between submit and acknowledgement).
+    - `duplicate_next_place = True`: the next order is booked twice under the same correlation id (a
+      gateway that processed a request twice); both fill.
     """
 
     def __init__(self, quote: Any, clock: Any, **kwargs: Any) -> None:
@@ -43,6 +47,7 @@ class ScriptedBroker(PaperBroker):
         self.dropped: list[BrokerOrder] = []
         self.fill_before_cancel = False
         self.crash_after_place = 0
+        self.duplicate_next_place = False
         self.places: list[OrderRequest] = []
         self.cancels: list[str] = []
 
@@ -58,6 +63,13 @@ class ScriptedBroker(PaperBroker):
     def place(self, request: OrderRequest) -> BrokerOrder:
         self.places.append(request)
         order = super().place(request)
+        if self.duplicate_next_place:
+            self.duplicate_next_place = False
+            with self._lock:
+                first = self._by_correlation.pop(request.correlation_id)
+            super().place(request)  # a second order under the same correlation id
+            with self._lock:
+                self._by_correlation[request.correlation_id] = first
         if self.crash_after_place > 0:
             self.crash_after_place -= 1
             raise RuntimeError("executor died after the submit (test)")
@@ -85,10 +97,14 @@ def trader_settings(storage_url: str, **sections: dict[str, Any]) -> Settings:
     base: dict[str, dict[str, Any]] = {
         "storage": {"url": storage_url},
         "http": {"control_port": 0, "mds_port": 0, "threads": 4},
+        # Trades at any hour, any day (tests run at night and on weekends): the calendar off, the risk
+        # settings' window all day. Tests of the calendar itself switch it back on.
+        "calendar": {"enabled": False},
         "risk": {"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00",
                  "max_open_positions": 100, "daily_max_loss": 0.0, "daily_max_loss_pct": 0.0,
                  "consecutive_losses_limit": 1000},
         "execution": {"order_timeout_seconds": 5.0, "max_slippage_pct": 5.0, "square_off_check_seconds": 0.1,
+                      "ambiguous_settle_seconds": 0.5, "ambiguous_recheck_seconds": 0.05,
                       "submit_retry_seconds": 0.05},
         "broker": {"paper_latency_ms": 0.0, "paper_poll_ms": 10.0, "protection_band_pct": 1.0},
         "reconcile": {"interval_seconds": 0.5},
@@ -112,7 +128,9 @@ def exit_signal(pos_id: str, reason: str = "EXIT_SCORE") -> ExitSignalRaised:
 
 class TraderHarness:
     def __init__(self, settings: Settings, *, broker: Any = None, quotes: QuoteBook | None = None,
-                 prices: dict[str, float] | None = None) -> None:
+                 prices: dict[str, float] | None = None, instruments: InstrumentBook | None = None) -> None:
+        """`instruments`: the instrument master (default: an empty one, so only execution.lot_sizes
+        knows lot sizes, as before the master existed)."""
         self.settings = settings
         self.quotes = quotes or QuoteBook()
         for symbol, price in (prices or {"SEC_49081": 100.0}).items():
@@ -120,7 +138,8 @@ class TraderHarness:
         self.clock = SystemClock()
         self.broker = broker if broker is not None else ScriptedBroker(self.quotes, self.clock)
         self.runtime = Runtime(settings, "trader", clock=self.clock, wiring=Wiring(
-            subtrees=frozenset({"trading"}), broker=self.broker, quotes=self.quotes))
+            subtrees=frozenset({"trading"}), broker=self.broker, quotes=self.quotes,
+            instruments=instruments if instruments is not None else InstrumentBook()))
         self.trader: TradingHandles
 
     def start(self, wait_ready: bool = True) -> TraderHarness:
@@ -156,8 +175,21 @@ class TraderHarness:
 
     def wait_state(self, pos_id: str, *states: TradeState | str, timeout: float = 5.0) -> str:
         wanted = {str(s) for s in states}
-        return eventually(lambda: self.state(pos_id) in wanted and self.state(pos_id), timeout,
-                          message=f"{pos_id} in {sorted(wanted)} (now {self.state(pos_id)})")
+
+        def reached() -> str | None:
+            try:
+                state = self.state(pos_id)
+            except StorageUnavailable:  # a test that cuts the database waits through the outage
+                return None
+            return state if state in wanted else None
+
+        def now() -> str:
+            try:
+                return str(self.state(pos_id))
+            except StorageUnavailable as exc:
+                return f"unreadable: {exc}"
+
+        return eventually(reached, timeout, message=lambda: f"{pos_id} in {sorted(wanted)} (now {now()})")
 
     def events(self, pos_id: str) -> list[str]:
         return [e.event for e in self.storage.trades.events(pos_id)]

@@ -15,8 +15,10 @@ __all__ = ["eventually"]
 T = TypeVar("T")
 
 
-def eventually(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01, message: str = "") -> T:
-    """Wait until predicate() is truthy and return it; fail after `timeout` seconds saying what was awaited."""
+def eventually(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01,
+               message: str | Callable[[], str] = "") -> T:
+    """Wait until predicate() is truthy and return it; fail after `timeout` seconds saying what was awaited
+    (a callable message is asked at that moment, so it can tell the state it ended in)."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()  # never set: a bounded pause between looks that yields the GIL
     while True:
@@ -24,7 +26,8 @@ def eventually(predicate: Callable[[], T], timeout: float = 5.0, interval: float
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {message or predicate}")
+            said = message() if callable(message) else message
+            raise AssertionError(f"condition not met within {timeout} s: {said or predicate}")
         pause.wait(interval)
 
 
