@@ -66,14 +66,14 @@ INCIDENT_KINDS: dict[str, str] = {
     "RECONCILE_INCIDENT": "RECONCILE_INCIDENT until RECONCILE_ACKNOWLEDGED",
     "RECONCILE_HOLD": "RECONCILIATION_HOLD engaged for another reason (e.g. an unreadable journal) until "
                       "released",
-    "TOKEN_EXPIRY": "TOKEN_EXPIRING / BROKER_AUTH_EXPIRED until TOKEN_RENEWED / BROKER_AUTH_RESTORED",
+    "TOKEN_EXPIRY": "TOKEN_EXPIRING / BROKER_AUTH_EXPIRED until TOKEN_RENEWED / TOKEN_RELOADED",
     "EXIT_RETRIES": "an exit that needed more than one exit order or submit retries: from the first "
                     "EXIT_SIGNAL to TRADE_CLOSED (OPERATOR_ALERT when the attempts ran out)",
 }
 
 # Events with no handler that still ended a day-wide incident in other names (accepted when present).
 TOKEN_START_EVENTS = ("TOKEN_EXPIRING", "TOKEN_EXPIRED", "BROKER_AUTH_EXPIRED")
-TOKEN_END_EVENTS = ("TOKEN_RENEWED", "BROKER_AUTH_RESTORED", "BROKER_AUTH_OK")
+TOKEN_END_EVENTS = ("TOKEN_RENEWED", "TOKEN_RELOADED", "BROKER_AUTH_RESTORED", "BROKER_AUTH_OK")
 
 MAX_LINES_PER_TRADE = 5_000
 MAX_PENDING = 20_000

@@ -119,3 +119,7 @@ def test_the_rate_limit_counts_what_it_held_back() -> None:
     late = Alert("KILL_SWITCH", "kill switch", "t", "", "critical", 0.0, "k9")
     assert throttle.admit(late, 70.5) == Verdict.SEND  # a minute after the first: room again
     assert throttle.admit(alerts[2], 71.0) == Verdict.DUPLICATE  # held back, not re-sent as new
+
+
+def test_a_token_the_operator_wrote_into_the_file_ends_the_token_incident() -> None:
+    assert decide(line("TOKEN_RELOADED"), 1.0, RULES) == Resolved("TOKEN", "*")
