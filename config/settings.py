@@ -241,6 +241,19 @@ class RiskSettings:
     session_start: str = knob("09:15", pattern=HHMM, help="IST")
     session_end: str = knob("15:30", pattern=HHMM, help="IST")
     square_off_time: str = knob("15:15", pattern=HHMM, help="IST")
+    max_qty_per_order: int = knob(1800, min=0, help="units per entry order (NSE's NIFTY freeze quantity); 0 = no "
+                                                     "limit")
+    max_notional_per_trade: float = knob(150_000.0, min=0.0,
+                                         help="rupees: qty x price of one entry (the live quote, else its price); "
+                                              "0 = no limit")
+    max_exposure: float = knob(500_000.0, min=0.0,
+                               help="rupees: open notional of every live position and working entry, across "
+                                    "every trader process on the database; 0 = no limit")
+    max_price: float = knob(200_000.0, min=0.01,
+                            help="rupees: an entry naming a higher price is refused (a sanity bound, e.g. for a "
+                                 "manual price typed with no quote to compare it with)")
+    flatten_on_daily_loss: bool = knob(True, help="a daily loss breach (rupees or percent, marked to market, net "
+                                                  "of charges) also exits every position, not only halts entries")
 
 
 @dataclass(frozen=True)
@@ -285,6 +298,9 @@ class StrategySettings:
     entry_max_candle_age_seconds: float = knob(120.0, min=0.0,
                                                help="no entry on a candle that closed longer ago than this "
                                                     "by the clock (catch-up after an outage); 0 = no limit")
+    exit_reraise_seconds: float = knob(30.0, min=1.0, max=3600.0,
+                                       help="an exit the strategy asked for a position still live this long "
+                                            "after its last ask is asked again (EXIT_SIGNAL_REPEATED)")
 
 
 @dataclass(frozen=True)
@@ -309,6 +325,13 @@ class ReconcileSettings:
     interval_seconds: float = knob(7.0, min=0.2, max=600, help="5-10 s in production")
     flatten_orphans: bool = knob(True, help="at square-off (and on a flatten), adopt units the broker holds "
                                             "that no live trade explains, and exit them")
+    owner_id: str = knob("", help="this trader process's name on its trades' leases; empty = host:role:control_port "
+                                  "(host:pid with an ephemeral port). Keep it stable across restarts: a restarted "
+                                  "process under another name waits for its old leases to expire")
+    lease_ttl_seconds: float = knob(30.0, min=2.0, max=3600,
+                                    help="a trade whose owner has not renewed its lease for this long is adopted "
+                                         "by another trader process on the database")
+    lease_renew_seconds: float = knob(5.0, min=0.2, max=600, help="how often this process renews its leases")
 
 
 _DATED = "effective date 'YYYY-MM-DD' -> rate; a key replaces the whole series (core/charges.py)"
@@ -699,6 +722,9 @@ def _cross_checks(s: Settings) -> list[str]:
     if s.http.mds_port and s.http.mds_port == s.http.control_port:
         problems.append("http.mds_port and http.control_port must differ")
     problems.extend(_control_surface_problems(s))
+    if s.reconcile.lease_renew_seconds * 2 > s.reconcile.lease_ttl_seconds:
+        problems.append(f"reconcile.lease_renew_seconds ({s.reconcile.lease_renew_seconds:g}) must be at most half "
+                        f"of reconcile.lease_ttl_seconds ({s.reconcile.lease_ttl_seconds:g})")
     for kind in s.alerts.kinds:
         if kind not in ALERT_KINDS:
             problems.append(f"alerts.kinds: {kind!r} is not one of {', '.join(ALERT_KINDS)}")

@@ -26,7 +26,8 @@ kill switch does, for as long as the hold says so; they are read at every check,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, Protocol
@@ -35,7 +36,12 @@ from core.calendar import MarketCalendar
 from core.market import IST, hhmm_seconds
 
 __all__ = [
+    "SWITCH_FIELDS",
+    "SWITCH_GROUPS",
     "Allowed",
+    "ClosedOutcome",
+    "EntryIntent",
+    "LivePosition",
     "Decision",
     "Denied",
     "DenyCode",
@@ -51,6 +57,16 @@ __all__ = [
     "TradingWindow",
     "check_entry",
     "check_exit",
+    "check_order",
+    "day_counters",
+    "flattens_on",
+    "ist_day_start",
+    "loss_breach",
+    "start_flatten",
+    "switch_patch",
+    "switches_of",
+    "with_shared_switches",
+    "with_switches",
     "engage_kill_switch",
     "ist_day",
     "new_risk_state",
@@ -102,6 +118,11 @@ class RiskLimits:
     session_start: str = "09:15"
     session_end: str = "15:30"
     square_off_time: str = "15:15"
+    max_qty_per_order: int = 1800  # units (NSE's NIFTY freeze quantity); 0 = no limit
+    max_notional_per_trade: float = 150_000.0  # ₹, qty x price of one entry; 0 = no limit
+    max_exposure: float = 500_000.0  # ₹, open notional across every live position; 0 = no limit
+    max_price: float = 200_000.0  # ₹, the highest price an entry may name (a sanity bound)
+    flatten_on_daily_loss: bool = True  # a daily loss breach also exits every position
 
     @classmethod
     def from_settings(cls, risk: _RiskSettingsLike) -> RiskLimits:
@@ -128,6 +149,11 @@ class DenyCode:
     OUTSIDE_SESSION = "OUTSIDE_SESSION"  # the exchange trades, but outside risk.session_start..session_end
     AFTER_SQUARE_OFF = "AFTER_SQUARE_OFF"
     MAX_OPEN_POSITIONS = "MAX_OPEN_POSITIONS"
+    MAX_QTY_PER_ORDER = "MAX_QTY_PER_ORDER"
+    MAX_NOTIONAL = "MAX_NOTIONAL"
+    MAX_EXPOSURE = "MAX_EXPOSURE"
+    PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"  # a manual price too far from the live quote
+    PRICE_OUT_OF_RANGE = "PRICE_OUT_OF_RANGE"  # a price no instrument here trades at
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +190,15 @@ class RiskState:
     kill_switch_reason: str = ""
     reconciliation_hold: bool = False
     reconciliation_hold_reason: str = ""
+    flattening: str = ""  # why every position is being exited ("" = not flattening); ends with the session
+    resumed_at: float = 0.0  # an operator lifted a halt then: losing streaks count from there
+    unrealized_pnl: float = 0.0  # of the live positions at the latest marks
+    exposure: float = 0.0  # open notional of the live positions and of entries still working, ₹
+
+    @property
+    def day_pnl(self) -> float:
+        """Mark-to-market: realized (net of charges) plus unrealized."""
+        return self.realized_pnl + self.unrealized_pnl
 
     def to_payload(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -216,8 +251,9 @@ def new_risk_state(now: float) -> RiskState:
 
 def _breach(limits: RiskLimits, state: RiskState) -> Denied | None:
     """The loss limit the counters are past, if any (checked on every entry, not only on a close:
-    limits may have been tightened since the last trade)."""
-    loss = -state.realized_pnl
+    limits may have been tightened since the last trade). The loss is marked to market: realized net of
+    charges plus the unrealized P&L of what is still open."""
+    loss = -state.day_pnl
     if limits.daily_max_loss > 0 and loss >= limits.daily_max_loss:
         return Denied(DenyCode.DAILY_MAX_LOSS,
                       f"daily loss ₹{loss:,.2f} reached the limit ₹{limits.daily_max_loss:,.2f}")
@@ -290,8 +326,8 @@ def trading_window(limits: RiskLimits, calendar: MarketCalendar | None, now: flo
 
 
 def check_entry(limits: RiskLimits, state: RiskState, now: float, calendar: MarketCalendar | None = None,
-                holds: Sequence[EntryHold] = ()) -> Decision:
-    """May a new position be opened now? The first failing rule is the reason.
+                holds: Sequence[EntryHold] = (), intent: EntryIntent | None = None) -> Decision:
+    """May a new position be opened now (and this order, with `intent`)? The first failing rule is the reason.
 
     The shell rolls the state (`roll_session`) before asking, so the counters are today's. `calendar`
     None: every day trades 00:00-24:00 (the risk settings alone make the window).
@@ -325,6 +361,10 @@ def check_entry(limits: RiskLimits, state: RiskState, now: float, calendar: Mark
     if state.open_positions >= limits.max_open_positions:
         return Denied(DenyCode.MAX_OPEN_POSITIONS,
                       f"{state.open_positions} open positions (limit {limits.max_open_positions})")
+    if intent is not None:
+        refused = check_order(limits, intent, state)
+        if refused is not None:
+            return refused
     return Allowed()
 
 
@@ -372,8 +412,9 @@ def on_trade_closed(limits: RiskLimits, state: RiskState, pnl: float,
 
 
 def roll_session(state: RiskState, now: float) -> RiskState:
-    """On a new IST day: fresh counters and breach halts lifted. The kill switch and a reconciliation
-    hold are an operator's decisions and survive; open positions are carried (the book says so)."""
+    """On a new IST day: fresh counters, breach halts lifted, a flatten over. The kill switch and a
+    reconciliation hold are an operator's decisions and survive; open positions are carried (the book
+    says so)."""
     day = ist_day(now)
     if day <= state.day:
         return state
@@ -387,8 +428,8 @@ def resume_trading(state: RiskState, reason: str, at: float = 0.0) -> tuple[Risk
     """An operator lifts a breach halt within the session (the counters stay as they are)."""
     if state.trading_enabled:
         return state, []
-    return (replace(state, trading_enabled=True, halt_reason="", halt_code="", consecutive_losses=0),
-            [TradingResumed(at=at, reason=reason)])
+    return (replace(state, trading_enabled=True, halt_reason="", halt_code="", consecutive_losses=0,
+                    resumed_at=at), [TradingResumed(at=at, reason=reason)])
 
 
 def engage_kill_switch(state: RiskState, reason: str, at: float = 0.0) -> tuple[RiskState, list[RiskEvent]]:
@@ -411,3 +452,178 @@ def set_reconciliation_hold(state: RiskState, engaged: bool, reason: str = "",
         return state, []
     return (replace(state, reconciliation_hold=engaged, reconciliation_hold_reason=reason if engaged else ""),
             [ReconciliationHoldChanged(at=at, engaged=engaged, reason=reason)])
+
+
+# ---------------------------------------------------------------------------- the order itself
+
+
+@dataclass(frozen=True, slots=True)
+class EntryIntent:
+    """The order an entry would send: `price` as given (0: none, the quote prices it), `quote` the live one
+    (None: none known). A manual price is held to `band_pct` of the quote; a strategy's price comes from
+    a chain that may be seconds old, so only the absolute range applies to it."""
+
+    symbol: str
+    qty: int
+    price: float = 0.0
+    quote: float | None = None
+    band_pct: float = 1.0
+    manual: bool = False
+
+
+def check_order(limits: RiskLimits, intent: EntryIntent, state: RiskState) -> Denied | None:
+    """The limits on one entry order: its size, its price and what it adds to the open notional."""
+    if limits.max_qty_per_order > 0 and intent.qty > limits.max_qty_per_order:
+        return Denied(DenyCode.MAX_QTY_PER_ORDER,
+                      f"qty {intent.qty} is over the limit of {limits.max_qty_per_order} units per order")
+    price = intent.price
+    if price and not (0.0 < price <= limits.max_price and math.isfinite(price)):
+        return Denied(DenyCode.PRICE_OUT_OF_RANGE,
+                      f"price {price:g} is outside 0..{limits.max_price:g} (risk.max_price)")
+    quote = intent.quote if intent.quote is not None and intent.quote > 0 else None
+    if intent.manual and price and quote is not None:
+        off_pct = abs(price - quote) / quote * 100.0
+        if off_pct > intent.band_pct:
+            return Denied(DenyCode.PRICE_OUT_OF_BAND,
+                          f"price {price:g} is {off_pct:.2f}% from the live quote {quote:g} "
+                          f"(band {intent.band_pct:g}%)")
+    reference = quote if quote is not None else price
+    notional = intent.qty * reference
+    if limits.max_notional_per_trade > 0 and notional > limits.max_notional_per_trade:
+        return Denied(DenyCode.MAX_NOTIONAL, f"notional ₹{notional:,.2f} is over the limit "
+                                             f"₹{limits.max_notional_per_trade:,.2f} per trade")
+    if limits.max_exposure > 0 and state.exposure + notional > limits.max_exposure:
+        return Denied(DenyCode.MAX_EXPOSURE,
+                      f"open notional ₹{state.exposure:,.2f} + ₹{notional:,.2f} is over the limit "
+                      f"₹{limits.max_exposure:,.2f}")
+    return None
+
+
+# ------------------------------------------------------------- what every process shares and counts
+
+# The switches every trader process on one database shares (bot_state["risk"]), in groups: a change of
+# one is merged into the document as its group's fields plus `<group>_changed_at`, so one process's write
+# never erases another's and, per group, the latest change wins.
+SWITCH_GROUPS: dict[str, tuple[str, ...]] = {
+    "kill_switch": ("kill_switch_engaged", "kill_switch_reason"),
+    "reconciliation_hold": ("reconciliation_hold", "reconciliation_hold_reason"),
+    "flattening": ("flattening", "flattening_day"),
+    "halt": ("halted_day", "halt_code", "halt_reason"),
+    "resume": ("resumed_at",),
+}
+SWITCH_FIELDS = tuple(name for fields in SWITCH_GROUPS.values() for name in fields)
+
+
+def switches_of(state: RiskState) -> dict[str, Any]:
+    """The state's switches as the shared document holds them (a halt and a flatten name their day)."""
+    return {"kill_switch_engaged": state.kill_switch_engaged, "kill_switch_reason": state.kill_switch_reason,
+            "reconciliation_hold": state.reconciliation_hold,
+            "reconciliation_hold_reason": state.reconciliation_hold_reason,
+            "flattening": state.flattening, "flattening_day": state.day if state.flattening else "",
+            "halted_day": "" if state.trading_enabled else state.day, "halt_code": state.halt_code,
+            "halt_reason": state.halt_reason, "resumed_at": state.resumed_at}
+
+
+def with_switches(state: RiskState, document: Mapping[str, Any]) -> RiskState:
+    """`state` with the shared document's switches; a halt or a flatten of another day is over."""
+    halted = document.get("halted_day") == state.day
+    flattening = str(document.get("flattening") or "") if document.get("flattening_day") == state.day else ""
+    return replace(state, kill_switch_engaged=bool(document.get("kill_switch_engaged", False)),
+                   kill_switch_reason=str(document.get("kill_switch_reason") or ""),
+                   reconciliation_hold=bool(document.get("reconciliation_hold", False)),
+                   reconciliation_hold_reason=str(document.get("reconciliation_hold_reason") or ""),
+                   flattening=flattening, trading_enabled=not halted,
+                   halt_code=str(document.get("halt_code") or "") if halted else "",
+                   halt_reason=str(document.get("halt_reason") or "") if halted else "",
+                   resumed_at=float(document.get("resumed_at") or 0.0))
+
+
+def switch_patch(state: RiskState, group: str, at: float) -> dict[str, Any]:
+    """What merging a change of `group` writes: its fields as `state` has them, stamped with `at`."""
+    fields = switches_of(state)
+    return {name: fields[name] for name in SWITCH_GROUPS[group]} | {f"{group}_changed_at": at}
+
+
+def with_shared_switches(document: Mapping[str, Any], unsaved: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The shared document with this process's changes that are not written yet on top, each where it is
+    newer than what the document holds for its group."""
+    merged = dict(document)
+    for patch in unsaved:
+        stamp = next(key for key in patch if key.endswith("_changed_at"))
+        if float(patch[stamp]) >= float(merged.get(stamp) or 0.0):
+            merged.update(patch)
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedOutcome:
+    """A trade closed today (by any process): when, and its P&L net of charges."""
+
+    closed_at: float
+    pos_id: str
+    net_pnl: float
+
+
+@dataclass(frozen=True, slots=True)
+class LivePosition:
+    """A live trade (any process): what it holds, what its entry still asks for, what it realized so far."""
+
+    pos_id: str
+    symbol: str
+    side: str  # BUY | SELL, of the entry
+    open_qty: int
+    avg_price: float
+    working_qty: int = 0  # entry units still to fill
+    working_price: float = 0.0
+    realized_net: float = 0.0  # partial exits, less every charge paid so far (the entry's too)
+
+
+def day_counters(state: RiskState, closed: Sequence[ClosedOutcome], live: Sequence[LivePosition],
+                 marks: Callable[[str], float | None]) -> RiskState:
+    """The day's counters from what every process's trades say (the trades table): realized net of
+    charges (closed today, whatever day they opened, plus the partial exits of live trades), the
+    losing streak since the last operator resume, open positions, mark-to-market and open notional."""
+    realized = sum(c.net_pnl for c in closed) + sum(p.realized_net for p in live)
+    streak = 0
+    for outcome in sorted(closed, key=lambda c: (c.closed_at, c.pos_id)):
+        if outcome.closed_at <= state.resumed_at:
+            continue
+        streak = streak + 1 if outcome.net_pnl < 0 else (0 if outcome.net_pnl > 0 else streak)
+    unrealized = exposure = 0.0
+    for position in live:
+        mark = marks(position.symbol)
+        if position.open_qty and mark is not None and mark > 0:
+            direction = 1.0 if position.side == "BUY" else -1.0
+            unrealized += direction * (mark - position.avg_price) * position.open_qty
+        exposure += position.open_qty * (mark if mark is not None and mark > 0 else position.avg_price)
+        exposure += position.working_qty * position.working_price
+    return replace(state, realized_pnl=realized, consecutive_losses=streak, trades_closed=len(closed),
+                   open_positions=len(live), unrealized_pnl=unrealized, exposure=exposure)
+
+
+def loss_breach(limits: RiskLimits, state: RiskState, at: float) -> tuple[RiskState, list[RiskEvent]]:
+    """Halt for the session when the marked-to-market counters are past a limit (checked as marks move,
+    not only when a trade closes)."""
+    if not state.trading_enabled:
+        return state, []
+    breach = _breach(limits, state)
+    if breach is None:
+        return state, []
+    halted = replace(state, trading_enabled=False, halt_reason=breach.reason, halt_code=breach.code)
+    return halted, [TradingHalted(at=at, code=breach.code, reason=breach.reason)]
+
+
+def flattens_on(limits: RiskLimits, event: RiskEvent) -> bool:
+    """A daily loss breach exits every position too (risk.flatten_on_daily_loss); a losing streak only halts."""
+    return (limits.flatten_on_daily_loss and isinstance(event, TradingHalted)
+            and event.code in (DenyCode.DAILY_MAX_LOSS, DenyCode.DAILY_MAX_LOSS_PCT))
+
+
+def start_flatten(state: RiskState, reason: str) -> RiskState:
+    return replace(state, flattening=reason)
+
+
+def ist_day_start(now: float) -> float:
+    """Epoch seconds of the IST midnight that began the day of `now`."""
+    moment = datetime.fromtimestamp(now, IST)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()

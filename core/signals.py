@@ -17,6 +17,9 @@ Rules (`SignalPolicy.decide`):
   the lower strike on a tie) whose CE (long) / PE (short) leg has a security_id and a positive premium;
   the trade is a BUY of `SEC_<security_id>` at that premium. Without a usable chain the symbol itself is
   traded (paper broker: BUY long, SELL short) at the candle close, and the signal's `note` says so.
+- Exits are followed up (`ExitFollowUp`): an exit asked for a position that is still live
+  `exit_reraise_seconds` after the last ask is asked again (the exit may have been lost on the way, or its
+  order may sit unfilled); the position's end (it is no longer live, or PositionClosed) ends the follow-up.
 - pos_id = f"{symbol}-{YYMMDDHHMM}-{n}" from the IST start of the deciding candle, n counting entries
   raised for that symbol and candle (1 unless the same candle is decided again). No uuids: a replay
   gives byte-identical ids, and a re-decided candle a distinct one. NIFTY/BANKNIFTY/FINNIFTY ids are
@@ -26,7 +29,7 @@ Rules (`SignalPolicy.decide`):
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -39,6 +42,9 @@ from core.scoring import Score
 __all__ = [
     "EXIT_SCORE",
     "EntrySignalRaised",
+    "ExitAsked",
+    "ExitFollowUp",
+    "ExitRepeated",
     "ExitSignalRaised",
     "OptionPick",
     "Signal",
@@ -269,3 +275,88 @@ class SignalPolicy:
         n = last[1] + 1 if last is not None and last[0] == candle_ts else 1
         self._entries[symbol] = (candle_ts, n)
         return n
+
+
+@dataclass(frozen=True, slots=True)
+class ExitAsked:
+    """An exit the strategy raised for a position it has not yet seen close (times are the caller's clock)."""
+
+    signal: ExitSignalRaised  # the last one sent
+    first_at: float
+    last_at: float
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRepeated:
+    """Raise this exit again: attempt `attempt`, `waited` seconds after the first ask (seed: EXIT_SIGNAL)."""
+
+    signal: ExitSignalRaised
+    attempt: int
+    waited: float
+    since_last: float
+
+
+@dataclass(frozen=True)
+class ExitFollowUp:
+    """Exits asked for positions that stay live are asked again, every `reraise_seconds`, until they end.
+
+    The exit may never have reached the trade (dropped while the trading side restarted), or its order may
+    sit unfilled while the trade waits: asking again costs nothing (the trade ignores an exit while one is
+    working or being retried) and a lost one is recovered. `ask` records each exit the strategy raises;
+    `due` takes the trader's live pos_ids and the time: an exit whose position is no longer live is done,
+    one still live whose last ask is at least reraise_seconds old is returned to be raised again (and
+    counts as asked then). `close` ends one at once (the trader said so).
+
+    A value: every change returns a new one (the shell keeps it in a crash-only Store, so the follow-up
+    outlives a restart of the strategy)."""
+
+    reraise_seconds: float
+    asked: Mapping[str, ExitAsked] = field(default_factory=dict)  # pos_id -> its asks; never changed in place
+
+    def __post_init__(self) -> None:
+        if not self.reraise_seconds > 0:
+            raise ValueError(f"reraise_seconds must be positive, got {self.reraise_seconds!r}")
+
+    def ask(self, signal: ExitSignalRaised, now: float) -> ExitFollowUp:
+        """The strategy raised `signal` at `now`; a new decision to exit an asked position is one more attempt."""
+        previous = self.asked.get(signal.pos_id)
+        record = (ExitAsked(signal, now, now) if previous is None
+                  else ExitAsked(signal, previous.first_at, now, previous.attempts + 1))
+        return replace(self, asked={**self.asked, signal.pos_id: record})
+
+    def close(self, pos_id: str) -> ExitFollowUp:
+        """The position ended: no more asks."""
+        if pos_id not in self.asked:
+            return self
+        return replace(self, asked={k: v for k, v in self.asked.items() if k != pos_id})
+
+    def retain(self, live: Collection[str]) -> ExitFollowUp:
+        """Only the exits whose position is still live."""
+        if all(pos_id in live for pos_id in self.asked):
+            return self
+        return replace(self, asked={k: v for k, v in self.asked.items() if k in live})
+
+    def due(self, live: Collection[str], now: float) -> tuple[ExitFollowUp, list[ExitRepeated]]:
+        """The follow-up after `now`, and the exits to raise again now (in pos_id order), given the pos_ids
+        live now."""
+        kept = self.retain(live)
+        asked = dict(kept.asked)
+        repeats: list[ExitRepeated] = []
+        for pos_id, record in sorted(kept.asked.items()):
+            since_last = now - record.last_at
+            if since_last < self.reraise_seconds:
+                continue
+            signal = replace(record.signal, at=now)
+            asked[pos_id] = ExitAsked(signal, record.first_at, now, record.attempts + 1)
+            repeats.append(ExitRepeated(signal, record.attempts + 1, now - record.first_at, since_last))
+        return (replace(kept, asked=asked) if repeats else kept), repeats
+
+    def pending(self) -> list[ExitAsked]:
+        return [self.asked[pos_id] for pos_id in sorted(self.asked)]
+
+    def __contains__(self, pos_id: object) -> bool:
+        return pos_id in self.asked
+
+    def __len__(self) -> int:
+        return len(self.asked)

@@ -52,6 +52,8 @@ __all__ = [
     "CancelOrder",
     "Command",
     "EntryDenied",
+    "EntryCancelRequested",
+    "EntryRepriced",
     "EntryRequested",
     "Event",
     "EventDecodeError",
@@ -78,6 +80,7 @@ __all__ = [
     "request_for",
     "event_from_payload",
     "observe",
+    "entry_repricing",
     "opening_events",
     "rebuild",
     "slippage_exceeded",
@@ -202,6 +205,25 @@ class OrderPlaced(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EntryRepriced(Event):
+    """The entry waited unsent (a 429, a local rate limit) and is priced again from a fresh quote before it
+    goes: a resend never carries a price the market has left."""
+
+    log_name: ClassVar[str] = "ENTRY_REPRICED"
+    limit_price: float
+    expected_price: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryCancelRequested(Event):
+    """Entries stop (the kill switch): the entry order still working at the broker is cancelled. Units it
+    filled stay a position (the kill switch stops entries; it does not exit)."""
+
+    log_name: ClassVar[str] = "ENTRY_CANCEL_REQUESTED"
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class OrderPartiallyFilled(Event):
     """Some of the order filled; `filled_qty` and `avg_price` are cumulative for the order. `fees`: the order's charges so far (cumulative too; 0 in journals written before charges)."""
 
@@ -289,7 +311,8 @@ class PositionAdopted(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
     SignalAccepted, EntryRequested, EntryDenied, OrderPlaced, OrderPartiallyFilled, OrderFilled,
-    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested, PositionAdopted)}
+    OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested, PositionAdopted,
+    EntryRepriced, EntryCancelRequested)}
 
 
 def _plain(value: Any) -> Any:
@@ -469,6 +492,7 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.SIGNAL_GENERATED, EntryRequested): S.ENTRY_PENDING,  # -> PlaceOrder(entry)
     (S.SIGNAL_GENERATED, EntryDenied): S.DENIED,
     (S.ENTRY_PENDING, OrderPlaced): S.ORDER_PLACED,
+    (S.ENTRY_PENDING, EntryRepriced): S.ENTRY_PENDING,  # not sent yet: the resend goes at the new price
     (S.ENTRY_PENDING, OrderRejected): S.REJECTED,  # the submit itself was refused
     (S.ORDER_PLACED, OrderPartiallyFilled): S.ENTRY_PARTIALLY_FILLED,
     (S.ORDER_PLACED, OrderFilled): S.POSITION_OPEN,
@@ -476,12 +500,14 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.ORDER_PLACED, OrderCancelled): S.CANCELLED,  # cancelled elsewhere or expired, nothing filled
     (S.ORDER_PLACED, OrderTimedOut): S.ENTRY_CANCEL_PENDING,  # -> CancelOrder
     (S.ORDER_PLACED, ExitRequested): S.ENTRY_CANCEL_PENDING,  # exit before any fill = cancel the entry
+    (S.ORDER_PLACED, EntryCancelRequested): S.ENTRY_CANCEL_PENDING,  # -> CancelOrder (kill switch)
     (S.ENTRY_PARTIALLY_FILLED, OrderPartiallyFilled): S.ENTRY_PARTIALLY_FILLED,
     (S.ENTRY_PARTIALLY_FILLED, OrderFilled): S.POSITION_OPEN,
     (S.ENTRY_PARTIALLY_FILLED, OrderCancelled): S.POSITION_OPEN,  # remainder cancelled elsewhere: keep the fills
     (S.ENTRY_PARTIALLY_FILLED, OrderRejected): S.POSITION_OPEN,  # remainder rejected: the fills are ours
     (S.ENTRY_PARTIALLY_FILLED, OrderTimedOut): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder(remainder)
     (S.ENTRY_PARTIALLY_FILLED, ExitRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,  # -> CancelOrder, exit after
+    (S.ENTRY_PARTIALLY_FILLED, EntryCancelRequested): S.ENTRY_PARTIAL_CANCEL_PENDING,  # the fills stay open
     (S.ENTRY_CANCEL_PENDING, OrderCancelled): S.CANCELLED,
     # The surprising edges: a fill that arrives AFTER the timeout (the cancel lost the race at the
     # exchange). The units are ours, so the position opens; an exit asked meanwhile is raised again.
@@ -604,7 +630,7 @@ def _on_adopted(c: TradeContext, e: PositionAdopted) -> dict[str, Any]:
                 avg_entry_price=e.avg_price, opened_at=e.at)
 
 
-def _on_entry_requested(c: TradeContext, e: EntryRequested) -> dict[str, Any]:
+def _on_entry_requested(c: TradeContext, e: EntryRequested | EntryRepriced) -> dict[str, Any]:
     return dict(entry_limit_price=e.limit_price, expected_entry_price=e.expected_price)
 
 
@@ -637,6 +663,10 @@ def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> dict[str
                 realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
 
 
+def _on_cancel_requested(c: TradeContext, e: EntryCancelRequested) -> dict[str, Any]:
+    return dict(reason=e.reason)
+
+
 def _on_timed_out(c: TradeContext, e: OrderTimedOut) -> dict[str, Any]:
     return {}
 
@@ -666,6 +696,8 @@ def _on_exit_requested(c: TradeContext, e: ExitRequested) -> dict[str, Any]:
 _UPDATES: dict[type[Event], Any] = {
     SignalAccepted: _on_signal,
     EntryRequested: _on_entry_requested,
+    EntryRepriced: _on_entry_requested,
+    EntryCancelRequested: _on_cancel_requested,
     EntryDenied: _on_denied,
     OrderPlaced: _on_placed,
     OrderPartiallyFilled: _on_fill,
@@ -699,6 +731,8 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
         return []  # a cancel is already on its way
     if isinstance(event, OrderTimedOut):
         return [CancelOrder(after.pos_id, event.order_id, event.leg)]
+    if isinstance(event, EntryCancelRequested):
+        return [CancelOrder(after.pos_id, after.entry_order_id, Leg.ENTRY)]
     if isinstance(event, OrderSlippageDetected):
         return [RaiseExitSignal(after.pos_id, f"ORDER_SLIPPAGE: entry filled at {event.actual} vs expected "
                                               f"{event.expected} ({event.pct:+.2f}% > {event.limit_pct}%)")]
@@ -753,6 +787,23 @@ def opening_events(*, at: float, pos_id: str, symbol: str, instrument: str, side
         events.append(EntryDenied(at=at, reason=denial if not allowed else
                                   f"NO_PRICE: no price given and no quote for {symbol}"))
     return events
+
+
+def entry_repricing(context: TradeContext, quote: float | None, band_pct: float, tick: float | None,
+                    at: float) -> EntryRepriced | None:
+    """The new price of an entry about to be sent again, from a fresh quote (None: no quote, or the price
+    stands), on the tick the safe way like the first one (`opening_events`)."""
+    if context.state is not S.ENTRY_PENDING or quote is None or quote <= 0:
+        return None
+    limit = marketable_limit(quote, context.side, band_pct)
+    if tick:
+        try:
+            limit = round_to_tick(limit, tick, context.side)
+        except InstrumentError:
+            pass
+    if limit == context.entry_limit_price and quote == context.expected_entry_price:
+        return None
+    return EntryRepriced(at=at, limit_price=limit, expected_price=quote)
 
 
 def request_for(context: TradeContext) -> OrderRequest | None:

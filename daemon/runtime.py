@@ -443,11 +443,7 @@ class Runtime:
     def restart_actor(self, actor_id: str) -> dict[str, Any]:
         if self.root is None:
             raise ChildUnavailable("not started")
-        found = self.root.find(actor_id)
-        if found is None:
-            raise KeyError(actor_id)
-        supervisor, _ = found
-        return supervisor.restart_child(actor_id)
+        return self.root.restart(actor_id)  # "root" restarts every subtree in place
 
     def control_token(self) -> str:
         return self.settings.control.token.reveal()

@@ -147,7 +147,8 @@ class TradesResource:
                 raise bad_param("qty", f"{exc} of {text}") from None
         price = body.get("price")
         if price is not None:
-            price = float_param(price, "price", minimum=0.0)
+            # A typo like 1e20 is refused here, before anything is journaled (risk.max_price).
+            price = float_param(price, "price", minimum=0.0, maximum=self.trading.max_price)
             if price <= 0:
                 raise bad_param("price", "must be positive")
         unknown = set(body) - {"pos_id", "symbol", "side", "qty", "price", "reason"}

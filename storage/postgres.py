@@ -67,6 +67,7 @@ __all__ = ["POSTGRESQL", "PostgresStorage"]
 
 log = get_logger("storage.postgres")
 T = TypeVar("T")
+ENTRY_GATE_KEY = advisory_key("mybot:entry-gate")
 _LOCK_PROBE_INTERVAL = 1.0  # seconds between probes of a database known to be down, from placement locks
 
 POSTGRESQL = Dialect(
@@ -546,6 +547,19 @@ class PostgresStorage(SqlStorage):
         if not self._closed:
             self._closed = True
             self._pg.close()
+
+    @contextmanager
+    def entry_gate(self, timeout: float = 5.0) -> Iterator[None]:
+        """`pg_advisory_xact_lock(advisory_key("mybot:entry-gate"))` taken as the first statement of the
+        transaction (one round trip with its lock_timeout); every repository call of this thread inside the
+        block joins the transaction, and the lock goes with its commit or rollback."""
+        if self._closed:
+            raise StorageError("storage is closed")
+        with self._pg.transaction():
+            with self._pg.connection("entry gate") as conn, _translated("entry gate", self._pg.timeout):
+                conn.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
+                             (f"{max(1, int(timeout * 1000))}ms", ENTRY_GATE_KEY))
+            yield
 
     @contextmanager
     def placement_lock(self, pos_id: str, timeout: float = 30.0,

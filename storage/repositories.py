@@ -268,6 +268,13 @@ class Storage(ABC):
         (one fsync instead of one per write). Nested blocks join the outer one."""
 
     @abstractmethod
+    def entry_gate(self, timeout: float = 5.0) -> AbstractContextManager[None]:
+        """Serialize new entries across every process on this database: the block is one transaction (like
+        `transaction()`) holding the one entry lock, so the risk check that reads what every process holds
+        and the new trade's first journal step commit together, before another entry may look.
+        Raises StorageConflict when the lock is not obtained within `timeout` seconds."""
+
+    @abstractmethod
     def placement_lock(self, pos_id: str, timeout: float = 30.0,
                        claim: OrderRecord | None = None) -> AbstractContextManager[bool]:
         """Hold the placement lock of `pos_id` for the `with` block (re-entrant in one thread).

@@ -152,11 +152,16 @@ class _Database(SqlDatabase):
     atomic = write
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, timeout: float | None = None) -> Iterator[None]:
+        """The process's one SQLite connection, in one BEGIN IMMEDIATE transaction for this thread; another
+        thread's transaction is waited for up to `timeout` (default: the busy timeout), then StorageConflict."""
         if getattr(self._in_transaction, "active", False):
             yield
             return
-        with self._lock:
+        wait = self.busy_timeout if timeout is None else timeout
+        if not self._lock.acquire(timeout=wait):
+            raise StorageConflict(f"transaction: another thread held the database for {wait:g} s")
+        try:
             with _translated("transaction"):
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
@@ -172,6 +177,8 @@ class _Database(SqlDatabase):
             self._in_transaction.active = False
             with _translated("transaction commit"):
                 conn.execute("COMMIT")
+        finally:
+            self._lock.release()
 
     @property
     def closed(self) -> bool:
@@ -270,6 +277,15 @@ class SqliteStorage(SqlStorage):
 
     def close(self) -> None:
         self._file.close()
+
+    @contextmanager
+    def entry_gate(self, timeout: float = 5.0) -> Iterator[None]:
+        """A BEGIN IMMEDIATE transaction: SQLite's one writer lock serializes entries (single-process by
+        design; the file lock keeps a second process out too)."""
+        if self._file.closed:
+            raise StorageError("storage is closed")
+        with self._file.transaction(timeout):
+            yield
 
     @contextmanager
     def placement_lock(self, pos_id: str, timeout: float = 30.0,

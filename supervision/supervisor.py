@@ -405,6 +405,7 @@ class SupervisorHandle:
         self.slots: dict[str, _Slot] = {}
         self.handles: dict[str, ChildHandle] = {}
         self.owner: ChildHandle | _RootHandle | None = None  # how to reach the current supervisor instance
+        self.restarts = 0  # operator restarts in place (restart_children)
         for spec in children or []:
             self.add(spec)
 
@@ -489,6 +490,23 @@ class SupervisorHandle:
                 raise KeyError(child_id)
         status: dict[str, Any] = self._owner().ask(_OperatorRestart(child_id), timeout=self.ask_timeout * 5)
         return status
+
+    def restart_children(self) -> dict[str, Any]:
+        """Restart this supervisor in place: stop every child (reverse order), start them again (in order),
+        behind the same slots and handles. The operator's restart of the root, which nothing above it could
+        restart; a nested supervisor restarted by its parent does the same to its children."""
+        status: dict[str, Any] = self._owner().ask(_OperatorRestartAll(), timeout=self.ask_timeout * 5)
+        return status
+
+    def restart(self, actor_id: str) -> dict[str, Any]:
+        """The operator's restart of any actor in this tree by id, this supervisor's own id included
+        (restart_children). KeyError for an id the tree does not hold."""
+        if actor_id == self.name:
+            return self.restart_children()
+        found = self.find(actor_id)
+        if found is None:
+            raise KeyError(actor_id)
+        return found[0].restart_child(actor_id)
 
     def terminate_child(self, child_id: str) -> None:
         self._owner().tell(_TerminateChild(child_id))
@@ -597,6 +615,11 @@ class _OperatorRestart:
 
 
 @dataclass(frozen=True)
+class _OperatorRestartAll:
+    pass
+
+
+@dataclass(frozen=True)
 class _TerminateChild:
     child_id: str
 
@@ -700,6 +723,8 @@ class Supervisor(SupervisedActor):
             self._on_stop_overdue(message)
         elif isinstance(message, _OperatorRestart):
             return self._operator_restart(message.child_id)
+        elif isinstance(message, _OperatorRestartAll):
+            return self._operator_restart_all()
         elif isinstance(message, _TerminateChild):
             self._stop_children([message.child_id], final=True)
             self.tree.forget(message.child_id)
@@ -721,6 +746,7 @@ class Supervisor(SupervisedActor):
                     status["supervisor"] = None
             children.append(status)
         return {"id": self.name, "strategy": self.strategy.value, "escalated": self._escalated,
+                "restarts_in_place": self.tree.restarts,
                 "restart_intensity": f"{self.max_restarts} in {self.max_seconds}s",
                 "max_consecutive_crashes": self.max_consecutive_crashes, "children": children}
 
@@ -913,6 +939,20 @@ class Supervisor(SupervisedActor):
             _set_state(slot, SlotState.RESTARTING)
         self._start_slot(slot, restarted=True)
         return self.tree.handles[child_id].status()
+
+    def _operator_restart_all(self) -> dict[str, Any]:
+        self.log.event("ACTOR_RESTART_REQUESTED", f"operator restart of {self.name}: every child", child=self.name)
+        slots = [slot for slot in self.tree._slots() if not slot.done]
+        self._stop_children([slot.spec.id for slot in slots])
+        for slot in slots:
+            with slot.lock:
+                slot.generation += 1
+                slot.restarts += 1
+                _set_state(slot, SlotState.RESTARTING)
+            self._start_slot(slot, restarted=True)
+        self.tree.restarts += 1
+        return {"id": self.name, "state": "running", "restarts": self.tree.restarts,
+                "children": [handle.status() for handle in self.tree.children()]}
 
     def _escalate(self, reason: str) -> None:
         self._escalated = True

@@ -145,8 +145,9 @@ def _trader_process(pg_url: str, dhan: dict[str, Any], pos_ids: list[str], wait_
 
     configure_logging("INFO", file=log_file, stream=open(os.devnull, "w"))  # noqa: SIM115
 
+    # The same daemon restarted: one owner name across its lives, so it takes its own trades back at once.
     settings = trader_settings(pg_url, dhan=dhan, broker={"kind": "dhan", "order_burst": 10},
-                               execution={"submit_retry_seconds": 0.2})
+                               execution={"submit_retry_seconds": 0.2}, reconcile={"owner_id": "fence-trader"})
     quotes = QuoteBook()
     quotes.set("SEC_49081", 100.0)
     broker = (_DieAfterSubmit if die else DhanBroker)(settings, SystemClock())

@@ -90,6 +90,8 @@ def test_risk_switches_survive_a_restart_and_counters_are_rebuilt_from_the_book(
     with TraderHarness(settings, prices=PRICES) as h:
         state = h.trader.risk.snapshot()
         assert state.kill_switch_engaged and "end of day" in state.kill_switch_reason
-        assert state.realized_pnl == pytest.approx(-150.0) and state.consecutive_losses == 1
+        row = h.storage.trades.get_trade("KEEP-1")
+        assert row.realized_pnl == pytest.approx(-150.0) and row.fees > 0  # net of its charges, counted
+        assert state.realized_pnl == pytest.approx(-150.0 - row.fees) and state.consecutive_losses == 1
         h.enter("KEEP-2", symbol="SEC_49082")
         assert _denial(h, "KEEP-2").startswith("KILL_SWITCH")

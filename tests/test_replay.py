@@ -81,7 +81,9 @@ def test_two_replays_of_one_file_are_byte_identical(tmp_path: Path) -> None:
                                          # the indices trade themselves here (1 unit a lot): 75 lots each
                                          # reach the daily loss limit as the 75-unit lots of old did
                                          "lots_per_underlying": {"NIFTY": 75, "BANKNIFTY": 75}},
-                               risk={"max_open_positions": 2, "square_off_time": "15:00"})
+                               risk={"max_open_positions": 2, "square_off_time": "15:00",
+                                     # index points, not premiums: the notional limits would deny every entry
+                                     "max_qty_per_order": 0, "max_notional_per_trade": 0.0, "max_exposure": 0.0})
     first = run_replay(settings, ticks, tmp_path / "a")
     second = run_replay(settings, ticks, tmp_path / "b")
     for name in ("signals.jsonl", "trades.jsonl"):

@@ -10,11 +10,15 @@ import pytest
 from config.settings import RiskSettings
 from core.market import from_iso
 from core.risk import (
+    SWITCH_GROUPS,
     Allowed,
+    ClosedOutcome,
     Denied,
     DenyCode,
+    EntryIntent,
     KillSwitchEngaged,
     KillSwitchReleased,
+    LivePosition,
     ReconciliationHoldChanged,
     RiskLimits,
     RiskState,
@@ -22,8 +26,13 @@ from core.risk import (
     TradingResumed,
     check_entry,
     check_exit,
+    check_order,
+    day_counters,
     engage_kill_switch,
+    flattens_on,
     ist_day,
+    ist_day_start,
+    loss_breach,
     new_risk_state,
     on_entry_abandoned,
     on_entry_started,
@@ -33,7 +42,11 @@ from core.risk import (
     roll_session,
     set_reconciliation_hold,
     square_off_due,
+    start_flatten,
+    switch_patch,
     with_open_positions,
+    with_shared_switches,
+    with_switches,
 )
 
 LIMITS = RiskLimits(daily_max_loss=5000.0, daily_max_loss_pct=2.0, capital=500_000.0,
@@ -206,3 +219,85 @@ def test_state_round_trips_through_json_for_bot_state() -> None:
     payload = json.loads(json.dumps(state.to_payload()))
     assert RiskState.from_payload(payload) == state
     assert RiskState.from_payload({**payload, "a_field_from_the_future": 1}) == state
+
+
+# -- the order itself -------------------------------------------------------------------------------------------
+
+ORDER_LIMITS = RiskLimits(max_qty_per_order=150, max_notional_per_trade=12_000.0, max_exposure=20_000.0,
+                          max_price=1_000.0)
+
+
+@pytest.mark.parametrize(("intent", "code"), [
+    (EntryIntent("SEC_1", qty=225, price=100.0), DenyCode.MAX_QTY_PER_ORDER),
+    (EntryIntent("SEC_1", qty=75, price=1e20), DenyCode.PRICE_OUT_OF_RANGE),
+    (EntryIntent("SEC_1", qty=75, price=float("nan")), DenyCode.PRICE_OUT_OF_RANGE),
+    (EntryIntent("SEC_1", qty=75, price=150.0, quote=100.0, band_pct=1.0, manual=True), DenyCode.PRICE_OUT_OF_BAND),
+    (EntryIntent("SEC_1", qty=150, quote=100.0), DenyCode.MAX_NOTIONAL),  # priced from the quote
+    (EntryIntent("SEC_1", qty=75, price=100.0), None),
+    (EntryIntent("SEC_1", qty=75, price=150.0, quote=100.0, band_pct=1.0), None),  # a strategy's stale chain price
+    (EntryIntent("SEC_1", qty=75, price=100.5, quote=100.0, band_pct=1.0, manual=True), None),
+])
+def test_an_order_is_held_to_its_size_price_and_notional(intent: EntryIntent, code: str | None) -> None:
+    refused = check_order(ORDER_LIMITS, intent, fresh())
+    assert (refused.code if refused else None) == code
+
+
+def test_open_exposure_counts_what_every_live_trade_holds_and_asks_for() -> None:
+    live = [LivePosition("A", "SEC_1", "BUY", open_qty=75, avg_price=100.0),  # marked at 110: 8,250
+            LivePosition("B", "SEC_2", "SELL", open_qty=0, avg_price=0.0, working_qty=50, working_price=90.0)]
+    state = day_counters(fresh(), [], live, {"SEC_1": 110.0}.get)
+    assert state.exposure == pytest.approx(75 * 110 + 50 * 90) and state.open_positions == 2
+    assert state.unrealized_pnl == pytest.approx(750.0)
+    refused = check_order(ORDER_LIMITS, EntryIntent("SEC_3", qty=75, price=100.0), state)
+    assert refused is not None and refused.code == DenyCode.MAX_EXPOSURE  # 12,750 + 7,500 > 20,000
+
+
+# -- every process's trades, counted ----------------------------------------------------------------------------
+
+def test_the_days_counters_come_from_every_processs_trades_net_of_charges_and_marked_to_market() -> None:
+    closed = [ClosedOutcome(MORNING + 10, "W", 500.0), ClosedOutcome(MORNING + 20, "L1", -300.0),
+              ClosedOutcome(MORNING + 30, "Z", 0.0), ClosedOutcome(MORNING + 40, "L2", -200.0)]
+    live = [LivePosition("P", "SEC_1", "SELL", open_qty=50, avg_price=100.0, realized_net=-40.0)]  # partial exit
+    state = day_counters(fresh(), closed, live, {"SEC_1": 104.0}.get)
+    assert state.realized_pnl == pytest.approx(500 - 300 - 200 - 40)
+    assert state.unrealized_pnl == pytest.approx(-200.0)  # short 50 from 100, marked at 104
+    assert state.day_pnl == pytest.approx(-240.0)
+    assert (state.consecutive_losses, state.trades_closed, state.open_positions) == (2, 4, 1)  # 0 P&L keeps a streak
+    resumed = replace(fresh(), resumed_at=MORNING + 25)
+    assert day_counters(resumed, closed, live, {}.get).consecutive_losses == 1  # the streak since the resume
+
+
+def test_a_loss_marked_to_market_halts_and_a_daily_loss_breach_flattens_but_a_streak_does_not() -> None:
+    limits = RiskLimits(daily_max_loss=1000.0, consecutive_losses_limit=2)
+    marked = day_counters(fresh(), [], [LivePosition("P", "SEC_1", "BUY", 75, 100.0)], {"SEC_1": 80.0}.get)
+    halted, (event,) = loss_breach(limits, marked, MORNING)
+    assert isinstance(event, TradingHalted) and event.code == DenyCode.DAILY_MAX_LOSS and not halted.trading_enabled
+    assert flattens_on(limits, event) and not flattens_on(replace(limits, flatten_on_daily_loss=False), event)
+    assert loss_breach(limits, halted, MORNING) == (halted, [])  # halted once
+    streak = day_counters(fresh(), [ClosedOutcome(MORNING, "A", -1.0), ClosedOutcome(MORNING + 1, "B", -1.0)], [],
+                          {}.get)
+    _, (event,) = loss_breach(limits, streak, MORNING)
+    assert event.code == DenyCode.CONSECUTIVE_LOSSES and not flattens_on(limits, event)
+
+
+# -- the switches every process shares ----------------------------------------------------------------------------
+
+def test_switches_round_trip_through_the_shared_document_and_a_halt_or_flatten_ends_with_its_day() -> None:
+    state, _ = engage_kill_switch(fresh(), "desk", at=MORNING)
+    state = replace(start_flatten(state, "drill"), trading_enabled=False, halt_code="DAILY_MAX_LOSS", halt_reason="x")
+    document = {k: v for group in SWITCH_GROUPS for k, v in switch_patch(state, group, MORNING).items()}
+    today = with_switches(fresh(), document)
+    assert (today.kill_switch_engaged, today.flattening, today.trading_enabled, today.halt_code) == \
+        (True, "drill", False, "DAILY_MAX_LOSS")
+    tomorrow = with_switches(new_risk_state(NEXT_MORNING), document)
+    assert tomorrow.kill_switch_engaged and tomorrow.flattening == "" and tomorrow.trading_enabled
+
+
+def test_an_unsaved_change_wins_over_the_document_only_while_it_is_the_newer_one() -> None:
+    engaged, _ = engage_kill_switch(fresh(), "here", at=MORNING)
+    mine = switch_patch(engaged, "kill_switch", MORNING + 5)
+    older = {"kill_switch_engaged": False, "kill_switch_changed_at": MORNING + 1}
+    newer = {"kill_switch_engaged": False, "kill_switch_reason": "", "kill_switch_changed_at": MORNING + 9}
+    assert with_shared_switches(older, [mine])["kill_switch_engaged"] is True
+    assert with_shared_switches(newer, [mine])["kill_switch_engaged"] is False  # released elsewhere, later
+    assert ist_day_start(MORNING) == from_iso("2026-11-20T00:00:00+05:30")

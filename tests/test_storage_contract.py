@@ -707,6 +707,43 @@ class StorageContract:
         assert storage.trades.events("TX2") == []
         assert storage.trades.claim_intent("TX2", "ENTRY", "TX2-E", 2.0)  # the claim was rolled back too
 
+    def test_the_entry_gate_is_one_transaction_and_one_entry_at_a_time(self, storage: Storage) -> None:
+        """What a risk check reads and the first journal step it allows commit together, and a second entry
+        (another thread here; another process on PostgreSQL) looks only after the first committed."""
+        inside = threading.Event()
+        release = threading.Event()
+        seen: list[list[str]] = []
+
+        def first() -> None:
+            with storage.entry_gate():
+                storage.trades.append_events("G1", 0, [("SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)])
+                inside.set()
+                release.wait(10)
+
+        def second() -> None:
+            with storage.entry_gate():
+                seen.append([e.event for e in storage.trades.events("G1")])
+
+        holder = threading.Thread(target=first)
+        holder.start()
+        assert inside.wait(10)
+        with pytest.raises(StorageError):  # the gate is held (PostgreSQL: lock timeout; SQLite: the writer lock)
+            with storage.entry_gate(timeout=0.2):
+                storage.trades.events("G1")
+                raise StorageConflict("waited through the gate")  # SQLite's lock is process-wide: re-entered
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(0.2)
+        assert waiter.is_alive() and not seen  # still waiting at the gate
+        release.set()
+        holder.join(10)
+        waiter.join(10)
+        assert seen == [["SIGNAL_ACCEPTED"]]  # it saw the first entry's committed step
+        with pytest.raises(RuntimeError), storage.entry_gate():
+            storage.trades.append_events("G2", 0, [("SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)])
+            raise RuntimeError("the risk check refused after all")
+        assert storage.trades.events("G2") == []
+
     def test_placement_lock_is_reentrant_and_per_position(self, storage: Storage) -> None:
         with storage.placement_lock("P1"), storage.placement_lock("P1", timeout=1.0):
             result = run_in_threads(1, lambda _: _try_lock(storage, "P2"))

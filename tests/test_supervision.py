@@ -553,3 +553,47 @@ def test_a_crash_of_the_root_supervisor_itself_is_an_escalation(run_tree, escala
     assert "root supervisor root crashed: TypeError" in escalations.reasons[0]
     assert w.wait_for_state("restarting", timeout=5) and journal.live["w"] == 0  # its children stopped
     assert stop_root(root, timeout=5) and w.state == "stopped"
+
+
+def test_the_root_restarted_in_place_restarts_every_child_behind_the_same_handles(run_tree):
+    journal = Journal()
+    inner = SupervisorHandle("inner", [worker("a", journal)])
+    trades = SupervisorHandle("trades", spec_for_key=lambda key: worker(f"trade-{key}", journal,
+                                                                        restart=Restart.TRANSIENT))
+    root = run_tree(SupervisorHandle("root", [worker("first", journal), supervisor_spec(inner),
+                                              supervisor_spec(trades)]))
+    first, a, p1 = root.handle("first"), inner.handle("a"), trades.ensure_child("P1")
+    assert p1.wait_for_state("running", timeout=5) and a.ask(Record(0)) == 0
+    gate, busy = threading.Event(), threading.Event()
+    a.tell(Block(gate, busy))
+    assert busy.wait(5)
+    a.tell(Record(1))  # queued behind the block when the restart begins
+    operator = threading.Thread(target=lambda: journal.add("operator", root.restart("root")), daemon=True)
+    operator.start()
+    assert p1.wait_for_state("restarting", timeout=5)  # stopped in reverse order: trades before inner
+    assert a.tell(Record(2)) and first.tell(Record(2)) and p1.tell(Record(2))  # told while the root restarts
+    gate.set()
+    journal.wait_for(lambda r: all(r.count((name, "started")) == 2 for name in ("first", "a", "trade-P1")))
+    journal.wait_for(lambda r: [v for w, v in r if w == "operator"] != [])
+    [answer] = journal.values("operator")
+    assert answer["id"] == "root" and answer["restarts"] == 1
+    assert [c["restarts"] for c in answer["children"]] == [1, 1, 1]
+    assert root.handle("first") is first and inner.handle("a") is a and trades.find_child("P1") is p1
+    for handle in (first, a, p1):
+        assert handle.ask(Record("after"), timeout=2) == "after"
+    assert journal.numbers("a") == [0, 1, 2] and journal.numbers("first") == [2]
+    assert journal.numbers("trade-P1") == [2]
+    assert journal.most_live == {"first": 1, "a": 1, "trade-P1": 1}  # never two at once
+    assert root.status()["restarts_in_place"] == 1
+    operator.join(10)
+
+
+def test_restart_by_id_finds_any_actor_of_the_tree_and_refuses_an_unknown_one(run_tree):
+    journal = Journal()
+    inner = SupervisorHandle("inner", [worker("a", journal)])
+    root = run_tree(SupervisorHandle("root", [supervisor_spec(inner)]))
+    assert root.restart("a")["restarts"] == 1
+    assert root.restart("inner")["restarts"] == 1
+    journal.wait_for(lambda r: r.count(("a", "started")) == 3)
+    with pytest.raises(KeyError):
+        root.restart("nope")

@@ -17,7 +17,9 @@ from core.trade import (
     AlertOperator,
     CancelOrder,
     Command,
+    EntryCancelRequested,
     EntryDenied,
+    EntryRepriced,
     EntryRequested,
     Event,
     EventDecodeError,
@@ -42,6 +44,7 @@ from core.trade import (
     event_from_payload,
     observe,
     rebuild,
+    request_for,
     slippage_exceeded,
     slippage_guard,
     slippage_pct,
@@ -355,6 +358,33 @@ def path_an_adopted_orphan_is_exited_like_any_position() -> Run:
     return run
 
 
+def path_an_entry_resent_late_is_repriced_first() -> Run:
+    run = Run()
+    run(signal(), entry(limit=101.0, expected=100.0))
+    assert run(EntryRepriced(at=T0 + 2, limit_price=104.02, expected_price=103.0)) == []
+    assert request_for(run.context).price == 104.02  # type: ignore[union-attr]  # the resend carries it
+    run(placed(at=T0 + 2.1), filled(150, 103.5))
+    assert run.context.state is S.POSITION_OPEN and run.context.expected_entry_price == 103.0
+    return run
+
+
+def path_the_kill_switch_cancels_working_entries_and_keeps_their_fills() -> Run:
+    run = Run()
+    run(signal(), entry(), placed())
+    (cancel,) = run(EntryCancelRequested(at=T0 + 5, reason="kill switch: news"))
+    assert cancel == CancelOrder(POS, "E1", Leg.ENTRY) and run.context.state is S.ENTRY_CANCEL_PENDING
+    run(OrderCancelled(at=T0 + 6, order_id="E1", leg=Leg.ENTRY))
+    assert run.context.state is S.CANCELLED
+    partly = Run()
+    partly(signal(), entry(), placed(), part(50, 100.0))
+    (cancel,) = partly(EntryCancelRequested(at=T0 + 5, reason="kill switch"))
+    assert isinstance(cancel, CancelOrder) and partly.context.state is S.ENTRY_PARTIAL_CANCEL_PENDING
+    assert partly(OrderCancelled(at=T0 + 6, order_id="E1", leg=Leg.ENTRY)) == []  # held, not exited
+    assert partly.context.state is S.POSITION_OPEN and partly.context.open_qty == 50
+    run.pairs |= partly.pairs
+    return run
+
+
 PATHS: list[Callable[[], Run]] = [
     path_happy, path_denied, path_rejected_at_submit, path_rejected_after_placement, path_cancelled_elsewhere,
     path_timeout_cancel_cancelled, path_rejected_while_cancelling, path_partial_then_timeout_opens_with_filled_qty,
@@ -364,7 +394,8 @@ PATHS: list[Callable[[], Run]] = [
     path_exit_rejected_then_retried, path_exit_timeout_partial_cancel_then_retry_closes,
     path_exit_timeouts_late_fill_and_external_cancels, path_exit_never_gives_up_and_pages_every_n_failures,
     path_rejected_remainders_keep_their_fills,
-    path_an_adopted_orphan_is_exited_like_any_position,
+    path_an_adopted_orphan_is_exited_like_any_position, path_an_entry_resent_late_is_repriced_first,
+    path_the_kill_switch_cancels_working_entries_and_keeps_their_fills,
 ]
 
 
@@ -394,7 +425,8 @@ def sample(event_type: type[Event]) -> Event:
                                                      limit_pct=0.5),
         OrderRejected: OrderRejected(at=T0, leg=Leg.ENTRY, reason="x"),
         OrderCancelled: OrderCancelled(at=T0, order_id="E1", leg=Leg.ENTRY), ExitRequested: exit_req(),
-        PositionAdopted: adopted(),
+        PositionAdopted: adopted(), EntryRepriced: EntryRepriced(at=T0, limit_price=101.0, expected_price=100.0),
+        EntryCancelRequested: EntryCancelRequested(at=T0, reason="kill switch"),
     }[event_type]
 
 

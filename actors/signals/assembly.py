@@ -34,11 +34,13 @@ from actors.sources.mds_http import MdsHttpClient, MdsMarketView
 from actors.wiring import HealthCheck, Infrastructure, Subtree
 from core.instruments import InstrumentError, NoExpiry, choose_expiry, live_expiries
 from core.market import Candle
+from core.signals import ExitFollowUp
 from storage.bus import Bus, Subscription
 from storage.errors import StorageError
 from storage.records import OptionChainRecord
 from storage.repositories import Storage
 from supervision.scheduler import Scheduler
+from supervision.store import Store
 from supervision.supervisor import ChildHandle, ChildSpec
 from telemetry.logs import get_logger
 
@@ -196,9 +198,10 @@ def assemble_signals(infra: Infrastructure, sink: SignalSink | None, *, chains: 
     signals = infra.supervisor("signals")
     strategy_sink = sink
     # Its handle works from now on: candles published while the rest of the tree starts are buffered for it.
+    exits = Store("strategy.exits", ExitFollowUp(s.strategy.exit_reraise_seconds))  # outlives the strategy
     strategy = signals.add(ChildSpec("strategy", lambda link: StrategyActor.start(
         link, s, strategy_sink, chains, infra.clock, infra.scheduler, options, history, positions, risk_view,
-        instruments, calendar=infra.calendar)))
+        instruments, calendar=infra.calendar, exits=exits)))
 
     if mds is not None:
         state = MdsClientState()

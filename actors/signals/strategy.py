@@ -27,6 +27,13 @@ other means), so a restarted strategy knows what is open. Replays keep the signa
 (`sync_positions=False`), corrected only at the decision gate (entries the trader refused), and decide the
 candles of all symbols in one (ts, symbol) order (`merge_symbols`): see daemon/replay.py.
 
+Exits are followed up (core.signals.ExitFollowUp): in live runs an exit asked for a position that the
+trader still holds `strategy.exit_reraise_seconds` after the last ask is raised again, on a timer, until
+the position is no longer live (or PositionClosed): EXIT_SIGNAL_REPEATED with the attempt and the wait. An
+exit lost on its way (the trading side restarting) is recovered so; one whose order is still working or
+being retried is ignored by the trade. Replays have no view of the live trades and do not re-raise: their
+decision gate already waits for each exit to close.
+
 Every signal is one JSON log line (ENTRY_SIGNAL, EXIT_SIGNAL, or ENTRY_SKIPPED with its reason when a
 qualifying score could not be acted on) carrying the score and its components.
 """
@@ -59,9 +66,18 @@ from core.market import Candle, to_iso_ist
 from core.orders import Leg, correlation_id
 from core.risk import RiskLimits, new_risk_state, trading_window
 from core.scoring import Score, ScoreEngine
-from core.signals import EntryGate, EntrySignalRaised, ExitSignalRaised, Signal, SignalPolicy, pick_atm_option
+from core.signals import (
+    EntryGate,
+    EntrySignalRaised,
+    ExitFollowUp,
+    ExitSignalRaised,
+    Signal,
+    SignalPolicy,
+    pick_atm_option,
+)
 from supervision.actor import SupervisedActor, tell_quietly
-from supervision.scheduler import Scheduler
+from supervision.scheduler import Scheduler, Timer
+from supervision.store import Store
 from supervision.supervisor import ChildLink
 
 __all__ = ["StrategyActor", "StrategyOptions", "decision_id", "signal_record"]
@@ -75,6 +91,11 @@ SQUARE_OFF = "SQUARE_OFF"
 @dataclass(frozen=True)
 class ResumeDecisions:
     """Timer: the decision gate may have opened (replays hold candles until the trader settled)."""
+
+
+@dataclass(frozen=True)
+class FollowUpExits:
+    """Timer: raise again the exits of positions that are still live (ExitFollowUp)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +144,8 @@ class StrategyActor(SupervisedActor):
                  clock: Clock, scheduler: Scheduler, options: StrategyOptions,
                  history: Callable[[str, int], list[Candle]] | None = None,
                  positions: PositionsView | None = None, risk_view: RiskView | None = None,
-                 instruments: InstrumentBook | None = None, calendar: MarketCalendar | None = None) -> None:
+                 instruments: InstrumentBook | None = None, calendar: MarketCalendar | None = None,
+                 exits: Store[ExitFollowUp] | None = None) -> None:
         super().__init__(link)
         self.instruments = instruments  # lot sizes of what is traded (None: none known, options not traded)
         # The exchange's hours (core.risk.trading_window narrows them by the risk settings); candles of
@@ -151,7 +173,11 @@ class StrategyActor(SupervisedActor):
         self.warmed: set[str] = set()
         self.book: dict[str, tuple[str, int]] = {}  # symbol -> (pos_id, direction)
         self.raised: dict[str, float] = {}  # pos_id -> monotonic time its entry was raised (sync grace)
-        self.exited: set[str] = set()  # pos_ids we asked to exit (not re-added by a sync while closing)
+        # Exits asked and not yet seen to end (not re-added to the book by a sync while closing; asked again).
+        # Crash-only: the assembly's store outlives this instance, so a restarted strategy keeps asking.
+        self.exits = exits if exits is not None else Store(
+            "strategy.exits", ExitFollowUp(settings.strategy.exit_reraise_seconds))
+        self.exit_timer: Timer | None = None
         self.stale: set[str] = set()
         self.held_back: deque[Candle] = deque()
         self.last_score: dict[str, Score] = {}
@@ -163,12 +189,16 @@ class StrategyActor(SupervisedActor):
         self.resume_scheduled = False
         self.last_sync = 0.0
         self.stats = options.stats
-        for key in ("candles", "history", "duplicates", "scores", "entries", "exits", "skipped", "market_closed"):
+        for key in ("candles", "history", "duplicates", "scores", "entries", "exits", "exits_repeated", "skipped",
+                    "market_closed"):
             self.stats.setdefault(key, 0)
 
     def started(self) -> None:
         self.parts.idle.set()
         self._sync_positions(force=True)
+        if self.positions is not None:  # without a view of the live trades a re-raise would be blind
+            interval = min(1.0, max(0.05, self.exits.get().reraise_seconds / 4))
+            self.exit_timer = self.scheduler.call_every(interval, tell_quietly, self.actor_ref, FollowUpExits())
         self.log.event("STRATEGY_STARTED", f"strategy on {len(self.settings.feed.symbols)} symbols",
                        entry_score_min=self.entry_min, exit_score_min=self.settings.strategy.mds_exit_score_min,
                        timeframes=list(self.engine.timeframes), open_positions=len(self.book))
@@ -189,16 +219,24 @@ class StrategyActor(SupervisedActor):
             self._feed_status(message)
         elif isinstance(message, ResumeDecisions):
             self._resume()
+        elif isinstance(message, FollowUpExits):
+            self._follow_up_exits()
         elif isinstance(message, PositionClosed):
             self._forget(message.pos_id, message.reason or "closed by the trader")
+            self.exits.update(lambda follow: follow.close(message.pos_id))
         elif isinstance(message, Drain):
             return self.status()
         else:
             return super().receive(message)
         return None
 
+    def release(self) -> None:
+        if self.exit_timer is not None:
+            self.exit_timer.cancel()
+
     def status(self) -> dict[str, Any]:
         return {**self.stats, "open_positions": {s: p for s, (p, _) in sorted(self.book.items())},
+                "exits_asked": [asked.signal.pos_id for asked in self.exits.get().pending()],
                 "stale": sorted(self.stale), "held_back": len(self.held_back), "paused": self.paused,
                 "warm": sorted(s for s in self.last_ts if self.engine.warm(s))}
 
@@ -369,7 +407,8 @@ class StrategyActor(SupervisedActor):
         else:
             kind = "EXIT_SIGNAL"
             self.book.pop(signal.symbol or candle.symbol, None)
-            self.exited.add(signal.pos_id)
+            now = self.clock.now()
+            self.exits.update(lambda follow: follow.ask(signal, now))
             self.stats["exits"] += 1
             message = f"exit {signal.pos_id}: {signal.reason} {signal.exit_score:.3f}"
         record = signal_record(kind, candle.symbol, candle, score, signal)
@@ -447,8 +486,9 @@ class StrategyActor(SupervisedActor):
         self.last_sync = now
         live = self.positions()
         held = {pos_id for pos_id, _ in self.book.values()}
+        asked = self.exits.get()
         for pos_id, (symbol, direction) in sorted(live.items()):
-            if pos_id in held or pos_id in self.exited or symbol in self.book:
+            if pos_id in held or pos_id in asked or symbol in self.book:
                 continue
             self.book[symbol] = (pos_id, direction)
             self.log.event("STRATEGY_POSITION_ADOPTED", f"{pos_id} is open: exits will be decided for it",
@@ -456,6 +496,23 @@ class StrategyActor(SupervisedActor):
         for pos_id in held - set(live):
             if now - self.raised.get(pos_id, 0.0) >= POSITION_SYNC_GRACE_SECONDS:
                 self._forget(pos_id)  # closed, denied or refused by the trader
-        self.exited &= set(live)
+        self.exits.update(lambda follow: follow.retain(live))
+
+    def _follow_up_exits(self) -> None:
+        """Raise again each exit whose position is still live reraise_seconds after the last ask."""
+        if self.positions is None or not self.exits.get():
+            return
+        follow, repeats = self.exits.get().due(self.positions(), self.clock.now())
+        self.exits.set(follow)  # this actor is the store's only writer
+        for repeat in repeats:
+            signal = repeat.signal
+            self.stats["exits_repeated"] += 1
+            self.log.event("EXIT_SIGNAL_REPEATED", f"exit {signal.pos_id} again ({signal.reason}): attempt "
+                           f"{repeat.attempt}, still live {repeat.waited:.0f} s after the first ask", level=30,
+                           pos_id=signal.pos_id, symbol=signal.symbol, reason=signal.reason, attempt=repeat.attempt,
+                           waited_seconds=round(repeat.waited, 3), since_last_seconds=round(repeat.since_last, 3))
+            if not self.sink.tell(signal):
+                self.log.event("SIGNAL_UNDELIVERED", f"the trading desk refused EXIT_SIGNAL {signal.pos_id}",
+                               level=40, pos_id=signal.pos_id)
 
 

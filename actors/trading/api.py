@@ -29,6 +29,7 @@ from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.executor import ExecutorCounters
 from actors.trading.messages import (
     AdoptPosition,
+    CancelEntry,
     EntryCounters,
     EntryDecision,
     EntryOrder,
@@ -45,7 +46,15 @@ from core.orders import Side
 from core.pnl import daily_pnl
 from core.risk import ist_day
 from core.signals import EntrySignalRaised, ExitSignalRaised
-from core.trade import EVENT_TYPES, TERMINAL_STATES, ExitRequested, TradeState, can_apply
+from core.trade import (
+    CANCEL_PENDING,
+    ENTRY_WORKING,
+    EVENT_TYPES,
+    TERMINAL_STATES,
+    ExitRequested,
+    TradeState,
+    can_apply,
+)
 from storage.records import TradeEventRecord, TradeRecord
 from storage.repositories import Storage
 from supervision.store import Store
@@ -197,6 +206,7 @@ class TradingApi:
         }
 
     def risk(self) -> dict[str, Any]:
+        self.views.risk.refresh()  # every process's trades and switches as they are now (or the last known)
         contexts = self.views.book.live()
         quotes = {c.symbol: q for c in contexts if (q := self.views.quotes(c.symbol))}
         summary = daily_pnl(contexts, quotes)
@@ -226,6 +236,11 @@ class TradingApi:
         }
 
     # -- writes --------------------------------------------------------------------------------------------
+
+    @property
+    def max_price(self) -> float:
+        """The highest price an entry may name (risk.max_price)."""
+        return self.views.risk.limits.max_price
 
     def lot_size(self, symbol: str) -> int | None:
         lot = self.instruments.lot_size(symbol)
@@ -266,7 +281,10 @@ class TradingApi:
     def kill_switch(self, engaged: bool, reason: str = "") -> dict[str, Any]:
         risk = self.views.risk
         if engaged:
-            risk.engage_kill_switch(f"operator: {reason}" if reason else "operator")
+            state = risk.engage_kill_switch(f"operator: {reason}" if reason else "operator")
+            for context in self.views.book.live():  # entries working at the broker are cancelled now
+                if context.state in ENTRY_WORKING - CANCEL_PENDING:
+                    self.desk.router.deliver(context.pos_id, CancelEntry(state.kill_switch_reason))
         else:
             risk.release_kill_switch(f"operator: {reason}" if reason else "operator")
         return self.risk()

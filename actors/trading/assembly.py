@@ -26,6 +26,7 @@ from actors.instruments import InstrumentBook
 from actors.trading.api import TradeDesk, TradingApi, TradingViews
 from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.executor import Executor, ExecutorCounters, PlacementLedger
+from actors.trading.leases import TradeLeases, default_owner_id
 from actors.trading.messages import EntryCounters
 from actors.trading.quotes import QuoteBook, QuoteSource
 from actors.trading.reconciler import ReconcileDeps, Reconciler, ReconcileState, UnroutedUpdate
@@ -105,7 +106,8 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     book = TradeBook()
     # The market calendar narrows the session; a dead Dhan token (TokenState.entry_hold) denies entries.
     risk = RiskGuard(RiskLimits.from_settings(s.risk), infra.storage, infra.clock, calendar=infra.calendar,
-                     holds=(infra.token.entry_hold,) if infra.token is not None else ())
+                     holds=(infra.token.entry_hold,) if infra.token is not None else (),
+                     marks=quotes.known if isinstance(quotes, QuoteBook) else quotes)
     reconcile_state = ReconcileState()
     ledger = Store("executor.ledger", PlacementLedger())
     executor_counters = Store("executor.counters", ExecutorCounters())
@@ -134,12 +136,16 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     # Children's start functions run when the tree starts; everything they use exists from here on.
     router = OrderRouter(trades, fallback=lambda order: reconciler.tell(UnroutedUpdate(order)))
     desk = TradeDesk(trades, router)
+    leases = TradeLeases(infra.storage, infra.clock,
+                         s.reconcile.owner_id or default_owner_id(infra.role, s.http.control_port),
+                         s.reconcile.lease_ttl_seconds)
     reconcile_deps = ReconcileDeps(infra.storage, broker, infra.clock, risk, book, router, trades, ready,
-                                   infra.storage_ready, desk.adopt, s.reconcile.flatten_orphans)
+                                   infra.storage_ready, desk.adopt, s.reconcile.flatten_orphans, leases,
+                                   s.reconcile.lease_renew_seconds)
     trade_deps = TradeDeps(storage=infra.storage, broker=broker, clock=infra.clock, scheduler=infra.scheduler,
                            risk=risk, book=book, router=router, quotes=quotes, execution=s.execution,
                            protection_band_pct=s.broker.protection_band_pct, executor=executor, monitor=monitor,
-                           ready=ready, entries=entry_counters, tick_size=instruments.tick_size,
+                           ready=ready, entries=entry_counters, leases=leases, tick_size=instruments.tick_size,
                            contracts=contracts, charges=order_charges(rate_table(s.charges)))
     broker.subscribe_order_updates(router.on_update)
 

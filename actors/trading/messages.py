@@ -24,12 +24,14 @@ from core.signals import EntrySignalRaised
 __all__ = [
     "AdoptPosition",
     "Cancel",
+    "CancelEntry",
     "EntryCounters",
     "CheckTimeout",
     "EntryDecision",
     "EntryOrder",
     "EntryRefusal",
     "GetTrade",
+    "LeaseLost",
     "LookedUp",
     "Lookup",
     "Observe",
@@ -120,6 +122,21 @@ class RequestExit:
 
     reason: str
     source: str = "strategy"
+
+
+@dataclass(frozen=True)
+class LeaseLost:
+    """Another process holds this trade's lease now (ours expired while this one was quiet): stop managing
+    it at once, sending nothing more. Its new owner recovers it from the journal and the broker."""
+
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class CancelEntry:
+    """The kill switch is engaged (here or in another process): cancel the entry order if it still works."""
+
+    reason: str
 
 
 # --------------------------------------------------------------------------------- broker news for a trade

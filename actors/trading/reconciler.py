@@ -31,7 +31,8 @@ from typing import Any
 from actors.brokers.base import Broker, BrokerError
 from actors.clock import Clock
 from actors.trading.book import OrderRouter, TradeBook
-from actors.trading.messages import AdoptPosition, Observe
+from actors.trading.leases import TradeLeases
+from actors.trading.messages import AdoptPosition, LeaseLost, Observe
 from actors.trading.risk_guard import RiskGuard
 from core.orders import BrokerOrder, BrokerPosition, Leg, Side, correlation_id
 from core.risk import ist_day
@@ -65,6 +66,13 @@ class ReconcileDeps:
     storage_ready: threading.Event
     adopt: Callable[[AdoptPosition], bool]  # the desk: orphaned units become a trade to exit
     flatten_orphans: bool
+    leases: TradeLeases
+    lease_renew_seconds: float
+
+
+@dataclass(frozen=True)
+class _Heartbeat:
+    """Timer: renew this process's trade leases (and adopt what expired elsewhere)."""
 
 
 @dataclass(frozen=True)
@@ -121,17 +129,21 @@ class Reconciler(SupervisedActor):
         self.interval = interval_seconds
         self.state = state
         self.timer: Timer | None = None
+        self.heartbeat: Timer | None = None
         self.confirm_after = max(CONFIRM_MIN_SECONDS, min(2.0, interval_seconds))
         self.positions: dict[str, BrokerPosition] = {}
 
     def started(self) -> None:
         ref = self.actor_ref
         self.timer = self.scheduler.call_every(self.interval, lambda: tell_quietly(ref, _Pass()))
+        self.heartbeat = self.scheduler.call_every(self.deps.lease_renew_seconds,
+                                                   lambda: tell_quietly(ref, _Heartbeat()))
         ref.tell(_Startup())
 
     def release(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in (self.timer, self.heartbeat):
+            if timer is not None:
+                timer.cancel()
 
     def receive(self, message: Any) -> Any:
         if isinstance(message, _Startup):
@@ -140,6 +152,8 @@ class Reconciler(SupervisedActor):
             self._pass(message.confirm)
         elif isinstance(message, UnroutedUpdate):
             self._unrouted(message.order)
+        elif isinstance(message, _Heartbeat):
+            self._heartbeat()
         else:
             return super().receive(message)
         return None
@@ -163,7 +177,11 @@ class Reconciler(SupervisedActor):
                 deps.risk.load()
             stored = deps.storage.bot_state.get(RECONCILE_STATE_KEY) or {}
             denied = {t.pos_id for t in deps.storage.trades.list_trades(state=S.DENIED.value)}
-            pos_ids = [p for p in deps.storage.trades.open_pos_ids() if p not in denied]
+            # Only the trades nobody else manages (no lease, an expired one, or ours: a restart under the same
+            # owner takes its own back at once); another live process's trades stay its own.
+            adoptable = [p for p in deps.leases.adoptable() if p not in denied]
+            elsewhere = [p for p in deps.storage.trades.open_pos_ids() if p not in denied and p not in adoptable]
+            pos_ids = [p for p in adoptable if deps.leases.claim(p)]
         except StorageError as exc:
             self.log.event("RECONCILE_STARTUP_DEFERRED", f"storage unavailable: {exc}", level=30)
             self._later(0.5, _Startup())
@@ -176,9 +194,39 @@ class Reconciler(SupervisedActor):
         deps.book.await_recovery(pos_ids)
         for pos_id in pos_ids:
             deps.trades.ensure_child(pos_id)
-        self.log.event("RECONCILE_STARTUP", f"adopting {len(pos_ids)} open trades before the first pass",
-                       adopted=pos_ids)
+        self.log.event("RECONCILE_STARTUP", f"adopting {len(pos_ids)} open trades before the first pass"
+                       f"{f'; {len(elsewhere)} managed by other processes' if elsewhere else ''}",
+                       adopted=pos_ids, managed_elsewhere=elsewhere, owner=deps.leases.owner)
         self.actor_ref.tell(_Pass())
+
+    # -- leases ---------------------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Renew our leases; let go of a trade another process took over; adopt the trades of a process that
+        stopped renewing (killed, cut off) once their leases have expired."""
+        deps = self.deps
+        if not self.state.started_up:
+            return
+        try:
+            mine = deps.leases.renew()
+            running = {context.pos_id for context in deps.book.contexts() if not context.is_terminal}
+            for pos_id in sorted(running - mine):
+                owner = deps.leases.owner_of(pos_id)
+                if owner is None or owner == deps.leases.owner:
+                    deps.leases.claim(pos_id)  # a trade from before leases, or one whose lease went: ours again
+                else:
+                    deps.router.deliver(pos_id, LeaseLost(owner))
+            orphaned = [p for p in deps.leases.adoptable() if p not in running and p not in mine]
+            taken = [p for p in orphaned if deps.leases.claim(p)]
+        except StorageError as exc:
+            self.log.event("LEASE_RENEWAL_FAILED", f"leases not renewed: {exc}", level=30, owner=deps.leases.owner)
+            return
+        if taken:
+            self.log.event("TRADES_ADOPTED", f"adopting {len(taken)} trades whose owner stopped renewing their "
+                           "leases", level=40, adopted=taken, owner=deps.leases.owner)
+            deps.book.await_recovery(taken)
+            for pos_id in taken:
+                deps.trades.ensure_child(pos_id)
 
     # -- passes ---------------------------------------------------------------------------------------------
 
@@ -229,8 +277,6 @@ class Reconciler(SupervisedActor):
             wait = max(0.01, self.confirm_after - min(moment - seen[k] for k in fresh))
             self._later(wait, _Pass(confirm=True))  # confirm (or clear) the suspicion soon
             return
-        # The open-position count follows the book; here, between passes, it is recounted.
-        deps.risk.sync_open_positions(deps.book.open_count())
         if not self.ready.is_set():
             self.ready.set()
             self.log.event("RECONCILE_STARTUP_PASSED", "first reconciliation passed: entries allowed (risk "

@@ -1,36 +1,47 @@
-"""The risk guard's shell: the day's RiskState behind a lock, persisted in bot_state, logged on change.
+"""The risk guard's shell: the day's risk state of every trader process on the database, and the switches
+they share, carried out from the pure rules (core.risk).
 
-The rules are pure (core.risk); this object holds the one current RiskState of the process and
-carries out what the rules decide. It is not an actor on purpose: the kill switch, a flatten and the
-reconciliation hold must take effect at once even while the executor is blocked in a broker call, and
-check-then-count (`check_entry` + `on_entry_started`) must be atomic against them. Every method is short
-(in-memory, plus one bot_state write on a change) and thread-safe.
+Shared, not per process. Several trader processes may run on one PostgreSQL (README, "Two servers"):
+- the switches (kill switch, reconciliation hold, a flatten, a breach halt, an operator's resume) live in
+  one document, bot_state["risk"]; each change is merged into it as a group of fields stamped with its
+  time, so one process's write never erases another's and the latest change of a switch wins;
+- the counters are never kept: they are read from the trades table (every process's trades) when they are
+  needed. Daily P&L = trades closed today (whatever day they opened) + partial exits of live ones, net of
+  charges, plus the unrealized P&L of the live ones at this process's marks; the losing streak; open
+  positions; open notional. A restart therefore needs nothing rebuilt (`load` only reports).
 
-Persistence: bot_state["risk"] after every change of a switch or a closed trade (the open-position
-counter, which the book rebuilds, is saved by the reconciler's periodic `flush`). A failed write is logged and retried on the next
-change or `flush()`; the guard keeps deciding from memory (refusing entries because the database blinked
-would be safe, but losing the kill switch would not: it lives here first). On `load()` the switches come
-from bot_state and the day's counters are recomputed from the `trades` rows (the book wins over
-counters: a crash between a close and its accounting loses nothing).
+An entry is decided inside `storage.entry_gate()`: one transaction holding the one entry lock of the
+database, in which the guard reads what every process holds and the caller journals the new trade's
+first step. Two processes racing for the last slot cannot both pass.
+
+Not an actor on purpose: the kill switch, a flatten and the reconciliation hold take effect in memory at
+once, even while the database is unreachable or the executor is blocked in a broker call. A switch write
+that fails is kept and retried (`flush`, every reconciler pass); until it lands, this process's own change
+wins over what it reads. `refresh()` (the timeout monitor calls it every sweep) reads the shared state:
+another process's kill switch or flatten reaches this one within a sweep, and a mark-to-market breach
+halts (and, with risk.flatten_on_daily_loss, flattens) without waiting for a trade to close.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 from actors.clock import Clock
 from core.calendar import MarketCalendar
 from core.risk import (
-    Allowed,
+    ClosedOutcome,
     Decision,
     Denied,
     EntryHold,
+    EntryIntent,
     KillSwitchEngaged,
     KillSwitchReleased,
+    LivePosition,
     ReconciliationHoldChanged,
     RiskEvent,
     RiskLimits,
@@ -38,20 +49,26 @@ from core.risk import (
     TradingHalted,
     TradingResumed,
     check_entry,
+    day_counters,
     engage_kill_switch,
-    ist_day,
+    flattens_on,
+    ist_day_start,
+    loss_breach,
     new_risk_state,
-    on_entry_abandoned,
-    on_entry_started,
     on_trade_closed,
     release_kill_switch,
-    roll_session,
+    resume_trading,
     set_reconciliation_hold,
     square_off_due,
+    start_flatten,
+    switch_patch,
     trading_window,
-    with_open_positions,
+    with_shared_switches,
+    with_switches,
 )
+from core.trade import ENTRY_LEG, TradeState
 from storage.errors import StorageError
+from storage.records import TradeRecord
 from storage.repositories import Storage
 from telemetry.logs import get_logger, incident_id
 
@@ -68,67 +85,55 @@ _EVENT_NAMES: dict[type[RiskEvent], str] = {
     KillSwitchReleased: "KILL_SWITCH_RELEASED",
     ReconciliationHoldChanged: "RECONCILIATION_HOLD",
 }
-# The incident each switch is, for the ids that join its opening and closing lines (across restarts:
-# the open ones are saved with the state, under "incidents").
+_ENTRY_LEG = frozenset(state.value for state in ENTRY_LEG)
+# The incident each switch is, for the ids that join its opening and closing lines. An open one's id is a
+# field of the shared document ("incident_<KIND>"), so the process that releases a switch another opened
+# names the same incident.
 _INCIDENTS: dict[type[RiskEvent], tuple[str, bool]] = {
     KillSwitchEngaged: ("KILL_SWITCH", True),
     KillSwitchReleased: ("KILL_SWITCH", False),
     TradingHalted: ("LOSS_LIMIT_HALT", True),
     TradingResumed: ("LOSS_LIMIT_HALT", False),
 }
+_INCIDENT_KINDS = ("KILL_SWITCH", "LOSS_LIMIT_HALT", "RECONCILE_HOLD")
+
+Marks = Callable[[str], float | None]
+
+
+def _no_marks(symbol: str) -> float | None:
+    return None
 
 
 class RiskGuard:
     def __init__(self, limits: RiskLimits, storage: Storage, clock: Clock, key: str = RISK_STATE_KEY, *,
-                 calendar: MarketCalendar | None = None, holds: Sequence[EntryHold] = ()) -> None:
+                 calendar: MarketCalendar | None = None, holds: Sequence[EntryHold] = (),
+                 marks: Marks = _no_marks) -> None:
         self.limits = limits
         self._storage = storage
         self._clock = clock
         self._key = key
         self.calendar = calendar  # None: every day trades 00:00-24:00 (core.risk.trading_window)
         self._holds = tuple(holds)  # e.g. the Dhan token keeper's BROKER_AUTH_EXPIRED
+        self._marks = marks  # the latest price of a symbol, never fetched (unrealized P&L, open notional)
         self._lock = threading.RLock()
         self._state = new_risk_state(clock.now())
-        self._dirty = False
+        self._unsaved: dict[str, dict[str, Any]] = {}  # switch group -> its stamped fields, not yet merged
         self._loaded = False
-        self._flattening = ""  # why every position is being exited ("" = not flattening)
         self._incidents: dict[str, str] = {}  # open incident kind -> its id (KILL_SWITCH, LOSS_LIMIT_HALT, ...)
 
     # -- start-up ---------------------------------------------------------------------------------------
 
     def load(self) -> RiskState:
-        """Switches from bot_state, today's counters from the trades table. Raises StorageError."""
+        """Read the shared state once (raises StorageError): entries wait for this (the start-up
+        reconciliation calls it). Nothing is rebuilt: the counters are read from the trades every time."""
         now = self._clock.now()
-        stored = self._storage.bot_state.get(self._key)
-        today = ist_day(now)
-        closed = [t for t in self._storage.trades.list_trades(state="CLOSED", day=today)]
-        closed.sort(key=lambda t: (t.exit_time or 0.0, t.pos_id))
-        realized = sum(t.realized_pnl or 0.0 for t in closed)
-        losses = 0
-        for trade in closed:
-            pnl = trade.realized_pnl or 0.0
-            losses = losses + 1 if pnl < 0 else (0 if pnl > 0 else losses)
-        with self._lock:
-            state = RiskState.from_payload(stored) if stored else new_risk_state(now)
-            saved = stored.get("incidents") if stored else None
-            if isinstance(saved, dict):
-                self._incidents = {**{str(k): str(v) for k, v in saved.items()}, **self._incidents}
-            state = roll_session(state, now)
-            if state.day == today:
-                state = replace(state, realized_pnl=realized, consecutive_losses=losses, trades_closed=len(closed))
-            early = self._state  # switches an operator threw before the stored state was read win
-            if early.kill_switch_engaged and not state.kill_switch_engaged:
-                state = replace(state, kill_switch_engaged=True, kill_switch_reason=early.kill_switch_reason)
-            if early.reconciliation_hold and not state.reconciliation_hold:
-                state = replace(state, reconciliation_hold=True,
-                                reconciliation_hold_reason=early.reconciliation_hold_reason)
-            self._state = state
-            self._loaded = True
-            self._dirty = True
-            self._persist(now)
-            decision = check_entry(self.limits, state, now, self.calendar, self._holds)
-        log.event("RISK_STATE_LOADED", "risk state loaded", day=state.day, realized_pnl=round(realized, 2),
-                  consecutive_losses=losses, trades_closed=len(closed),
+        state = self._refresh_state(now)
+        self._loaded = True
+        self.flush()  # switches an operator threw before the database answered
+        decision = check_entry(self.limits, state, now, self.calendar, self._holds)
+        log.event("RISK_STATE_LOADED", "risk state loaded", day=state.day, realized_pnl=round(state.realized_pnl, 2),
+                  unrealized_pnl=round(state.unrealized_pnl, 2), consecutive_losses=state.consecutive_losses,
+                  trades_closed=state.trades_closed, open_positions=state.open_positions,
                   kill_switch=state.kill_switch_engaged, reconciliation_hold=state.reconciliation_hold,
                   trading_enabled=state.trading_enabled,
                   entries=("allowed" if decision.allowed else getattr(decision, "code", "")))
@@ -140,111 +145,124 @@ class RiskGuard:
 
     # -- entries ---------------------------------------------------------------------------------------
 
-    def try_enter(self, now: float) -> Decision:
-        """check_entry, and when allowed count the entry as open at once (atomic against other callers)."""
-        with self._lock:
-            self._roll(now)
-            decision = check_entry(self.limits, self._state, now, self.calendar, self._holds)
-            if isinstance(decision, Allowed):
-                self._state = on_entry_started(self._state)
-                self._dirty = True  # a counter the book can rebuild: saved by the next flush, not here
-            return decision
+    @contextmanager
+    def entry(self, now: float, intent: EntryIntent) -> Iterator[Decision]:
+        """Decide an entry inside the database's entry gate, from what every process holds now. The caller
+        journals the trade's first step inside the block (it commits with the gate); anything it sends
+        goes out after the block. Raises StorageError (nothing decided, nothing written)."""
+        with self._storage.entry_gate():
+            state = self._refresh_state(now)
+            yield check_entry(self.limits, state, now, self.calendar, self._holds, intent)
 
-    def recheck_entry(self, now: float) -> Denied | None:
-        """Before an entry already counted as open is sent again (a deferred resend): would it still be
-        allowed? Every rule applies but the position count, which already includes this entry."""
-        with self._lock:
-            self._roll(now)
-            state = with_open_positions(self._state, max(0, self._state.open_positions - 1))
-            decision = check_entry(self.limits, state, now, self.calendar, self._holds)
+    def recheck_entry(self, now: float, intent: EntryIntent) -> Denied | None:
+        """Before an entry is sent again (a deferred resend): would it still be allowed? Every rule applies,
+        from the shared state as it is now; the entry itself is already among the live trades, so it is
+        taken out of the position count and the open notional. A database that cannot say refuses it."""
+        try:
+            state = self._refresh_state(now)
+        except StorageError as exc:
+            return Denied("STORAGE", f"risk state unreadable: {exc}")
+        mine = intent.qty * (intent.quote or intent.price)
+        state = replace(state, open_positions=max(0, state.open_positions - 1),
+                        exposure=max(0.0, state.exposure - mine))
+        decision = check_entry(self.limits, state, now, self.calendar, self._holds, intent)
         return decision if isinstance(decision, Denied) else None
 
-    def entry_abandoned(self) -> None:
-        """An allowed entry ended with no position (rejected, cancelled, refused, a duplicate)."""
-        with self._lock:
-            self._state = on_entry_abandoned(self._state)
-            self._dirty = True
-
-    def trade_closed(self, pnl: float, pos_id: str) -> None:
+    def trade_closed(self, net_pnl: float, pos_id: str) -> None:
+        """A trade of this process closed (its row is written): the counters are read again and a breach it
+        causes halts at once (and may flatten), without waiting for the next refresh. With the database
+        unreachable the trade is counted in memory until the next read."""
         now = self._clock.now()
-        with self._lock:
-            self._roll(now)
-            self._state, events = on_trade_closed(self.limits, self._state, pnl, now)
-            self._changed(now)
-            state = self._state
-        log.event("RISK_TRADE_COUNTED", f"{pos_id}: P&L {pnl:+.2f}", pos_id=pos_id, pnl=round(pnl, 2),
-                  realized_pnl=round(state.realized_pnl, 2), consecutive_losses=state.consecutive_losses)
-        self._log_events(events, pos_id=pos_id)
-
-    def sync_open_positions(self, count: int) -> None:
-        with self._lock:
-            if self._state.open_positions != count:
-                self._state = with_open_positions(self._state, count)
-                self._dirty = True
+        try:
+            state = self._refresh_state(now)
+            with self._lock:
+                self._state, events = loss_breach(self.limits, state, now)
+                state = self._state
+        except StorageError:
+            with self._lock:
+                self._state, events = on_trade_closed(self.limits, self._state, net_pnl, now)
+                state = self._state
+        log.event("RISK_TRADE_COUNTED", f"{pos_id}: net P&L {net_pnl:+.2f}", pos_id=pos_id,
+                  net_pnl=round(net_pnl, 2), realized_pnl=round(state.realized_pnl, 2),
+                  consecutive_losses=state.consecutive_losses)
+        self._halted(events, now, pos_id=pos_id)
 
     # -- operator switches -------------------------------------------------------------------------------
 
     def engage_kill_switch(self, reason: str) -> RiskState:
-        now = self._clock.now()
-        with self._lock:
-            self._state, events = engage_kill_switch(self._state, reason, now)
-            self._changed(now)
-            state = self._state
-        self._log_events(events)
-        return state
+        return self._switch("kill_switch", lambda state, now: engage_kill_switch(state, reason, now))
 
     def release_kill_switch(self, reason: str) -> RiskState:
+        """Release the kill switch; a flatten ends with it (every process sees both)."""
         now = self._clock.now()
         with self._lock:
-            self._state, events = release_kill_switch(self._state, reason, now)
-            if events and self._flattening:
-                self._flattening = ""
-            self._changed(now)
-            state = self._state
-        self._log_events(events)
+            flattening = bool(self._state.flattening)
+        state = self._switch("kill_switch", lambda state, at: release_kill_switch(state, reason, at))
+        if flattening and not state.kill_switch_engaged:
+            state = self._switch("flattening", lambda state, at: (replace(state, flattening=""), []), now)
         return state
 
     def flatten(self, reason: str) -> RiskState:
         """Exit everything and stay halted: the kill switch is engaged and stays so until released."""
-        with self._lock:
-            self._flattening = reason
-            return self.engage_kill_switch(reason)
+        self._start_flatten(reason)
+        return self.engage_kill_switch(reason)
+
+    def resume(self, reason: str) -> RiskState:
+        """An operator lifts a breach halt within the session (losing streaks count from now)."""
+        return self._switch("halt", lambda state, now: resume_trading(state, reason, now), groups=("halt", "resume"))
 
     def set_reconciliation_hold(self, engaged: bool, reason: str = "") -> bool:
         """True when the hold changed."""
-        now = self._clock.now()
-        with self._lock:
-            self._state, events = set_reconciliation_hold(self._state, engaged, reason, now)
-            self._changed(now)
-        self._log_events(events)
-        return bool(events)
+        changed: list[RiskEvent] = []
+
+        def change(state: RiskState, now: float) -> tuple[RiskState, list[RiskEvent]]:
+            state, events = set_reconciliation_hold(state, engaged, reason, now)
+            changed.extend(events)
+            return state, events
+
+        self._switch("reconciliation_hold", change)
+        return bool(changed)
 
     # -- what exits are due --------------------------------------------------------------------------------
 
     def exit_all_reason(self, now: float) -> str:
         """Why every open position must be exited now ("" = no reason): a flatten, or the square-off time."""
-        if self._flattening:
-            return f"FLATTEN: {self._flattening}"
+        with self._lock:
+            flattening = self._state.flattening
+        if flattening:
+            return f"FLATTEN: {flattening}"
         if square_off_due(self.limits, now, self.calendar):
             window = trading_window(self.limits, self.calendar, now)
             return f"SQUARE_OFF at {window.square_off_text if window else self.limits.square_off_time + ' IST'}"
         return ""
 
+    def refresh(self) -> RiskState:
+        """Read the shared state (another process's switches, every process's trades, this process's marks);
+        a mark-to-market breach halts, and may flatten. A database that cannot answer keeps the last state."""
+        now = self._clock.now()
+        try:
+            state = self._refresh_state(now)
+        except StorageError as exc:
+            log.event("RISK_REFRESH_FAILED", f"shared risk state unreadable (last one kept): {exc}", level=30)
+            return self.snapshot()
+        with self._lock:
+            self._state, events = loss_breach(self.limits, state, now)
+        self._halted(events, now)
+        return self.snapshot()
+
     # -- views ---------------------------------------------------------------------------------------------
 
     def snapshot(self) -> RiskState:
         with self._lock:
-            self._roll(self._clock.now())
             return self._state
 
     def status(self, realized_today: float | None = None, unrealized: float | None = None) -> dict[str, Any]:
         now = self._clock.now()
-        with self._lock:
-            self._roll(now)
-            state = self._state
-            decision = check_entry(self.limits, state, now, self.calendar, self._holds)
-            flattening = self._flattening
+        state = self.snapshot()
+        decision = check_entry(self.limits, state, now, self.calendar, self._holds)
         limits = self.limits
+        with self._lock:
+            unsaved = sorted(self._unsaved)
         why = "" if decision.allowed else decision.reason if isinstance(decision, Denied) else ""
         return {
             "trading_enabled": decision.allowed,
@@ -253,7 +271,9 @@ class RiskGuard:
             "day": state.day,
             "realized_pnl": round(state.realized_pnl, 2),
             "realized_pnl_book": None if realized_today is None else round(realized_today, 2),
-            "unrealized_pnl": None if unrealized is None else round(unrealized, 2),
+            "unrealized_pnl": round(state.unrealized_pnl if unrealized is None else unrealized, 2),
+            "day_pnl": round(state.day_pnl, 2),
+            "exposure": round(state.exposure, 2),
             "consecutive_losses": state.consecutive_losses,
             "trades_closed": state.trades_closed,
             "open_positions": state.open_positions,
@@ -261,57 +281,104 @@ class RiskGuard:
             "halt_code": state.halt_code or None,
             "halt_reason": state.halt_reason or None,
             "kill_switch": {"engaged": state.kill_switch_engaged, "reason": state.kill_switch_reason or None},
-            "flattening": flattening or None,
+            "flattening": state.flattening or None,
             "reconciliation_hold": {"engaged": state.reconciliation_hold,
                                     "reason": state.reconciliation_hold_reason or None},
             "square_off_due": square_off_due(limits, now, self.calendar),
-            "limits": {
-                "trading_enabled": limits.trading_enabled, "daily_max_loss": limits.daily_max_loss,
-                "daily_max_loss_pct": limits.daily_max_loss_pct, "capital": limits.capital,
-                "daily_max_loss_pct_rupees": round(limits.daily_loss_pct_rupees, 2),
-                "consecutive_losses_limit": limits.consecutive_losses_limit,
-                "max_open_positions": limits.max_open_positions, "session_start": limits.session_start,
-                "session_end": limits.session_end, "square_off_time": limits.square_off_time,
-            },
+            "unsaved_switches": unsaved,
+            "limits": {f.name: getattr(limits, f.name) for f in dataclasses.fields(limits)}
+            | {"daily_max_loss_pct_rupees": round(limits.daily_loss_pct_rupees, 2)},
         }
 
     def flush(self) -> None:
-        """Retry a failed bot_state write (the reconciler calls this every pass)."""
+        """Write the switch changes that could not be written (the reconciler calls this every pass)."""
         with self._lock:
-            self._roll(self._clock.now())
-            if self._dirty:
-                self._persist(self._clock.now())
+            unsaved = dict(self._unsaved)
+        for group, patch in unsaved.items():
+            self._write(group, patch)
 
-    # -- internals (under the lock) ---------------------------------------------------------------------------
+    # -- internals ---------------------------------------------------------------------------------------------
 
-    def _roll(self, now: float) -> None:
-        rolled = roll_session(self._state, now)
-        if rolled is not self._state:
-            ended = self._incidents.pop("LOSS_LIMIT_HALT", "") if rolled.trading_enabled else ""
-            halt: dict[str, Any] = {"incident_id": ended} if ended else {}  # the halt this roll ends
-            log.event("RISK_SESSION_ROLLED", f"new session {rolled.day}: counters reset", day=rolled.day,
-                      previous_day=self._state.day, kill_switch=rolled.kill_switch_engaged,
-                      reconciliation_hold=rolled.reconciliation_hold, **halt)
-            self._state = rolled
-            self._changed(now)
+    def _refresh_state(self, now: float) -> RiskState:
+        """What every process says now, with this process's unsaved switch changes on top (raises StorageError)."""
+        document = self._storage.bot_state.get(self._key) or {}
+        live = self._storage.trades.open_trades()
+        closed = self._storage.trades.closed_since(ist_day_start(now))
+        with self._lock:
+            previous = self._state
+            state = with_switches(new_risk_state(now), with_shared_switches(document, self._unsaved.values()))
+            for kind in _INCIDENT_KINDS:  # open incidents of the shared switches, whoever opened them
+                opened = document.get(f"incident_{kind}")
+                if opened:
+                    self._incidents[kind] = str(opened)
+                elif f"incident_{kind}" in document:
+                    self._incidents.pop(kind, None)
+            state = day_counters(state, [_outcome(t) for t in closed], [_position(t) for t in live], self._marks)
+            self._state = state
+        self._log_observed(previous, state)
+        return state
 
-    def _changed(self, now: float) -> None:
-        self._dirty = True
-        self._persist(now)
+    def _switch(self, group: str, change: Callable[[RiskState, float], tuple[RiskState, list[RiskEvent]]],
+                now: float | None = None, groups: Sequence[str] = ()) -> RiskState:
+        """Change a switch in memory at once, then merge it into the shared document."""
+        now = self._clock.now() if now is None else now
+        with self._lock:
+            self._state, events = change(self._state, now)
+            state = self._state
+            patches = {name: switch_patch(state, name, now) for name in (groups or (group,))}
+            if events or group == "flattening":
+                self._unsaved.update(patches)
+        self._log_events(events)
+        if events or group == "flattening":
+            for name, patch in patches.items():
+                self._write(name, patch)
+        return state
 
-    def _persist(self, now: float) -> None:
+    def _write(self, group: str, patch: dict[str, Any]) -> None:
         if not self._loaded:
-            return  # nothing to overwrite the stored switches with until they have been read
+            return  # the first read (load) comes first: flush() writes it then
         try:
-            self._storage.bot_state.put(self._key, {**self._state.to_payload(), "incidents": dict(self._incidents)},
-                                        now)
+            self._storage.bot_state.merge(self._key, patch, self._clock.now())
         except StorageError as exc:
-            log.event("RISK_PERSIST_FAILED", f"risk state not saved (kept in memory, retried): {exc}", level=30)
+            log.event("RISK_PERSIST_FAILED", f"{group} not saved (kept in memory, retried): {exc}", level=30,
+                      switch=group)
             return
-        self._dirty = False
+        with self._lock:
+            if self._unsaved.get(group) is patch:
+                del self._unsaved[group]
+
+    def _halted(self, events: list[RiskEvent], now: float, **context: Any) -> None:
+        """A breach halt is shared; a daily loss breach flattens too (risk.flatten_on_daily_loss)."""
+        if not events:
+            return
+        with self._lock:
+            patch = switch_patch(self._state, "halt", now)
+            self._unsaved["halt"] = patch
+        self._log_events(events, **context)
+        self._write("halt", patch)
+        for event in events:
+            if isinstance(event, TradingHalted) and flattens_on(self.limits, event):
+                self._start_flatten(f"daily loss limit: {event.reason}", now)
+                log.event("FLATTEN_ON_DAILY_LOSS", f"every position is exited: {event.reason}", level=40)
+
+    def _start_flatten(self, reason: str, now: float | None = None) -> None:
+        self._switch("flattening", lambda state, at: (start_flatten(state, reason), []), now)
+
+    def _log_observed(self, before: RiskState, after: RiskState) -> None:
+        """Switches another process threw, as this one sees them change."""
+        if before.day != after.day:
+            return
+        if after.kill_switch_engaged != before.kill_switch_engaged:
+            log.event("KILL_SWITCH_OBSERVED", f"kill switch {'engaged' if after.kill_switch_engaged else 'released'}"
+                      f" (shared): {after.kill_switch_reason or '-'}", level=30, engaged=after.kill_switch_engaged)
+        if after.flattening and not before.flattening:
+            log.event("FLATTEN_OBSERVED", f"flatten (shared): {after.flattening}", level=30)
+        if after.trading_enabled != before.trading_enabled and not after.trading_enabled:
+            log.event("TRADING_HALT_OBSERVED", f"trading halted (shared): {after.halt_reason}", level=30,
+                      code=after.halt_code)
 
     def _incident_of(self, event: RiskEvent) -> str:
-        """The id of the incident this event opens or ends (saved with the state while open)."""
+        """The id of the incident this event opens or ends ("" for an event that is no incident's edge)."""
         kind, opens = _INCIDENTS.get(type(event), ("", False))
         if isinstance(event, ReconciliationHoldChanged):
             kind, opens = "RECONCILE_HOLD", event.engaged
@@ -319,16 +386,17 @@ class RiskGuard:
             return ""
         with self._lock:
             if opens:
-                found = self._incidents.get(kind)
-                if found:
-                    return found
-                self._incidents[kind] = incident_id(kind, self._state.day, event.at)
-                self._changed(event.at)
-                return self._incidents[kind]
-            found = self._incidents.pop(kind, "")
-            if found:
-                self._changed(event.at)
-            return found
+                # A switch engaged again while engaged is the same incident; a halt is its day's own.
+                again = self._incidents.get(kind, "") if kind != "LOSS_LIMIT_HALT" else ""
+                found = again or incident_id(kind, self._state.day, event.at)
+                self._incidents[kind] = found
+            else:
+                found = self._incidents.pop(kind, "")
+        try:  # shared, so another process's closing line names it too; best effort (the ids only link lines)
+            self._storage.bot_state.merge(self._key, {f"incident_{kind}": found if opens else None}, event.at)
+        except StorageError:
+            pass
+        return found
 
     def _log_events(self, events: list[RiskEvent], **context: Any) -> None:
         for event in events:
@@ -340,3 +408,19 @@ class RiskGuard:
             level = 40 if isinstance(event, TradingHalted | KillSwitchEngaged) or (
                 isinstance(event, ReconciliationHoldChanged) and event.engaged) else 20
             log.event(name, str(fields.get("reason", name)), level=level, **fields, **context)
+
+
+def _outcome(trade: TradeRecord) -> ClosedOutcome:
+    return ClosedOutcome(closed_at=trade.exit_time or trade.updated_at, pos_id=trade.pos_id,
+                         net_pnl=(trade.realized_pnl or 0.0) - trade.fees)
+
+
+def _position(trade: TradeRecord) -> LivePosition:
+    detail = trade.detail
+    open_qty = int(detail.get("open_qty", trade.filled_qty) or 0)
+    working = trade.qty - trade.filled_qty if trade.state in _ENTRY_LEG or trade.state == TradeState.SIGNAL_GENERATED \
+        else 0
+    price = float(detail.get("entry_limit_price") or detail.get("expected_entry_price") or trade.entry_price or 0.0)
+    return LivePosition(pos_id=trade.pos_id, symbol=trade.symbol, side=trade.side, open_qty=open_qty,
+                        avg_price=trade.entry_price or 0.0, working_qty=max(0, working), working_price=price,
+                        realized_net=(trade.realized_pnl or 0.0) - trade.fees)

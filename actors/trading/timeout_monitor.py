@@ -22,9 +22,16 @@ from typing import Any
 
 from actors.clock import Clock
 from actors.trading.book import TradeBook
-from actors.trading.messages import CheckTimeout, RefreshFromBroker, RequestExit, TradeAddresses, WatchTrade
+from actors.trading.messages import (
+    CancelEntry,
+    CheckTimeout,
+    RefreshFromBroker,
+    RequestExit,
+    TradeAddresses,
+    WatchTrade,
+)
 from actors.trading.risk_guard import RiskGuard
-from core.trade import ACTIVE_ORDER_STATES, EXITABLE, TradeState
+from core.trade import ACTIVE_ORDER_STATES, CANCEL_PENDING, ENTRY_WORKING, EXITABLE, TradeState
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.store import Store
@@ -130,7 +137,13 @@ class TimeoutMonitor(SupervisedActor):
                 self.watched.pop(pos_id, None)  # the trade is gone
 
     def _sweep(self) -> None:
-        """Square-off time or a flatten: every exitable trade is told to exit (each decides if it applies)."""
+        """Square-off time or a flatten (this process's, another's, or a daily loss breach's): every exitable
+        trade is told to exit (each decides if it applies)."""
+        risk = self.risk.refresh()
+        if risk.kill_switch_engaged:  # entries stop, also those already working at the broker
+            for context in self.book.live():
+                if context.state in ENTRY_WORKING - CANCEL_PENDING:
+                    self.trades.deliver(context.pos_id, CancelEntry(risk.kill_switch_reason))
         reason = self.risk.exit_all_reason(self.clock.now())
         if not reason:
             self.sweep_announced = self.flatten_done = ""

@@ -27,10 +27,12 @@ from actors.trading.journal import Step, TradeJournal
 from actors.trading.messages import (
     AdoptPosition,
     Cancel,
+    CancelEntry,
     CheckTimeout,
     EntryDecision,
     EntryRefusal,
     GetTrade,
+    LeaseLost,
     LookedUp,
     Lookup,
     Observe,
@@ -46,9 +48,8 @@ from actors.trading.messages import (
 from actors.trading.quotes import exit_pricing
 from actors.trading.trade_deps import TradeDeps, TradeOrigin
 from core.orders import BrokerOrder, Leg, OrderRequest
-from core.risk import Denied
+from core.risk import Denied, EntryIntent
 from core.trade import (
-    ABANDONED,
     ACTIVE_ORDER_STATES,
     CANCEL_PENDING,
     ENTRY_WORKING,
@@ -57,6 +58,7 @@ from core.trade import (
     AlertOperator,
     CancelOrder,
     Command,
+    EntryCancelRequested,
     EntryDenied,
     EntryRequested,
     Event,
@@ -74,6 +76,7 @@ from core.trade import (
     apply,
     can_apply,
     correlation_of,
+    entry_repricing,
     event_from_payload,
     observe,
     opening_events,
@@ -217,6 +220,13 @@ class TradeActor(SupervisedActor):
             self._on_looked_up(message)
         elif isinstance(message, RequestExit):
             self._on_request_exit(message)
+        elif isinstance(message, CancelEntry):
+            pass  # _after_step cancels a working entry while the kill switch is engaged
+        elif isinstance(message, LeaseLost):
+            self.log.event("LEASE_LOST", f"{self.pos_id}: managed by {message.owner or 'another process'} now; "
+                           "this process lets it go", level=50, state=self.context.state.value, owner=message.owner)
+            self._finish()
+            return None
         elif isinstance(message, CheckTimeout):
             event = timeout_due(self.context, self.deps.clock.now(), self.deps.execution.order_timeout_seconds)
             if event is not None:
@@ -250,27 +260,33 @@ class TradeActor(SupervisedActor):
             self._finish()
             return
         now = deps.clock.now()
-        decision = deps.risk.try_enter(now)
-        events = opening_events(
-            at=now, pos_id=order.pos_id, symbol=order.symbol, instrument=order.instrument, side=order.side,
-            qty=order.qty, price=order.price, quote=deps.quotes(order.symbol), allowed=decision.allowed,
-            denial=f"{decision.code}: {decision.reason}" if isinstance(decision, Denied) else "",
-            band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}",
-            tick=deps.tick_size(order.symbol))
-        accepted = isinstance(events[-1], EntryRequested)
-        if decision.allowed and not accepted:
-            deps.risk.entry_abandoned()  # no price: counted as open by try_enter, and never sent
+        quote = deps.quotes(order.symbol)
+        intent = EntryIntent(symbol=order.symbol, qty=order.qty, price=order.price, quote=quote,
+                             band_pct=deps.protection_band_pct, manual=order.source == "operator")
         try:
-            self._apply_all(events, fresh=True, source=order.source)
+            # Decided and journaled inside the database's entry gate, from what every process holds: two
+            # entries (here or in another process) never both take the last slot. Sent after it commits.
+            with deps.risk.entry(now, intent) as decision:
+                events = opening_events(
+                    at=now, pos_id=order.pos_id, symbol=order.symbol, instrument=order.instrument, side=order.side,
+                    qty=order.qty, price=order.price, quote=quote, allowed=decision.allowed,
+                    denial=f"{decision.code}: {decision.reason}" if isinstance(decision, Denied) else "",
+                    band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}",
+                    tick=deps.tick_size(order.symbol))
+                staged = self._stage(events)
+                self._record(staged, fresh=True)
+                if isinstance(events[-1], EntryRequested):
+                    deps.leases.claim(self.pos_id)  # ours from its first step on, in the same transaction
         except StorageError as exc:
-            if accepted:
-                deps.risk.entry_abandoned()
             if isinstance(exc, StorageConflict):  # another process journaled this pos_id first
                 self._answer(message, EntryRefusal.DUPLICATE, f"duplicate pos_id: {exc}")
             else:
                 self._answer(message, EntryRefusal.STORAGE, f"storage unavailable: {exc}")
             self._finish()
             return
+        self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
+        self._commit(staged, source=order.source)
+        accepted = isinstance(events[-1], EntryRequested)
         deps.entries.bump("accepted" if accepted else "denied")
         if message.reply is not None and not message.reply.done():
             denied = events[-1]
@@ -284,7 +300,12 @@ class TradeActor(SupervisedActor):
                                 instrument=message.symbol, side=message.side, qty=message.qty,
                                 avg_price=message.avg_price, reason=message.reason)
         try:
-            self._apply_all([event], fresh=True, source="reconciler")
+            with self.deps.storage.transaction():  # the journal's first step and the lease, together
+                staged = self._stage([event])
+                self._record(staged, fresh=True)
+                self.deps.leases.claim(self.pos_id)
+            self.origin.journaled = True
+            self._commit(staged, source="reconciler")
         except StorageError as exc:  # adopted already (another pass, another process), or no database now
             self.log.event("POSITION_ADOPTION_FAILED", f"{self.pos_id}: {exc}", level=30, symbol=message.symbol)
             self._finish()
@@ -398,11 +419,20 @@ class TradeActor(SupervisedActor):
         if request is None or request.correlation_id != message.request.correlation_id:
             return  # settled meanwhile
         if request.leg is Leg.ENTRY and not message.settling:
-            refusal = self.deps.risk.recheck_entry(self.deps.clock.now())
-            if refusal is not None:  # the world changed while the entry waited: it is not sent late
-                self._apply(OrderRejected(at=self.deps.clock.now(), leg=Leg.ENTRY,
+            # The world changed while the entry waited: every rule again, from a fresh quote, or it is not sent.
+            deps, context = self.deps, self.context
+            now, quote = deps.clock.now(), deps.quotes(context.symbol)
+            refusal = deps.risk.recheck_entry(now, EntryIntent(
+                symbol=context.symbol, qty=context.qty, price=context.expected_entry_price, quote=quote,
+                band_pct=deps.protection_band_pct))
+            if refusal is not None:
+                self._apply(OrderRejected(at=now, leg=Leg.ENTRY,
                                           reason=f"resend refused: {refusal.code}: {refusal.reason}"))
                 return
+            repriced = entry_repricing(context, quote, deps.protection_band_pct, deps.tick_size(context.symbol), now)
+            if repriced is not None:
+                self._apply(repriced)
+                request = request_for(self.context) or request
         self.placement_attempts[request.correlation_id] = message.attempt
         self.deps.executor.tell(Place(request, PlaceMode.RESEND))
 
@@ -448,9 +478,19 @@ class TradeActor(SupervisedActor):
         """Apply events in order, journal them as one step (TradeJournal), then publish, log and carry out
         their commands. An illegal event is refused and logged; the events before it are still applied.
         `fresh`: a new trade, whose journal must be empty (JournalConflict otherwise)."""
-        before = self.context
+        staged = self._stage(events)
+        if not staged:
+            return False
+        self._record(staged, order_row, fresh)
+        if fresh:
+            self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
+        self._commit(staged, source)
+        return True
+
+    def _stage(self, events: list[Event]) -> list[Step]:
+        """The steps `events` make from the current context (nothing changes yet)."""
         steps: list[Step] = []
-        context = before
+        context = self.context
         for event in events:
             try:
                 after, commands = apply(context, event)
@@ -460,26 +500,25 @@ class TradeActor(SupervisedActor):
                 break
             steps.append(Step(event, context, after, commands))
             context = after
-        if not steps:
-            return False
-        # The journal first: a conflict raises (a crash) before anything happens outside; an unreachable
-        # database keeps the steps in memory (a new trade's first step excepted) and the trade goes on.
+        return steps
+
+    def _record(self, steps: list[Step], order_row: BrokerOrder | None = None, fresh: bool = False) -> None:
+        """The journal first: a conflict raises (a crash) before anything happens outside; an unreachable
+        database keeps the steps in memory (a new trade's first step excepted: it raises) and the trade goes on."""
         if self.journal.record(steps, order_row, fresh):
             self.flush_attempts = 0
         elif not self.flush_due:
             self._flush_journal_later()
-        if fresh:
-            self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
-        self.context = context
+
+    def _commit(self, steps: list[Step], source: str = "") -> None:
+        """The recorded steps take effect: the context, the book, the log lines, then the commands."""
+        self.context = steps[-1].after
         self._publish()
         for step in steps:
             self.journal.log_step(step, step.after.seq, source)
         for step in steps:
             for command in step.commands:
                 self._carry_out(command)
-        if context.state in ABANDONED and not before.is_terminal:
-            self.deps.risk.entry_abandoned()
-        return True
 
     def _carry_out(self, command: Command) -> None:
         deps = self.deps
@@ -542,6 +581,10 @@ class TradeActor(SupervisedActor):
             deferred, self.deferred_exit = self.deferred_exit, None
             if can_apply(self.context, ExitRequested):
                 self._on_request_exit(deferred)
+        if self.context.state in (S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED):
+            risk = self.deps.risk.snapshot()
+            if risk.kill_switch_engaged:  # no new exposure: the entry order stops; its fills stay a position
+                self._apply(EntryCancelRequested(at=now, reason=f"KILL_SWITCH: {risk.kill_switch_reason}"))
         if self.context.state in EXITABLE and not self.context.exit_reason:
             reason = self.deps.risk.exit_all_reason(now)
             if reason:
@@ -553,6 +596,8 @@ class TradeActor(SupervisedActor):
     def _finish(self) -> None:
         self.finished = True
         deps = self.deps
+        if self.context.is_terminal and self.origin.journaled:
+            deps.leases.release(self.pos_id)
         deps.book.remove(self.pos_id)
         deps.router.forget(self.pos_id)
         if deps.contracts is not None and self.context.symbol:

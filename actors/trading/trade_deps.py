@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from actors.brokers.base import Broker
 from actors.clock import Clock
 from actors.trading.book import OrderRouter, TradeBook
+from actors.trading.leases import TradeLeases
 from actors.trading.messages import EntryCounters
 from actors.trading.quotes import QuoteSource
 from actors.trading.risk_guard import RiskGuard
@@ -41,6 +42,7 @@ class TradeDeps:
     monitor: ChildHandle
     ready: threading.Event  # set once the start-up reconciliation has passed
     entries: Store[EntryCounters]
+    leases: TradeLeases  # which process manages which trade (several trader processes on one database)
     tick_size: Callable[[str], float | None] = lambda symbol: None  # the instrument master's tick of a symbol
     contracts: ContractWatch | None = None  # keeps the traded contract on the live feed (None: no feed here)
     charges: OrderCharges | None = None  # what an order's fills cost (None: no charges counted)
