@@ -306,12 +306,13 @@ class RiskGuard:
         closed = self._storage.trades.closed_since(ist_day_start(now))
         with self._lock:
             previous = self._state
-            state = with_switches(new_risk_state(now), with_shared_switches(document, self._unsaved.values()))
+            shared = with_shared_switches(document, self._unsaved.values())
+            state = with_switches(new_risk_state(now), shared)
             for kind in _INCIDENT_KINDS:  # open incidents of the shared switches, whoever opened them
-                opened = document.get(f"incident_{kind}")
+                opened = shared.get(f"incident_{kind}")
                 if opened:
                     self._incidents[kind] = str(opened)
-                elif f"incident_{kind}" in document:
+                elif f"incident_{kind}" in shared:
                     self._incidents.pop(kind, None)
             state = day_counters(state, [_outcome(t) for t in closed], [_position(t) for t in live], self._marks)
             self._state = state
@@ -325,10 +326,12 @@ class RiskGuard:
         with self._lock:
             self._state, events = change(self._state, now)
             state = self._state
-            patches = {name: switch_patch(state, name, now) for name in (groups or (group,))}
+            incidents = self._incident_ids(events)
+            patches = {name: {**switch_patch(state, name, now), **_incident_fields(incidents)}
+                       for name in (groups or (group,))}
             if events or group == "flattening":
                 self._unsaved.update(patches)
-        self._log_events(events)
+        self._log_events(events, incidents)
         if events or group == "flattening":
             for name, patch in patches.items():
                 self._write(name, patch)
@@ -352,9 +355,10 @@ class RiskGuard:
         if not events:
             return
         with self._lock:
-            patch = switch_patch(self._state, "halt", now)
+            incidents = self._incident_ids(events)
+            patch = {**switch_patch(self._state, "halt", now), **_incident_fields(incidents)}
             self._unsaved["halt"] = patch
-        self._log_events(events, **context)
+        self._log_events(events, incidents, **context)
         self._write("halt", patch)
         for event in events:
             if isinstance(event, TradingHalted) and flattens_on(self.limits, event):
@@ -377,37 +381,41 @@ class RiskGuard:
             log.event("TRADING_HALT_OBSERVED", f"trading halted (shared): {after.halt_reason}", level=30,
                       code=after.halt_code)
 
-    def _incident_of(self, event: RiskEvent) -> str:
-        """The id of the incident this event opens or ends ("" for an event that is no incident's edge)."""
-        kind, opens = _INCIDENTS.get(type(event), ("", False))
-        if isinstance(event, ReconciliationHoldChanged):
-            kind, opens = "RECONCILE_HOLD", event.engaged
-        if not kind:
-            return ""
-        with self._lock:
-            if opens:
+    def _incident_ids(self, events: list[RiskEvent]) -> list[tuple[str, str, bool]]:
+        """(kind, id, opens) of the incident each event opens or ends ("" kind: none). Under the lock; the
+        ids go to the shared document with the switch's own patch (another process's closing line names
+        the incident this one opened)."""
+        found: list[tuple[str, str, bool]] = []
+        for event in events:
+            kind, opens = _INCIDENTS.get(type(event), ("", False))
+            if isinstance(event, ReconciliationHoldChanged):
+                kind, opens = "RECONCILE_HOLD", event.engaged
+            if not kind:
+                found.append(("", "", False))
+            elif opens:
                 # A switch engaged again while engaged is the same incident; a halt is its day's own.
                 again = self._incidents.get(kind, "") if kind != "LOSS_LIMIT_HALT" else ""
-                found = again or incident_id(kind, self._state.day, event.at)
-                self._incidents[kind] = found
+                self._incidents[kind] = again or incident_id(kind, self._state.day, event.at)
+                found.append((kind, self._incidents[kind], True))
             else:
-                found = self._incidents.pop(kind, "")
-        try:  # shared, so another process's closing line names it too; best effort (the ids only link lines)
-            self._storage.bot_state.merge(self._key, {f"incident_{kind}": found if opens else None}, event.at)
-        except StorageError:
-            pass
+                found.append((kind, self._incidents.pop(kind, ""), False))
         return found
 
-    def _log_events(self, events: list[RiskEvent], **context: Any) -> None:
-        for event in events:
+    def _log_events(self, events: list[RiskEvent], incidents: list[tuple[str, str, bool]],
+                    **context: Any) -> None:
+        for event, (_, incident, _) in zip(events, incidents, strict=True):
             name = _EVENT_NAMES.get(type(event), type(event).__name__)
             fields = {k: v for k, v in dataclasses.asdict(event).items() if k != "at"}
-            incident = self._incident_of(event)
             if incident:
                 fields["incident_id"] = incident
             level = 40 if isinstance(event, TradingHalted | KillSwitchEngaged) or (
                 isinstance(event, ReconciliationHoldChanged) and event.engaged) else 20
             log.event(name, str(fields.get("reason", name)), level=level, **fields, **context)
+
+
+def _incident_fields(incidents: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    """The shared document's fields for the incidents events opened (their id) or ended (null)."""
+    return {f"incident_{kind}": (incident if opens else None) for kind, incident, opens in incidents if kind}
 
 
 def _outcome(trade: TradeRecord) -> ClosedOutcome:
