@@ -52,11 +52,11 @@ MIX = {
 def _generate(out: Path, lines: int, symbols: int, trades: int) -> list[str]:
     sys.path.insert(0, str(ROOT))
     from core.orders import Leg
-    from telemetry.logs import JsonFormatter, get_logger
+    from telemetry.logs import JsonFormatter, get_logger, set_process_context
     from tests import review_support as day
 
     marker = out / "params.json"
-    params = {"lines": lines, "symbols": symbols, "trades": trades, "version": 3}
+    params = {"lines": lines, "symbols": symbols, "trades": trades, "version": 4}
     if marker.exists() and json.loads(marker.read_text()) == params:
         return _files(out)
     shutil.rmtree(out, ignore_errors=True)
@@ -71,6 +71,7 @@ def _generate(out: Path, lines: int, symbols: int, trades: int) -> list[str]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    set_process_context(pid=4242, role="all")  # as the daemon's lines: every line names its process
     rng = random.Random(11)
     names = ["NIFTY", "BANKNIFTY", "FINNIFTY"] + [f"SEC_{49000 + i}" for i in range(symbols - 3)]
     per_minute = sum(MIX.values())

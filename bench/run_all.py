@@ -18,6 +18,7 @@ BENCHES = [
     ["-m", "bench.bench_replay"],
     ["bench/bench_storage.py"],
     ["-m", "bench.bench_instruments"],
+    ["-m", "bench.bench_alerts"],
 ]
 
 

@@ -29,6 +29,8 @@ from config.security import (
 from core.charges import DEFAULT_RATES, rate_table_problems
 
 __all__ = [
+    "ALERT_KINDS",
+    "AlertSettings",
     "ConfigError",
     "Secret",
     "Settings",
@@ -388,6 +390,8 @@ class LogSettings:
     file: str = knob("", help="also write JSON lines to this rotating file")
     file_max_bytes: int = knob(50_000_000, min=10_000)
     file_backups: int = knob(5, min=0)
+    stdout: bool = knob(True, help="also write the lines to stdout; false with log.file set when stdout is "
+                                   "captured anyway (supervisord keeps it for tracebacks and SDK prints)")
 
 
 @dataclass(frozen=True)
@@ -404,6 +408,33 @@ class ControlSettings:
                                     help="control API reads (positions, trades, risk, status) need the bearer "
                                          "token: auto = unless http.control_host is loopback; true; false "
                                          "(refused with a non-loopback http.control_host)")
+
+
+ALERT_KINDS = ("KILL_SWITCH", "LOSS_LIMIT_HALT", "RECONCILE_INCIDENT", "ESCALATION", "TOKEN", "EXIT_RETRIES",
+               "FEED_STALE", "DATABASE_OUTAGE", "FLATTEN_DONE", "TRADE_OWNERSHIP")
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    telegram_token_file: str = knob("", help="file holding the Telegram bot token (else telegram_token.txt in "
+                                             "secrets_dir, or MYBOT_ALERTS_TELEGRAM_TOKEN)")
+    telegram_chat_id: str = knob("", help="the chat the bot writes to; Telegram alerts need it and the token")
+    telegram_api_url: str = knob("https://api.telegram.org", help="the Bot API base URL (a local fake in tests)")
+    webhook_url: str = knob("", help="POST every alert as JSON to this URL")
+    webhook_secret_file: str = knob("", help="file holding the webhook's HMAC-SHA256 key (else "
+                                             "alert_webhook_secret.txt in secrets_dir): signs X-Mybot-Signature")
+    kinds: tuple[str, ...] = knob(ALERT_KINDS, help="what is alerted: " + ", ".join(ALERT_KINDS))
+    exit_attempts: int = knob(2, min=1, max=20, help="alert when an exit needs this many orders or submit attempts")
+    database_outage_seconds: float = knob(30.0, min=0.0, help="alert when the database is down this long")
+    dedup_seconds: float = knob(6 * 3600.0, min=0.0, help="one alert per incident within this time")
+    max_per_minute: int = knob(20, min=1, help="alerts sent per minute at most; the rest are counted and "
+                                               "announced with the next one")
+    queue_size: int = knob(200, min=1, help="alerts waiting to be sent; more are dropped and counted")
+    max_attempts: int = knob(5, min=1, max=20, help="sends per alert and channel before giving up")
+    retry_initial_seconds: float = knob(1.0, min=0.0, max=300.0, help="first retry delay (doubles, capped at 60 s)")
+    timeout_seconds: float = knob(3.0, min=0.1, max=60.0, help="HTTP timeout per send")
+    telegram_token: Secret = field(default=Secret(""), metadata={"secret": "telegram_token.txt"})
+    webhook_secret: Secret = field(default=Secret(""), metadata={"secret": "alert_webhook_secret.txt"})
 
 
 @dataclass(frozen=True)
@@ -426,6 +457,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     control: ControlSettings = field(default_factory=ControlSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     storage_password: Secret = field(default=Secret(""), metadata={"secret": "postgres_password.txt"})
     redis_password: Secret = field(default=Secret(""), metadata={"secret": "redis_password.txt"})
 
@@ -447,6 +479,14 @@ SECRET_ENV = {
     "MYBOT_DHAN_CLIENT_ID": ("dhan", "client_id"),
     "MYBOT_DHAN_ACCESS_TOKEN": ("dhan", "access_token"),
     "MYBOT_CONTROL_TOKEN": ("control", "token"),
+    "MYBOT_ALERTS_TELEGRAM_TOKEN": ("alerts", "telegram_token"),
+    "MYBOT_ALERTS_WEBHOOK_SECRET": ("alerts", "webhook_secret"),
+}
+# A secret whose file an explicit setting names (read instead of the secrets directory's file).
+SECRET_FILE_SETTINGS = {
+    ("control", "token"): "token_file",
+    ("alerts", "telegram_token"): "telegram_token_file",
+    ("alerts", "webhook_secret"): "webhook_secret_file",
 }
 
 
@@ -552,12 +592,13 @@ def _read_secret(section: str | None, sub: str, filename: str, dirs: list[str],
     for env_name, target in SECRET_ENV.items():
         if target == (section, sub) and env.get(env_name):
             return env[env_name].strip()
-    if (section, sub) == ("control", "token") and merged["control"]["token_file"]:
-        path = Path(merged["control"]["token_file"])
+    file_setting = SECRET_FILE_SETTINGS.get((section or "", sub))
+    if section is not None and file_setting and merged[section][file_setting]:
+        path = Path(merged[section][file_setting])
         try:
             return path.read_text().strip()
         except OSError as exc:
-            problems.append(f"control.token_file {path}: unreadable ({exc.strerror or exc})")
+            problems.append(f"{section}.{file_setting} {path}: unreadable ({exc.strerror or exc})")
             return None
     for directory in dirs:
         path = Path(directory) / filename
@@ -693,6 +734,18 @@ def _cross_checks(s: Settings) -> list[str]:
     if s.reconcile.lease_renew_seconds * 2 > s.reconcile.lease_ttl_seconds:
         problems.append(f"reconcile.lease_renew_seconds ({s.reconcile.lease_renew_seconds:g}) must be at most half "
                         f"of reconcile.lease_ttl_seconds ({s.reconcile.lease_ttl_seconds:g})")
+    for kind in s.alerts.kinds:
+        if kind not in ALERT_KINDS:
+            problems.append(f"alerts.kinds: {kind!r} is not one of {', '.join(ALERT_KINDS)}")
+    if s.alerts.telegram_chat_id and not s.alerts.telegram_token:
+        problems.append("alerts.telegram_chat_id needs the bot token (alerts.telegram_token_file, "
+                        "telegram_token.txt or MYBOT_ALERTS_TELEGRAM_TOKEN)")
+    if s.alerts.telegram_token and not s.alerts.telegram_chat_id:
+        problems.append("alerts: a Telegram bot token is configured but alerts.telegram_chat_id is empty")
+    for name in ("telegram_api_url", "webhook_url"):
+        url = getattr(s.alerts, name)
+        if url and not re.match(r"^https?://[^\s/]+", url):
+            problems.append(f"alerts.{name}: {url!r} is not an http(s) URL")
     rates = {f.name: getattr(s.charges, f.name) for f in dataclasses.fields(s.charges)}
     problems.extend(f"charges.{problem}" for problem in rate_table_problems(rates))
     problems.extend(f"calendar.holidays_file: {problem}" for problem in calendar_problems(s.calendar.holidays_file))
@@ -760,7 +813,9 @@ def settings_summary(s: Settings) -> dict[str, Any]:
         if isinstance(obj, str) and "://" in obj:
             return mask_url(obj)  # storage.url, storage.redis_url and any other URL: passwords masked
         return obj
-    return render(s)  # type: ignore[no-any-return]
+    out: dict[str, Any] = render(s)
+    out["alerts"]["webhook_url"] = out["alerts"]["webhook_url"].split("?", 1)[0]  # a query may hold a key
+    return out
 
 
 _SECTION_CLASSES: dict[str, type] = {

@@ -55,7 +55,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides: dict[str, dict[str, object]] = {}
     settings = _settings(args, overrides)
     configure_logging(settings.log.level, settings.log.file, settings.log.file_max_bytes,
-                      settings.log.file_backups)
+                      settings.log.file_backups, stdout=settings.log.stdout)
     from daemon.runtime import Runtime
 
     record = args.record or settings.feed.record_path
@@ -242,14 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="backtest: replay a tick file through the same actors on a virtual clock",
         description="Run the MDS and trader actors over TICKS.csv (ts,symbol,ltp,volume) on a virtual clock "
                     "with the paper broker; write signals, trades, a summary (gross, charges, net) and the "
-                    "timing to --out. Exit 2 for an unreadable file or bad --symbols."))
+                    "timing to --out, and the run's log (replay.log, stamped with the virtual time: `mybot "
+                    "review DIR/replay.log`). Exit 2 for an unreadable file or bad --symbols."))
     replay.add_argument("ticks", metavar="TICKS.csv")
     replay.add_argument("--out", metavar="DIR", default="var/replay", help="output directory (default var/replay)")
     replay.add_argument("--symbols", metavar="LIST", help="replay only these (comma-separated; default: every "
                                                           "NIFTY, BANKNIFTY, FINNIFTY and SEC_<id> in the file)")
     replay.add_argument("--chains", metavar="FILE", help="recorded option chains (default: the file `run --record` "
                                                          "wrote beside the ticks: day.csv -> day.chains.jsonl)")
-    replay.add_argument("--verbose", action="store_true", help="log at the configured level (default: warnings)")
+    replay.add_argument("--verbose", action="store_true",
+                        help="also log to stdout at the configured level (default: warnings; replay.log is INFO)")
     replay.set_defaults(func=_cmd_replay)
 
     dhan = sub.add_parser("dhan", help="Dhan account commands")

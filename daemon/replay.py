@@ -36,10 +36,20 @@ Output, in `out_dir`: `signals.jsonl` (every ENTRY_SIGNAL, EXIT_SIGNAL and ENTRY
 both sorted by candle time, and `summary.json` (trades, win rate, gross, charges and net P&L, max drawdown,
 counts, ticks per symbol, ignored symbols): all three hold no wall-clock value, so two replays of one input
 are byte-identical. The run's speed and where it wrote (elapsed, ticks/s, out_dir) go to `timing.json`.
+And `replay.log`: the run's JSON-line log, so `mybot review OUT/replay.log` reads a replay as it reads a
+live day.
+
+Time in `replay.log`: `ts` is the replay's virtual time (the candle clock every actor reads: the close of
+the candle being decided), so the review's day, windows, durations and latencies are in market time;
+`wall_ts` is when the line was written (how long the replay itself took). Lines written at one candle
+share its `ts` (a replay runs a minute of market in milliseconds): the review keeps their order. The log
+is at INFO (whatever the console's level) and, unlike the journals, not byte-identical between two runs
+(`wall_ts`, pid, and the interleaving of the actors' threads).
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import re
@@ -71,9 +81,10 @@ from storage.records import TERMINAL_TRADE_STATES, TradeRecord
 from storage.repositories import Storage
 from supervision.actor import ChildUnavailable
 from supervision.supervisor import AskTimeout
-from telemetry.logs import get_logger
+from telemetry.logs import JsonFormatter, get_logger
 
-__all__ = ["CandleClock", "ReplayMarks", "TradeSettledGate", "file_symbols", "run_replay", "trade_charges_row"]
+__all__ = ["CandleClock", "ReplayLog", "ReplayMarks", "TradeSettledGate", "file_symbols", "run_replay",
+           "trade_charges_row"]
 
 log = get_logger("mybot.replay")
 
@@ -118,13 +129,19 @@ class ReplayMarks:
 
 class TradeSettledGate:
     """Opens once the trader is ready (its start-up reconciliation passed) and has settled every signal
-    passed through it: an entry is open or refused, an exit closed (read from the trades table)."""
+    passed through it: an entry is open or refused, an exit closed (read from the trades table).
+
+    A trade that ended is settled only once its actor is done with it (`live` says it left the book): the
+    trades row turns CLOSED when the journal step commits, and the risk guard counts the closed trade's
+    P&L (a daily-loss halt) a moment later, in the same actor. The next candle must see the halt."""
 
     def __init__(self, storage: Callable[[], Storage], ready: Callable[[], bool],
-                 poke: Callable[[], object] = lambda: None, max_wait: float = GATE_MAX_WAIT_SECONDS) -> None:
+                 poke: Callable[[], object] = lambda: None, max_wait: float = GATE_MAX_WAIT_SECONDS,
+                 live: Callable[[str], bool] = lambda pos_id: False) -> None:
         self.storage = storage  # the runtime's, once it started
         self.ready = ready
         self.poke = poke  # advance the paper broker now rather than on its next timer tick
+        self.live = live  # is the trade's actor still working on it (in the trade book)
         self.max_wait = max_wait
         self.pending: dict[str, bool] = {}  # pos_id -> is an entry
         self.since = 0.0
@@ -147,7 +164,7 @@ class TradeSettledGate:
             self.poke()
             for pos_id, entry in list(self.pending.items()):
                 state = self._state(pos_id)
-                if state in (ENTRY_SETTLED if entry else FINISHED):
+                if state in (ENTRY_SETTLED if entry else FINISHED) and not (state in FINISHED and self.live(pos_id)):
                     del self.pending[pos_id]
                     if entry and state != "POSITION_OPEN":
                         self.finished.append(pos_id)
@@ -225,6 +242,8 @@ def _replay_settings(settings: Settings, ticks: Path, db: Path, symbols: tuple[s
         # halts without flattening (a mark taken when a timer fires, and the tick a flatten meets each
         # position at, depend on thread timing).
         risk={"mark_to_market": False, "flatten_on_daily_loss": False},
+        # A replay's kill switches and stale feeds are history, not news: nobody is alerted.
+        alerts={"webhook_url": "", "telegram_chat_id": "", "telegram_token": ""},
     )
 
 
@@ -236,11 +255,36 @@ def _fresh_database(db: Path) -> None:
             pass
 
 
+class ReplayLog:
+    """`replay.log` for the time of a replay: JSON lines at `level` stamped with the virtual clock (see the
+    module docstring); the handlers already configured keep the level they had."""
+
+    def __init__(self, path: Path, clock: VirtualClock, level: int = logging.INFO) -> None:
+        self.handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+        self.handler.setFormatter(JsonFormatter(time_source=clock.now))
+        self.handler.setLevel(level)
+        root = logging.getLogger()
+        self.root_level = root.level
+        self.quieted = [h for h in root.handlers if h.level == logging.NOTSET]
+        for handler in self.quieted:
+            handler.setLevel(self.root_level)
+        root.setLevel(min(self.root_level, level))
+        root.addHandler(self.handler)
+
+    def close(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        self.handler.close()
+        root.setLevel(self.root_level)
+        for handler in self.quieted:
+            handler.setLevel(logging.NOTSET)
+
+
 def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                candles_only: bool = False, timeout: float = 3600.0, symbols: Sequence[str] | None = None,
-               chains_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Replay `ticks_path` through the actors; write signals.jsonl, trades.jsonl, summary.json and
-    timing.json; return the summary with the timing.
+               chains_path: str | os.PathLike[str] | None = None, write_log: bool = True) -> dict[str, Any]:
+    """Replay `ticks_path` through the actors; write signals.jsonl, trades.jsonl, summary.json,
+    timing.json and (write_log) replay.log; return the summary with the timing.
 
     symbols: replay only these (default: every replayable symbol in the file). chains_path: the recorded
     option chains (default: the file's sibling FILE.chains.jsonl when it exists).
@@ -283,7 +327,8 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
         return runtime.trading
 
     gate = TradeSettledGate(lambda: runtime.storage, lambda: trader().ready.is_set(),
-                            lambda: _poll_paper(trader().broker)) if trading else None
+                            lambda: _poll_paper(trader().broker),
+                            live=lambda pos_id: pos_id in trader().book) if trading else None
     strategy = StrategyOptions(signal_listeners=(on_signal,), candle_hooks=(on_candle,), sync_positions=False,
                                merge_symbols=replayed, gate=gate)
     # The paper broker's quotes are the marks (each symbol's candle being decided, or a contract's recorded
@@ -291,41 +336,46 @@ def run_replay(settings: Settings, ticks_path: str | os.PathLike[str], out_dir: 
     wiring = Wiring(subtrees=frozenset({"market_data"} if candles_only else {"market_data", "trading", "signals"}),
                     market_data=MarketDataOptions(), strategy=strategy, quotes=marks.quote, chains=chains)
     runtime = Runtime(replay_settings, "all", clock=clock, wiring=wiring, serve_http=False)
+    replay_log = ReplayLog(out / "replay.log", clock) if write_log else None
     started = time.monotonic()
-    runtime.start()
     try:
-        assert runtime.market_data is not None
-        _drain(runtime, runtime.market_data.feed_state, runtime.signals, deadline=started + timeout)
-        elapsed = time.monotonic() - started
-        rates = rate_table(replay_settings.charges)
-        trades = [] if candles_only else _trade_rows(runtime.storage, records, marks, rates)
+        runtime.start()
+        try:
+            assert runtime.market_data is not None
+            _drain(runtime, runtime.market_data.feed_state, runtime.signals, deadline=started + timeout)
+            elapsed = time.monotonic() - started
+            rates = rate_table(replay_settings.charges)
+            trades = [] if candles_only else _trade_rows(runtime.storage, records, marks, rates)
+        finally:
+            runtime.shutdown()
+        feed = runtime.market_data.feed_state if runtime.market_data is not None else None
+        ticks_replayed = feed.ticks if feed is not None else 0
+        summary = _summary(records, trades, trading, candles_only)
+        ignored = dict(feed.unknown_by_symbol) if feed is not None else {}
+        summary.update({
+            "ticks": ticks_replayed, "bad_rows": (feed.source_status.get("bad_rows", 0) if feed else 0),
+            "ticks_by_symbol": dict(sorted((feed.ticks_by_symbol if feed else {}).items())),
+            "ignored": {"ticks": sum(ignored.values()), "symbols": dict(sorted(ignored.items())),
+                        "missing": missing},
+            "chains": None if chains is None else {"file": chains.path.name, "snapshots": chains.snapshots,
+                                                   "underlyings": list(chains.underlyings),
+                                                   "bad_lines": chains.bad_lines},
+            "candles": strategy.stats.get("candles", 0) + strategy.stats.get("history", 0),
+            "gate_timeouts": gate.timeouts if gate is not None else 0})
+        timing = {"elapsed_seconds": round(elapsed, 3),
+                  "ticks_per_second": round(ticks_replayed / elapsed, 1) if elapsed > 0 else None,
+                  "out_dir": str(out)}
+        _write_jsonl(out / "signals.jsonl", sorted(records, key=_signal_key))
+        _write_jsonl(out / "trades.jsonl", trades)
+        for name, body in (("summary.json", summary), ("timing.json", timing)):
+            (out / name).write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        log.event("REPLAY_FINISHED", f"replayed {ticks_replayed} ticks in {elapsed:.2f} s", **{
+            k: summary[k] for k in ("trades", "entries", "exits", "gross_pnl", "charges", "net_pnl", "ticks")},
+            elapsed_seconds=timing["elapsed_seconds"])
+        return {**summary, **timing}
     finally:
-        runtime.shutdown()
-    feed = runtime.market_data.feed_state if runtime.market_data is not None else None
-    ticks_replayed = feed.ticks if feed is not None else 0
-    summary = _summary(records, trades, trading, candles_only)
-    ignored = dict(feed.unknown_by_symbol) if feed is not None else {}
-    summary.update({
-        "ticks": ticks_replayed, "bad_rows": (feed.source_status.get("bad_rows", 0) if feed else 0),
-        "ticks_by_symbol": dict(sorted((feed.ticks_by_symbol if feed else {}).items())),
-        "ignored": {"ticks": sum(ignored.values()), "symbols": dict(sorted(ignored.items())),
-                    "missing": missing},
-        "chains": None if chains is None else {"file": chains.path.name, "snapshots": chains.snapshots,
-                                               "underlyings": list(chains.underlyings),
-                                               "bad_lines": chains.bad_lines},
-        "candles": strategy.stats.get("candles", 0) + strategy.stats.get("history", 0),
-        "gate_timeouts": gate.timeouts if gate is not None else 0})
-    timing = {"elapsed_seconds": round(elapsed, 3),
-              "ticks_per_second": round(ticks_replayed / elapsed, 1) if elapsed > 0 else None,
-              "out_dir": str(out)}
-    _write_jsonl(out / "signals.jsonl", sorted(records, key=_signal_key))
-    _write_jsonl(out / "trades.jsonl", trades)
-    for name, body in (("summary.json", summary), ("timing.json", timing)):
-        (out / name).write_bytes(orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
-    log.event("REPLAY_FINISHED", f"replayed {ticks_replayed} ticks in {elapsed:.2f} s", **{
-        k: summary[k] for k in ("trades", "entries", "exits", "gross_pnl", "charges", "net_pnl", "ticks")},
-        elapsed_seconds=timing["elapsed_seconds"])
-    return {**summary, **timing}
+        if replay_log is not None:
+            replay_log.close()
 
 
 def _recorded_chains(ticks: Path, chains_path: str | os.PathLike[str] | None,

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from actors.alerts.assembly import AlertsHandles, assemble_alerts
 from actors.brokers.base import Broker
 from actors.clock import Clock, SystemClock
 from actors.dhan.token import TokenState
@@ -54,7 +55,7 @@ from supervision.actor import ChildUnavailable
 from supervision.scheduler import Scheduler
 from supervision.supervisor import AskTimeout, SupervisorHandle, start_root
 from telemetry import metrics
-from telemetry.logs import get_logger, redact
+from telemetry.logs import get_logger, incident_id, redact, set_process_context
 
 __all__ = ["ROLES", "Runtime", "Wiring"]
 
@@ -119,9 +120,11 @@ class Runtime:
         self.market_data: MarketDataHandles | None = None
         self.trading: TradingHandles | None = None
         self.signals: SignalsHandles | None = None
+        self.alerts: AlertsHandles | None = None
         self.token_keeper: TokenKeeperHandles | None = None
         self.parts: list[Subtree] = []
         self.mds: MdsConnection | None = None
+        self._storage_outage = ""  # the incident id of a database down at start (until migrations apply)
         self._closers: list[Any] = []  # clients the runtime made for the wiring (closed after the tree)
         self.instruments = InstrumentBook()  # the instrument master; chosen in _assemble
         # The one market calendar of the process (risk guard, strategy, feed, chain poller, health).
@@ -133,6 +136,7 @@ class Runtime:
     def start(self) -> Runtime:
         s = self.settings
         self.started_at = time.time()
+        set_process_context(pid=os.getpid(), role=self.role)
         log.event("RUNTIME_STARTING", f"mybot starting, role {self.role}", role=self.role,
                   storage=settings_summary(s)["storage"]["url"], feed=s.feed.source, broker=s.broker.kind)
         self.scheduler = Scheduler.shared()
@@ -173,6 +177,9 @@ class Runtime:
         """The one composition root: each subtree is built in dependency order and handed, explicitly, the
         typed handles of those it needs. Nothing is looked up later."""
         s, w = self.settings, self.wiring
+        # First built, so first started and last stopped: the line that says the process gives up is
+        # still sent while the other subtrees stop (actors/alerts/assembly.py).
+        self.alerts = assemble_alerts(infra)
         self.instruments = w.instruments if w.instruments is not None else self._instrument_book(infra)
         if infra.token is not None:
             self.token_keeper = assemble_token_keeper(infra, infra.token)
@@ -209,9 +216,11 @@ class Runtime:
                 risk_view=(lambda: (trading.risk.snapshot(), trading.risk.limits)) if trading else None,
                 positions=(lambda: trading.book.positions_by_underlying(underlyings)) if trading else None,
                 instruments=self.instruments)
-        # The token keeper first: its TOKEN_EXPIRES_AT (and a renewal due at start) before anything dials Dhan.
-        self.parts = [h.subtree for h in (self.token_keeper, self.market_data, self.trading, self.signals)
-                      if h is not None]
+        # The alerts first (started first, stopped last: the line that says the process gives up is still
+        # sent while the rest stops), then the token keeper: its TOKEN_EXPIRES_AT (and a renewal due at
+        # start) before anything dials Dhan.
+        self.parts = [h.subtree for h in (self.alerts, self.token_keeper, self.market_data, self.trading,
+                                          self.signals) if h is not None]
 
     def _instrument_book(self, infra: Infrastructure) -> InstrumentBook:
         """The instrument master every subtree shares: the shipped snapshot for sim/paper/replay; else an
@@ -289,13 +298,16 @@ class Runtime:
             self.storage.migrate()
         except StorageError as exc:
             delay = min(30.0, 0.5 * 2 ** (attempt - 1))
+            if attempt == 1:
+                self._storage_outage = incident_id("DATABASE_OUTAGE", "migrations", time.time())
             log.event("STORAGE_UNAVAILABLE", f"migration failed ({exc}); retry in {delay:.1f} s", level=30,
-                      attempt=attempt)
+                      attempt=attempt, incident_id=self._storage_outage)
             self.scheduler.call_later(delay, self._migrate_with_retry, attempt + 1)
             return
         self.storage_ready.set()
         if attempt > 1:
-            log.event("STORAGE_AVAILABLE", "database reachable, migrations applied", attempt=attempt)
+            log.event("STORAGE_AVAILABLE", "database reachable, migrations applied", attempt=attempt,
+                      incident_id=self._storage_outage)
 
     def _start_http(self) -> None:
         from httpapi.app import create_control_app, create_mds_app

@@ -1,8 +1,9 @@
 """Falcon app factories. They take the runtime's handles (no globals); resources hold collaborators only.
 
 - `create_mds_app(market_data, runtime)`: the seed's MDS paths on port 8002.
-- `create_control_app(runtime, trading, market)`: status, health, actor restarts, (role trader/all) the
-  trading control surface, and the operator's dashboard on port 8000.
+- `create_control_app(runtime, trading, market)`: status, health, actor restarts, the incident review
+  (httpapi/review.py), (role trader/all) the trading control surface, and the operator's dashboard on port
+  8000.
 
 Both serve `GET /metrics` (Prometheus) and `GET /v1/openapi.json` (their own routes' OpenAPI 3 contract).
 """
@@ -52,6 +53,9 @@ def create_control_app(runtime: Any, trading: Any = None, market: Any = None) ->
 
         add_trading_routes(app, trading, auth)
         views += ["positions", "trades", "risk"]
+    from httpapi.review import add_review_routes
+
+    add_review_routes(app, runtime, trading)
     settings = getattr(runtime, "settings", None)
     if market is not None and settings is not None:
         timeframes = tuple(t for t in settings.strategy.timeframes if t % 60 == 0) or DEFAULT_TIMEFRAMES
@@ -62,8 +66,9 @@ def create_control_app(runtime: Any, trading: Any = None, market: Any = None) ->
     clock = MarketClock(calendar) if calendar is not None else \
         market_clock(settings.calendar.holidays_file) if settings is not None else None
     add_dashboard_routes(app, runtime, clock, views)
-    _add_contract(app, runtime, "mybot control API", "Status, health, the trading controls and the operator's "
-                  "dashboard (the seed's Server B), port 8000. Mutations need `Authorization: Bearer <token>`.")
+    _add_contract(app, runtime, "mybot control API", "Status, health, the incident review, the trading controls "
+                  "and the operator's dashboard (the seed's Server B), port 8000. Mutations need "
+                  "`Authorization: Bearer <token>`.")
     return app
 
 

@@ -135,6 +135,15 @@ SCHEMAS: dict[str, Any] = {
         "limits": OBJECT, "open_exposure": NUMBER, "startup_reconciliation_passed": BOOLEAN}},
     "Flattened": {"type": "object", "required": ["exiting", "kill_switch_engaged", "risk"], "properties": {
         "exiting": {"type": "array", "items": STRING}, "kill_switch_engaged": BOOLEAN, "risk": _ref("Risk")}},
+    "Incidents": {"type": "object", "required": ["day", "log_file", "count", "by_kind", "incidents"], "properties": {
+        "day": STRING, "log_file": STRING, "count": INTEGER, "by_kind": OBJECT,
+        "incidents": {"type": "array", "items": OBJECT}, "inputs": OBJECT}},
+    "Story": {"type": "object", "required": ["pos_id", "log_file", "story", "incidents", "trade", "orders",
+                                             "timeline"], "properties": {
+        "pos_id": STRING, "log_file": STRING, "day": _nullable(STRING), "story": _nullable(OBJECT),
+        "incidents": {"type": "array", "items": OBJECT}, "trade": _nullable(OBJECT),
+        "orders": {"type": "array", "items": OBJECT}, "timeline": {"type": "array", "items": OBJECT},
+        "database_error": _nullable(STRING)}},
     "Acknowledged": {"type": "object", "required": ["acknowledged", "hold_released"], "properties": {
         "acknowledged": {"type": "array"}, "accepted_differences": OBJECT, "hold_released": BOOLEAN}},
 }
@@ -241,6 +250,18 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                                     "parameters": [POS_ID_PATH], "responses": {
                                         "200": _json("Trade", "the trade"), **BAD, "404": _error("unknown trade"),
                                         **UNAVAILABLE}}},
+    "/v1/incidents": {"get": {"summary": "the day's incidents, reviewed from the log file (mybot review)",
+                              "parameters": [_query("day", {"type": "string", "pattern": DAY},
+                                                    "YYYY-MM-DD (IST); default today")],
+                              "responses": {"200": _json("Incidents", "the incidents"), **BAD,
+                                            "409": _error("no log file to review (`param`: log.file)"),
+                                            "503": _error("the log is unreadable, or another review is running")}}},
+    "/v1/trades/{pos_id}/story": {"get": {
+        "summary": "one trade's story from the log, with its row, orders and timeline from the database",
+        "parameters": [POS_ID_PATH, _query("day", {"type": "string", "pattern": DAY}, "YYYY-MM-DD (IST)")],
+        "responses": {"200": _json("Story", "the story"), **BAD, "404": _error("unknown trade"),
+                      "409": _error("no log file to review (`param`: log.file)"),
+                      "503": _error("the log is unreadable, or another review is running")}}},
     "/v1/trades/{pos_id}/exit": {"post": _mutation("exit one position", "Reason", {
         "202": _json("ExitAccepted", "exit requested"), "404": _error("unknown trade"),
         "409": _error("the trade cannot exit now (closed, or not run here)"), **UNAVAILABLE},

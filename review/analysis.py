@@ -8,8 +8,11 @@ Linking. A line belongs to a trade by its `pos_id`; failing that by a `correlati
 another line of the trade carried (or a correlation id of the form `<pos_id>-E` / `-X<n>`); a crash or
 dead letter of actor `trade:<pos_id>` belongs to that trade. A process is a run of one stream (a log
 and its rotations): a RUNTIME_STARTING line after lines with no RUNTIME_STOPPED means the previous run
-was killed. Lines that carry `pid` are not needed for that, but the pid is shown when RUNTIME_STARTED
-gives it.
+was killed; a line with another `pid` (the daemon stamps pid and role on every line) is another process
+even when its start line is missing.
+
+Incident ids: a line's own `incident_id` names its incident, and a closing line that carries one ends
+the open incident with that id (the key match is the fallback for logs written before the ids).
 """
 
 from __future__ import annotations
@@ -63,14 +66,14 @@ INCIDENT_KINDS: dict[str, str] = {
     "RECONCILE_INCIDENT": "RECONCILE_INCIDENT until RECONCILE_ACKNOWLEDGED",
     "RECONCILE_HOLD": "RECONCILIATION_HOLD engaged for another reason (e.g. an unreadable journal) until "
                       "released",
-    "TOKEN_EXPIRY": "TOKEN_EXPIRING / BROKER_AUTH_EXPIRED until TOKEN_RENEWED / BROKER_AUTH_RESTORED",
+    "TOKEN_EXPIRY": "TOKEN_EXPIRING / BROKER_AUTH_EXPIRED until TOKEN_RENEWED / TOKEN_RELOADED",
     "EXIT_RETRIES": "an exit that needed more than one exit order or submit retries: from the first "
                     "EXIT_SIGNAL to TRADE_CLOSED (OPERATOR_ALERT when the attempts ran out)",
 }
 
 # Events with no handler that still ended a day-wide incident in other names (accepted when present).
 TOKEN_START_EVENTS = ("TOKEN_EXPIRING", "TOKEN_EXPIRED", "BROKER_AUTH_EXPIRED")
-TOKEN_END_EVENTS = ("TOKEN_RENEWED", "BROKER_AUTH_RESTORED", "BROKER_AUTH_OK")
+TOKEN_END_EVENTS = ("TOKEN_RENEWED", "TOKEN_RELOADED", "BROKER_AUTH_RESTORED", "BROKER_AUTH_OK")
 
 MAX_LINES_PER_TRADE = 5_000
 MAX_PENDING = 20_000
@@ -84,6 +87,11 @@ _ACK_WHO = re.compile(r"acknowledged by (?P<who>.+?); hold")
 
 # Exit orders per trade whose hashed correlation ids are derived (exits retry without a limit).
 _DERIVED_ATTEMPTS = 64
+
+
+def _ids(incident: Incident) -> list[str]:
+    """The incident's id and the ids later lines of it carried (the same incident seen by another process)."""
+    return [incident.id, *incident.details.get("also_ids", [])]
 
 
 def _labels(streams: list[str]) -> list[str]:
@@ -193,7 +201,7 @@ class Reviewer:
             event = entry.get("event")
             pid = entry.get("pid")
             if pid is not None and pid != run.pid and event != "RUNTIME_STARTING":
-                run = self._pid_seen(ts, k, pid)
+                run = self._pid_seen(ts, k, pid, entry)
             handler = handlers.get(event)  # type: ignore[arg-type]
             if handler is not None:
                 handler(ts, k, entry)
@@ -236,6 +244,11 @@ class Reviewer:
         incident = self._open.get(slot)
         if incident is not None:
             incident.count += 1
+            seen = entry.get("incident_id")
+            if seen and seen != incident.id:  # another process saw the same incident again, under its own id
+                aliases = incident.details.setdefault("also_ids", [])
+                if seen not in aliases:
+                    aliases.append(str(seen))
             return incident
         incident = Incident(kind, key, None if ts is None else epoch(ts),
                             process=self._current[k].process.id if scope == _PROCESS_LOCAL else "",
@@ -252,7 +265,11 @@ class Reviewer:
 
     def _close_incident(self, kind: str, key: str, scope: int, ts: str, k: int, ended_by: str,
                         entry: dict[str, Any] | None = None, create: bool = False) -> Incident | None:
-        incident = self._open.pop((self._scope(scope, k), kind, key), None)
+        slot = (self._scope(scope, k), kind, key)
+        wanted = entry.get("incident_id") if entry is not None else None
+        if wanted and (slot not in self._open or wanted not in _ids(self._open[slot])):
+            slot = next((s for s, i in self._open.items() if wanted in _ids(i) and s[1] == kind), slot)
+        incident = self._open.pop(slot, None)
         if incident is None:
             if not create or entry is None:
                 return None
@@ -306,7 +323,7 @@ class Reviewer:
         incident.details.update(previous=previous.id, next=fresh.process.id, cause=cause,
                                 exit_code=previous.exit_code)
 
-    def _pid_seen(self, ts: str, k: int, pid: Any) -> _Run:
+    def _pid_seen(self, ts: str, k: int, pid: Any, entry: dict[str, Any]) -> _Run:
         """Lines that carry `pid`: another pid in the same log is another process, even when its
         RUNTIME_STARTING line is missing (rotated away, or before the window)."""
         run = self._current[k]
@@ -317,6 +334,9 @@ class Reviewer:
         run.pid = pid
         if isinstance(pid, int) and run.process.pid is None:
             run.process.pid = pid
+        role = entry.get("role")
+        if isinstance(role, str) and role and not run.process.role:
+            run.process.role = role
         return run
 
     def _runtime_started(self, ts: str, k: int, entry: dict[str, Any]) -> None:
@@ -386,7 +406,7 @@ class Reviewer:
         child = str(entry.get("child") or "?")
         closed = None
         for kind in ("ACTOR_CRASH", "ACTOR_RESTART", "ESCALATION"):
-            closed = self._close_incident(kind, child, _PROCESS_LOCAL, ts, k, "ACTOR_RESTARTED") or closed
+            closed = self._close_incident(kind, child, _PROCESS_LOCAL, ts, k, "ACTOR_RESTARTED", entry) or closed
         if closed is None:  # restarted with a crashed sibling (rest_for_one): part of the latest crash
             process = self._current[k].process.id
             for incident in reversed(self._incidents):
@@ -396,7 +416,7 @@ class Reviewer:
 
     def _actor_stopped(self, ts: str, k: int, entry: dict[str, Any]) -> None:
         child = str(entry.get("child") or "?")
-        self._close_incident("ACTOR_CRASH", child, _PROCESS_LOCAL, ts, k, "ACTOR_STOPPED (not restarted)")
+        self._close_incident("ACTOR_CRASH", child, _PROCESS_LOCAL, ts, k, "ACTOR_STOPPED (not restarted)", entry)
 
     def _dead_letter(self, ts: str, k: int, entry: dict[str, Any]) -> None:
         actor = str(entry.get("actor") or "?")
@@ -404,6 +424,8 @@ class Reviewer:
                             actor=actor, detail=str(entry.get("message", "")), instant=True,
                             details={"message_type": entry.get("message_type", ""),
                                      "message": entry.get("detail", ""), "stream": self._streams[k]})
+        if entry.get("crash_incident_id"):
+            incident.details["crash_incident"] = entry["crash_incident_id"]
         self._incidents.append(incident)
         self._link_actor(ts, k, entry, actor, incident)
 
@@ -470,7 +492,11 @@ class Reviewer:
         if not who:
             match = _ACK_WHO.search(str(entry.get("message", "")))
             who = match["who"] if match else ""
+        named = entry.get("incident_ids")
+        ids = {str(i) for i in named} if isinstance(named, list) and named else None
         for slot in [s for s in self._open if s[1] in ("RECONCILE_INCIDENT", "RECONCILE_HOLD")]:
+            if ids is not None and slot[1] == "RECONCILE_INCIDENT" and not ids & set(_ids(self._open[slot])):
+                continue  # the acknowledgement names what it accepted: not this one (seen after it)
             incident = self._close_incident(slot[1], slot[2], _DAY_WIDE, ts, k, "RECONCILE_ACKNOWLEDGED")
             if incident is not None:
                 incident.details["acknowledged_by"] = who
@@ -712,6 +738,11 @@ def _story(pos_id: str, trade: _TradeLines) -> TradeStory:
         elif event == "TRADE_CLOSED":
             story.closed_at = at
             story.exit_reason = str(entry.get("exit_reason", story.exit_reason))
+            for name, value in (("entry_price", entry.get("avg_entry_price")),
+                                ("exit_price", entry.get("avg_exit_price")),
+                                ("opened_at", entry.get("opened_at"))):
+                if isinstance(value, int | float) and value:  # the trade's own figures win over the fills'
+                    setattr(story, name, float(value))
             pnl = entry.get("realized_pnl")
             if isinstance(pnl, int | float):
                 story.realized_pnl = float(pnl)

@@ -61,7 +61,7 @@ from storage.sql import (
     order_params,
     trade_params,
 )
-from telemetry.logs import get_logger
+from telemetry.logs import get_logger, incident_id
 
 __all__ = ["POSTGRESQL", "PostgresStorage"]
 
@@ -165,6 +165,7 @@ class _Database(SqlDatabase):
         self._healthy = True
         self._local = threading.local()
         self._last_error = ""
+        self._outage = ("", 0.0)  # the open DATABASE_OUTAGE incident: its id, since (epoch)
         self._health_lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self._next_lock_probe = 0.0  # while down, placement locks probe at most once per interval
@@ -180,10 +181,15 @@ class _Database(SqlDatabase):
             if healthy == self._healthy:
                 return
             self._healthy = healthy
+            if not healthy:
+                now = time.time()
+                self._outage = (incident_id("DATABASE_OUTAGE", "postgresql", now), now)
+            outage, since = self._outage
         if healthy:
-            log.event("STORAGE_RECOVERED", "database reachable again")
+            log.event("STORAGE_RECOVERED", "database reachable again", incident_id=outage,
+                      outage_seconds=round(time.time() - since, 3))
         else:
-            log.event("STORAGE_UNAVAILABLE", "database unreachable", level=30, detail=detail)
+            log.event("STORAGE_UNAVAILABLE", "database unreachable", level=30, detail=detail, incident_id=outage)
 
     def in_transaction(self) -> bool:
         return getattr(self._local, "conn", None) is not None

@@ -44,7 +44,7 @@ import pykka
 
 from supervision.actor import ChildUnavailable, SupervisedActor, SupervisorLink, drain_inbox
 from supervision.scheduler import Scheduler
-from telemetry.logs import get_logger
+from telemetry.logs import get_logger, incident_id
 
 __all__ = [
     "AskTimeout",
@@ -111,6 +111,9 @@ class ChildSpec:
     backoff: Backoff | None = None
     critical_tells: bool = True  # False: tells may be dropped when the buffer is full (ticks)
     supervises: SupervisorHandle | None = None  # set for a nested supervisor
+    # Fields every supervision line about this child carries (a trade actor's pos_id), so its crash and
+    # restart lines join the story of what it owns.
+    log_fields: tuple[tuple[str, Any], ...] = ()
 
 
 class SlotState(StrEnum):
@@ -145,12 +148,31 @@ class _Slot:
     stop_asked_at: float = 0.0
     start_deferred: bool = False  # a start waits for `stopping` to end (no twins)
     done: bool = False  # ended and not to be restarted (a transient child that completed normally)
+    incident: str = ""  # the open crash (or operator restart) incident: its restart line names it too
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
 
 
 _RUNNING = SlotState.RUNNING
+
+
+def _child_fields(slot: _Slot, supervisor: str, linked: bool = True) -> dict[str, Any]:
+    """What a line about a child says: the child as `actor` (as its own lines do), its supervisor, and (for
+    what happened to it: crashes, restarts, not its routine start and end) the spec's log fields."""
+    fields = {"actor": slot.spec.id, "child": slot.spec.id, "supervisor": supervisor}
+    return {**fields, **dict(slot.spec.log_fields)} if linked else fields
+
+
+def _incident_field(incident: str) -> dict[str, Any]:
+    return {"incident_id": incident} if incident else {}
+
+
+def _open_incident(slot: _Slot, kind: str) -> str:
+    """Caller holds slot.lock. Repeated crashes before the restart belong to the first one's incident."""
+    if not slot.incident:
+        slot.incident = incident_id(kind, slot.spec.id, time.time())
+    return slot.incident
 
 
 def _set_state(slot: _Slot, state: SlotState) -> None:
@@ -179,17 +201,20 @@ class ChildLink:
             _set_state(slot, SlotState.RESTARTING)
             slot.ref = None
             generation = slot.generation
+            incident = _open_incident(slot, "ACTOR_CRASH")
             # Tells still queued for the dead instance go first, in order, to the restarted one.
             leftover = drain_inbox(ref)
             slot.buffer.extendleft(reversed(leftover))
         error = f"{type(exc).__name__}: {exc}"
         # Pykka's own log line (event PYKKA) carries the traceback; this one tells the supervision story.
+        fields = _child_fields(slot, self._supervisor.name)
         log.event("ACTOR_CRASHED", f"{self.child_id} crashed in {phase}: {error}", level=40,
-                  actor=self.child_id, phase=phase, generation=generation)
+                  phase=phase, generation=generation, incident_id=incident, **fields)
         if poison is not None:
             slot.dead_letters += 1
             log.event("DEAD_LETTER", f"message that crashed {self.child_id} is not redelivered", level=30,
-                      actor=self.child_id, message_type=type(poison).__name__, detail=repr(poison)[:300])
+                      message_type=type(poison).__name__, detail=repr(poison)[:300], crash_incident_id=incident,
+                      **fields)
         self._supervisor._tell_self(_ChildCrashed(self.child_id, generation, error))
 
     def exited(self, ref: pykka.ActorRef[Any]) -> None:
@@ -732,6 +757,7 @@ class Supervisor(SupervisedActor):
         if self._escalated:
             return  # this instance has given up: its parent (or the runtime) decides what runs next
         link = ChildLink(self, slot)
+        incident = ""
         # Held across start(): a child crashing in on_start reports only once its slot points at it.
         with slot.lock:
             if slot.stopping is not None:  # the previous instance still runs: no twin
@@ -748,7 +774,8 @@ class Supervisor(SupervisedActor):
                     _set_state(slot, SlotState.RESTARTING)
                     failure = f"{type(exc).__name__}: {exc}"
                     self.log.event("ACTOR_CRASHED", f"{slot.spec.id} failed to start: {failure}", level=40,
-                                   actor=slot.spec.id, phase="start", exc_info=exc)
+                                   phase="start", exc_info=exc, incident_id=_open_incident(slot, "ACTOR_CRASH"),
+                                   **_child_fields(slot, self.name))
                     self._tell_self(_ChildCrashed(slot.spec.id, slot.generation, failure))
                     return
                 # Buffered tells go first; the new ref is published only after them, so a sender's
@@ -767,18 +794,19 @@ class Supervisor(SupervisedActor):
                 slot.stopping_by_supervisor = False
                 slot.final_stop = False
                 _set_state(slot, SlotState.RUNNING)
+                incident, slot.incident = slot.incident, ""
         if asked_at is not None:
             remaining = asked_at + self.stop_wait_seconds - time.monotonic()
             self.log.event("ACTOR_RESTART_DEFERRED", f"{slot.spec.id} starts once its previous instance has "
                            f"stopped (escalation in {max(0.0, remaining):.1f} s otherwise)", level=30,
-                           child=slot.spec.id)
+                           **_child_fields(slot, self.name))
             self.scheduler.call_later(max(0.0, remaining), self._tell_self,
                                       _StopOverdue(slot.spec.id, asked_at))
             return
         event = "ACTOR_RESTARTED" if restarted else "ACTOR_STARTED"
         self.log.event(event, f"{slot.spec.id} {'restarted' if restarted else 'started'}",
-                       child=slot.spec.id, generation=slot.generation, restarts=slot.restarts,
-                       redelivered=redelivered)
+                       generation=slot.generation, restarts=slot.restarts, redelivered=redelivered,
+                       **_incident_field(incident), **_child_fields(slot, self.name, linked=restarted))
 
     def _on_child_down(self, child_id: str, generation: int, error: str, crashed: bool) -> None:
         slot = self.tree.slots.get(child_id)
@@ -800,8 +828,10 @@ class Supervisor(SupervisedActor):
                 slot.done = True
                 discarded = len(slot.buffer)
                 slot.buffer.clear()
+                incident, slot.incident = slot.incident, ""
             self.log.event("ACTOR_STOPPED", f"{child_id} ended ({'crash' if crashed else 'normal'}); "
-                           f"{restart.value}: not restarted", child=child_id, discarded=discarded)
+                           f"{restart.value}: not restarted", discarded=discarded,
+                           **_incident_field(incident), **_child_fields(slot, self.name, linked=crashed))
             return
         if crashed and slot.consecutive_crashes >= self.max_consecutive_crashes:
             self._escalate(f"{child_id} crashed {slot.consecutive_crashes} times in a row, no run lasting "
@@ -838,7 +868,8 @@ class Supervisor(SupervisedActor):
         slot.backoff_attempt += 1
         delay = backoff.delay(slot.backoff_attempt, self._rng)
         self.log.event("ACTOR_RESTART_SCHEDULED", f"{slot.spec.id} restarts in {delay:.3f} s",
-                       child=slot.spec.id, delay_seconds=round(delay, 3), attempt=slot.backoff_attempt)
+                       delay_seconds=round(delay, 3), attempt=slot.backoff_attempt,
+                       **_incident_field(slot.incident), **_child_fields(slot, self.name))
         self.scheduler.call_later(delay, self._tell_self, _RestartDue(slot.spec.id, slot.generation))
 
     def _stop_children(self, child_ids: list[str], final: bool = False) -> None:
@@ -882,7 +913,8 @@ class Supervisor(SupervisedActor):
                 _set_state(slot, after)
             if overdue:
                 self.log.event("ACTOR_STOP_TIMEOUT", f"{cid} did not stop within {self.shutdown_timeout} s "
-                               f"and still runs: no new instance starts until it ends", level=40, child=cid)
+                               f"and still runs: no new instance starts until it ends", level=40,
+                               **_child_fields(slot, self.name))
 
     def _on_stop_overdue(self, message: _StopOverdue) -> None:
         slot = self.tree.slots.get(message.child_id)
@@ -894,12 +926,15 @@ class Supervisor(SupervisedActor):
             return
         reason = (f"{message.child_id} still runs {self.stop_wait_seconds:g} s after it was asked to stop; "
                   f"not starting a second instance")
-        self.log.event("ACTOR_STOP_TIMEOUT", reason, level=50, child=message.child_id, escalating=True)
+        self.log.event("ACTOR_STOP_TIMEOUT", reason, level=50, escalating=True, **_child_fields(slot, self.name))
         self._escalate(reason)
 
     def _operator_restart(self, child_id: str) -> dict[str, Any]:
         slot = self.tree.slots[child_id]
-        self.log.event("ACTOR_RESTART_REQUESTED", f"operator restart of {child_id}", child=child_id)
+        with slot.lock:
+            incident = _open_incident(slot, "ACTOR_RESTART")
+        self.log.event("ACTOR_RESTART_REQUESTED", f"operator restart of {child_id}", incident_id=incident,
+                       **_child_fields(slot, self.name))
         self._stop_children([child_id])
         with slot.lock:
             slot.generation += 1

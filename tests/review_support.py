@@ -41,7 +41,7 @@ from core.trade import (
     TradeContext,
     apply,
 )
-from telemetry.logs import EventLogger, configure_logging, get_logger
+from telemetry.logs import EventLogger, configure_logging, get_logger, set_process_context
 
 DAY = "2026-11-20"
 
@@ -73,10 +73,14 @@ class VirtualClock(logging.Filter):
 
 
 @contextmanager
-def process_log(path: Path, clock: VirtualClock, max_bytes: int = 0, backups: int = 9) -> Iterator[None]:
-    """One process writing its log: configure_logging to `path` (rotating past max_bytes)."""
+def process_log(path: Path, clock: VirtualClock, max_bytes: int = 0, backups: int = 9, pid: int | None = None,
+                role: str | None = None) -> Iterator[None]:
+    """One process writing its log: configure_logging to `path` (rotating past max_bytes). Its lines carry
+    the simulated process's `pid` and `role` (none when not given: many simulated processes share this
+    test's real pid)."""
     with open(os.devnull, "w") as devnull:
         configure_logging("INFO", str(path), max_bytes=max_bytes, backups=backups, stream=devnull)
+        set_process_context(pid=pid, role=role)
         root = logging.getLogger()
         writer = threading.get_ident()
         for handler in root.handlers:
@@ -439,7 +443,7 @@ def build_day(folder: Path) -> dict[str, Path]:
     mds, trader = folder / "mds.log", folder / "trader.log"
     clock = VirtualClock(ist("09:00:00"))
 
-    with process_log(mds, clock, max_bytes=40_000):
+    with process_log(mds, clock, max_bytes=40_000, pid=1001, role="mds"):
         runtime_starting("mds")
         clock.advance(0.4)
         runtime_started(1001, "mds")
@@ -479,7 +483,7 @@ def build_day(folder: Path) -> dict[str, Path]:
         handle.write('{"ts":"2026-11-19T18:29:00.000+00:00","level":"INFO","logger":"mybot.runtime",'
                      '"event":"RUNTIME_STOPPED","message":"mybot stopped","exit_code":0}\n')
     clock.at("09:00:01")
-    with process_log(trader, clock, max_bytes=12_000):
+    with process_log(trader, clock, max_bytes=12_000, pid=2001, role="trader"):
         runtime_starting("trader")
         clock.advance(0.5)
         runtime_started(2001, "trader")
@@ -504,7 +508,7 @@ def build_day(folder: Path) -> dict[str, Path]:
         handle.write('{"ts":"2026-11-20T04:35:00.100+00:00","level":"INFO","logger":"mybot.http","event":"CONT')
 
     clock.at("10:05:20")
-    with process_log(trader, clock, max_bytes=12_000):
+    with process_log(trader, clock, max_bytes=12_000, pid=2002, role="trader"):
         runtime_starting("trader")
         clock.at("10:05:21")
         runtime_started(2002, "trader")
@@ -614,7 +618,7 @@ def build_day(folder: Path) -> dict[str, Path]:
         clock.at("15:00:01")
         runtime_stopped(1)
     clock.at("15:00:05")
-    with process_log(trader, clock, max_bytes=12_000):
+    with process_log(trader, clock, max_bytes=12_000, pid=2003, role="trader"):
         runtime_starting("trader")
         clock.at("15:00:05.400")
         runtime_started(2003, "trader")

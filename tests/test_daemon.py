@@ -110,8 +110,8 @@ def test_root_escalation_makes_the_daemon_exit_non_zero(tmp_path: Path) -> None:
                   MYBOT_FEED_REPLAY_PATH=str(tmp_path / "missing.csv"), MYBOT_SUPERVISION_MAX_RESTARTS="1",
                   MYBOT_SUPERVISION_BACKOFF_INITIAL_SECONDS="0.01")
     try:
-        code = proc.wait(timeout=30)
-        output = proc.stdout.read() if proc.stdout else ""
+        output, _ = proc.communicate(timeout=30)  # read while it runs: its log can outgrow a pipe's buffer
+        code = proc.returncode
         assert code == 1
         assert '"SUPERVISOR_ESCALATED"' in output and '"RUNTIME_ESCALATED"' in output
     finally:

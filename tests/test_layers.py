@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("supervision", "storage", "review"),
     ("actors", "actors.clock", "actors.brokers", "actors.dhan", "actors.sources", "actors.wiring",
      "actors.instruments"),
-    ("actors.market_data", "actors.trading", "actors.signals"),
+    ("actors.market_data", "actors.trading", "actors.signals", "actors.alerts"),
     ("httpapi",),
     ("daemon",),
 ]
@@ -31,7 +31,7 @@ PACKAGES = ("core", "config", "telemetry", "supervision", "storage", "review", "
 # Packages of one layer that may import each other (a subtree meets another only through its protocol).
 SIBLINGS_ALLOWED = {"actors.clock", "actors.brokers", "actors.dhan", "actors.sources", "actors.wiring",
                     "actors.instruments"}
-SUBTREES = ("actors.market_data", "actors.trading", "actors.signals")
+SUBTREES = ("actors.market_data", "actors.trading", "actors.signals", "actors.alerts")
 
 
 def _module_name(path: Path) -> str:

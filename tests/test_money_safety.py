@@ -4,6 +4,7 @@ that no position is duplicated, lost or forgotten. Real PostgreSQL, real actor t
 
 from __future__ import annotations
 
+import logging
 import time
 from urllib.parse import urlsplit
 
@@ -149,3 +150,33 @@ def test_exits_asked_while_postgresql_is_down_are_placed_and_the_journal_catches
             assert h.events(pos_id)[-3:] == ["ExitRequested", "OrderPlaced", "OrderFilled"]
         assert time.monotonic() - back < 15.0
         eventually(lambda: not h.trader.book.contexts(), message="closed trades leave the book once written")
+
+
+def test_a_trade_row_the_database_refuses_raises_an_alert_and_the_trade_goes_on(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A trigger makes PostgreSQL refuse a live trade's `trades` row (as a bad value or a full disk would):
+    its steps are journaled without it, PROJECTION_WRITE_FAILED is said once, and the trade exits and
+    closes without a single crash; another trade is unaffected."""
+    import psycopg
+
+    caplog.set_level(logging.INFO)
+    with TraderHarness(trader_settings(pg_url)) as h:
+        h.enter("PROJ-1")
+        h.wait_state("PROJ-1", "POSITION_OPEN")
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("""
+                CREATE FUNCTION refuse_proj() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'row refused (test)'; END $$""")
+            conn.execute("CREATE TRIGGER refuse_proj BEFORE INSERT OR UPDATE ON trades FOR EACH ROW "
+                         "WHEN (NEW.pos_id = 'PROJ-1') EXECUTE FUNCTION refuse_proj()")
+        h.exit("PROJ-1")
+        eventually(lambda: h.events("PROJ-1")[-3:] == ["ExitRequested", "OrderPlaced", "OrderFilled"],
+                   message="PROJ-1 closed in its journal")
+        eventually(lambda: "PROJ-1" not in h.trader.book, message="PROJ-1 ended")
+        h.enter("PROJ-2")
+        h.wait_state("PROJ-2", "POSITION_OPEN")
+        assert h.state("PROJ-1") == "POSITION_OPEN"  # its row lags; the journal is the truth
+        assert [p.pos_id for p in h.broker.places] == ["PROJ-1", "PROJ-1", "PROJ-2"]
+        events = [(getattr(r, "event", ""), getattr(r, "pos_id", "")) for r in caplog.records]
+        assert [e for e in events if e[0] == "PROJECTION_WRITE_FAILED"] == [("PROJECTION_WRITE_FAILED", "PROJ-1")]
+        assert not [e for e in events if e[0] == "ACTOR_CRASHED"]

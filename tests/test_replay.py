@@ -112,3 +112,25 @@ def test_a_missing_or_empty_file_is_refused_before_anything_starts(tmp_path: Pat
     (tmp_path / "empty.csv").write_text("ts,symbol,ltp,volume\n")
     with pytest.raises(ReplayFileUnreadable):
         run_replay(replay_settings(), tmp_path / "empty.csv", tmp_path / "out")
+
+
+def test_a_replay_writes_its_log_on_the_virtual_clock_and_the_review_reads_it(tmp_path: Path) -> None:
+    import review
+    from core.market import to_iso_ist
+
+    ticks = write_ticks(tmp_path / "ticks.csv", trend_ticks())
+    run_replay(replay_settings(), ticks, tmp_path / "out")
+    log = tmp_path / "out" / "replay.log"
+    lines = read_jsonl(log)
+    assert {"RUNTIME_STARTED", "ENTRY_SIGNAL", "TRADE_CLOSED", "REPLAY_FINISHED"} <= {x["event"] for x in lines}
+    # ts is market time (the candle clock), wall_ts when the line was written: the replay's day is not today's.
+    day = to_iso_ist(SESSION_OPEN)[:10]
+    assert all(x["ts"] <= x["wall_ts"] for x in lines) and lines[-1]["event"] == "REPLAY_FINISHED"
+    (entry,) = [r for r in read_jsonl(tmp_path / "out" / "signals.jsonl") if r["kind"] == "ENTRY_SIGNAL"][:1]
+    result = review.review([str(log)], day=day)
+    story = next(t for t in result.trades if t.pos_id == entry["pos_id"])
+    assert story.state == "CLOSED" and story.complete, story.missing
+    assert story.signal is not None and story.signal["candle_ts"] == entry["candle_ts"]
+    signal_step = next(s for s in story.steps if s.event == "ENTRY_SIGNAL" and s.source != "journal")
+    assert signal_step.at == pytest.approx(entry["candle_ts"] + 60)  # stamped at the candle's close
+    assert result.garbled == 0 and [p.role for p in result.processes] == ["all"]

@@ -261,3 +261,38 @@ def test_a_real_kill_9_mid_trade_loses_no_line_and_the_next_process_continues_th
         "ENTRY_SIGNAL", "ENTRY_REQUESTED", "ORDER_PLACED", "ORDER_FILLED", "PROCESS_RESTART", "EXIT_SIGNAL",
         "ORDER_PLACED", "ORDER_FILLED"]
     assert [i.kind for i in result.incidents] == ["PROCESS_RESTART"] and result.incidents[0].pos_ids == ["NIFTY-K-1"]
+
+
+def test_lines_name_their_incidents_and_an_acknowledgement_ends_the_ones_it_names(tmp_path: Path) -> None:
+    log = tmp_path / "mybot.log"
+    clock = VirtualClock(ist("10:00:00"))
+    recon = get_logger("mybot.Reconciler", actor="reconciler")
+    with process_log(log, clock, pid=501, role="trader"):
+        day.runtime_starting("trader")
+        recon.event("RECONCILE_INCIDENT", "SEC_49082: broker holds 50", level=40, kind="BROKER_POSITION_WITHOUT_TRADE",
+                    symbol="SEC_49082", difference=50, incident_id="reconcile-incident-aaaa")
+        recon.event("RECONCILE_INCIDENT", "SEC_49083: broker holds 25", level=40, kind="BROKER_POSITION_WITHOUT_TRADE",
+                    symbol="SEC_49083", difference=25, incident_id="reconcile-incident-cccc")
+        clock.advance(30.0)
+        feed = get_logger("mybot.FeedActor", actor="feed")
+        feed.event("FEED_STALE", "no tick for NIFTY in 10.1 s", level=30, symbol="NIFTY", incident_id="feed-stale-1")
+        clock.advance(5.0)
+        feed.event("FEED_RESUMED", "NIFTY ticking again", symbol="NIFTY", incident_id="feed-stale-1")
+    clock.at("10:05:00")
+    with process_log(log, clock, pid=502, role="trader"):  # the next process sees the first difference again
+        day.runtime_starting("trader")
+        recon.event("RECONCILE_INCIDENT", "SEC_49082: broker holds 50", level=40, kind="BROKER_POSITION_WITHOUT_TRADE",
+                    symbol="SEC_49082", difference=50, incident_id="reconcile-incident-bbbb")
+        clock.advance(60.0)
+        recon.event("RECONCILE_ACKNOWLEDGED", "1 incidents acknowledged by 10.0.0.7; hold released", incidents=1,
+                    who="10.0.0.7", incident_ids=["reconcile-incident-bbbb"])
+    result = _review(log)
+    kinds = {(i.kind, i.symbol): i for i in result.incidents}
+    acknowledged = kinds[("RECONCILE_INCIDENT", "SEC_49082")]
+    assert acknowledged.id == "reconcile-incident-aaaa" and acknowledged.details["also_ids"] == ["reconcile-incident-bbbb"]
+    assert acknowledged.ended_by == "RECONCILE_ACKNOWLEDGED" and acknowledged.details["acknowledged_by"] == "10.0.0.7"
+    assert acknowledged.duration == 360.0 and acknowledged.count == 2
+    assert kinds[("RECONCILE_INCIDENT", "SEC_49083")].ongoing  # not named by the acknowledgement
+    stale = kinds[("FEED_STALE", "NIFTY")]
+    assert (stale.id, stale.duration, stale.ended_by) == ("feed-stale-1", 5.0, "FEED_RESUMED")
+    assert [p.role for p in result.processes] == ["trader", "trader"]

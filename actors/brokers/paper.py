@@ -118,7 +118,8 @@ class PaperBroker:
                 self._by_correlation[request.correlation_id] = transit.order_id
                 listeners = list(self._listeners)
             _log.event("PAPER_ORDER_ACCEPTED", "paper order accepted", order_id=transit.order_id,
-                       correlation_id=request.correlation_id, symbol=request.symbol, side=request.side.value,
+                       correlation_id=request.correlation_id, pos_id=request.pos_id, leg=request.leg.value,
+                       symbol=request.symbol, side=request.side.value,
                        qty=request.qty, price=request.price)
             self._deliver(listeners, [transit, pending])
             if failure is not None:

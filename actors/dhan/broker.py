@@ -70,12 +70,13 @@ _STATUSES.update({"PARTIALLY_TRADED": OrderStatus.PART_TRADED, "PART_TRADE": Ord
                   "CLOSED": OrderStatus.TRADED, "CANCELED": OrderStatus.CANCELLED})
 
 
-def _status(text: Any) -> OrderStatus:
+def _status(text: Any, order_id: Any = "", correlation_id: Any = "") -> OrderStatus:
     """Dhan's status in any casing ("TRADED", "Cancelled"); unknown ones stay non-terminal (PENDING)."""
     key = str(text or "").strip().upper().replace(" ", "_")
     status = _STATUSES.get(key)
     if status is None:
-        _log.event("BROKER_UNKNOWN_STATUS", f"unknown Dhan order status {text!r}, treated as PENDING", level=30)
+        _log.event("BROKER_UNKNOWN_STATUS", f"unknown Dhan order status {text!r}, treated as PENDING", level=30,
+                   order_id=str(order_id or ""), correlation_id=str(correlation_id or ""))
         return OrderStatus.PENDING
     return status
 
@@ -102,7 +103,7 @@ def _to_tick(price: float, side: Side, tick: float) -> float:
 
 def order_from_dhan(obj: Mapping[str, Any], instruments: InstrumentMap) -> BrokerOrder:
     """An order object of GET /orders, /orders/{id} or /orders/external/{correlationId}."""
-    status = _status(obj.get("orderStatus"))
+    status = _status(obj.get("orderStatus"), obj.get("orderId"), obj.get("correlationId"))
     qty = int(obj.get("quantity") or 0)
     filled = int(obj.get("filledQty") or 0)
     if not filled and status is OrderStatus.TRADED:
@@ -121,7 +122,7 @@ def order_from_dhan(obj: Mapping[str, Any], instruments: InstrumentMap) -> Broke
 
 def order_from_update(data: Mapping[str, Any], instruments: InstrumentMap, now: float) -> BrokerOrder:
     """The `Data` of an order-update `order_alert` message (dhan-api.md §4)."""
-    status = _status(data.get("Status"))
+    status = _status(data.get("Status"), data.get("OrderNo"), data.get("CorrelationId"))
     segment = segment_from_order_update(str(data.get("Exchange") or "NSE"), str(data.get("Segment") or "D"))
     return BrokerOrder(
         order_id=str(data.get("OrderNo", "")),
@@ -195,7 +196,8 @@ class DhanBroker:
             raise AmbiguousSubmitError(f"place_order: reply without orderId: {body!r}", "UNREADABLE")
         return BrokerOrder(order_id=str(body["orderId"]), correlation_id=request.correlation_id,
                            symbol=request.symbol, side=request.side, qty=request.qty,
-                           status=_status(body.get("orderStatus") or "TRANSIT"), price=price,
+                           status=_status(body.get("orderStatus") or "TRANSIT", body["orderId"],
+                                          request.correlation_id), price=price,
                            updated_at=self._clock.now())
 
     def cancel(self, order_id: str) -> BrokerOrder:
@@ -290,7 +292,8 @@ class DhanBroker:
         try:
             order = order_from_update(data, self._instruments, self._clock.now())
         except (TypeError, ValueError) as exc:
-            _log.event("BROKER_UPDATE_UNREADABLE", f"order update not understood: {exc}", level=30)
+            _log.event("BROKER_UPDATE_UNREADABLE", f"order update not understood: {exc}", level=30,
+                       order_id=str(data.get("OrderNo") or ""), correlation_id=str(data.get("CorrelationId") or ""))
             return
         for listener in list(self._listeners):
             try:
@@ -321,8 +324,13 @@ def _retryable(exc: BaseException) -> bool:
 
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome is not None else None
-    _log.event("BROKER_RETRY", f"read failed, retrying: {exc}", level=30, attempt=state.attempt_number,
-               code=getattr(exc, "code", ""))
+    # state.args is (client.call, operation, sdk method, *its args): name the order the read was about.
+    operation = state.args[1] if len(state.args) > 1 else ""
+    subject = str(state.args[3]) if len(state.args) > 3 else ""
+    ids = {"order_id": subject} if operation == "get_order" else (
+        {"correlation_id": subject} if operation == "find_by_correlation_id" else {})
+    _log.event("BROKER_RETRY", f"{operation or 'read'} failed, retrying: {exc}", level=30,
+               attempt=state.attempt_number, code=getattr(exc, "code", ""), operation=operation, **ids)
 
 
 def _as_list(body: Any) -> list[Mapping[str, Any]]:

@@ -40,6 +40,7 @@ from core.market import Tick
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildHandle, ChildLink, SupervisorHandle
+from telemetry.logs import incident_id
 
 __all__ = ["FeedActor", "FeedState", "TicksReceived"]
 
@@ -144,6 +145,7 @@ class FeedActor(SupervisedActor):
         self.source: TickSource | None = None
         self.timer: Timer | None = None
         self.unknown_logged: set[str] = set()
+        self.stale_incidents: dict[str, str] = {}  # symbol -> the open FEED_STALE incident's id
         self.in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     def started(self) -> None:
@@ -272,7 +274,9 @@ class FeedActor(SupervisedActor):
                 self.state.last_arrival = {**self.state.last_arrival, symbol: arrival}
             if symbol in self.state.stale:
                 self.state.stale = self.state.stale - {symbol}
-                self.log.event("FEED_RESUMED", f"{symbol} ticking again", symbol=symbol)
+                self.log.event("FEED_RESUMED", f"{symbol} ticking again", symbol=symbol,
+                               **({"incident_id": self.stale_incidents.pop(symbol)}
+                                  if symbol in self.stale_incidents else {}))
                 self.publisher.tell(PublishFeedStatus("FEED_RESUMED", symbol, self.clock.now()))
         if contract_groups:
             for symbol, group in contract_groups.items():
@@ -309,8 +313,9 @@ class FeedActor(SupervisedActor):
             last = max(self.state.last_arrival.get(symbol, self.state.started_at), self.session_began)
             if mono - last > self.stale_seconds and symbol not in self.state.stale:
                 self.state.stale = self.state.stale | {symbol}
+                incident = self.stale_incidents[symbol] = incident_id("FEED_STALE", symbol, self.clock.now())
                 self.log.event("FEED_STALE", f"no tick for {symbol} in {mono - last:.1f} s", level=30,
-                               symbol=symbol, age_seconds=round(mono - last, 3))
+                               symbol=symbol, age_seconds=round(mono - last, 3), incident_id=incident)
                 self.publisher.tell(PublishFeedStatus("FEED_STALE", symbol, self.clock.now()))
 
     def _clear_stale(self, now: float) -> None:

@@ -63,6 +63,7 @@ from actors.signals.messages import (
 from config.settings import Settings
 from core.calendar import MarketCalendar
 from core.market import Candle, to_iso_ist
+from core.orders import Leg, correlation_id
 from core.risk import RiskLimits, new_risk_state, trading_window
 from core.scoring import Score, ScoreEngine
 from core.signals import (
@@ -80,7 +81,7 @@ from supervision.store import Store
 from supervision.supervisor import ChildLink
 from telemetry import metrics
 
-__all__ = ["StrategyActor", "StrategyOptions", "signal_record"]
+__all__ = ["StrategyActor", "StrategyOptions", "decision_id", "signal_record"]
 
 MINUTE = 60
 GATE_POLL_SECONDS = 0.001
@@ -111,6 +112,12 @@ class StrategyOptions:
     sync_positions: bool = True
     idle: threading.Event = field(default_factory=threading.Event)  # no candle held back by the gate
     stats: dict[str, Any] = field(default_factory=dict)  # counters, read by status
+
+def decision_id(candle: Candle) -> str:
+    """The strategy's decision on one closed candle (every signal or skip it made says which): the symbol,
+    the timeframe and the candle's start, so the same candle gives the same id in a replay."""
+    return f"{candle.symbol}/{candle.timeframe}/{int(candle.ts)}"
+
 
 def signal_record(kind: str, symbol: str, candle: Candle, score: Score | None, signal: Signal | None = None,
                   reason: str = "") -> dict[str, Any]:
@@ -407,7 +414,9 @@ class StrategyActor(SupervisedActor):
             self.stats["exits"] += 1
             message = f"exit {signal.pos_id}: {signal.reason} {signal.exit_score:.3f}"
         record = signal_record(kind, candle.symbol, candle, score, signal)
-        self.log.event(kind, message, **{k: v for k, v in record.items() if k != "kind"})
+        leg = Leg.ENTRY if kind == "ENTRY_SIGNAL" else Leg.EXIT  # an exit's first order; retries count up
+        self.log.event(kind, message, decision_id=decision_id(candle), correlation_id=correlation_id(signal.pos_id, leg),
+                       **{k: v for k, v in record.items() if k != "kind"})
         for listener in self.parts.signal_listeners:
             listener(record)
         if not self.sink.tell(signal):
@@ -418,7 +427,7 @@ class StrategyActor(SupervisedActor):
         self.stats["skipped"] += 1
         record = signal_record("ENTRY_SKIPPED", candle.symbol, candle, score, reason=reason)
         self.log.event("ENTRY_SKIPPED", f"{candle.symbol} entry_score {score.entry_score:.3f}: {reason}",
-                       **{k: v for k, v in record.items() if k != "kind"})
+                       decision_id=decision_id(candle), **{k: v for k, v in record.items() if k != "kind"})
         for listener in self.parts.signal_listeners:
             listener(record)
 

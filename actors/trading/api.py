@@ -46,7 +46,15 @@ from core.orders import Side
 from core.pnl import daily_pnl
 from core.risk import ist_day
 from core.signals import EntrySignalRaised, ExitSignalRaised
-from core.trade import CANCEL_PENDING, ENTRY_WORKING, TERMINAL_STATES, ExitRequested, TradeState, can_apply
+from core.trade import (
+    CANCEL_PENDING,
+    ENTRY_WORKING,
+    EVENT_TYPES,
+    TERMINAL_STATES,
+    ExitRequested,
+    TradeState,
+    can_apply,
+)
 from storage.records import TradeEventRecord, TradeRecord
 from storage.repositories import Storage
 from supervision.store import Store
@@ -285,9 +293,12 @@ class TradingApi:
         """Exit every position of this process, then stay halted (the kill switch stays engaged)."""
         why = f"operator: {reason}" if reason else "operator"
         self.views.risk.flatten(why)
-        exiting = [c.pos_id for c in self.views.book.contexts() if can_apply(c, ExitRequested)]
-        for pos_id in exiting:
-            self.desk.exit(pos_id, f"FLATTEN: {why}", "flatten")
+        # Every live trade of this process is being exited: told now, or already on its way out (the flatten
+        # reached it first, or its exit was asked before); an entry not yet at the broker exits once placed.
+        exiting = sorted(c.pos_id for c in self.views.book.contexts() if not c.is_terminal)
+        for context in self.views.book.contexts():
+            if can_apply(context, ExitRequested) and not context.exit_reason:
+                self.desk.exit(context.pos_id, f"FLATTEN: {why}", "flatten")
         return {"exiting": exiting, "kill_switch_engaged": True, "risk": self.risk()}
 
     def reconcile_ack(self, who: str = "operator") -> dict[str, Any]:
@@ -304,5 +315,8 @@ def _trade_json(record: TradeRecord) -> dict[str, Any]:
 
 
 def _event_json(record: TradeEventRecord) -> dict[str, Any]:
-    return {"seq": record.seq, "event": record.event, "from_state": record.from_state,
+    """`log_name` is the seed's word the log lines use (ORDER_TIMEOUT); `event` the journal's class name."""
+    kind = EVENT_TYPES.get(record.event)
+    return {"seq": record.seq, "log_name": kind.log_name if kind is not None else record.event,
+            "event": record.event, "from_state": record.from_state,
             "to_state": record.to_state, "at": record.at, "payload": record.payload}

@@ -119,7 +119,8 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
         pos_id = key.pos_id if isinstance(key, NewTrade) else str(key)
         origin = TradeOrigin(opening=isinstance(key, NewTrade))
         return ChildSpec(id=f"trade:{pos_id}", start=lambda link: TradeActor.start(link, pos_id, trade_deps, origin),
-                         restart=Restart.TRANSIENT, backoff=infra.backoff(maximum=5.0))
+                         restart=Restart.TRANSIENT, backoff=infra.backoff(maximum=5.0),
+                         log_fields=(("pos_id", pos_id),))
 
     trading = infra.supervisor("trading")
     trades = infra.supervisor("trades", spec_for_key=trade_spec)

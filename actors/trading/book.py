@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Iterable
+from typing import Any
 
 from actors.trading.messages import Observe
 from core.orders import BrokerOrder
@@ -17,8 +18,11 @@ from core.signals import position_direction
 from core.trade import TradeContext, TradeState
 from storage.records import TradeRecord
 from supervision.supervisor import SupervisorHandle
+from telemetry.logs import get_logger
 
 __all__ = ["OrderRouter", "TradeBook", "trade_record"]
+
+_log = get_logger("mybot.router")
 
 
 class TradeBook:
@@ -131,6 +135,11 @@ class OrderRouter:
     def on_update(self, order: BrokerOrder) -> None:
         """The broker's order-update listener: only hands over (never blocks, never raises)."""
         pos_id = self.pos_id_for(order)
+        # One line per broker update, as the broker said it (the trade's journal says what it made of it).
+        owner: dict[str, Any] = {"pos_id": pos_id} if pos_id is not None else {}
+        _log.event("ORDER_UPDATE", f"{order.order_id} {order.status.value} {order.filled_qty}/{order.qty}",
+                   correlation_id=order.correlation_id, order_id=order.order_id, status=order.status.value,
+                   filled_qty=order.filled_qty, avg_price=order.avg_price, broker_at=order.updated_at, **owner)
         if pos_id is not None:
             if self.deliver(pos_id, Observe(order)):
                 self.routed += 1

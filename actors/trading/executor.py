@@ -155,7 +155,8 @@ class Executor(SupervisedActor):
             self.counters.bump("ambiguous")
             self._mark_unsent(cid, False)  # it may have been sent: only a lookup decides
             self.log.event("ORDER_SUBMIT_AMBIGUOUS", f"{request.pos_id}: {exc}; looking it up by correlationId",
-                           level=30, pos_id=request.pos_id, correlation_id=cid, code=exc.code)
+                           level=30, pos_id=request.pos_id, correlation_id=cid, leg=request.leg.value,
+                           code=exc.code)
             found = self._find(request)
             if isinstance(found, BrokerOrder):
                 return self._placed(request, found, "found by correlationId after an ambiguous submit")
@@ -168,7 +169,7 @@ class Executor(SupervisedActor):
             self.counters.bump("refused")
             self._mark_unsent(cid, False)
             self.log.event("ORDER_REFUSED", f"{request.pos_id}: broker refused the order: {exc}", level=40,
-                           pos_id=request.pos_id, correlation_id=cid, code=exc.code)
+                           pos_id=request.pos_id, correlation_id=cid, leg=request.leg.value, code=exc.code)
             return PlacementResult(request, Outcome.REFUSED, reason=f"broker refused: {exc}")
         except TemporaryBrokerError as exc:
             self.counters.bump("not_sent")

@@ -33,7 +33,7 @@ from core.trade import (
     TradeContext,
     correlation_of,
 )
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import JournalConflict, StorageError, StorageUnavailable
 from storage.records import JournalEntry, OrderRecord, TradeEventRecord
 from storage.repositories import Storage
 from telemetry import metrics
@@ -61,6 +61,7 @@ class TradeJournal:
         self.tail: list[Step] = []  # applied, not yet written (the database was unreachable)
         self.tail_order: BrokerOrder | None = None
         self.deferred_since: float | None = None
+        self.projection_failing = False  # the trades row is being refused (PROJECTION_WRITE_FAILED said once)
 
     def record(self, steps: list[Step], order: BrokerOrder | None, fresh: bool) -> bool:
         """Write the steps after any that wait. True: written. False: the database is unreachable, they wait
@@ -91,11 +92,37 @@ class TradeJournal:
         first, last = steps[0].before, steps[-1].after
         durable = fresh or any(isinstance(command, PlaceOrder | CancelOrder) for step in steps
                                for command in step.commands)
-        return self.storage.trades.record_step(
-            self.pos_id, first.seq,
-            [JournalEntry(s.event.name, s.before.state.value, s.after.state.value, s.event.to_payload(), s.event.at)
-             for s in steps],
-            trade_record(last), self._order_row(order, last) if order is not None else None, durable=durable)
+        entries = [JournalEntry(s.event.name, s.before.state.value, s.after.state.value, s.event.to_payload(),
+                                s.event.at) for s in steps]
+        try:
+            records = self.storage.trades.record_step(
+                self.pos_id, first.seq, entries, trade_record(last),
+                self._order_row(order, last) if order is not None else None, durable=durable)
+        except (StorageUnavailable, JournalConflict):
+            raise
+        except Exception as exc:  # the projection (trades/orders rows) was refused: the journal is the truth
+            if fresh:  # a new trade: nothing is sent yet, so it is simply refused (in the entry's transaction)
+                self.log.event("PROJECTION_WRITE_FAILED", f"{self.pos_id}: trades row not written "
+                               f"({type(exc).__name__}: {exc}); the entry is refused", level=50,
+                               error=type(exc).__name__)
+                raise StorageError(f"trade row refused: {exc}") from exc
+            records = self._journal_only(first.seq, entries, exc)
+        else:
+            if self.projection_failing:
+                self.projection_failing = False
+                self.log.event("PROJECTION_RECOVERED", f"{self.pos_id}: the trades row is written again")
+        return records
+
+    def _journal_only(self, expected_seq: int, entries: list[JournalEntry], cause: Exception) -> list[TradeEventRecord]:
+        """Write the step without its rows, and say so once: the trade goes on (a crash loop would leave the
+        position unmanaged); the trades row lags until a later step writes it."""
+        records = self.storage.trades.append_events(self.pos_id, expected_seq, entries)
+        if not self.projection_failing:
+            self.projection_failing = True
+            self.log.event("PROJECTION_WRITE_FAILED", f"{self.pos_id}: trades/orders row not written "
+                           f"({type(cause).__name__}: {cause}); the journal holds every step and the trade goes on",
+                           level=50, error=type(cause).__name__)
+        return records
 
     def heal(self, context: TradeContext) -> None:
         """Ended before its row caught up (a crash between journal and row): rewrite the projection."""

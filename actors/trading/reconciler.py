@@ -42,7 +42,7 @@ from storage.repositories import Storage
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink, SupervisorHandle
-from telemetry.logs import get_logger
+from telemetry.logs import get_logger, incident_id
 
 __all__ = ["RECONCILE_STATE_KEY", "ReconcileDeps", "ReconcileState", "Reconciler", "UnroutedUpdate", "acknowledge"]
 
@@ -262,7 +262,8 @@ class Reconciler(SupervisedActor):
             confirmed = {k: d for k, d in differences.items() if moment - seen[k] >= self.confirm_after}
             fresh = {k: d for k, d in differences.items() if k not in confirmed}
             state.first_seen = seen
-            new_incidents = {k: d for k, d in confirmed.items() if k not in state.incidents}
+            new_incidents = {k: {**d, "incident_id": incident_id("RECONCILE_INCIDENT", k, now)}
+                             for k, d in confirmed.items() if k not in state.incidents}
             state.incidents.update(new_incidents)
         for incident in new_incidents.values():
             self.log.event("RECONCILE_INCIDENT", incident["detail"], level=40, **incident)
@@ -487,7 +488,8 @@ def acknowledge(state: ReconcileState, storage: Storage, risk: RiskGuard, clock:
     released = risk.set_reconciliation_hold(False)
     get_logger("mybot.reconciler").event("RECONCILE_ACKNOWLEDGED", f"{len(incidents)} incidents acknowledged by "
                                          f"{who}; hold released", incidents=len(incidents), accepted=accepted,
-                                         released=released)
+                                         released=released, who=who,
+                                         incident_ids=[i["incident_id"] for i in incidents if "incident_id" in i])
     return {"acknowledged": incidents, "accepted_differences": accepted, "hold_released": released}
 
 

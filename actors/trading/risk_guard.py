@@ -70,7 +70,7 @@ from core.trade import ENTRY_LEG, TradeState
 from storage.errors import StorageError
 from storage.records import TradeRecord
 from storage.repositories import Storage
-from telemetry.logs import get_logger
+from telemetry.logs import get_logger, incident_id
 
 __all__ = ["RISK_STATE_KEY", "RiskGuard", "no_marks"]
 
@@ -86,6 +86,16 @@ _EVENT_NAMES: dict[type[RiskEvent], str] = {
     ReconciliationHoldChanged: "RECONCILIATION_HOLD",
 }
 _ENTRY_LEG = frozenset(state.value for state in ENTRY_LEG)
+# The incident each switch is, for the ids that join its opening and closing lines. An open one's id is a
+# field of the shared document ("incident_<KIND>"), so the process that releases a switch another opened
+# names the same incident.
+_INCIDENTS: dict[type[RiskEvent], tuple[str, bool]] = {
+    KillSwitchEngaged: ("KILL_SWITCH", True),
+    KillSwitchReleased: ("KILL_SWITCH", False),
+    TradingHalted: ("LOSS_LIMIT_HALT", True),
+    TradingResumed: ("LOSS_LIMIT_HALT", False),
+}
+_INCIDENT_KINDS = ("KILL_SWITCH", "LOSS_LIMIT_HALT", "RECONCILE_HOLD")
 
 Marks = Callable[[str], float | None]
 
@@ -113,6 +123,7 @@ class RiskGuard:
         self._known: dict[str, dict[str, Any]] = {}
         self._unsaved: set[str] = set()
         self._loaded = False
+        self._incidents: dict[str, str] = {}  # open incident kind -> its id (KILL_SWITCH, LOSS_LIMIT_HALT, ...)
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -120,7 +131,7 @@ class RiskGuard:
         """Read the shared state once (raises StorageError): entries wait for this (the start-up
         reconciliation calls it). Nothing is rebuilt: the counters are read from the trades every time."""
         now = self._clock.now()
-        state, _ = self._refresh(now, breach=False)
+        state, _, _ = self._refresh(now, breach=False)
         self._loaded = True
         self.flush()  # switches an operator threw before the database answered
         decision = check_entry(self.limits, state, now, self.calendar, self._holds)
@@ -144,7 +155,7 @@ class RiskGuard:
         journals the trade's first step inside the block (it commits with the gate); anything it sends
         goes out after the block. Raises StorageError (nothing decided, nothing written)."""
         with self._storage.entry_gate():
-            state, _ = self._refresh(now, breach=False)
+            state, _, _ = self._refresh(now, breach=False)
             yield check_entry(self.limits, state, now, self.calendar, self._holds, intent)
 
     def recheck_entry(self, now: float, intent: EntryIntent) -> Denied | None:
@@ -152,7 +163,7 @@ class RiskGuard:
         from the shared state as it is now; the entry itself is already among the live trades, so it is
         taken out of the position count and the open notional. A database that cannot say refuses it."""
         try:
-            state, _ = self._refresh(now, breach=False)
+            state, _, _ = self._refresh(now, breach=False)
         except StorageError as exc:
             return Denied("STORAGE", f"risk state unreadable: {exc}")
         mine = intent.qty * (intent.quote or intent.price)
@@ -167,16 +178,16 @@ class RiskGuard:
         unreachable the trade is counted in memory until the next read."""
         now = self._clock.now()
         try:
-            state, events = self._refresh(now, breach=True)
+            state, events, incidents = self._refresh(now, breach=True)
         except StorageError:
             with self._lock:
                 self._state, events = on_trade_closed(self.limits, self._state, net_pnl, now)
                 state = self._state
-                self._remember_halt(events, now)
+                incidents = self._remember_halt(events, now)
         log.event("RISK_TRADE_COUNTED", f"{pos_id}: net P&L {net_pnl:+.2f}", pos_id=pos_id,
                   net_pnl=round(net_pnl, 2), realized_pnl=round(state.realized_pnl, 2),
                   consecutive_losses=state.consecutive_losses)
-        self._halted(events, now, pos_id=pos_id)
+        self._halted(events, incidents, now, pos_id=pos_id)
 
     # -- operator switches -------------------------------------------------------------------------------
 
@@ -232,11 +243,11 @@ class RiskGuard:
         a mark-to-market breach halts, and may flatten. A database that cannot answer keeps the last state."""
         now = self._clock.now()
         try:
-            state, events = self._refresh(now, breach=True)
+            state, events, incidents = self._refresh(now, breach=True)
         except StorageError as exc:
             log.event("RISK_REFRESH_FAILED", f"shared risk state unreadable (last one kept): {exc}", level=30)
             return self.snapshot()
-        self._halted(events, now)
+        self._halted(events, incidents, now)
         return state
 
     # -- views ---------------------------------------------------------------------------------------------
@@ -288,7 +299,7 @@ class RiskGuard:
 
     # -- internals ---------------------------------------------------------------------------------------------
 
-    def _refresh(self, now: float, *, breach: bool) -> tuple[RiskState, list[RiskEvent]]:
+    def _refresh(self, now: float, *, breach: bool) -> tuple[RiskState, list[RiskEvent], list[tuple[str, str, bool]]]:
         """What every process says now, composed with this process's newest switch changes (raises
         StorageError); with `breach`, a marked-to-market breach halts (in the same step: no reader ever
         sees the breach without its halt)."""
@@ -298,20 +309,31 @@ class RiskGuard:
         events: list[RiskEvent] = []
         with self._lock:
             previous = self._state
-            state = with_switches(new_risk_state(now), with_shared_switches(document, self._known.values()))
+            shared = with_shared_switches(document, self._known.values())
+            state = with_switches(new_risk_state(now), shared)
+            for kind in _INCIDENT_KINDS:  # open incidents of the shared switches, whoever opened them
+                opened = shared.get(f"incident_{kind}")
+                if opened:
+                    self._incidents[kind] = str(opened)
+                elif f"incident_{kind}" in shared:
+                    self._incidents.pop(kind, None)
             state = day_counters(state, [_outcome(t) for t in closed], [_position(t) for t in live], self._marks)
             if breach:
                 state, events = loss_breach(self.limits, state, now)
             self._state = state
-            self._remember_halt(events, now)
+            incidents = self._remember_halt(events, now)
         self._log_observed(previous, state)
-        return state, events
+        return state, events, incidents
 
-    def _remember_halt(self, events: list[RiskEvent], now: float) -> None:
-        """(Under the lock.) A halt just decided becomes this process's newest change of the halt switch."""
-        if events:
-            self._known["halt"] = switch_patch(self._state, "halt", now)
-            self._unsaved.add("halt")
+    def _remember_halt(self, events: list[RiskEvent], now: float) -> list[tuple[str, str, bool]]:
+        """(Under the lock.) A halt just decided becomes this process's newest change of the halt switch,
+        with the id of the incident it opens."""
+        if not events:
+            return []
+        incidents = self._incident_ids(events)
+        self._known["halt"] = {**switch_patch(self._state, "halt", now), **_incident_fields(incidents)}
+        self._unsaved.add("halt")
+        return incidents
 
     def _switch(self, group: str, change: Callable[[RiskState, float], tuple[RiskState, list[RiskEvent]]],
                 now: float | None = None, groups: Sequence[str] = ()) -> RiskState:
@@ -320,11 +342,13 @@ class RiskGuard:
         with self._lock:
             self._state, events = change(self._state, now)
             state = self._state
-            patches = {name: switch_patch(state, name, now) for name in (groups or (group,))}
+            incidents = self._incident_ids(events)
+            patches = {name: {**switch_patch(state, name, now), **_incident_fields(incidents)}
+                       for name in (groups or (group,))}
             if events or group == "flattening":
                 self._known.update(patches)
                 self._unsaved.update(patches)
-        self._log_events(events)
+        self._log_events(events, incidents)
         if events or group == "flattening":
             for name, patch in patches.items():
                 self._write(name, patch)
@@ -343,13 +367,14 @@ class RiskGuard:
             if self._known.get(group) is patch:
                 self._unsaved.discard(group)
 
-    def _halted(self, events: list[RiskEvent], now: float, **context: Any) -> None:
+    def _halted(self, events: list[RiskEvent], incidents: list[tuple[str, str, bool]], now: float,
+                **context: Any) -> None:
         """A breach halt is shared; a daily loss breach flattens too (risk.flatten_on_daily_loss)."""
         if not events:
             return
         with self._lock:
             patch = self._known["halt"]
-        self._log_events(events, **context)
+        self._log_events(events, incidents, **context)
         self._write("halt", patch)
         for event in events:
             if isinstance(event, TradingHalted) and flattens_on(self.limits, event):
@@ -372,13 +397,41 @@ class RiskGuard:
             log.event("TRADING_HALT_OBSERVED", f"trading halted (shared): {after.halt_reason}", level=30,
                       code=after.halt_code)
 
-    def _log_events(self, events: list[RiskEvent], **context: Any) -> None:
+    def _incident_ids(self, events: list[RiskEvent]) -> list[tuple[str, str, bool]]:
+        """(kind, id, opens) of the incident each event opens or ends ("" kind: none). Under the lock; the
+        ids go to the shared document with the switch's own patch (another process's closing line names
+        the incident this one opened)."""
+        found: list[tuple[str, str, bool]] = []
         for event in events:
+            kind, opens = _INCIDENTS.get(type(event), ("", False))
+            if isinstance(event, ReconciliationHoldChanged):
+                kind, opens = "RECONCILE_HOLD", event.engaged
+            if not kind:
+                found.append(("", "", False))
+            elif opens:
+                # A switch engaged again while engaged is the same incident; a halt is its day's own.
+                again = self._incidents.get(kind, "") if kind != "LOSS_LIMIT_HALT" else ""
+                self._incidents[kind] = again or incident_id(kind, self._state.day, event.at)
+                found.append((kind, self._incidents[kind], True))
+            else:
+                found.append((kind, self._incidents.pop(kind, ""), False))
+        return found
+
+    def _log_events(self, events: list[RiskEvent], incidents: list[tuple[str, str, bool]],
+                    **context: Any) -> None:
+        for event, (_, incident, _) in zip(events, incidents, strict=True):
             name = _EVENT_NAMES.get(type(event), type(event).__name__)
             fields = {k: v for k, v in dataclasses.asdict(event).items() if k != "at"}
+            if incident:
+                fields["incident_id"] = incident
             level = 40 if isinstance(event, TradingHalted | KillSwitchEngaged) or (
                 isinstance(event, ReconciliationHoldChanged) and event.engaged) else 20
             log.event(name, str(fields.get("reason", name)), level=level, **fields, **context)
+
+
+def _incident_fields(incidents: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    """The shared document's fields for the incidents events opened (their id) or ended (null)."""
+    return {f"incident_{kind}": (incident if opens else None) for kind, incident, opens in incidents if kind}
 
 
 def _outcome(trade: TradeRecord) -> ClosedOutcome:

@@ -82,6 +82,7 @@ class TimeoutMonitor(SupervisedActor):
         self.counters = counters
         self.watched: dict[str, _Watched] = {}
         self.sweep_announced = ""  # the reason last announced by a sweep (logged once)
+        self.flatten_done = ""  # the flatten whose end was announced (FLATTEN_DONE, once)
         self.timers: list[Timer] = []
 
     def started(self) -> None:
@@ -145,14 +146,18 @@ class TimeoutMonitor(SupervisedActor):
                     self.trades.deliver(context.pos_id, CancelEntry(risk.kill_switch_reason))
         reason = self.risk.exit_all_reason(self.clock.now())
         if not reason:
-            self.sweep_announced = ""
+            self.sweep_announced = self.flatten_done = ""
             return
         source = "flatten" if reason.startswith("FLATTEN") else "square_off"
-        exitable = [c.pos_id for c in self.book.live() if c.state in EXITABLE and not c.exit_reason]
+        live = self.book.live()
+        exitable = [c.pos_id for c in live if c.state in EXITABLE and not c.exit_reason]
         if reason != self.sweep_announced or exitable:
             self.counters.bump("sweeps")
             self.log.event("SQUARE_OFF" if source == "square_off" else "FLATTEN",
                            f"exiting {len(exitable)} positions: {reason}", reason=reason, positions=exitable)
             self.sweep_announced = reason
+        if source == "flatten" and not live and self.flatten_done != reason:
+            self.flatten_done = reason  # once per flatten: the operator is told the book is empty
+            self.log.event("FLATTEN_DONE", f"flatten complete: no open position ({reason})", reason=reason)
         for pos_id in exitable:
             self.trades.deliver(pos_id, RequestExit(reason, source))

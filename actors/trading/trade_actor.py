@@ -92,6 +92,7 @@ from storage.records import TradeEventRecord
 from supervision.actor import SupervisedActor
 from supervision.supervisor import ChildLink
 from telemetry import metrics
+from telemetry.logs import incident_id
 
 __all__ = ["TradeActor"]
 
@@ -408,14 +409,15 @@ class TradeActor(SupervisedActor):
         attempt = self.placement_attempts.get(request.correlation_id, 1)
         if attempt >= execution.submit_attempts:
             self.log.event("ORDER_SUBMIT_FAILED", f"{self.pos_id}: {result.reason}; gave up after {attempt} "
-                           "attempts", level=40, correlation_id=request.correlation_id, attempt=attempt)
+                           "attempts", level=40, correlation_id=request.correlation_id, leg=request.leg.value, attempt=attempt)
             if request.leg is Leg.ENTRY:
                 self._apply(OrderRejected(at=self.deps.clock.now(), leg=Leg.ENTRY,
                                           reason=f"not placed after {attempt} attempts: {result.reason}"))
             return  # an exit must still happen: the timeout monitor asks again (RefreshFromBroker)
         delay = max(result.retry_after, execution.submit_retry_seconds * 2 ** (attempt - 1))
         self.log.event("ORDER_SUBMIT_DEFERRED", f"{self.pos_id}: {result.reason}; retry {attempt + 1} in "
-                       f"{delay:.2f} s", level=30, correlation_id=request.correlation_id, attempt=attempt)
+                       f"{delay:.2f} s", level=30, correlation_id=request.correlation_id, leg=request.leg.value,
+                       attempt=attempt)
         self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id,
                                        _RetryPlacement(request, attempt + 1))
 
@@ -516,17 +518,17 @@ class TradeActor(SupervisedActor):
             self._flush_journal_later()
 
     def _commit(self, steps: list[Step], source: str = "") -> None:
-        """The recorded steps take effect: the context, the book, the log lines, then the commands. A close is
+        """The recorded steps take effect: the context, the log lines, the book, then the commands. A close is
         counted by the risk guard before the book shows it: whoever waits for the close (a replay's gate, the
         strategy) then sees the halt it may cause."""
         self.context = steps[-1].after
         commands = [command for step in steps for command in step.commands]
+        for step in steps:
+            self.journal.log_step(step, step.after.seq, source)
         for command in commands:
             if isinstance(command, RecordClosedTrade):
                 self._count_closed(command)
         self._publish()
-        for step in steps:
-            self.journal.log_step(step, step.after.seq, source)
         for command in commands:
             if not isinstance(command, RecordClosedTrade):
                 self._carry_out(command)
@@ -542,14 +544,18 @@ class TradeActor(SupervisedActor):
         elif isinstance(command, RaiseExitSignal):
             self._raise_exit(command)
         elif isinstance(command, AlertOperator):
-            self.log.event("OPERATOR_ALERT", command.message, level=50)
+            self.log.event("OPERATOR_ALERT", command.message, level=50,
+                           incident_id=incident_id("OPERATOR_ALERT", self.pos_id, deps.clock.now()))
 
     def _count_closed(self, command: RecordClosedTrade) -> None:
         self.log.event("TRADE_CLOSED", f"{self.pos_id}: {command.qty} {command.symbol} "
                        f"{command.avg_entry_price:.2f} -> {command.avg_exit_price:.2f}, "
                        f"P&L {command.realized_pnl:+.2f}, charges {command.fees:.2f}, net "
                        f"{command.net_pnl:+.2f} ({command.exit_reason})",
-                       symbol=command.symbol, qty=command.qty, realized_pnl=round(command.realized_pnl, 2),
+                       symbol=command.symbol, instrument=command.instrument, side=command.side.value,
+                       qty=command.qty, avg_entry_price=command.avg_entry_price,
+                       avg_exit_price=command.avg_exit_price, opened_at=command.opened_at,
+                       closed_at=command.closed_at, realized_pnl=round(command.realized_pnl, 2),
                        fees=round(command.fees, 2), net_pnl=round(command.net_pnl, 2),
                        exit_reason=command.exit_reason)
         self.deps.risk.trade_closed(command.net_pnl, self.pos_id)
