@@ -83,7 +83,9 @@ def run(pg_url: str, signals: int, burst: int) -> dict[str, Any]:
     settings = Settings().replace(
         storage={"url": pg_url}, http={"control_port": 0, "mds_port": 0},
         risk={"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00",
-              "max_open_positions": 1_000_000, "daily_max_loss": 0.0, "daily_max_loss_pct": 0.0},
+              "max_open_positions": 1_000_000, "daily_max_loss": 0.0, "daily_max_loss_pct": 0.0,
+              "max_exposure": 0.0},  # a thousand open positions: the open notional limit would stop them
+        calendar={"enabled": False},  # any day, any hour
         execution={"order_timeout_seconds": 3600.0}, reconcile={"interval_seconds": 600.0},
         broker={"paper_latency_ms": 0.0, "paper_poll_ms": 50.0})
     quotes = QuoteBook()

@@ -58,7 +58,9 @@ __all__ = [
     "check_entry",
     "check_exit",
     "check_order",
+    "DayFigures",
     "day_counters",
+    "day_figures",
     "flattens_on",
     "ist_day_start",
     "loss_breach",
@@ -567,9 +569,10 @@ class ClosedOutcome:
 
 @dataclass(frozen=True, slots=True)
 class LivePosition:
-    """A live trade (any process): what it holds, what its entry still asks for, what it realized so far."""
+    """What live trades hold (one trade, or the sum of a symbol and side's): units open at their average price,
+    entry units still to fill at their limit, and what partial exits realized, less every charge paid."""
 
-    pos_id: str
+    pos_id: str  # "" for a sum
     symbol: str
     side: str  # BUY | SELL, of the entry
     open_qty: int
@@ -579,27 +582,47 @@ class LivePosition:
     realized_net: float = 0.0  # partial exits, less every charge paid so far (the entry's too)
 
 
-def day_counters(state: RiskState, closed: Sequence[ClosedOutcome], live: Sequence[LivePosition],
-                 marks: Callable[[str], float | None]) -> RiskState:
-    """The day's counters from what every process's trades say (the trades table): realized net of
-    charges (closed today, whatever day they opened, plus the partial exits of live trades), the
-    losing streak since the last operator resume, open positions, mark-to-market and open notional."""
-    realized = sum(c.net_pnl for c in closed) + sum(p.realized_net for p in live)
+@dataclass(frozen=True, slots=True)
+class DayFigures:
+    """What every process's trades say today (the trades table, aggregated by the database): the trades
+    closed today and their P&L net of charges, the newest non-zero outcomes of today as (closed_at, net P&L),
+    newest first (the losing streak), the live trades, and what they hold per symbol and side."""
+
+    trades_closed: int = 0
+    realized_net_closed: float = 0.0
+    recent_outcomes: tuple[tuple[float, float], ...] = ()
+    live_trades: int = 0
+    positions: tuple[LivePosition, ...] = ()
+
+
+def day_figures(closed: Sequence[ClosedOutcome], live: Sequence[LivePosition]) -> DayFigures:
+    """The figures of explicit trades (what the storage query computes; for tests and small books)."""
+    recent = [(c.closed_at, c.net_pnl) for c in sorted(closed, key=lambda c: (c.closed_at, c.pos_id), reverse=True)
+              if c.net_pnl != 0]
+    return DayFigures(trades_closed=len(closed), realized_net_closed=sum(c.net_pnl for c in closed),
+                      recent_outcomes=tuple(recent), live_trades=len(live), positions=tuple(live))
+
+
+def day_counters(state: RiskState, figures: DayFigures, marks: Callable[[str], float | None]) -> RiskState:
+    """The day's counters from what every process's trades say: realized net of charges (closed today,
+    whatever day they opened, plus the partial exits of live trades), the losing streak since the last
+    operator resume, open positions, mark-to-market and open notional."""
+    realized = figures.realized_net_closed + sum(p.realized_net for p in figures.positions)
     streak = 0
-    for outcome in sorted(closed, key=lambda c: (c.closed_at, c.pos_id)):
-        if outcome.closed_at <= state.resumed_at:
-            continue
-        streak = streak + 1 if outcome.net_pnl < 0 else (0 if outcome.net_pnl > 0 else streak)
+    for closed_at, outcome in figures.recent_outcomes:
+        if outcome >= 0 or closed_at <= state.resumed_at:  # a win, or an operator's resume, ends the streak
+            break
+        streak += 1
     unrealized = exposure = 0.0
-    for position in live:
+    for position in figures.positions:
         mark = marks(position.symbol)
         if position.open_qty and mark is not None and mark > 0:
             direction = 1.0 if position.side == "BUY" else -1.0
             unrealized += direction * (mark - position.avg_price) * position.open_qty
         exposure += position.open_qty * (mark if mark is not None and mark > 0 else position.avg_price)
         exposure += position.working_qty * position.working_price
-    return replace(state, realized_pnl=realized, consecutive_losses=streak, trades_closed=len(closed),
-                   open_positions=len(live), unrealized_pnl=unrealized, exposure=exposure)
+    return replace(state, realized_pnl=realized, consecutive_losses=streak, trades_closed=figures.trades_closed,
+                   open_positions=figures.live_trades, unrealized_pnl=unrealized, exposure=exposure)
 
 
 def loss_breach(limits: RiskLimits, state: RiskState, at: float) -> tuple[RiskState, list[RiskEvent]]:

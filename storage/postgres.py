@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from core.market import Candle
 from storage.errors import JournalConflict, StorageConflict, StorageError, StorageUnavailable
 from storage.locks import KeyedLocks, advisory_key
-from storage.records import OrderRecord, TradeEventRecord, TradeRecord
+from storage.records import EntryView, LeaseClaim, OrderRecord, TradeEventRecord, TradeRecord
 from storage.repositories import newest_revision_per_key
 from storage.sql import (
     CANDLE_COLUMNS,
@@ -75,7 +75,7 @@ POSTGRESQL = Dialect(
     time_in="to_timestamp({})", time_out="extract(epoch FROM {})::float8",
     seconds_out="extract(epoch FROM {})::bigint",
     day_in="{}::date", day_out="to_char({}, 'YYYY-MM-DD')",
-    json_in="{}::jsonb", json_out="{}::text",
+    json_in="{}::jsonb", json_out="{}::text", json_number="(({column}->>'{key}')::float8)",
     time_type="TIMESTAMPTZ",
     # Serializes migrators of the same schema across processes (MD5-based key, like the placement locks).
     migration_lock=("SELECT pg_advisory_xact_lock(('x' || substr(md5('mybot.migrate:' || "
@@ -193,6 +193,10 @@ class _Database(SqlDatabase):
 
     def in_transaction(self) -> bool:
         return getattr(self._local, "conn", None) is not None
+
+    def bind(self, conn: psycopg.Connection[Any] | None) -> None:
+        """Every repository call of this thread uses `conn` (inside a transaction the caller runs), or not."""
+        self._local.conn = conn
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -539,8 +543,10 @@ class PostgresStorage(SqlStorage):
         self.option_chains = SqlOptionChains(self._pg)
         self._trades = PostgresTrades(self._pg)
         self.trades = self._trades
-        self.bot_state = PostgresBotState(self._pg)
-        self.leases = SqlLeases(self._pg)
+        self._bot_state = PostgresBotState(self._pg)
+        self.bot_state = self._bot_state
+        self._leases = SqlLeases(self._pg)
+        self.leases = self._leases
         self.instruments = SqlInstruments(self._pg)
 
     def close(self) -> None:
@@ -549,17 +555,32 @@ class PostgresStorage(SqlStorage):
             self._pg.close()
 
     @contextmanager
-    def entry_gate(self, timeout: float = 5.0) -> Iterator[None]:
-        """`pg_advisory_xact_lock(advisory_key("mybot:entry-gate"))` taken as the first statement of the
-        transaction (one round trip with its lock_timeout); every repository call of this thread inside the
-        block joins the transaction, and the lock goes with its commit or rollback."""
+    def entry_gate(self, risk_key: str, day_start: float, lease: LeaseClaim | None = None,
+                   timeout: float = 5.0) -> Iterator[EntryView]:
+        """BEGIN, `pg_advisory_xact_lock(advisory_key("mybot:entry-gate"))` (with its lock_timeout), the lease
+        claim and the reads, pipelined: one round trip. The reads are statements after the lock's, so they
+        see every entry committed before it was granted. Every repository call of this thread inside the
+        block joins the transaction; the lock goes with its commit (queued in the pipeline) or rollback."""
         if self._closed:
             raise StorageError("storage is closed")
-        with self._pg.transaction():
-            with self._pg.connection("entry gate") as conn, _translated("entry gate", self._pg.timeout):
+        with self._pg.connection("entry gate") as conn, _translated("entry gate", self._pg.timeout):
+            with conn.pipeline() as pipeline, conn.transaction():
                 conn.execute("SELECT set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s)",
                              (f"{max(1, int(timeout * 1000))}ms", ENTRY_GATE_KEY))
-            yield
+                claim = None if lease is None else conn.execute(self._leases.claim_sql, self._leases.claim_params(
+                    lease.pos_id, lease.owner, lease.now, lease.ttl))
+                document = conn.execute(self._bot_state.get_sql, (risk_key,))
+                figures = conn.execute(self._trades.day_figures_sql, self._trades.day_figures_params(day_start))
+                pipeline.sync()
+                row = document.fetchone()
+                view = EntryView(dict(decode_json(row[0])) if row is not None else {},
+                                 self._trades.day_figures_from(figures.fetchall()),
+                                 None if claim is None else claim.rowcount == 1)
+                self._pg.bind(conn)
+                try:
+                    yield view
+                finally:
+                    self._pg.bind(None)
 
     @contextmanager
     def placement_lock(self, pos_id: str, timeout: float = 30.0,

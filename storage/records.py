@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from core.risk import DayFigures
 from core.trade import TERMINAL_STATES
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "OptionChainRecord",
     "OrderRecord",
     "TradeEventRecord",
+    "EntryView",
+    "LeaseClaim",
     "TradeLease",
     "TradeRecord",
 ]
@@ -109,3 +112,23 @@ class OrderRecord:
     expected_price: float | None
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseClaim:
+    """Take the lease of `pos_id` for `owner` (see TradeLeaseRepository.claim)."""
+
+    pos_id: str
+    owner: str
+    now: float
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class EntryView:
+    """What an entry is decided on, read under the entry gate: the shared risk document, what every
+    process's trades say today, and whether the new trade's lease was claimed."""
+
+    document: dict[str, Any]
+    figures: DayFigures
+    lease_claimed: bool | None = None  # None: no claim asked

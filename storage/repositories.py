@@ -30,8 +30,11 @@ from typing import Any, Protocol
 
 from core.instruments import Instrument
 from core.market import Candle
+from core.risk import DayFigures
 from storage.records import (
+    EntryView,
     JournalEntry,
+    LeaseClaim,
     OptionChainRecord,
     OrderRecord,
     TradeEventRecord,
@@ -125,6 +128,13 @@ class TradeRepository(Protocol):
     def closed_since(self, ts: float) -> list[TradeRecord]:
         """Trades CLOSED at or after `ts` (by exit_time), whatever day they opened; ordered by exit_time,
         then pos_id (the order of their outcomes, for consecutive-loss counting)."""
+        ...
+
+    def day_figures(self, day_start: float, streak_limit: int = 50) -> DayFigures:
+        """What every process's trades say for the risk guard, aggregated in one statement: trades CLOSED at or
+        after `day_start` (count, P&L net of fees), the newest `streak_limit` of them with a non-zero net
+        outcome as (closed_at, net), newest first, and the live trades per symbol and side (units open, their
+        cost, entry units still working and their value, partial-exit P&L net of fees)."""
         ...
 
     def partially_exited(self) -> list[TradeRecord]:
@@ -268,10 +278,13 @@ class Storage(ABC):
         (one fsync instead of one per write). Nested blocks join the outer one."""
 
     @abstractmethod
-    def entry_gate(self, timeout: float = 5.0) -> AbstractContextManager[None]:
+    def entry_gate(self, risk_key: str, day_start: float, lease: LeaseClaim | None = None,
+                   timeout: float = 5.0) -> AbstractContextManager[EntryView]:
         """Serialize new entries across every process on this database: the block is one transaction (like
-        `transaction()`) holding the one entry lock, so the risk check that reads what every process holds
-        and the new trade's first journal step commit together, before another entry may look.
+        `transaction()`) holding the one entry lock, in which the block gets what the risk check needs (the
+        document `risk_key` of bot_state, `trades.day_figures(day_start)`, and, with `lease`, whether the
+        new trade's lease was claimed), so that check and the new trade's first journal step commit
+        together, before another entry may look. PostgreSQL: the lock and the reads are one round trip.
         Raises StorageConflict when the lock is not obtained within `timeout` seconds."""
 
     @abstractmethod

@@ -34,6 +34,8 @@ import orjson
 
 from core.instruments import Instrument
 from core.market import Candle
+from core.risk import DayFigures, LivePosition
+from core.trade import ENTRY_LEG
 from storage.errors import JournalConflict
 from storage.records import (
     TERMINAL_TRADE_STATES,
@@ -120,6 +122,7 @@ class Dialect:
     day_out: str
     json_in: str
     json_out: str
+    json_number: str  # a number field of a JSON column: .format(column=..., key=...)
     time_type: str  # the column type of a time (schema_migrations)
     migration_lock: str | None  # run first in the migrate transaction (serializes migrators)
 
@@ -193,6 +196,7 @@ INSTRUMENT_COLUMNS: Columns = (
     ("option_type", "text"), ("expiry_flag", "text"),
 )
 TERMINAL = tuple(sorted(TERMINAL_TRADE_STATES))
+ENTRY_WORKING_STATES = tuple(sorted(state.value for state in ENTRY_LEG))  # an entry order may still fill
 OPTION_TYPES = ("CE", "PE")
 
 
@@ -445,6 +449,26 @@ class SqlTrades:
                               "ORDER BY exit_time, pos_id")
         self._partially_exited = (f"{self._select} WHERE {self._not_terminal} AND realized_pnl IS NOT NULL "
                                   "ORDER BY created_at, pos_id")
+        open_qty = f"COALESCE({d.json_number.format(column='detail', key='open_qty')}, filled_qty)"
+        limit = (f"COALESCE({d.json_number.format(column='detail', key='entry_limit_price')}, "
+                 f"{d.json_number.format(column='detail', key='expected_entry_price')}, 0)")
+        working = f"CASE WHEN state IN ({d.marks(len(ENTRY_WORKING_STATES))}) THEN qty - filled_qty ELSE 0 END"
+        net = "(COALESCE(realized_pnl, 0) - fees)"
+        number, text = "CAST(NULL AS DOUBLE PRECISION)", "CAST(NULL AS TEXT)"
+        # One statement, one round trip: a row per live (symbol, side), one for today's closes, one per recent
+        # outcome (the losing streak).
+        self._day_figures = f"""
+            SELECT 'live', symbol, side, COUNT(*), SUM({open_qty}), SUM({open_qty} * COALESCE(entry_price, 0)),
+                   SUM({working}), SUM({working} * {limit}), SUM({net})
+            FROM trades WHERE {self._not_terminal} GROUP BY symbol, side
+            UNION ALL
+            SELECT 'closed', {text}, {text}, COUNT(*), {number}, {number}, {number}, {number}, COALESCE(SUM({net}), 0)
+            FROM trades WHERE state = 'CLOSED' AND exit_time >= {d.param('time')}
+            UNION ALL
+            SELECT 'outcome', {text}, {text}, NULL, closed_at, {number}, {number}, {number}, outcome FROM (
+                SELECT {d.column('exit_time', 'time')} AS closed_at, {net} AS outcome FROM trades
+                WHERE state = 'CLOSED' AND exit_time >= {d.param('time')} AND {net} <> 0
+                ORDER BY exit_time DESC, pos_id DESC LIMIT {m}) recent"""
         self.event_columns = d.select_list(EVENT_COLUMNS)
         self._insert_event = f"""
             INSERT INTO trade_events ({names(EVENT_COLUMNS)}) VALUES ({d.params(EVENT_COLUMNS)})
@@ -494,6 +518,40 @@ class SqlTrades:
     def closed_since(self, ts: float) -> list[TradeRecord]:
         rows = self._db.fetchall("closed trades", self._closed_since, ("CLOSED", float(ts)))
         return [trade_from_row(row) for row in rows]
+
+    def day_figures(self, day_start: float, streak_limit: int = 50) -> DayFigures:
+        return self.day_figures_from(self._db.fetchall("risk figures", self._day_figures,
+                                                       self.day_figures_params(day_start, streak_limit)))
+
+    @property
+    def day_figures_sql(self) -> str:
+        return self._day_figures
+
+    @staticmethod
+    def day_figures_params(day_start: float, streak_limit: int = 50) -> tuple[Any, ...]:
+        return (*ENTRY_WORKING_STATES, *ENTRY_WORKING_STATES, *TERMINAL, float(day_start), float(day_start),
+                int(streak_limit))
+
+    @staticmethod
+    def day_figures_from(rows: Sequence[Sequence[Any]]) -> DayFigures:
+        closed, realized, live = 0, 0.0, 0
+        outcomes: list[tuple[float, float]] = []
+        positions: list[LivePosition] = []
+        for kind, symbol, side, count, open_qty, cost, working, working_value, net in rows:
+            if kind == "live":
+                live += int(count)
+                units = int(open_qty or 0)
+                positions.append(LivePosition(
+                    pos_id="", symbol=symbol, side=side, open_qty=units,
+                    avg_price=float(cost or 0.0) / units if units else 0.0, working_qty=int(working or 0),
+                    working_price=float(working_value or 0.0) / int(working) if working else 0.0,
+                    realized_net=float(net or 0.0)))
+            elif kind == "closed":
+                closed, realized = int(count), float(net or 0.0)
+            else:
+                outcomes.append((float(open_qty), float(net)))  # (closed_at, net P&L), newest first
+        return DayFigures(trades_closed=closed, realized_net_closed=realized, recent_outcomes=tuple(outcomes),
+                          live_trades=live, positions=tuple(sorted(positions, key=lambda p: (p.symbol, p.side))))
 
     def partially_exited(self) -> list[TradeRecord]:
         return [trade_from_row(row) for row in self._db.fetchall("partly exited trades", self._partially_exited,
@@ -570,6 +628,10 @@ class SqlBotState:
             INSERT INTO bot_state (key, value, updated_at) VALUES ({d.mark}, {d.param('json')}, {d.param('time')})
             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"""
 
+    @property
+    def get_sql(self) -> str:
+        return self._get
+
     def get(self, key: str) -> dict[str, Any] | None:
         row = self._db.fetchone("get bot state", self._get, (key,))
         return None if row is None else dict(decode_json(row[0]))
@@ -601,9 +663,16 @@ class SqlLeases:
               AND (l.pos_id IS NULL OR l.owner = {m} OR l.heartbeat_at <= {t})
             ORDER BY t.created_at, t.pos_id"""
 
+    @property
+    def claim_sql(self) -> str:
+        return self._claim
+
+    @staticmethod
+    def claim_params(pos_id: str, owner: str, now: float, ttl: float) -> tuple[Any, ...]:
+        return (pos_id, owner, float(now), float(now), float(now) - float(ttl))
+
     def claim(self, pos_id: str, owner: str, now: float, ttl: float) -> bool:
-        params = (pos_id, owner, float(now), float(now), float(now) - float(ttl))
-        return self._db.execute("claim trade lease", self._claim, params) == 1
+        return self._db.execute("claim trade lease", self._claim, self.claim_params(pos_id, owner, now, ttl)) == 1
 
     def renew(self, owner: str, now: float) -> list[str]:
         rows = self._db.write("renew trade leases",

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from storage.errors import StorageConflict, StorageError, StorageUnavailable
 from storage.locks import KeyedLocks
-from storage.records import OrderRecord
+from storage.records import EntryView, LeaseClaim, OrderRecord
 from storage.sql import (
     Columns,
     Dialect,
@@ -57,7 +57,7 @@ SQLITE = Dialect(
     name="sqlite", mark="?",
     time_in="{}", time_out="{}", seconds_out="{}",
     day_in="{}", day_out="{}",
-    json_in="{}", json_out="{}",
+    json_in="{}", json_out="{}", json_number="json_extract({column}, '$.{key}')",
     time_type="REAL",
     migration_lock=None,  # the migrate transaction is BEGIN IMMEDIATE: a second migrator waits for it
 )
@@ -279,13 +279,15 @@ class SqliteStorage(SqlStorage):
         self._file.close()
 
     @contextmanager
-    def entry_gate(self, timeout: float = 5.0) -> Iterator[None]:
+    def entry_gate(self, risk_key: str, day_start: float, lease: LeaseClaim | None = None,
+                   timeout: float = 5.0) -> Iterator[EntryView]:
         """A BEGIN IMMEDIATE transaction: SQLite's one writer lock serializes entries (single-process by
         design; the file lock keeps a second process out too)."""
         if self._file.closed:
             raise StorageError("storage is closed")
         with self._file.transaction(timeout):
-            yield
+            claimed = None if lease is None else self.leases.claim(lease.pos_id, lease.owner, lease.now, lease.ttl)
+            yield EntryView(self.bot_state.get(risk_key) or {}, self._trades.day_figures(day_start), claimed)
 
     @contextmanager
     def placement_lock(self, pos_id: str, timeout: float = 30.0,

@@ -8,7 +8,6 @@ from typing import Any
 
 import falcon.testing
 import orjson
-import pykka
 import pytest
 import requests
 
@@ -19,11 +18,6 @@ from tests.support.trading import TOKEN, TraderHarness, eventually, trader_setti
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PRICES = {"SEC_49081": 100.0, "SEC_49082": 200.0, "NIFTY": 25000.0}
 
-
-@pytest.fixture(autouse=True)
-def _stop_actors() -> Iterator[None]:
-    yield
-    pykka.ActorRegistry.stop_all()
 
 
 @pytest.fixture

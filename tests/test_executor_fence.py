@@ -10,11 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pykka
-import pytest
 
 from actors.brokers.base import AmbiguousSubmitError, PermanentBrokerError, TemporaryBrokerError
 from actors.clock import SystemClock
@@ -29,13 +25,6 @@ from tests.support.trading import (
     eventually,
     trader_settings,
 )
-
-
-@pytest.fixture(autouse=True)
-def _stop_actors() -> Iterator[None]:
-    yield
-    pykka.ActorRegistry.stop_all()
-
 
 # ------------------------------------------------------------------------------------ in one process
 

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
-import pykka
 import pytest
 
 from tests.support.trading import TraderHarness, eventually, trader_settings
 
 PRICES = {"SEC_49081": 100.0, "SEC_49082": 100.0, "SEC_49083": 100.0}
 
-
-@pytest.fixture(autouse=True)
-def _stop_actors() -> Iterator[None]:
-    yield
-    pykka.ActorRegistry.stop_all()
 
 
 def _denial(h: TraderHarness, pos_id: str) -> str:

@@ -6,12 +6,10 @@ import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
 
 from actors.clock import SystemClock, VirtualClock
@@ -31,10 +29,8 @@ MINUTE = 60
 
 
 @pytest.fixture(autouse=True)
-def quiet_logs() -> Iterator[None]:
+def quiet_logs() -> None:
     configure_logging("WARNING")
-    yield
-    pykka.ActorRegistry.stop_all()
 
 
 # -- a scripted HTTP server ---------------------------------------------------------------------------------

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pykka
-import pytest
 import requests
 
 from core.orders import Leg, OrderRequest, Side
 from tests.support.trading import TOKEN, ScriptedBroker, TraderHarness, eventually, trader_settings
-
-
-@pytest.fixture(autouse=True)
-def _stop_actors() -> Iterator[None]:
-    yield
-    pykka.ActorRegistry.stop_all()
 
 
 def _incident_kinds(h: TraderHarness) -> set[str]:

@@ -28,6 +28,7 @@ from core.risk import (
     check_exit,
     check_order,
     day_counters,
+    day_figures,
     engage_kill_switch,
     flattens_on,
     ist_day,
@@ -245,7 +246,7 @@ def test_an_order_is_held_to_its_size_price_and_notional(intent: EntryIntent, co
 def test_open_exposure_counts_what_every_live_trade_holds_and_asks_for() -> None:
     live = [LivePosition("A", "SEC_1", "BUY", open_qty=75, avg_price=100.0),  # marked at 110: 8,250
             LivePosition("B", "SEC_2", "SELL", open_qty=0, avg_price=0.0, working_qty=50, working_price=90.0)]
-    state = day_counters(fresh(), [], live, {"SEC_1": 110.0}.get)
+    state = day_counters(fresh(), day_figures([], live), {"SEC_1": 110.0}.get)
     assert state.exposure == pytest.approx(75 * 110 + 50 * 90) and state.open_positions == 2
     assert state.unrealized_pnl == pytest.approx(750.0)
     refused = check_order(ORDER_LIMITS, EntryIntent("SEC_3", qty=75, price=100.0), state)
@@ -258,24 +259,25 @@ def test_the_days_counters_come_from_every_processs_trades_net_of_charges_and_ma
     closed = [ClosedOutcome(MORNING + 10, "W", 500.0), ClosedOutcome(MORNING + 20, "L1", -300.0),
               ClosedOutcome(MORNING + 30, "Z", 0.0), ClosedOutcome(MORNING + 40, "L2", -200.0)]
     live = [LivePosition("P", "SEC_1", "SELL", open_qty=50, avg_price=100.0, realized_net=-40.0)]  # partial exit
-    state = day_counters(fresh(), closed, live, {"SEC_1": 104.0}.get)
+    state = day_counters(fresh(), day_figures(closed, live), {"SEC_1": 104.0}.get)
     assert state.realized_pnl == pytest.approx(500 - 300 - 200 - 40)
     assert state.unrealized_pnl == pytest.approx(-200.0)  # short 50 from 100, marked at 104
     assert state.day_pnl == pytest.approx(-240.0)
     assert (state.consecutive_losses, state.trades_closed, state.open_positions) == (2, 4, 1)  # 0 P&L keeps a streak
     resumed = replace(fresh(), resumed_at=MORNING + 25)
-    assert day_counters(resumed, closed, live, {}.get).consecutive_losses == 1  # the streak since the resume
+    assert day_counters(resumed, day_figures(closed, live), {}.get).consecutive_losses == 1  # since the resume
 
 
 def test_a_loss_marked_to_market_halts_and_a_daily_loss_breach_flattens_but_a_streak_does_not() -> None:
     limits = RiskLimits(daily_max_loss=1000.0, consecutive_losses_limit=2)
-    marked = day_counters(fresh(), [], [LivePosition("P", "SEC_1", "BUY", 75, 100.0)], {"SEC_1": 80.0}.get)
+    marked = day_counters(fresh(), day_figures([], [LivePosition("P", "SEC_1", "BUY", 75, 100.0)]),
+                          {"SEC_1": 80.0}.get)
     halted, (event,) = loss_breach(limits, marked, MORNING)
     assert isinstance(event, TradingHalted) and event.code == DenyCode.DAILY_MAX_LOSS and not halted.trading_enabled
     assert flattens_on(limits, event) and not flattens_on(replace(limits, flatten_on_daily_loss=False), event)
     assert loss_breach(limits, halted, MORNING) == (halted, [])  # halted once
-    streak = day_counters(fresh(), [ClosedOutcome(MORNING, "A", -1.0), ClosedOutcome(MORNING + 1, "B", -1.0)], [],
-                          {}.get)
+    streak = day_counters(fresh(), day_figures([ClosedOutcome(MORNING, "A", -1.0),
+                                                ClosedOutcome(MORNING + 1, "B", -1.0)], []), {}.get)
     _, (event,) = loss_breach(limits, streak, MORNING)
     assert event.code == DenyCode.CONSECUTIVE_LOSSES and not flattens_on(limits, event)
 

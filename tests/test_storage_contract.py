@@ -19,7 +19,7 @@ from core.market import Candle
 from storage.errors import JournalConflict, StorageConflict, StorageError
 from storage.locks import advisory_key
 from storage.opening import open_storage
-from storage.records import JournalEntry, OrderRecord, TradeLease, TradeRecord
+from storage.records import JournalEntry, LeaseClaim, OrderRecord, TradeLease, TradeRecord
 from storage.repositories import Storage
 from storage.schema import load_migrations
 from storage.sql import decode_json
@@ -609,6 +609,34 @@ class StorageContract:
         assert [t.pos_id for t in storage.trades.closed_since(1100.5)] == []
         assert [(t.pos_id, t.realized_pnl) for t in storage.trades.partially_exited()] == [("P5", 120.0), ("P7", -1.5)]
 
+    def test_day_figures_aggregate_every_processs_trades_for_the_risk_guard(self, storage: Storage) -> None:
+        rows = [
+            trade("C1", "CLOSED", created_at=1.0, exit_time=1100.0, realized_pnl=-50.0, fees=10.0),  # opened before
+            trade("C2", "CLOSED", created_at=2.0, exit_time=900.0, realized_pnl=500.0, fees=10.0),  # before the day
+            trade("C3", "CLOSED", created_at=3.0, exit_time=1000.0, realized_pnl=25.0, fees=5.0),
+            trade("C4", "CLOSED", created_at=4.0, exit_time=1050.0, realized_pnl=20.0, fees=20.0),  # net 0
+            trade("L1", "POSITION_OPEN", filled_qty=75, entry_price=100.0, fees=12.0,
+                  detail={"open_qty": 75, "entry_limit_price": 101.0}),
+            trade("L2", "EXIT_PARTIALLY_FILLED", filled_qty=75, entry_price=110.0, realized_pnl=40.0, fees=20.0,
+                  detail={"open_qty": 25}),
+            trade("L3", "ORDER_PLACED", symbol="SEC_2", side="SELL", qty=50, detail={"entry_limit_price": 90.0}),
+            trade("R1", "REJECTED", realized_pnl=-5.0),
+            trade("D1", "DENIED"),
+        ]
+        for row in rows:
+            storage.trades.upsert_trade(row)
+        figures = storage.trades.day_figures(1000.0)
+        assert (figures.trades_closed, figures.realized_net_closed) == (3, -60.0 + 20.0 + 0.0)
+        assert figures.recent_outcomes == ((1100.0, -60.0), (1000.0, 20.0))  # today's, newest first, no net zero
+        assert figures.live_trades == 3
+        nifty, sec2 = figures.positions
+        assert (nifty.symbol, nifty.side, nifty.open_qty, nifty.working_qty) == ("NIFTY", "BUY", 100, 0)
+        assert nifty.avg_price == pytest.approx((75 * 100.0 + 25 * 110.0) / 100)
+        assert nifty.realized_net == pytest.approx(-12.0 + 40.0 - 20.0)
+        assert (sec2.symbol, sec2.side, sec2.open_qty, sec2.working_qty, sec2.working_price) == \
+            ("SEC_2", "SELL", 0, 50, 90.0)
+        assert storage.trades.day_figures(1000.0, streak_limit=1).recent_outcomes == ((1100.0, -60.0),)
+
     # --- instruments -----------------------------------------------------------------------------------
 
     def test_instrument_master_round_trips_and_answers_lookups(self, storage: Storage) -> None:
@@ -714,21 +742,26 @@ class StorageContract:
         release = threading.Event()
         seen: list[list[str]] = []
 
+        storage.bot_state.merge("risk", {"kill_switch_engaged": True}, 1.0)
+
         def first() -> None:
-            with storage.entry_gate():
+            with storage.entry_gate("risk", 0.0, LeaseClaim("G1", "proc-A", 10.0, 30.0)) as view:
+                assert view.document == {"kill_switch_engaged": True} and view.lease_claimed is True
                 storage.trades.append_events("G1", 0, [("SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)])
+                storage.trades.upsert_trade(trade("G1", "ENTRY_PENDING"))
                 inside.set()
                 release.wait(10)
 
         def second() -> None:
-            with storage.entry_gate():
+            with storage.entry_gate("risk", 0.0, LeaseClaim("G1", "proc-B", 11.0, 30.0)) as view:
+                assert view.lease_claimed is False and view.figures.live_trades == 1  # A's lease and trade
                 seen.append([e.event for e in storage.trades.events("G1")])
 
         holder = threading.Thread(target=first)
         holder.start()
         assert inside.wait(10)
         with pytest.raises(StorageError):  # the gate is held (PostgreSQL: lock timeout; SQLite: the writer lock)
-            with storage.entry_gate(timeout=0.2):
+            with storage.entry_gate("risk", 0.0, timeout=0.2):
                 storage.trades.events("G1")
                 raise StorageConflict("waited through the gate")  # SQLite's lock is process-wide: re-entered
         waiter = threading.Thread(target=second)
@@ -739,10 +772,10 @@ class StorageContract:
         holder.join(10)
         waiter.join(10)
         assert seen == [["SIGNAL_ACCEPTED"]]  # it saw the first entry's committed step
-        with pytest.raises(RuntimeError), storage.entry_gate():
+        with pytest.raises(RuntimeError), storage.entry_gate("risk", 0.0, LeaseClaim("G2", "proc-A", 12.0, 30.0)):
             storage.trades.append_events("G2", 0, [("SIGNAL_ACCEPTED", "NEW", "SIGNAL_GENERATED", {}, 1.0)])
             raise RuntimeError("the risk check refused after all")
-        assert storage.trades.events("G2") == []
+        assert storage.trades.events("G2") == [] and storage.leases.owner_of("G2") is None  # all rolled back
 
     def test_placement_lock_is_reentrant_and_per_position(self, storage: Storage) -> None:
         with storage.placement_lock("P1"), storage.placement_lock("P1", timeout=1.0):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pykka
 import pytest
 
 from actors.trading.trade_actor import Observe
@@ -14,12 +12,6 @@ from core.charges import fill_charges
 from core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
 from core.risk import ist_day
 from tests.support.trading import ScriptedBroker, TraderHarness, eventually, trader_settings
-
-
-@pytest.fixture(autouse=True)
-def _stop_actors() -> Iterator[None]:
-    yield
-    pykka.ActorRegistry.stop_all()
 
 
 def test_entry_fills_then_exit_closes_with_the_journal_written_before_each_step(pg_url: str) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from actors.clock import Clock
 from storage.errors import StorageError
+from storage.records import LeaseClaim
 from storage.repositories import Storage
 from telemetry.logs import get_logger
 
@@ -42,6 +43,10 @@ class TradeLeases:
     def claim(self, pos_id: str) -> bool:
         """Take (or renew) the lease of pos_id; False while another owner's lease is live. Raises StorageError."""
         return self.storage.leases.claim(pos_id, self.owner, self.clock.now(), self.ttl)
+
+    def claim_of(self, pos_id: str) -> LeaseClaim:
+        """The claim of a new trade's lease, for the entry gate (taken in the same transaction as its first step)."""
+        return LeaseClaim(pos_id, self.owner, self.clock.now(), self.ttl)
 
     def release(self, pos_id: str) -> None:
         """The trade ended: its lease goes (best effort: an ended trade is never adopted anyway)."""

@@ -34,14 +34,13 @@ from typing import Any
 from actors.clock import Clock
 from core.calendar import MarketCalendar
 from core.risk import (
-    ClosedOutcome,
+    DayFigures,
     Decision,
     Denied,
     EntryHold,
     EntryIntent,
     KillSwitchEngaged,
     KillSwitchReleased,
-    LivePosition,
     ReconciliationHoldChanged,
     RiskEvent,
     RiskLimits,
@@ -66,9 +65,8 @@ from core.risk import (
     with_shared_switches,
     with_switches,
 )
-from core.trade import ENTRY_LEG, TradeState
 from storage.errors import StorageError
-from storage.records import TradeRecord
+from storage.records import LeaseClaim
 from storage.repositories import Storage
 from telemetry.logs import get_logger, incident_id
 
@@ -85,7 +83,6 @@ _EVENT_NAMES: dict[type[RiskEvent], str] = {
     KillSwitchReleased: "KILL_SWITCH_RELEASED",
     ReconciliationHoldChanged: "RECONCILIATION_HOLD",
 }
-_ENTRY_LEG = frozenset(state.value for state in ENTRY_LEG)
 # The incident each switch is, for the ids that join its opening and closing lines. An open one's id is a
 # field of the shared document ("incident_<KIND>"), so the process that releases a switch another opened
 # names the same incident.
@@ -150,12 +147,13 @@ class RiskGuard:
     # -- entries ---------------------------------------------------------------------------------------
 
     @contextmanager
-    def entry(self, now: float, intent: EntryIntent) -> Iterator[Decision]:
-        """Decide an entry inside the database's entry gate, from what every process holds now. The caller
-        journals the trade's first step inside the block (it commits with the gate); anything it sends
-        goes out after the block. Raises StorageError (nothing decided, nothing written)."""
-        with self._storage.entry_gate():
-            state, _, _ = self._refresh(now, breach=False)
+    def entry(self, now: float, intent: EntryIntent, lease: LeaseClaim | None = None) -> Iterator[Decision]:
+        """Decide an entry inside the database's entry gate, from what every process holds now (one round trip
+        on PostgreSQL, the new trade's lease claimed with it). The caller journals the trade's first step
+        inside the block (it commits with the gate); anything it sends goes out after the block. Raises
+        StorageError (nothing decided, nothing written)."""
+        with self._storage.entry_gate(self._key, ist_day_start(now), lease) as view:
+            state, _, _ = self._compose(view.document, view.figures, now, breach=False)
             yield check_entry(self.limits, state, now, self.calendar, self._holds, intent)
 
     def recheck_entry(self, now: float, intent: EntryIntent) -> Denied | None:
@@ -304,8 +302,13 @@ class RiskGuard:
         StorageError); with `breach`, a marked-to-market breach halts (in the same step: no reader ever
         sees the breach without its halt)."""
         document = self._storage.bot_state.get(self._key) or {}
-        live = self._storage.trades.open_trades()
-        closed = self._storage.trades.closed_since(ist_day_start(now))
+        figures = self._storage.trades.day_figures(ist_day_start(now))
+        return self._compose(document, figures, now, breach=breach)
+
+    def _compose(self, document: dict[str, Any], figures: DayFigures, now: float, *,
+                 breach: bool) -> tuple[RiskState, list[RiskEvent], list[tuple[str, str, bool]]]:
+        """The state from what was read, with this process's newest switch changes (the current state from
+        now on); with `breach`, a breach halts in the same step: no reader sees the breach without its halt."""
         events: list[RiskEvent] = []
         with self._lock:
             previous = self._state
@@ -317,7 +320,7 @@ class RiskGuard:
                     self._incidents[kind] = str(opened)
                 elif f"incident_{kind}" in shared:
                     self._incidents.pop(kind, None)
-            state = day_counters(state, [_outcome(t) for t in closed], [_position(t) for t in live], self._marks)
+            state = day_counters(state, figures, self._marks)
             if breach:
                 state, events = loss_breach(self.limits, state, now)
             self._state = state
@@ -432,19 +435,3 @@ class RiskGuard:
 def _incident_fields(incidents: list[tuple[str, str, bool]]) -> dict[str, Any]:
     """The shared document's fields for the incidents events opened (their id) or ended (null)."""
     return {f"incident_{kind}": (incident if opens else None) for kind, incident, opens in incidents if kind}
-
-
-def _outcome(trade: TradeRecord) -> ClosedOutcome:
-    return ClosedOutcome(closed_at=trade.exit_time or trade.updated_at, pos_id=trade.pos_id,
-                         net_pnl=(trade.realized_pnl or 0.0) - trade.fees)
-
-
-def _position(trade: TradeRecord) -> LivePosition:
-    detail = trade.detail
-    open_qty = int(detail.get("open_qty", trade.filled_qty) or 0)
-    working = trade.qty - trade.filled_qty if trade.state in _ENTRY_LEG or trade.state == TradeState.SIGNAL_GENERATED \
-        else 0
-    price = float(detail.get("entry_limit_price") or detail.get("expected_entry_price") or trade.entry_price or 0.0)
-    return LivePosition(pos_id=trade.pos_id, symbol=trade.symbol, side=trade.side, open_qty=open_qty,
-                        avg_price=trade.entry_price or 0.0, working_qty=max(0, working), working_price=price,
-                        realized_net=(trade.realized_pnl or 0.0) - trade.fees)

@@ -270,7 +270,7 @@ class TradeActor(SupervisedActor):
         try:
             # Decided and journaled inside the database's entry gate, from what every process holds: two
             # entries (here or in another process) never both take the last slot. Sent after it commits.
-            with deps.risk.entry(now, intent) as decision:
+            with deps.risk.entry(now, intent, deps.leases.claim_of(self.pos_id)) as decision:
                 events = opening_events(
                     at=now, pos_id=order.pos_id, symbol=order.symbol, instrument=order.instrument, side=order.side,
                     qty=order.qty, price=order.price, quote=quote, allowed=decision.allowed,
@@ -278,9 +278,7 @@ class TradeActor(SupervisedActor):
                     band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}",
                     tick=deps.tick_size(order.symbol))
                 staged = self._stage(events)
-                self._record(staged, fresh=True)
-                if isinstance(events[-1], EntryRequested):
-                    deps.leases.claim(self.pos_id)  # ours from its first step on, in the same transaction
+                self._record(staged, fresh=True)  # with its lease (claimed by the gate): ours from here on
         except StorageError as exc:
             if isinstance(exc, StorageConflict):  # another process journaled this pos_id first
                 self._answer(message, EntryRefusal.DUPLICATE, f"duplicate pos_id: {exc}")
