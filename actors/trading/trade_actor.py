@@ -16,11 +16,13 @@ Life of a trade:
   correlationId, a working order looked up) before it acts on anything else;
 - ends: a terminal state stops the actor (a normal exit: transient, not restarted).
 The actor never talks to the broker itself: the executor places, cancels and looks up for it.
+
+The class is written in three files: this one (the mailbox, the step machinery, the lifecycle),
+trade_entry.py (how a trade begins) and trade_orders.py (broker news, placements, retries, exits).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,15 +32,11 @@ from actors.trading.messages import (
     Cancel,
     CancelEntry,
     CheckTimeout,
-    EntryDecision,
-    EntryRefusal,
     GetTrade,
     LeaseLost,
     LookedUp,
-    Lookup,
     Observe,
     OpenTrade,
-    Outcome,
     Place,
     PlacementResult,
     PlaceMode,
@@ -46,52 +44,37 @@ from actors.trading.messages import (
     RequestExit,
     WatchTrade,
 )
-from actors.trading.quotes import exit_pricing
 from actors.trading.trade_deps import TradeDeps, TradeOrigin
-from core.orders import BrokerOrder, Leg, OrderRequest
-from core.risk import Denied, EntryIntent
+from actors.trading.trade_entry import TradeEntry
+from actors.trading.trade_orders import RetryPlacement, TradeOrders
+from core.orders import BrokerOrder
 from core.trade import (
     ACTIVE_ORDER_STATES,
-    CANCEL_PENDING,
-    ENTRY_WORKING,
-    EXIT_WORKING,
     EXITABLE,
     AlertOperator,
     CancelOrder,
     Command,
     EntryCancelRequested,
-    EntryDenied,
-    EntryRequested,
     Event,
     EventDecodeError,
     ExitRequested,
     IllegalTransition,
-    OrderCancelled,
-    OrderRejected,
     PlaceOrder,
-    PositionAdopted,
     RaiseExitSignal,
     RecordClosedTrade,
     TradeContext,
     TradeState,
     apply,
     can_apply,
-    correlation_of,
-    entry_repricing,
     event_from_payload,
-    observe,
-    opening_events,
-    order_id_of,
     rebuild,
-    request_for,
     slippage_guard,
     timeout_due,
 )
-from storage.errors import StorageConflict, StorageError, StorageUnavailable
+from storage.errors import StorageUnavailable
 from storage.records import TradeEventRecord
 from supervision.actor import SupervisedActor
 from supervision.supervisor import ChildLink
-from telemetry import metrics
 from telemetry.logs import incident_id
 
 __all__ = ["TradeActor"]
@@ -109,17 +92,7 @@ class _FlushJournal:
     """Timer: write the journal steps that waited for the database."""
 
 
-@dataclass(frozen=True)
-class _RetryPlacement:
-    """Timer: ask the executor again for a placement it could not send (429, local rate limit), or to look
-    up again an ambiguous submit that is settling (`settling`: nothing will be sent, no risk check needed)."""
-
-    request: OrderRequest
-    attempt: int
-    settling: bool = False
-
-
-class TradeActor(SupervisedActor):
+class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
     def __init__(self, link: ChildLink | None, pos_id: str, deps: TradeDeps, origin: TradeOrigin) -> None:
         super().__init__(link)
         self.pos_id = pos_id
@@ -236,7 +209,7 @@ class TradeActor(SupervisedActor):
                 self._apply(event)
         elif isinstance(message, RefreshFromBroker):
             self._recover()
-        elif isinstance(message, _RetryPlacement):
+        elif isinstance(message, RetryPlacement):
             self._retry_placement(message)
         elif isinstance(message, _FlushJournal):
             self.flush_due = False
@@ -248,230 +221,6 @@ class TradeActor(SupervisedActor):
             return super().receive(message)
         self._after_step()
         return None
-
-    # -- the entry ------------------------------------------------------------------------------------------
-
-    def _open(self, message: OpenTrade) -> None:
-        order, deps = message.order, self.deps
-        deps.entries.bump("entries")
-        self.signal_sent_at = message.sent_at
-        if self.context.state is not S.NEW:
-            self._answer(message, EntryRefusal.DUPLICATE, "duplicate pos_id: pos_id is already known")
-            return
-        if not deps.ready.is_set():
-            self._answer(message, EntryRefusal.NOT_READY,
-                         "entries are refused until the start-up reconciliation has passed")
-            self._finish()
-            return
-        now = deps.clock.now()
-        quote = deps.quotes(order.symbol)
-        intent = EntryIntent(symbol=order.symbol, qty=order.qty, price=order.price, quote=quote,
-                             band_pct=deps.protection_band_pct, manual=order.source == "operator")
-        try:
-            # Decided and journaled inside the database's entry gate, from what every process holds: two
-            # entries (here or in another process) never both take the last slot. Sent after it commits.
-            with deps.risk.entry(now, intent, deps.leases.claim_of(self.pos_id)) as decision:
-                events = opening_events(
-                    at=now, pos_id=order.pos_id, symbol=order.symbol, instrument=order.instrument, side=order.side,
-                    qty=order.qty, price=order.price, quote=quote, allowed=decision.allowed,
-                    denial=f"{decision.code}: {decision.reason}" if isinstance(decision, Denied) else "",
-                    band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}",
-                    tick=deps.tick_size(order.symbol))
-                staged = self._stage(events)
-                self._record(staged, fresh=True)  # with its lease (claimed by the gate): ours from here on
-        except StorageError as exc:
-            if isinstance(exc, StorageConflict):  # another process journaled this pos_id first
-                self._answer(message, EntryRefusal.DUPLICATE, f"duplicate pos_id: {exc}")
-            else:
-                self._answer(message, EntryRefusal.STORAGE, f"storage unavailable: {exc}")
-            self._finish()
-            return
-        self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
-        self._commit(staged, source=order.source)
-        accepted = isinstance(events[-1], EntryRequested)
-        deps.entries.bump("accepted" if accepted else "denied")
-        if message.reply is not None and not message.reply.done():
-            denied = events[-1]
-            code, _, reason = denied.reason.partition(": ") if isinstance(denied, EntryDenied) else ("", "", "")
-            message.reply.set_result(EntryDecision(order.pos_id, accepted, code, reason))
-
-    def _adopt(self, message: AdoptPosition) -> None:
-        if self.context.state is not S.NEW:
-            return  # adopted (or opened) already
-        event = PositionAdopted(at=self.deps.clock.now(), pos_id=self.pos_id, symbol=message.symbol,
-                                instrument=message.symbol, side=message.side, qty=message.qty,
-                                avg_price=message.avg_price, reason=message.reason)
-        try:
-            with self.deps.storage.transaction():  # the journal's first step and the lease, together
-                staged = self._stage([event])
-                self._record(staged, fresh=True)
-                self.deps.leases.claim(self.pos_id)
-            self.origin.journaled = True
-            self._commit(staged, source="reconciler")
-        except StorageError as exc:  # adopted already (another pass, another process), or no database now
-            self.log.event("POSITION_ADOPTION_FAILED", f"{self.pos_id}: {exc}", level=30, symbol=message.symbol)
-            self._finish()
-
-    def _answer(self, message: OpenTrade, code: EntryRefusal, reason: str) -> None:
-        self.deps.entries.bump("duplicates" if code is EntryRefusal.DUPLICATE else "denied")
-        self.log.event("ENTRY_DUPLICATE" if code is EntryRefusal.DUPLICATE else "ENTRY_DENIED",
-                       f"{self.pos_id}: {reason}; nothing sent", level=30, code=code.value,
-                       source=message.order.source)
-        if message.reply is not None and not message.reply.done():
-            message.reply.set_result(EntryDecision(self.pos_id, False, code.value, reason))
-
-    # -- broker news ------------------------------------------------------------------------------------
-
-    def _recover(self) -> None:
-        """Bring the context in line with the broker (start-up, crash, or a state taking too long)."""
-        context = self.context
-        if context.state is S.SIGNAL_GENERATED:
-            self._apply(EntryDenied(at=self.deps.clock.now(),
-                                    reason="recovered without a risk decision: the entry was never sent"))
-            return
-        request = request_for(context)
-        if request is not None:
-            # The executor resolves it under the placement lock: found by correlationId -> placed; not at the
-            # broker -> refused; never a blind resend. An exit this process knows it did not send is sent
-            # again (a position must be closed); an entry is not sent late.
-            self.deps.executor.tell(Place(request, PlaceMode.RESEND if request.leg is Leg.EXIT else PlaceMode.RESOLVE))
-            return
-        leg = Leg.ENTRY if context.state in ENTRY_WORKING else Leg.EXIT if context.state in EXIT_WORKING else None
-        if leg is not None:
-            self.deps.executor.tell(Lookup(self.pos_id, leg, order_id_of(context, leg), correlation_of(context, leg)))
-        elif context.state is S.POSITION_OPEN and context.exit_reason and self.exit_retry_due is None:
-            # An exit was wanted and no exit order is working (its retry timer died with an earlier life,
-            # or the strategy's exit came while the entry settled): ask again, never forget it.
-            self._raise_exit(RaiseExitSignal(self.pos_id, context.exit_reason, max(1, context.exit_attempt + 1),
-                                             "recovered with an exit wanted and none working"))
-
-    def _on_looked_up(self, answer: LookedUp) -> None:
-        if answer.order is not None:
-            self._observe(answer.order, "refresh")
-        if self.context.state not in CANCEL_PENDING:
-            return
-        order_id = order_id_of(self.context, answer.leg)
-        if answer.answered and answer.order is None:
-            # We are cancelling an order the broker says does not exist (a restarted paper broker, an order
-            # lost before it reached the exchange): it will not fill. Fills it never had are not invented;
-            # should it ever appear with fills, the reconciler raises an incident.
-            self._apply(OrderCancelled(at=self.deps.clock.now(), order_id=order_id, leg=answer.leg,
-                                       reason="the broker does not know the order"))
-        elif (answer.order is None or not answer.order.status.is_terminal) and order_id:
-            self.deps.executor.tell(Cancel(self.pos_id, order_id, answer.leg))
-
-    def _observe(self, order: BrokerOrder, source: str) -> None:
-        try:
-            events = observe(self.context, order, self.deps.clock.now(), self.deps.charges)
-        except IllegalTransition as exc:
-            # Units the broker says we hold that the trade cannot take: never drop them silently.
-            self.log.event("TRANSITION_REFUSED", f"{self.pos_id}: {exc}", level=40, source=source,
-                           state=self.context.state.value, order_id=order.order_id,
-                           correlation_id=order.correlation_id, filled_qty=order.filled_qty)
-            self.deps.risk.set_reconciliation_hold(
-                True, f"trade {self.pos_id}: broker order {order.order_id} reports fills the trade cannot take")
-            return
-        if events:
-            self._apply_all(events, order_row=order)
-
-    def _on_placement(self, result: PlacementResult) -> None:
-        request = result.request
-        if result.outcome is Outcome.PLACED and result.order is not None:
-            if request.leg is Leg.ENTRY and self.signal_sent_at:
-                metrics.signal_to_order(time.perf_counter() - self.signal_sent_at)
-                self.signal_sent_at = 0.0
-            self._observe(result.order, "placement")
-            return
-        pending = request_for(self.context)
-        current = pending is not None and pending.correlation_id == request.correlation_id
-        if not current:
-            return  # an answer for a placement the trade has moved past
-        if result.outcome is Outcome.REFUSED:
-            self._apply(OrderRejected(at=self.deps.clock.now(), leg=request.leg, reason=result.reason))
-        elif result.outcome is Outcome.NOT_SENT:
-            self._schedule_retry(request, result)
-        elif result.outcome is Outcome.SETTLING:
-            # Look again soon (nothing is sent meanwhile): the executor answers PLACED once the broker knows
-            # the order, or NOT_SENT once the settle window passed without it.
-            self.log.event("ORDER_SUBMIT_SETTLING", f"{self.pos_id}: {result.reason}", level=30,
-                           correlation_id=request.correlation_id, leg=request.leg.value)
-            self.deps.scheduler.call_later(result.retry_after, self.deps.router.deliver, self.pos_id,
-                                           _RetryPlacement(request, self.placement_attempts.get(
-                                               request.correlation_id, 1), settling=True))
-        else:
-            self.log.event("ORDER_OUTCOME_UNKNOWN", f"{self.pos_id}: {result.reason}; resolved later by "
-                           "correlationId", level=30, correlation_id=request.correlation_id, leg=request.leg.value)
-
-    def _schedule_retry(self, request: OrderRequest, result: PlacementResult) -> None:
-        execution = self.deps.execution
-        attempt = self.placement_attempts.get(request.correlation_id, 1)
-        if attempt >= execution.submit_attempts:
-            self.log.event("ORDER_SUBMIT_FAILED", f"{self.pos_id}: {result.reason}; gave up after {attempt} "
-                           "attempts", level=40, correlation_id=request.correlation_id, leg=request.leg.value, attempt=attempt)
-            if request.leg is Leg.ENTRY:
-                self._apply(OrderRejected(at=self.deps.clock.now(), leg=Leg.ENTRY,
-                                          reason=f"not placed after {attempt} attempts: {result.reason}"))
-            return  # an exit must still happen: the timeout monitor asks again (RefreshFromBroker)
-        delay = max(result.retry_after, execution.submit_retry_seconds * 2 ** (attempt - 1))
-        self.log.event("ORDER_SUBMIT_DEFERRED", f"{self.pos_id}: {result.reason}; retry {attempt + 1} in "
-                       f"{delay:.2f} s", level=30, correlation_id=request.correlation_id, leg=request.leg.value,
-                       attempt=attempt)
-        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id,
-                                       _RetryPlacement(request, attempt + 1))
-
-    def _retry_placement(self, message: _RetryPlacement) -> None:
-        request = request_for(self.context)
-        if request is None or request.correlation_id != message.request.correlation_id:
-            return  # settled meanwhile
-        if request.leg is Leg.ENTRY and not message.settling:
-            # The world changed while the entry waited: every rule again, from a fresh quote, or it is not sent.
-            deps, context = self.deps, self.context
-            now, quote = deps.clock.now(), deps.quotes(context.symbol)
-            refusal = deps.risk.recheck_entry(now, EntryIntent(
-                symbol=context.symbol, qty=context.qty, price=context.expected_entry_price, quote=quote,
-                band_pct=deps.protection_band_pct))
-            if refusal is not None:
-                self._apply(OrderRejected(at=now, leg=Leg.ENTRY,
-                                          reason=f"resend refused: {refusal.code}: {refusal.reason}"))
-                return
-            repriced = entry_repricing(context, quote, deps.protection_band_pct, deps.tick_size(context.symbol), now)
-            if repriced is not None:
-                self._apply(repriced)
-                request = request_for(self.context) or request
-        self.placement_attempts[request.correlation_id] = message.attempt
-        self.deps.executor.tell(Place(request, PlaceMode.RESEND))
-
-    def _on_request_exit(self, message: RequestExit) -> None:
-        context = self.context
-        if context.state in (S.SIGNAL_GENERATED, S.ENTRY_PENDING):
-            # The entry order is not at the broker yet: nothing to cancel or sell. Keep the wish (in memory:
-            # if the actor dies first, recovery settles the entry and the signal comes again).
-            self.deferred_exit = message
-            self.log.event("EXIT_SIGNAL_DEFERRED", f"{self.pos_id}: exit ({message.reason}) waits for the entry "
-                           "order to be placed", state=context.state.value, source=message.source)
-            return
-        if not can_apply(context, ExitRequested):
-            self.log.event("EXIT_SIGNAL_IGNORED", f"{self.pos_id}: exit ({message.reason}) does not apply in "
-                           f"{context.state}", level=10, state=context.state.value, source=message.source)
-            return
-        if self.exit_retry_due is not None and message.source in ("square_off", "flatten", "strategy"):
-            return  # an exit is already being retried on its own schedule: a sweep must not hammer the broker
-        # Each exit order that ended unfilled widens the band (the market moved away, or the quote lags);
-        # exit_pricing widens it further when no fresh quote is to be had.
-        execution = self.deps.execution
-        band = min(self.deps.protection_band_pct + (context.exit_attempt + 1) * execution.exit_band_step_pct,
-                   max(execution.exit_band_max_pct, self.deps.protection_band_pct))
-        priced = exit_pricing(self.deps.quotes, context.symbol, context.exit_side, band_pct=band,
-                              fallback=context.avg_entry_price or context.expected_entry_price,
-                              tick=self.deps.tick_size(context.symbol))
-        if priced.widened:
-            self.log.event("QUOTE_MISSING" if priced.quote is None else "QUOTE_STALE",
-                           f"{context.symbol}: no fresh quote; exit priced from {priced.expected} with a "
-                           f"{priced.band_pct:g}% band", level=30, symbol=context.symbol,
-                           quote_ts=priced.quote.ts if priced.quote else None)
-        self.exit_retry_due = None
-        self._apply(ExitRequested(at=self.deps.clock.now(), reason=message.reason, limit_price=priced.limit,
-                                  expected_price=priced.expected))
 
     # -- the one way a state changes ---------------------------------------------------------------------
 
@@ -563,22 +312,6 @@ class TradeActor(SupervisedActor):
         self.flush_attempts += 1
         delay = min(5.0, 0.25 * 2 ** min(self.flush_attempts - 1, 5))
         self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, _FlushJournal())
-
-    def _raise_exit(self, command: RaiseExitSignal) -> None:
-        """Exit again: at once the first time, after a growing pause when an exit order ended unfilled."""
-        if not command.failed_attempts:
-            self.actor_ref.tell(RequestExit(command.reason, source="trade"))
-            return
-        execution = self.deps.execution
-        delay = min(execution.exit_retry_max_seconds,
-                    execution.exit_retry_initial_seconds * 2 ** (command.failed_attempts - 1))
-        self.exit_retry_due = self.deps.clock.now() + delay
-        self.log.event("EXIT_RETRY_SCHEDULED", f"{self.pos_id}: {command.detail}; exit order "
-                       f"{command.failed_attempts + 1} in {delay:.2f} s", level=30, attempt=command.failed_attempts + 1,
-                       delay_seconds=round(delay, 3), reason=command.reason)
-        # Through the router (the trade's stable handle): a restart of this actor meanwhile does not lose it.
-        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id,
-                                       RequestExit(command.reason, source="retry"))
 
     def _after_step(self) -> None:
         """Checks after every message: the slippage guard, a deferred exit, a sweep in force, the end."""
