@@ -15,6 +15,7 @@ __all__ = [
     "OrderStatus",
     "Side",
     "correlation_id",
+    "correlation_id_matches",
     "marketable_limit",
 ]
 
@@ -125,3 +126,13 @@ class BrokerTrade:
     qty: int
     price: float
     at: float
+
+
+def correlation_id_matches(pos_id: str, cid: str) -> bool:
+    """Is cid one of the readable correlation ids `core.orders.correlation_id` gives pos_id?"""
+    stem, _, suffix = cid.rpartition("-")
+    if stem != pos_id or suffix[:1] not in ("E", "X") or not (suffix[1:] == "" or suffix[1:].isdigit()):
+        return False
+    leg = Leg.ENTRY if suffix[0] == "E" else Leg.EXIT
+    attempt = int(suffix[1:]) if suffix[1:] else 0
+    return correlation_id(pos_id, leg, attempt) == cid

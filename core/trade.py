@@ -82,6 +82,7 @@ __all__ = [
     "observe",
     "entry_repricing",
     "opening_events",
+    "order_news",
     "rebuild",
     "slippage_exceeded",
     "slippage_guard",
@@ -935,3 +936,20 @@ def observe(context: TradeContext, order: BrokerOrder, at: float,
 # Every event type has an update rule, and every table entry names known types (checked at import).
 assert set(_UPDATES) == set(EVENT_TYPES.values())
 assert all(event_type in _UPDATES for _, event_type in TRANSITIONS)
+
+
+def order_news(context: TradeContext, order: BrokerOrder) -> tuple[bool, bool]:
+    """(does this broker order tell the trade something it has not applied, is that a fill it missed): what the
+    reconciler asks of each broker order a live trade owns."""
+    cid = order.correlation_id
+    if (cid and cid == context.entry_correlation_id) or (
+            context.entry_order_id and order.order_id == context.entry_order_id):
+        missed = order.filled_qty > context.entry_filled_qty
+        ended = order.status.is_terminal and context.state in ENTRY_LEG
+        return missed or ended or not context.entry_order_id, missed
+    if (cid and cid == context.exit_correlation_id) or (
+            context.exit_order_id and order.order_id == context.exit_order_id):
+        missed = order.filled_qty > context.exit_order_filled_qty
+        ended = order.status.is_terminal and context.state in EXIT_LEG
+        return missed or ended or not context.exit_order_id, missed
+    return False, False

@@ -38,7 +38,7 @@ from actors.trading.messages import (
     RequestExit,
 )
 from actors.trading.quotes import QuoteSource
-from actors.trading.reconciler import ReconcileState, acknowledge
+from actors.trading.reconcile_state import ReconcileState, acknowledge
 from actors.trading.risk_guard import RiskGuard
 from actors.trading.timeout_monitor import MonitorCounters
 from actors.trading.trade_deps import NewTrade

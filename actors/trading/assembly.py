@@ -29,7 +29,8 @@ from actors.trading.executor import Executor, ExecutorCounters, PlacementLedger
 from actors.trading.leases import TradeLeases, default_owner_id
 from actors.trading.messages import EntryCounters
 from actors.trading.quotes import QuoteBook, QuoteSource
-from actors.trading.reconciler import ReconcileDeps, Reconciler, ReconcileState, UnroutedUpdate
+from actors.trading.reconcile_state import ReconcileState
+from actors.trading.reconciler import ReconcileDeps, Reconciler, UnroutedUpdate
 from actors.trading.risk_guard import RiskGuard, no_marks
 from actors.trading.timeout_monitor import MonitorCounters, TimeoutMonitor
 from actors.trading.trade_actor import TradeActor

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from actors.brokers.base import Broker, BrokerError
@@ -33,20 +33,20 @@ from actors.clock import Clock
 from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.leases import TradeLeases
 from actors.trading.messages import AdoptPosition, LeaseLost, Observe
+from actors.trading.reconcile_state import RECONCILE_STATE_KEY, ReconcileState
 from actors.trading.risk_guard import RiskGuard
-from core.orders import BrokerOrder, BrokerPosition, Leg, Side, correlation_id
+from core.orders import BrokerOrder, BrokerPosition, Side, correlation_id_matches
 from core.risk import ist_day
-from core.trade import ENDED_WITHOUT_POSITION, ENTRY_LEG, EXIT_LEG, TradeContext, TradeState
+from core.trade import ENDED_WITHOUT_POSITION, TradeState, order_news
 from storage.errors import StorageError
 from storage.repositories import Storage
 from supervision.actor import SupervisedActor, tell_quietly
 from supervision.scheduler import Scheduler, Timer
 from supervision.supervisor import ChildLink, SupervisorHandle
-from telemetry.logs import get_logger, incident_id
+from telemetry.logs import incident_id
 
-__all__ = ["RECONCILE_STATE_KEY", "ReconcileDeps", "ReconcileState", "Reconciler", "UnroutedUpdate", "acknowledge"]
+__all__ = ["ReconcileDeps", "Reconciler", "UnroutedUpdate"]
 
-RECONCILE_STATE_KEY = "reconcile"
 CONFIRM_MIN_SECONDS = 0.5  # a difference must persist this long (or one interval, up to 2 s) to count
 RECOVERY_WAIT_SECONDS = 15.0  # longest the first pass waits for adopted trades to finish recovering
 S = TradeState
@@ -90,32 +90,6 @@ class _Startup:
 @dataclass(frozen=True)
 class _Pass:
     confirm: bool = False
-
-
-@dataclass
-class ReconcileState:
-    """Outlives reconciler restarts; read by the control API. `acknowledge` may be called from any thread."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    started_up: bool = False
-    adopted: list[str] = field(default_factory=list)
-    adopted_at: float = 0.0
-    passes: int = 0
-    failures: int = 0
-    last_pass_at: float = 0.0
-    last_error: str = ""
-    missed_fills: int = 0
-    first_seen: dict[str, float] = field(default_factory=dict)  # difference key -> monotonic first sighting
-    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)  # raised, not yet acknowledged
-    accepted: dict[str, int] = field(default_factory=dict)  # symbol -> difference an operator accepted
-    owners: dict[str, str] = field(default_factory=dict)  # correlation id -> pos_id (never changes)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            return {"started_up": self.started_up, "passes": self.passes, "failures": self.failures,
-                    "last_pass_at": self.last_pass_at or None, "last_error": self.last_error or None,
-                    "missed_fills_applied": self.missed_fills, "adopted_at_start": list(self.adopted),
-                    "incidents": list(self.incidents.values()), "accepted_differences": dict(self.accepted)}
 
 
 class Reconciler(SupervisedActor):
@@ -424,7 +398,7 @@ class Reconciler(SupervisedActor):
             context = deps.book.get(pos_id) if pos_id is not None else None
             if pos_id is None or context is None:
                 continue
-            news, missed_fill = _news_for(context, order)
+            news, missed_fill = order_news(context, order)
             if not news or not deps.router.deliver(pos_id, Observe(order, "reconcile")):
                 continue
             if missed_fill:
@@ -453,58 +427,3 @@ class Reconciler(SupervisedActor):
 
 def _signed(side: str, qty: int) -> int:
     return qty if side == Side.BUY.value else -qty
-
-
-def correlation_id_matches(pos_id: str, cid: str) -> bool:
-    """Is cid one of the readable correlation ids `core.orders.correlation_id` gives pos_id?"""
-    stem, _, suffix = cid.rpartition("-")
-    if stem != pos_id or suffix[:1] not in ("E", "X") or not (suffix[1:] == "" or suffix[1:].isdigit()):
-        return False
-    leg = Leg.ENTRY if suffix[0] == "E" else Leg.EXIT
-    attempt = int(suffix[1:]) if suffix[1:] else 0
-    return correlation_id(pos_id, leg, attempt) == cid
-
-
-# -- the operator -------------------------------------------------------------------------------------------
-
-
-def acknowledge(state: ReconcileState, storage: Storage, risk: RiskGuard, clock: Clock,
-                who: str = "operator") -> dict[str, Any]:
-    """Accept the differences as they are now, release the hold (any thread)."""
-    with state.lock:
-        incidents = list(state.incidents.values())
-        for incident in incidents:
-            symbol = incident.get("symbol")
-            if symbol is not None:
-                state.accepted[symbol] = int(incident["difference"])
-        state.incidents.clear()
-        state.first_seen.clear()
-        accepted = dict(state.accepted)
-    try:
-        storage.bot_state.put(RECONCILE_STATE_KEY, {"accepted": accepted}, clock.now())
-    except StorageError as exc:
-        risk.set_reconciliation_hold(True, f"acknowledgement not saved: {exc}")
-        raise
-    released = risk.set_reconciliation_hold(False)
-    get_logger("mybot.reconciler").event("RECONCILE_ACKNOWLEDGED", f"{len(incidents)} incidents acknowledged by "
-                                         f"{who}; hold released", incidents=len(incidents), accepted=accepted,
-                                         released=released, who=who,
-                                         incident_ids=[i["incident_id"] for i in incidents if "incident_id" in i])
-    return {"acknowledged": incidents, "accepted_differences": accepted, "hold_released": released}
-
-
-def _news_for(context: TradeContext, order: BrokerOrder) -> tuple[bool, bool]:
-    """(does this broker order tell the trade something it has not applied, is that a fill it missed)."""
-    cid = order.correlation_id
-    if (cid and cid == context.entry_correlation_id) or (
-            context.entry_order_id and order.order_id == context.entry_order_id):
-        missed = order.filled_qty > context.entry_filled_qty
-        ended = order.status.is_terminal and context.state in ENTRY_LEG
-        return missed or ended or not context.entry_order_id, missed
-    if (cid and cid == context.exit_correlation_id) or (
-            context.exit_order_id and order.order_id == context.exit_order_id):
-        missed = order.filled_qty > context.exit_order_filled_qty
-        ended = order.status.is_terminal and context.state in EXIT_LEG
-        return missed or ended or not context.exit_order_id, missed
-    return False, False
-
