@@ -98,3 +98,11 @@ def stop_all() -> Iterator[None]:
     """Every test ends with no actor running, whatever it started and however it ended."""
     yield
     pykka.ActorRegistry.stop_all()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def trading_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Trading behaviour runs on both backends (only placement locks and several processes need PostgreSQL)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mybot.db'}"
+    return str(request.getfixturevalue("pg_url"))

@@ -38,15 +38,15 @@ def _denial(h: TraderHarness, pos_id: str) -> str:
     return str(h.storage.trades.get_trade(pos_id).detail["reason"])
 
 
-def test_a_manual_price_of_1e20_is_a_400_naming_price_and_nothing_is_journaled(pg_url: str) -> None:
-    with TraderHarness(trader_settings(pg_url, execution={"lot_sizes": {"SEC_49081": 75}})) as h:
+def test_a_manual_price_of_1e20_is_a_400_naming_price_and_nothing_is_journaled(trading_url: str) -> None:
+    with TraderHarness(trader_settings(trading_url, execution={"lot_sizes": {"SEC_49081": 75}})) as h:
         status, body = _manual(h, "HUGE-1", price=1e20)
         assert status == 400 and body["param"] == "price" and "200000" in body["detail"], body
         assert h.storage.trades.get_trade("HUGE-1") is None and not h.broker.places
 
 
-def test_a_manual_price_must_lie_within_the_band_of_the_live_quote(pg_url: str) -> None:
-    with TraderHarness(trader_settings(pg_url, execution={"lot_sizes": {"SEC_49081": 75}})) as h:
+def test_a_manual_price_must_lie_within_the_band_of_the_live_quote(trading_url: str) -> None:
+    with TraderHarness(trader_settings(trading_url, execution={"lot_sizes": {"SEC_49081": 75}})) as h:
         status, body = _manual(h, "BAND-1", price=150.0)  # the quote is 100; the band 1 %
         assert status == 403 and body["code"] == "PRICE_OUT_OF_BAND", body
         assert "50.00% from the live quote 100" in body["reason"]
@@ -56,8 +56,8 @@ def test_a_manual_price_must_lie_within_the_band_of_the_live_quote(pg_url: str) 
         assert [p.pos_id for p in h.broker.places] == ["BAND-2"]
 
 
-def test_size_notional_and_exposure_limits_apply_to_manual_and_strategy_entries(pg_url: str) -> None:
-    settings = trader_settings(pg_url, execution={"lot_sizes": {"SEC_49081": 75}},
+def test_size_notional_and_exposure_limits_apply_to_manual_and_strategy_entries(trading_url: str) -> None:
+    settings = trader_settings(trading_url, execution={"lot_sizes": {"SEC_49081": 75}},
                                risk={"max_qty_per_order": 150, "max_notional_per_trade": 12_000.0,
                                      "max_exposure": 20_000.0})
     with TraderHarness(settings) as h:
@@ -75,9 +75,9 @@ def test_size_notional_and_exposure_limits_apply_to_manual_and_strategy_entries(
         assert sorted(p.pos_id for p in h.broker.places) == ["EXPO-1", "EXPO-2"]
 
 
-def test_the_daily_loss_is_marked_to_market_and_a_breach_halts_and_flattens(pg_url: str) -> None:
+def test_the_daily_loss_is_marked_to_market_and_a_breach_halts_and_flattens(trading_url: str) -> None:
     """No trade has closed: the open position's unrealized loss alone breaches the limit."""
-    with TraderHarness(trader_settings(pg_url, risk={"daily_max_loss": 1000.0})) as h:
+    with TraderHarness(trader_settings(trading_url, risk={"daily_max_loss": 1000.0})) as h:
         h.enter("MTM-1")
         h.wait_state("MTM-1", "POSITION_OPEN")
         h.quotes.set("SEC_49081", 80.0)  # 75 x -20 = -1,500 unrealized, and the entry's charges
@@ -90,8 +90,8 @@ def test_the_daily_loss_is_marked_to_market_and_a_breach_halts_and_flattens(pg_u
         assert _denial(h, "MTM-2").startswith("DAILY_MAX_LOSS")
 
 
-def test_without_flatten_on_daily_loss_a_breach_only_halts(pg_url: str) -> None:
-    settings = trader_settings(pg_url, risk={"daily_max_loss": 1000.0, "flatten_on_daily_loss": False})
+def test_without_flatten_on_daily_loss_a_breach_only_halts(trading_url: str) -> None:
+    settings = trader_settings(trading_url, risk={"daily_max_loss": 1000.0, "flatten_on_daily_loss": False})
     with TraderHarness(settings) as h:
         h.enter("HALT-1")
         h.wait_state("HALT-1", "POSITION_OPEN")
@@ -101,8 +101,8 @@ def test_without_flatten_on_daily_loss_a_breach_only_halts(pg_url: str) -> None:
         assert h.state("HALT-1") == "POSITION_OPEN" and len(h.broker.places) == 1
 
 
-def test_an_entry_that_waited_is_not_sent_after_the_kill_switch(pg_url: str) -> None:
-    settings = trader_settings(pg_url, execution={"submit_retry_seconds": 0.5})
+def test_an_entry_that_waited_is_not_sent_after_the_kill_switch(trading_url: str) -> None:
+    settings = trader_settings(trading_url, execution={"submit_retry_seconds": 0.5})
     with TraderHarness(settings) as h:
         h.broker.fail_next_place(TemporaryBrokerError("429 too many requests", "DH-904"))
         h.enter("LATE-1")
@@ -114,8 +114,8 @@ def test_an_entry_that_waited_is_not_sent_after_the_kill_switch(pg_url: str) -> 
         assert len(h.broker.places) == 1 and not h.broker.orders_for(correlation_id("LATE-1", Leg.ENTRY))
 
 
-def test_an_entry_that_waited_is_priced_again_from_the_fresh_quote(pg_url: str) -> None:
-    settings = trader_settings(pg_url, execution={"submit_retry_seconds": 0.5})
+def test_an_entry_that_waited_is_priced_again_from_the_fresh_quote(trading_url: str) -> None:
+    settings = trader_settings(trading_url, execution={"submit_retry_seconds": 0.5})
     with TraderHarness(settings) as h:
         h.broker.fail_next_place(TemporaryBrokerError("429 too many requests", "DH-904"))
         h.enter("LATE-2")
@@ -127,8 +127,8 @@ def test_an_entry_that_waited_is_priced_again_from_the_fresh_quote(pg_url: str) 
         assert "EntryRepriced" in h.events("LATE-2")
 
 
-def test_the_kill_switch_cancels_entries_working_at_the_broker_and_keeps_their_fills(pg_url: str) -> None:
-    with TraderHarness(trader_settings(pg_url, execution={"order_timeout_seconds": 60.0})) as h:
+def test_the_kill_switch_cancels_entries_working_at_the_broker_and_keeps_their_fills(trading_url: str) -> None:
+    with TraderHarness(trader_settings(trading_url, execution={"order_timeout_seconds": 60.0})) as h:
         h.broker.hold_fills(True)  # entries rest at the broker
         h.enter("WORK-1")
         h.wait_state("WORK-1", "ORDER_PLACED")

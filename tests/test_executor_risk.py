@@ -28,8 +28,8 @@ def _round_trip(h: TraderHarness, pos_id: str, symbol: str, exit_price: float) -
     h.wait_state(pos_id, "CLOSED")
 
 
-def test_daily_loss_breach_denies_entries_but_still_allows_exits(pg_url: str) -> None:
-    settings = trader_settings(pg_url, risk={"daily_max_loss": 500.0})
+def test_daily_loss_breach_denies_entries_but_still_allows_exits(trading_url: str) -> None:
+    settings = trader_settings(trading_url, risk={"daily_max_loss": 500.0})
     with TraderHarness(settings, prices=PRICES) as h:
         h.enter("RISK-2", symbol="SEC_49082")
         h.wait_state("RISK-2", "POSITION_OPEN")
@@ -49,8 +49,8 @@ def test_daily_loss_breach_denies_entries_but_still_allows_exits(pg_url: str) ->
         assert risk["realized_pnl"] == pytest.approx(net, abs=0.02) and "daily loss" in risk["why"]
 
 
-def test_consecutive_losses_breach_denies_entries(pg_url: str) -> None:
-    settings = trader_settings(pg_url, risk={"consecutive_losses_limit": 2})
+def test_consecutive_losses_breach_denies_entries(trading_url: str) -> None:
+    settings = trader_settings(trading_url, risk={"consecutive_losses_limit": 2})
     with TraderHarness(settings, prices=PRICES) as h:
         _round_trip(h, "LOSS-1", "SEC_49081", 99.0)
         _round_trip(h, "LOSS-2", "SEC_49082", 99.0)
@@ -60,8 +60,8 @@ def test_consecutive_losses_breach_denies_entries(pg_url: str) -> None:
         assert h.trader.api.risk()["consecutive_losses"] == 2
 
 
-def test_square_off_time_exits_every_open_position_and_denies_new_entries(pg_url: str) -> None:
-    with TraderHarness(trader_settings(pg_url), prices=PRICES) as h:
+def test_square_off_time_exits_every_open_position_and_denies_new_entries(trading_url: str) -> None:
+    with TraderHarness(trader_settings(trading_url), prices=PRICES) as h:
         h.enter("SQ-1", symbol="SEC_49081")
         h.enter("SQ-2", symbol="SEC_49082")
         h.wait_state("SQ-1", "POSITION_OPEN")
@@ -75,8 +75,8 @@ def test_square_off_time_exits_every_open_position_and_denies_new_entries(pg_url
         assert _denial(h, "SQ-3").startswith("AFTER_SQUARE_OFF")
 
 
-def test_risk_switches_survive_a_restart_and_counters_are_rebuilt_from_the_book(pg_url: str) -> None:
-    settings = trader_settings(pg_url)
+def test_risk_switches_survive_a_restart_and_counters_are_rebuilt_from_the_book(trading_url: str) -> None:
+    settings = trader_settings(trading_url)
     with TraderHarness(settings, prices=PRICES) as h:
         _round_trip(h, "KEEP-1", "SEC_49081", 98.0)
         h.trader.api.kill_switch(True, "end of day")

@@ -14,8 +14,8 @@ from core.risk import ist_day
 from tests.support.trading import ScriptedBroker, TraderHarness, eventually, trader_settings
 
 
-def test_entry_fills_then_exit_closes_with_the_journal_written_before_each_step(pg_url: str) -> None:
-    with TraderHarness(trader_settings(pg_url)) as h:
+def test_entry_fills_then_exit_closes_with_the_journal_written_before_each_step(trading_url: str) -> None:
+    with TraderHarness(trader_settings(trading_url)) as h:
         h.enter("LIFE-1")
         h.wait_state("LIFE-1", "POSITION_OPEN")
         h.quotes.set("SEC_49081", 104.0)
@@ -52,8 +52,8 @@ def test_entry_fills_then_exit_closes_with_the_journal_written_before_each_step(
         assert h.trader.risk.snapshot().realized_pnl == pytest.approx(300.0 - fees, abs=0.01)
 
 
-def test_never_filling_order_times_out_and_is_cancelled(pg_url: str) -> None:
-    settings = trader_settings(pg_url, execution={"order_timeout_seconds": 0.3})
+def test_never_filling_order_times_out_and_is_cancelled(trading_url: str) -> None:
+    settings = trader_settings(trading_url, execution={"order_timeout_seconds": 0.3})
     with TraderHarness(settings) as h:
         h.broker.hold_fills(True)
         h.enter("LIFE-2")
@@ -65,8 +65,8 @@ def test_never_filling_order_times_out_and_is_cancelled(pg_url: str) -> None:
         eventually(lambda: h.trader.risk.snapshot().open_positions == 0, message="slot freed")
 
 
-def test_fill_arriving_after_the_timeout_still_opens_the_position(pg_url: str) -> None:
-    settings = trader_settings(pg_url, execution={"order_timeout_seconds": 0.3})
+def test_fill_arriving_after_the_timeout_still_opens_the_position(trading_url: str) -> None:
+    settings = trader_settings(trading_url, execution={"order_timeout_seconds": 0.3})
     with TraderHarness(settings) as h:
         h.broker.hold_fills(True)
         h.broker.fill_before_cancel = True  # the exchange fills it just before our cancel lands
@@ -78,8 +78,8 @@ def test_fill_arriving_after_the_timeout_still_opens_the_position(pg_url: str) -
         assert h.trader.book.get("LIFE-3").open_qty == 75
 
 
-def test_fill_with_slippage_over_the_limit_raises_order_slippage_then_exits(pg_url: str) -> None:
-    settings = trader_settings(pg_url, execution={"max_slippage_pct": 0.5})
+def test_fill_with_slippage_over_the_limit_raises_order_slippage_then_exits(trading_url: str) -> None:
+    settings = trader_settings(trading_url, execution={"max_slippage_pct": 0.5})
     with TraderHarness(settings, prices={"SEC_49081": 102.0}) as h:
         h.enter("LIFE-4", price=100.0)  # decided at 100, the market is at 102: 2 % adverse
         h.wait_state("LIFE-4", "CLOSED")
@@ -93,8 +93,8 @@ def test_fill_with_slippage_over_the_limit_raises_order_slippage_then_exits(pg_u
         assert records[5].payload["reason"].startswith("ORDER_SLIPPAGE")
 
 
-def test_crashed_trade_actor_rebuilds_from_the_journal_then_reconciles_with_the_broker(pg_url: str) -> None:
-    settings = trader_settings(pg_url, reconcile={"interval_seconds": 60.0})
+def test_crashed_trade_actor_rebuilds_from_the_journal_then_reconciles_with_the_broker(trading_url: str) -> None:
+    settings = trader_settings(trading_url, reconcile={"interval_seconds": 60.0})
     broker_holder: list[ScriptedBroker] = []
     with TraderHarness(settings) as h:
         broker_holder.append(h.broker)
@@ -113,8 +113,8 @@ def test_crashed_trade_actor_rebuilds_from_the_journal_then_reconciles_with_the_
         assert len(h.broker.places) == 1
 
 
-def test_illegal_transition_is_refused_and_logged_never_applied(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    with TraderHarness(trader_settings(pg_url)) as h:
+def test_illegal_transition_is_refused_and_logged_never_applied(trading_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with TraderHarness(trader_settings(trading_url)) as h:
         h.enter("LIFE-6")
         h.wait_state("LIFE-6", "POSITION_OPEN")
         before = h.events("LIFE-6")
@@ -130,10 +130,10 @@ def test_illegal_transition_is_refused_and_logged_never_applied(pg_url: str, cap
         assert any(getattr(r, "event", "") == "TRANSITION_REFUSED" for r in caplog.records)
 
 
-def test_exit_asked_before_the_entry_is_placed_is_applied_once_it_is(pg_url: str) -> None:
+def test_exit_asked_before_the_entry_is_placed_is_applied_once_it_is(trading_url: str) -> None:
     from actors.brokers.base import TemporaryBrokerError
 
-    settings = trader_settings(pg_url, execution={"submit_retry_seconds": 0.3})
+    settings = trader_settings(trading_url, execution={"submit_retry_seconds": 0.3})
     with TraderHarness(settings) as h:
         h.broker.hold_fills(True)
         h.broker.fail_next_place(TemporaryBrokerError("429", "DH-904"))  # the submit is retried in 0.3 s
@@ -145,8 +145,8 @@ def test_exit_asked_before_the_entry_is_placed_is_applied_once_it_is(pg_url: str
                                       "OrderCancelled"]
 
 
-def test_timed_out_order_the_broker_no_longer_knows_ends_without_a_position(pg_url: str) -> None:
-    settings = trader_settings(pg_url, execution={"order_timeout_seconds": 0.2})
+def test_timed_out_order_the_broker_no_longer_knows_ends_without_a_position(trading_url: str) -> None:
+    settings = trader_settings(trading_url, execution={"order_timeout_seconds": 0.2})
     with TraderHarness(settings) as h:
         h.broker.hold_fills(True)
         h.enter("LIFE-8")
