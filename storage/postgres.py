@@ -103,7 +103,7 @@ def _translated(what: str, timeout: float) -> Iterator[None]:
         raise StorageError(f"{what}: {exc}") from exc
 
 
-class _ProbeBusy(StorageUnavailable):
+class StorageStillUnavailable(StorageUnavailable):
     """The database is known down and another call is probing it: this call fails at once."""
 
 
@@ -224,7 +224,7 @@ class _Database(SqlDatabase):
                         self.pool.putconn(conn)
                     else:
                         conn.close()
-        except _ProbeBusy:
+        except StorageStillUnavailable:
             raise  # the outage is known: its cause stays the last error (quoting this one nests it)
         except StorageUnavailable as exc:
             if conn is None or lost:  # no connection, or it broke: an outage, not a busy database
@@ -238,7 +238,7 @@ class _Database(SqlDatabase):
         if self._healthy:
             return self._checkout(), True
         if not self._probe_lock.acquire(blocking=False):
-            raise _ProbeBusy(f"database unreachable (another call is probing it): {self._last_error}")
+            raise StorageStillUnavailable(f"database unreachable (another call is probing it): {self._last_error}")
         try:
             conn = psycopg.connect(self.url, **self.connect_kwargs)
         finally:
