@@ -654,7 +654,9 @@ def _settings(options: SoakOptions, pg_url: str, redis_url: str, prefix: str, se
 
 
 def _wind_down(ctx: Context, threads: list[threading.Thread], direct_url: str) -> dict[str, Any]:
-    """No more chaos or sessions; exit the manual trades still open; wait (bounded) until everything settled."""
+    """No more chaos or sessions; exit the manual trades still open; wait (bounded) until everything settled:
+    every trade CLOSED, ended without a position or POSITION_OPEN, every manual trade ended, no journal step
+    waiting in memory, no candle waiting in the persister, and /v1/health's checks passing."""
     import psycopg
 
     ctx.stop.set()
@@ -686,13 +688,15 @@ def _wind_down(ctx: Context, threads: list[threading.Thread], direct_url: str) -
             buffered = persister_buffered(ctx.runtime)
             with ctx.watch.changed:
                 deferred = sorted(ctx.watch.deferred)
-            done = not unsettled and not exiting and not deferred and buffered == 0
+            healthy, checks = ctx.runtime.health()  # a reconciliation pass clears an outage's error
+            done = not unsettled and not exiting and not deferred and buffered == 0 and healthy
             if done or time.monotonic() > deadline:
                 break
             pause.wait(0.25)
     return {"seconds": round(time.monotonic() - started, 3), "settled": done,
             "unsettled": [list(row) for row in unsettled[:20]], "manual_not_closed": [list(r) for r in exiting[:20]],
-            "journals_deferred": deferred[:20], "candles_buffered": buffered}
+            "journals_deferred": deferred[:20], "candles_buffered": buffered,
+            "failing_health_checks": sorted(name for name, check in checks.items() if not check.get("ok"))}
 
 
 def persister_buffered(runtime: Any) -> int:
