@@ -111,6 +111,7 @@ class SoakOptions:
     settle_seconds: float = 180.0
     sample_seconds: float = 10.0
     progress: Callable[[str], None] | None = None  # one line now and then (stdout for the CLI)
+    command: str = ""  # how it was started, for the report
 
 
 @dataclass
@@ -506,7 +507,7 @@ def _trader(ctx: Context, rng: random.Random, prefix: str) -> None:
                     ctx.entries[pos_id] = sent
             else:
                 with ctx.lock:
-                    ctx.refusals[f"entry {status} {_why(answer)}"] += 1
+                    ctx.refusals[f"entry {status} {_why(answer, pos_id)}"] += 1
         elif opened:
             pos_id = rng.choice(opened)
             _exit(ctx, pos_id)
@@ -520,14 +521,17 @@ def _exit(ctx: Context, pos_id: str) -> int:
         if status == 202:
             ctx.exits.setdefault(pos_id, sent)
         else:
-            ctx.refusals[f"exit {status} {_why(answer)}"] += 1
+            ctx.refusals[f"exit {status} {_why(answer, pos_id)}"] += 1
     return status
 
 
-def _why(answer: Any) -> str:
+def _why(answer: Any, pos_id: str = "") -> str:
+    """A refusal's reason, shortened, with the pos_id taken out (so refusals count by reason)."""
     if isinstance(answer, dict):
         text = str(answer.get("code") or answer.get("title") or answer.get("error") or "")
-        detail = str(answer.get("reason") or answer.get("description") or "")
+        detail = str(answer.get("reason") or answer.get("detail") or "")
+        if pos_id:
+            detail = detail.replace(pos_id, "<pos_id>")
         return f"{text}: {detail}"[:100] if detail else text[:100]
     return ""
 
@@ -541,7 +545,8 @@ def _looper(ctx: Context, rng: random.Random, session_path: Path, first: dict[st
     seen = 0
     market = ctx.runtime.market_data
     while not ctx.stop.is_set():
-        if not ctx.watch.wait(lambda last=seen: ctx.watch.feed_finished > last or ctx.stop.is_set(), 1.0):
+        last = seen
+        if not ctx.watch.wait(lambda: ctx.watch.feed_finished > last or ctx.stop.is_set(), 1.0):  # noqa: B023
             continue
         if ctx.stop.is_set():
             return
@@ -579,6 +584,7 @@ class SeenCandles:
         self.pending: list[tuple[int, str, int, int, float, bool]] = []
         self.seq = 0
         self.written = 0
+        self.failures = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="soak-seen-candles", daemon=True)
         self.thread.start()
@@ -593,21 +599,33 @@ class SeenCandles:
                                          float(candle.close), is_close))
 
     def _run(self) -> None:
+        import psycopg
+
         while not self.stop.wait(0.5):
-            self.flush()
+            try:
+                self.flush()
+            except psycopg.Error:  # kept for the next flush (this connection does not go through a proxy)
+                self.failures += 1
 
     def flush(self) -> None:
         with self.lock:
             batch, self.pending = self.pending, []
         if not batch:
             return
-        with self.conn.cursor() as cursor, cursor.copy(
-                f"COPY {SEEN_TABLE} (seq, symbol, ts, revision, close, closed) FROM STDIN") as copy:
-            for row in batch:
-                copy.write_row(row)
+        try:
+            with self.conn.cursor() as cursor, cursor.copy(
+                    f"COPY {SEEN_TABLE} (seq, symbol, ts, revision, close, closed) FROM STDIN") as copy:
+                for row in batch:
+                    copy.write_row(row)
+        except BaseException:
+            with self.lock:
+                self.pending[:0] = batch
+            raise
         self.written += len(batch)
 
     def close(self) -> None:
+        if self.conn.closed:
+            return
         self.stop.set()
         self.thread.join(timeout=10.0)
         self.flush()
@@ -757,7 +775,7 @@ def _runtime_invariants(ctx: Context, settle: dict[str, Any], health: tuple[bool
     for pos_id, sent in sorted(ctx.exits.items()):
         states = ctx.watch.state_of(pos_id)
         if "CLOSED" not in states:
-            lost.append({"pos_id": pos_id, "exit_accepted_at": sent, "states_reached": sorted(states, key=states.get)})
+            lost.append({"pos_id": pos_id, "exit_accepted_at": sent, "states_reached": sorted(states, key=lambda state: states[state])})
     exits = Invariant(
         "accepted_exits_closed", not lost,
         f"{len(ctx.exits)} exits accepted by the API (202): {len(ctx.exits) - len(lost)} reached CLOSED"
@@ -775,16 +793,11 @@ def run_soak(options: SoakOptions) -> SoakResult:
 
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
-    say = options.progress or (lambda line: None)
-    rng = random.Random(options.seed)
     token = secrets.token_hex(24)
-    manual_prefix = f"soak{options.seed}-"
     log_file = open(out / "soak.log", "w")  # noqa: SIM115 - closed in the finally below
     configure_logging("INFO", stream=log_file)
-    watch = LogWatch(manual_prefix)
+    watch = LogWatch(f"soak{options.seed}-")
     logging.getLogger().addHandler(watch)
-    invariants: list[Invariant] = []
-    report: dict[str, Any] = {}
     try:
         with _soak_schema(options.pg_url, options.keep) as direct_url, \
                 _soak_prefix(options.redis_url, options.redis_prefix, options.keep) as prefix, \
@@ -796,59 +809,17 @@ def run_soak(options: SoakOptions) -> SoakResult:
             seen = SeenCandles(direct_url)
             settings = _settings(options, _via(direct_url, pg_proxy.port), _via(options.redis_url, redis_proxy.port),
                                  prefix, session_path, token)
-            wiring = Wiring(market_data=MarketDataOptions(candle_listeners=(seen.on_candles,)))
+            runtime = Runtime(settings, "all", wiring=Wiring(market_data=MarketDataOptions(
+                candle_listeners=(seen.on_candles,))))
             memory = [{"t": 0.0, **_memory()}]
-            started_wall = time.time()
-            runtime = Runtime(settings, "all", wiring=wiring).start()
-            control = runtime.servers[-1]
-            ctx = Context(options, runtime, ControlClient(control.port, token), watch, pg_proxy, redis_proxy,
-                          threading.Event(), time.monotonic())
-            say(f"soak: {options.seconds:g} s, seed {options.seed}, control API {control.url}, log {out / 'soak.log'}")
-            if runtime.trading is not None and not runtime.trading.ready.wait(60.0):
-                ctx.thread_errors.append("trading never became ready (start-up reconciliation)")
-            threads = [
-                _guarded(ctx, "looper", lambda: _looper(ctx, random.Random(rng.random()), session_path, first)),
-                _guarded(ctx, "killer", lambda: _killer(ctx, random.Random(rng.random()))),
-                _guarded(ctx, "cutter", lambda: _cutter(ctx, random.Random(rng.random()))),
-                _guarded(ctx, "trader", lambda: _trader(ctx, random.Random(rng.random()), manual_prefix)),
-            ]
-            deadline = ctx.started + options.seconds
-            acknowledged = 0
-            next_line = time.monotonic() + 60.0
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or runtime.escalation:
-                    break
-                ctx.stop.wait(min(options.sample_seconds, remaining))
-                status, _, _ = ctx.client.call("GET", "/v1/health")
-                memory.append({"t": ctx.elapsed(), **_memory(), "health": status})
-                if len(watch.incidents) > acknowledged:
-                    # What an operator does once the incident is written down: it stays in the report.
-                    acknowledged = len(watch.incidents)
-                    ctx.client.call("POST", "/v1/control/reconcile/ack", {"reason": "soak"})
-                if time.monotonic() >= next_line:
-                    next_line += 60.0
-                    say(_progress(ctx, memory[-1]))
-            say(f"soak: chaos over after {ctx.elapsed()} s; settling")
-            settle = _wind_down(ctx, threads, direct_url)
-            memory.append({"t": ctx.elapsed(), **_memory()})
-            health = runtime.health()
-            stopping = time.monotonic()
-            runtime.shutdown()
-            shutdown = {"seconds": round(time.monotonic() - stopping, 3), "exit_code": runtime.exit_code,
-                        "clean": not watch.events["SHUTDOWN_TIMEOUT"] and not watch.events["SHUTDOWN_HOOK_FAILED"]}
-            seen.close()
-            broker = runtime.trading.broker
-            orders, positions = broker.orders(), broker.positions()
-            facts, known = _trade_facts(direct_url)
-            import psycopg
-
-            with psycopg.connect(direct_url, autocommit=True) as conn:
-                invariants.extend(candle_invariants(conn))
-            invariants.extend(trade_invariants(facts, orders, positions, known))
-            invariants.append(order_invariants(facts, orders, known))
-            invariants.extend(_runtime_invariants(ctx, settle, health, shutdown))
-            report = _report(ctx, options, memory, settle, shutdown, facts, orders, seen.written, started_wall)
+            try:
+                runtime.start()
+                ctx = Context(options, runtime, ControlClient(runtime.servers[-1].port, token), watch, pg_proxy,
+                              redis_proxy, threading.Event(), time.monotonic())
+                invariants, report = _soak(ctx, seen, memory, direct_url, session_path, first)
+            finally:
+                runtime.shutdown()  # does nothing when the soak already stopped it
+                seen.close()
     finally:
         logging.getLogger().removeHandler(watch)
         configure_logging("WARNING")
@@ -858,6 +829,67 @@ def run_soak(options: SoakOptions) -> SoakResult:
     report["invariants"] = [i.as_json() for i in invariants]
     (out / "soak.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return SoakResult(ok, invariants, report)
+
+
+def _soak(ctx: Context, seen: SeenCandles, memory: list[dict[str, Any]], direct_url: str, session_path: Path,
+          first: dict[str, Any]) -> tuple[list[Invariant], dict[str, Any]]:
+    """The chaos for `options.seconds`, the settling, the clean stop, the checks."""
+    import psycopg
+
+    options, runtime, watch = ctx.options, ctx.runtime, ctx.watch
+    say = options.progress or (lambda line: None)
+    rng = random.Random(options.seed)
+    started_wall = time.time()
+    say(f"soak: {options.seconds:g} s, seed {options.seed}, control API {runtime.servers[-1].url}, "
+        f"log {options.out / 'soak.log'}")
+    if runtime.trading is None or not runtime.trading.ready.wait(60.0):
+        ctx.thread_errors.append("trading never became ready (start-up reconciliation)")
+    threads = [
+        _guarded(ctx, "looper", lambda: _looper(ctx, random.Random(rng.random()), session_path, first)),
+        _guarded(ctx, "killer", lambda: _killer(ctx, random.Random(rng.random()))),
+        _guarded(ctx, "cutter", lambda: _cutter(ctx, random.Random(rng.random()))),
+        _guarded(ctx, "trader", lambda: _trader(ctx, random.Random(rng.random()), watch.manual_prefix)),
+    ]
+    try:
+        deadline = ctx.started + options.seconds
+        acknowledged = 0
+        next_line = time.monotonic() + 60.0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or runtime.escalation:
+                break
+            ctx.stop.wait(min(options.sample_seconds, remaining))
+            status, _, _ = ctx.client.call("GET", "/v1/health")
+            memory.append({"t": ctx.elapsed(), **_memory(), "health": status})
+            if len(watch.incidents) > acknowledged:
+                # What an operator does once the incident is written down: it stays in the report.
+                acknowledged = len(watch.incidents)
+                ctx.client.call("POST", "/v1/control/reconcile/ack", {"reason": "soak"})
+            if time.monotonic() >= next_line:
+                next_line += 60.0
+                say(_progress(ctx, memory[-1]))
+        say(f"soak: chaos over after {ctx.elapsed()} s; settling")
+        settle = _wind_down(ctx, threads, direct_url)
+    finally:
+        ctx.stop.set()
+    memory.append({"t": ctx.elapsed(), **_memory()})
+    health = runtime.health()
+    stopping = time.monotonic()
+    runtime.shutdown()
+    shutdown = {"seconds": round(time.monotonic() - stopping, 3), "exit_code": runtime.exit_code,
+                "clean": not watch.events["SHUTDOWN_TIMEOUT"] and not watch.events["SHUTDOWN_HOOK_FAILED"]}
+    seen.close()
+    broker = runtime.trading.broker
+    orders, positions = broker.orders(), broker.positions()  # the paper book outlives the runtime
+    facts, known = _trade_facts(direct_url)
+    invariants: list[Invariant] = []
+    with psycopg.connect(direct_url, autocommit=True) as conn:
+        invariants.extend(candle_invariants(conn))
+    invariants.extend(trade_invariants(facts, orders, positions, known))
+    invariants.append(order_invariants(facts, orders, known))
+    invariants.extend(_runtime_invariants(ctx, settle, health, shutdown))
+    report = _report(ctx, options, memory, settle, shutdown, facts, orders, seen.written, started_wall)
+    return invariants, report
 
 
 def _progress(ctx: Context, sample: dict[str, Any]) -> str:
@@ -889,8 +921,9 @@ def _report(ctx: Context, options: SoakOptions, memory: list[dict[str, Any]], se
     by_kind = Counter(("trade:*" if str(k.get("id")).startswith("trade:") else str(k.get("id"))) for k in ctx.kills)
     strategy_trades = [f for f in facts if not f.pos_id.startswith(watch.manual_prefix)]
     return {
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items() if k != "progress"},
-        "command": " ".join(sys.argv) if sys.argv and sys.argv[0].endswith("soak.py") else None,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()
+                    if k not in ("progress", "command")},
+        "command": options.command or None,
         "started_at": datetime.fromtimestamp(started_wall).isoformat(timespec="seconds"),
         "elapsed_seconds": ctx.elapsed(),
         "memory": {"rss_start_mb": rss[0], "rss_peak_mb": max(rss), "rss_end_mb": rss[-1],
@@ -997,7 +1030,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else args.minutes * 60.0
     options = SoakOptions(seconds=seconds, out=args.out, seed=args.seed, pg_url=args.pg_url,
-                          redis_url=args.redis_url, keep=args.keep, progress=lambda line: print(line, flush=True))
+                          redis_url=args.redis_url, keep=args.keep, progress=lambda line: print(line, flush=True),
+                          command=" ".join(["python -m bench.soak", *(argv if argv is not None else sys.argv[1:])]))
     result = run_soak(options)
     print(summary_text(result), flush=True)
     print(f"report: {args.out / 'soak.json'}", flush=True)

@@ -77,7 +77,7 @@ class Attributed:
 
 
 def _sample(items: Iterable[Any]) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for item in items:
         if len(out) >= EVIDENCE_SAMPLE:
             break
@@ -243,6 +243,7 @@ def _count_and_sample(conn: Any, query: str) -> tuple[int, list[list[Any]]]:
 def candle_invariants(conn: Any) -> list[Invariant]:
     """candles_persisted_once and candles_latest_revision_persisted, over a psycopg connection whose
     search_path holds both `candles` and the soak's table of emitted candles."""
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {SEEN_TABLE}_key ON {SEEN_TABLE} (symbol, ts)")
     emitted, closes, keys = conn.execute(
         f"SELECT count(*), count(*) FILTER (WHERE closed), count(DISTINCT (symbol, ts)) FROM {SEEN_TABLE}").fetchone()
     stored = conn.execute("SELECT count(*) FROM candles").fetchone()[0]
