@@ -230,7 +230,7 @@ _DUPLICATES = ("SELECT symbol, extract(epoch FROM ts)::bigint, count(*) FROM can
 _LAST_SEEN = f"""SELECT DISTINCT ON (symbol, ts) symbol, ts, revision, close FROM {SEEN_TABLE}
     ORDER BY symbol, ts, revision DESC, seq DESC"""
 _STALE = f"""SELECT l.symbol, l.ts, l.revision, l.close, c.revision, c.close FROM ({_LAST_SEEN}) l
-    JOIN ({_STORED}) c ON c.symbol = l.symbol AND c.ts = l.ts
+    JOIN candles c ON c.symbol = l.symbol AND c.ts = to_timestamp(l.ts)
     WHERE c.revision <> l.revision OR c.close <> l.close ORDER BY l.ts, l.symbol"""
 
 
@@ -244,6 +244,8 @@ def candle_invariants(conn: Any) -> list[Invariant]:
     """candles_persisted_once and candles_latest_revision_persisted, over a psycopg connection whose
     search_path holds both `candles` and the soak's table of emitted candles."""
     conn.execute(f"CREATE INDEX IF NOT EXISTS {SEEN_TABLE}_key ON {SEEN_TABLE} (symbol, ts)")
+    conn.execute(f"ANALYZE {SEEN_TABLE}")  # a million rows: the planner must know (a nested loop takes hours)
+    conn.execute("ANALYZE candles")
     emitted, closes, keys = conn.execute(
         f"SELECT count(*), count(*) FILTER (WHERE closed), count(DISTINCT (symbol, ts)) FROM {SEEN_TABLE}").fetchone()
     stored = conn.execute("SELECT count(*) FROM candles").fetchone()[0]
