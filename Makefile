@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench migrate clean browser
+.PHONY: run test lint bench soak migrate clean browser
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -47,6 +47,14 @@ migrate: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
+
+# 30 minutes of the real runtime under chaos (actor restarts, PostgreSQL and Redis cuts, manual trades), then
+# the invariants (bench/soak.py). Uses the local PostgreSQL (database `test`) and Redis like the tests, in a
+# schema and key prefix of its own, removed afterwards; report in var/soak/soak.json. Exit 0 = nothing lost.
+SOAK_MINUTES ?= 30
+SOAK_SEED    ?= 1
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --seed $(SOAK_SEED) --out var/soak
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

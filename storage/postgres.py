@@ -104,6 +104,10 @@ def _translated(what: str, timeout: float) -> Iterator[None]:
         raise StorageError(f"{what}: {exc}") from exc
 
 
+class StorageStillUnavailable(StorageUnavailable):
+    """The database is known down and another call is probing it: this call fails at once."""
+
+
 class _Database(SqlDatabase):
     """The pool plus the rules for borrowing from it, and the outage gate.
 
@@ -231,6 +235,8 @@ class _Database(SqlDatabase):
                         self.pool.putconn(conn)
                     else:
                         conn.close()
+        except StorageStillUnavailable:
+            raise  # the outage is known: its cause stays the last error (quoting this one nests it)
         except StorageUnavailable as exc:
             if conn is None or lost:  # no connection, or it broke: an outage, not a busy database
                 self._mark(False, str(exc))
@@ -243,7 +249,7 @@ class _Database(SqlDatabase):
         if self._healthy:
             return self._checkout(), True
         if not self._probe_lock.acquire(blocking=False):
-            raise StorageUnavailable(f"database unreachable (another call is probing it): {self._last_error}")
+            raise StorageStillUnavailable(f"database unreachable (another call is probing it): {self._last_error}")
         try:
             conn = psycopg.connect(self.url, **self.connect_kwargs)
         finally:

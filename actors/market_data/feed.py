@@ -167,14 +167,17 @@ class FeedActor(SupervisedActor):
             timed = 0.0
             if now - last_timed[0] >= LATENCY_SAMPLE_SECONDS:
                 last_timed[0] = timed = now
-            ref.tell(TicksReceived(ticks if isinstance(ticks, list) else list(ticks), holds, timed))
+            tell_quietly(ref, TicksReceived(ticks if isinstance(ticks, list) else list(ticks), holds, timed))
 
+        # The source's thread may still hand something over while this actor stops (release() stops the
+        # source, which takes a moment): an instance that has stopped lets it fall silent, its successor runs
+        # a source of its own. A tell that raised here would kill the source's thread with a traceback.
         sink = self.wrap_sink(on_ticks) if self.wrap_sink else on_ticks
         callbacks = SourceCallbacks(
             on_ticks=sink,
-            on_error=lambda exc: ref.tell(SourceFailed(exc)),
-            on_finished=lambda: ref.tell(SourceFinished()),
-            on_status=lambda event, detail: ref.tell(SourceStatusChanged(event, detail)))
+            on_error=lambda exc: tell_quietly(ref, SourceFailed(exc)),
+            on_finished=lambda: tell_quietly(ref, SourceFinished()),
+            on_status=lambda event, detail: tell_quietly(ref, SourceStatusChanged(event, detail)))
         self.source = self.source_factory()
         self.state.current_source = self.source
         self.state.contracts = frozenset()
