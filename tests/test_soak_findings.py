@@ -1,6 +1,6 @@
 """What the soak (bench/soak.py) found, each reproduced through real parts where the timing can be forced
 there: the trader runtime, its control API on a real socket, real PostgreSQL behind a TCP proxy the test
-controls, the paper broker. The two trading findings are xfail(strict): their fix is in the trade actor.
+controls, the paper broker. Each failed before its fix (the two trading ones: actors/trading/journal.py).
 
 1. A journal step whose commit reached PostgreSQL but whose answer did not (the connection was cut in between):
    the trade actor takes the step for unwritten (JOURNAL_DEFERRED) and keeps it in memory. Its next write
@@ -36,9 +36,6 @@ from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(90)
 
-FINDING = ("soak finding: a journal step committed whose answer was lost is kept as unwritten; the next write "
-           "raises JournalConflict, the trade actor crashes and the message it was handling (an exit) is "
-           "dead-lettered, the unwritten steps lost (actors/trading/journal.py, trade_actor.py)")
 
 
 class ReplyLosingProxy(TcpProxy):
@@ -154,7 +151,6 @@ def _proxy(pg_url: str) -> ReplyLosingProxy:
     return ReplyLosingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
 
 
-@pytest.mark.xfail(strict=True, reason=FINDING)
 def test_an_operator_exit_right_after_a_step_whose_commit_answer_was_lost_closes_the_trade(
         pg_url: str, events: Events) -> None:
     """The soak's case: the database answers again, the operator exits (202) before the actor retried its
@@ -173,7 +169,6 @@ def test_an_operator_exit_right_after_a_step_whose_commit_answer_was_lost_closes
         assert sum(p.net_qty for p in h.broker.positions()) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=FINDING)
 def test_an_exit_carried_out_while_a_lost_commit_answer_waits_is_journaled_once_the_database_answers(
         pg_url: str, events: Events) -> None:
     """The same lost answer, then the operator exits while PostgreSQL is still unreachable: the exit is placed
@@ -235,13 +230,8 @@ def _restart(harness: TraderHarness, actor_id: str) -> int:
         return int(response.status)
 
 
-UNWRITTEN_EXIT = ("soak finding: a trade actor restarted while its steps wait in memory (database down) loses them; "
-                  "an exit placed and filled during the outage is then unknown to the rebuilt trade (POSITION_OPEN, "
-                  "broker flat, TRADE_UNKNOWN_TO_BROKER): recovery does not look the next exit order up "
-                  "(actors/trading/trade_actor.py, journal.py)")
 
 
-@pytest.mark.xfail(strict=True, reason=UNWRITTEN_EXIT)
 @pytest.mark.parametrize("actor_id", ["trade:GONE-1", "trades"])
 def test_an_exit_done_during_an_outage_survives_a_restart_of_its_trade_actor_before_the_database_returns(
         pg_url: str, events: Events, actor_id: str) -> None:

@@ -10,8 +10,11 @@ broker already did may be lost by a database crash, and the trade's recovery obs
 
 The database may be unreachable. A new trade is then refused (nothing is sent). A live trade goes on —
 an exit must never wait for the database, and the broker is the truth: its steps wait here, in order, and
-are written as one step when the database answers again (JOURNAL_DEFERRED ... JOURNAL_CAUGHT_UP). Should
-the process die meanwhile, recovery rebuilds from what was written and observes the rest at the broker.
+are written as one step when the database answers again (JOURNAL_DEFERRED ... JOURNAL_CAUGHT_UP). They wait
+in a store of the process, so a restart of the trade actor meanwhile goes on from them (JOURNAL_TAIL_RESUMED).
+A step whose commit happened but whose answer was lost is found in the journal when the tail is written, and
+not written twice (JOURNAL_ANSWER_LOST). Should the process die meanwhile, recovery rebuilds from what was
+written and observes the rest at the broker.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ from core.trade import (
 from storage.errors import JournalConflict, StorageError, StorageUnavailable
 from storage.records import JournalEntry, OrderRecord, TradeEventRecord
 from storage.repositories import Storage
+from supervision.store import Store
 from telemetry import metrics
 from telemetry.logs import EventLogger
 
-__all__ = ["Step", "TradeJournal"]
+__all__ = ["JournalTail", "JournalTails", "Step", "TradeJournal", "journal_tails"]
 
 _WARNINGS = frozenset({"ORDER_TIMEOUT", "ORDER_SLIPPAGE", "ORDER_REJECTED", "ENTRY_DENIED"})
 
@@ -52,41 +56,124 @@ class Step:
     commands: list[Command]
 
 
+@dataclass(frozen=True)
+class JournalTail:
+    """A trade's steps applied but not written yet (the database was unreachable), in order."""
+
+    steps: tuple[Step, ...]
+    order: BrokerOrder | None
+    since: float
+
+
+# pos_id -> its tail; outlives the trade actor's restarts (and its supervisor's): a restart while the database
+# is down must not forget an exit the broker carried out meanwhile. Replaced whole on every change.
+JournalTails = Store[dict[str, JournalTail]]
+
+
+def journal_tails() -> JournalTails:
+    return Store("trades.journal_tails", {})
+
+
 class TradeJournal:
-    def __init__(self, pos_id: str, storage: Storage, clock: Clock, log: EventLogger) -> None:
+    def __init__(self, pos_id: str, storage: Storage, clock: Clock, log: EventLogger,
+                 tails: JournalTails | None = None) -> None:
         self.pos_id = pos_id
         self.storage = storage
         self.clock = clock
         self.log = log
-        self.tail: list[Step] = []  # applied, not yet written (the database was unreachable)
-        self.tail_order: BrokerOrder | None = None
-        self.deferred_since: float | None = None
+        self.tails = tails if tails is not None else journal_tails()
         self.projection_failing = False  # the trades row is being refused (PROJECTION_WRITE_FAILED said once)
+
+    @property
+    def tail(self) -> tuple[Step, ...]:
+        """Applied, not yet written (the database was unreachable)."""
+        kept = self.tails.get().get(self.pos_id)
+        return kept.steps if kept is not None else ()
 
     def record(self, steps: list[Step], order: BrokerOrder | None, fresh: bool) -> bool:
         """Write the steps after any that wait. True: written. False: the database is unreachable, they wait
         (a new trade's first step is never deferred: StorageUnavailable is raised, nothing is kept). Raises
         JournalConflict and other StorageErrors."""
-        pending = [*self.tail, *steps]
+        kept = self.tails.get().get(self.pos_id)
+        pending = [*(kept.steps if kept else ()), *steps]
         if not pending:
             return True
-        order = order or self.tail_order
+        order = order or (kept.order if kept else None)
         try:
-            self._write(pending, order, fresh)
+            try:
+                self._write(pending, order, fresh)
+            except JournalConflict:
+                if kept is None:
+                    raise
+                # A deferred step may have committed although its answer was lost: what the journal holds
+                # beyond what was known to be written must be the head of the tail, or it is a real conflict.
+                pending = self._unwritten(pending)
+                if pending:
+                    self._write(pending, order, fresh)
         except StorageUnavailable as exc:
             if fresh:
                 raise
-            self.tail, self.tail_order = pending, order
-            if self.deferred_since is None:
-                self.deferred_since = self.clock.now()
+            since = kept.since if kept is not None else self.clock.now()
+            self._keep(JournalTail(tuple(pending), order, since))
+            if kept is None:
                 self.log.event("JOURNAL_DEFERRED", f"{self.pos_id}: database unreachable ({exc}); the trade goes "
                                "on and its steps wait in memory", level=40, waiting=len(pending))
             return False
-        if self.deferred_since is not None:
-            self.log.event("JOURNAL_CAUGHT_UP", f"{self.pos_id}: {len(pending)} deferred events written",
-                           events=len(pending), deferred_seconds=round(self.clock.now() - self.deferred_since, 3))
-        self.tail, self.tail_order, self.deferred_since = [], None, None
+        if kept is not None:
+            self.log.event("JOURNAL_CAUGHT_UP", f"{self.pos_id}: deferred events written",
+                           events=len(pending), deferred_seconds=round(self.clock.now() - kept.since, 3))
+        self._keep(None)
         return True
+
+    def resume(self, context: TradeContext) -> TradeContext:
+        """After a restart rebuilt `context` from the journal: the steps still waiting (from before the
+        restart) go on from it. Steps the journal already holds (an answer lost after its commit) are
+        dropped; a tail that does not continue the journal is dropped as well, loudly (the trade's recovery
+        observes at the broker what it said)."""
+        kept = self.tails.get().get(self.pos_id)
+        if kept is None:
+            return context
+        steps = [step for step in kept.steps if step.after.seq > context.seq]
+        if steps and steps[0].before.seq != context.seq:
+            self.log.event("JOURNAL_TAIL_DROPPED", f"{self.pos_id}: {len(steps)} deferred steps do not continue the "
+                           f"journal (it holds {context.seq} events); the broker tells the rest", level=40)
+            self._keep(None)
+            return context
+        if not steps:
+            self._keep(None)
+            return context
+        self._keep(JournalTail(tuple(steps), kept.order, kept.since))
+        self.log.event("JOURNAL_TAIL_RESUMED", f"{self.pos_id}: {len(steps)} deferred steps applied after the "
+                       "journal; written when the database answers", level=30, steps=len(steps))
+        return steps[-1].after
+
+    def _unwritten(self, pending: list[Step]) -> list[Step]:
+        """The pending steps the journal does not hold yet. Raises JournalConflict when it holds others."""
+        first_seq = pending[0].before.seq
+        stored = [record for record in self.storage.trades.events(self.pos_id) if record.seq > first_seq]
+        written = 0
+        for record in stored:
+            steps_events = [step.event for step in pending]
+            if written >= len(steps_events) or record.event != steps_events[written].name or \
+                    abs(record.at - steps_events[written].at) > 1e-6:
+                raise JournalConflict(self.pos_id, first_seq, f"the journal holds {record.event} at seq "
+                                                              f"{record.seq}, not this trade's next step")
+            written += 1
+        if written:
+            self.log.event("JOURNAL_ANSWER_LOST", f"{self.pos_id}: {written} steps were written although the "
+                           "database's answer was lost", level=30, steps=written)
+        return pending[written:]
+
+    def _keep(self, tail: JournalTail | None) -> None:
+        def change(tails: dict[str, JournalTail]) -> dict[str, JournalTail]:
+            updated = dict(tails)
+            if tail is None:
+                updated.pop(self.pos_id, None)
+            else:
+                updated[self.pos_id] = tail
+            return updated
+
+        self.tails.update(change)
 
     def _write(self, steps: list[Step], order: BrokerOrder | None, fresh: bool) -> list[TradeEventRecord]:
         first, last = steps[0].before, steps[-1].after

@@ -110,7 +110,7 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
         self.placement_attempts: dict[str, int] = {}  # correlation id -> sends asked (this life)
         self.signal_sent_at = 0.0  # perf_counter when the desk sent OpenTrade (0: recovered, or measured)
         self.log = self.log.bind(pos_id=pos_id)
-        self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log)
+        self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log, deps.journal_tails)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -154,9 +154,14 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
             self.deps.risk.set_reconciliation_hold(True, f"trade {self.pos_id}: journal unreadable ({exc})")
             self._finish()
             return
+        # Steps applied before this restart that the database has not taken yet (it was down) go on from here.
+        self.context = self.journal.resume(self.context)
+        if self.journal.tail and not self.flush_due:
+            self._flush_journal_later()
         if self.context.is_terminal:
-            self.journal.heal(self.context)
-            self._finish()
+            if not self.journal.tail:
+                self.journal.heal(self.context)
+                self._finish()
             return
         self.log.event("TRADE_RECOVERING", f"{self.pos_id}: rebuilt {self.context.state} from {len(records)} "
                        "events; reconciling with the broker", state=self.context.state.value, events=len(records))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from actors.brokers.base import Broker
 from actors.clock import Clock
 from actors.trading.book import OrderRouter, TradeBook
+from actors.trading.journal import JournalTails, journal_tails
 from actors.trading.leases import TradeLeases
 from actors.trading.messages import EntryCounters
 from actors.trading.quotes import QuoteSource
@@ -43,6 +44,7 @@ class TradeDeps:
     ready: threading.Event  # set once the start-up reconciliation has passed
     entries: Store[EntryCounters]
     leases: TradeLeases  # which process manages which trade (several trader processes on one database)
+    journal_tails: JournalTails = field(default_factory=journal_tails)  # steps the database has not taken yet
     tick_size: Callable[[str], float | None] = lambda symbol: None  # the instrument master's tick of a symbol
     contracts: ContractWatch | None = None  # keeps the traded contract on the live feed (None: no feed here)
     charges: OrderCharges | None = None  # what an order's fills cost (None: no charges counted)
