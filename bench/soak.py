@@ -79,11 +79,18 @@ DEFAULT_REDIS_URL = os.environ.get("MYBOT_TEST_REDIS_URL", "redis://127.0.0.1:63
 FIRST_SESSION = datetime(2026, 1, 5, 9, 15)  # IST; day k of the loop is this + k days
 BASES = {"NIFTY": 24_000.0, "BANKNIFTY": 52_000.0, "FINNIFTY": 23_000.0}
 SEC_BASE = 150.0
-MANUAL_QTY = 75
+MANUAL_LOTS = 1  # of the shipped instrument master's lot size (an index traded itself on paper: 1 unit)
 SETTLED_STATES = ("CLOSED", "REJECTED", "CANCELLED", "DENIED", "POSITION_OPEN")
 TERMINAL_STATES = frozenset({"CLOSED", "REJECTED", "CANCELLED", "DENIED"})
 HTTP_TIMEOUT = 15.0
 RESTART_RUNNING_WITHIN = 60.0
+
+
+def _lot_size(symbol: str) -> int:
+    """Units in one lot of `symbol` by the shipped instrument master (1 for an index itself, on paper)."""
+    from actors.instruments import snapshot_book
+
+    return snapshot_book().lot_size(symbol) or 1
 
 
 @dataclass(frozen=True)
@@ -498,8 +505,9 @@ def _trader(ctx: Context, rng: random.Random, prefix: str) -> None:
         if len(opened) + pending < o.manual_open_max and (not opened or rng.random() < 0.5):
             number += 1
             pos_id = f"{prefix}{number:05d}"
-            body = {"pos_id": pos_id, "symbol": rng.choice(symbols), "side": rng.choice(("BUY", "SELL")),
-                    "qty": MANUAL_QTY, "reason": "soak"}
+            symbol = rng.choice(symbols)
+            body = {"pos_id": pos_id, "symbol": symbol, "side": rng.choice(("BUY", "SELL")),
+                    "qty": MANUAL_LOTS * _lot_size(symbol), "reason": "soak"}
             sent = time.time()
             status, answer, _ = ctx.client.call("POST", "/v1/trades", body, endpoint="POST /v1/trades")
             if status == 202:
@@ -664,7 +672,8 @@ def _settings(options: SoakOptions, pg_url: str, redis_url: str, prefix: str, se
         "http": {"mds_port": 0, "control_port": 0},
         "risk": {"session_start": "00:00", "session_end": "24:00", "square_off_time": "24:00",
                  "daily_max_loss": 1e12, "daily_max_loss_pct": 100.0, "consecutive_losses_limit": 1_000_000,
-                 "capital": 1e12, "max_open_positions": 100},
+                 "capital": 1e12, "max_open_positions": 100, "max_notional_per_trade": 0.0, "max_exposure": 0.0},
+        "calendar": {"enabled": False},  # any day, any hour
         "strategy": {"entry_max_candle_age_seconds": 0.0},
         "log": {"level": "INFO"},
     }
