@@ -231,6 +231,25 @@ class ExecutionSettings:
 
 
 @dataclass(frozen=True)
+class ExitsSettings:
+    """Protective exits of every position (core/protection.py), percentages of the premium; 0 = off. A
+    strategy signal or a manual entry may set its own; they are journaled with the trade."""
+
+    stop_loss_pct: float = knob(0.0, min=0.0, max=99.99, help="exit when the premium moves this far against "
+                                                              "the position from its entry (STOP_LOSS)")
+    target_pct: float = knob(0.0, min=0.0, max=10_000, help="exit when the premium moves this far in the "
+                                                            "position's favour from its entry (TARGET)")
+    trailing_stop_pct: float = knob(0.0, min=0.0, max=99.99,
+                                    help="exit when the premium falls back this far from the best price since "
+                                         "entry (TRAILING_STOP); the level only tightens")
+    max_holding_minutes: float = knob(0.0, min=0.0, max=10_000,
+                                      help="exit this long after the first entry fill (TIME_EXIT)")
+    check_seconds: float = knob(1.0, min=0.05, max=60,
+                                help="how often the time exits are checked, and a position whose contract sent "
+                                     "no tick for max_quote_age is checked against the latest known quote")
+
+
+@dataclass(frozen=True)
 class RiskSettings:
     trading_enabled: bool = knob(True)
     daily_max_loss: float = knob(5000.0, min=0.0, help="rupees")
@@ -447,6 +466,7 @@ class Settings:
     option_chain: OptionChainSettings = field(default_factory=OptionChainSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    exits: ExitsSettings = field(default_factory=ExitsSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
     strategy: StrategySettings = field(default_factory=StrategySettings)
     market_data: MarketDataSettings = field(default_factory=MarketDataSettings)

@@ -79,6 +79,9 @@ class EntrySignalRaised:
     strike: float | None = None
     option_type: str = ""  # CE / PE / "" when trading the symbol itself
     note: str = ""
+    # This signal's own protective exits, replacing the exits.* defaults (core.protection.ProtectionRules
+    # field names, e.g. {"stop_loss_pct": 25.0}); empty = the defaults.
+    exits: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

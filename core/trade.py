@@ -32,6 +32,7 @@ from typing import Any, ClassVar, get_type_hints
 from core.instruments import InstrumentError, round_to_tick
 from core.orders import BrokerOrder, Leg, OrderRequest, OrderStatus, Side, correlation_id, marketable_limit
 from core.pnl import realized_pnl
+from core.protection import NO_PROTECTION, ProtectionRules
 
 __all__ = [
     "ABANDONED",
@@ -178,6 +179,12 @@ class SignalAccepted(Event):
     qty: int
     expected_price: float
     reason: str = ""
+    # The protective exits in force for this trade (core.protection; 0 = off), journaled with the signal so
+    # that a restart protects the position as it was opened, whatever the config says by then.
+    stop_loss_pct: float = 0.0
+    target_pct: float = 0.0
+    trailing_stop_pct: float = 0.0
+    max_holding_minutes: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -421,6 +428,7 @@ class TradeContext:
     qty: int = 0  # requested
     state: TradeState = TradeState.NEW
     signal_reason: str = ""
+    protection: ProtectionRules = NO_PROTECTION  # the protective exits (from SignalAccepted)
     # entry leg
     expected_entry_price: float = 0.0
     entry_limit_price: float = 0.0
@@ -479,6 +487,7 @@ class TradeContext:
     def to_payload(self) -> dict[str, Any]:
         """Plain data for the status API and snapshots (rebuild uses the event journal, not this)."""
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out["protection"] = self.protection.as_dict()
         out["open_qty"] = self.open_qty
         out["fees"] = round(self.fees, 2)
         out["net_pnl"] = round(self.net_pnl, 2)
@@ -618,8 +627,10 @@ def _on_signal(c: TradeContext, e: SignalAccepted) -> dict[str, Any]:
     if e.qty <= 0 or not e.pos_id:
         raise IllegalTransition(c.state, e, "a signal needs a pos_id and a positive qty")
     return dict(pos_id=e.pos_id, symbol=e.symbol, instrument=e.instrument, side=e.side, qty=e.qty,
-                   expected_entry_price=e.expected_price, signal_reason=e.reason, signal_at=e.at,
-                   entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY))
+                expected_entry_price=e.expected_price, signal_reason=e.reason, signal_at=e.at,
+                entry_correlation_id=correlation_id(e.pos_id, Leg.ENTRY),
+                protection=ProtectionRules(e.stop_loss_pct, e.target_pct, e.trailing_stop_pct,
+                                           e.max_holding_minutes))
 
 
 def _on_adopted(c: TradeContext, e: PositionAdopted) -> dict[str, Any]:
@@ -764,7 +775,8 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
 
 def opening_events(*, at: float, pos_id: str, symbol: str, instrument: str, side: Side, qty: int,
                    price: float, quote: float | None, allowed: bool, denial: str, band_pct: float,
-                   reason: str, tick: float | None = None) -> list[Event]:
+                   reason: str, tick: float | None = None,
+                   protection: ProtectionRules = NO_PROTECTION) -> list[Event]:
     """The first step of a trade: SignalAccepted, then EntryRequested (the risk guard allowed it and a price
     is known: the signal's, else the quote) at a marketable limit, or EntryDenied with `denial` (or
     NO_PRICE when nothing says what the instrument costs).
@@ -775,7 +787,8 @@ def opening_events(*, at: float, pos_id: str, symbol: str, instrument: str, side
     the limit away from it before the rounding moves it by less than one tick toward it."""
     expected = price if price > 0 else (quote or 0.0)
     events: list[Event] = [SignalAccepted(at=at, pos_id=pos_id, symbol=symbol, instrument=instrument, side=side,
-                                          qty=qty, expected_price=expected, reason=reason)]
+                                          qty=qty, expected_price=expected, reason=reason,
+                                          **protection.as_dict())]
     if allowed and expected > 0:
         limit = marketable_limit(quote or expected, side, band_pct)
         if tick:

@@ -39,6 +39,7 @@ from actors.trading.api import (
 )
 from core.instruments import InstrumentError, LotSizeError, lots_of
 from core.orders import Side
+from core.protection import ProtectionRules, rule_problems
 from core.trade import TradeState
 from httpapi.common import bad_param, float_param, json_body, str_param
 from storage.errors import StorageError, StorageUnavailable
@@ -49,6 +50,8 @@ SYMBOL_TEXT = r"[A-Za-z0-9][A-Za-z0-9_:. -]{0,63}"
 DAY = r"\d{4}-\d{2}-\d{2}"
 MAX_QTY = 1_000_000
 _STATES = {state.value for state in TradeState}
+
+EXIT_RULE_FIELDS = tuple(ProtectionRules().as_dict())
 
 
 def _optional_body(req: falcon.Request) -> dict[str, Any]:
@@ -114,6 +117,8 @@ class TradesResource:
             return
         if decision.code == EntryRefusal.DUPLICATE:
             raise falcon.HTTPConflict(title="duplicate pos_id", description=decision.reason)
+        if decision.code == EntryRefusal.INVALID_EXITS:  # checked above: only a rule the guard cannot use
+            raise bad_param("exits", decision.reason)
         if decision.code in (EntryRefusal.NOT_READY, EntryRefusal.STORAGE):
             raise _unavailable(decision.reason)
         resp.status = falcon.HTTP_403
@@ -151,14 +156,21 @@ class TradesResource:
             price = float_param(body["price"], "price", minimum=0.0, maximum=self.trading.max_price)
             if price <= 0:
                 raise bad_param("price", "must be positive")
-        unknown = set(body) - {"pos_id", "symbol", "side", "qty", "price", "reason"}
+        exits: dict[str, float] = {}
+        for name in EXIT_RULE_FIELDS:  # this entry's own protective exits (the exits.* config otherwise)
+            if name in body:
+                exits[name] = float_param(body[name], name, minimum=0.0)
+                problems = rule_problems({name: exits[name]})
+                if problems:
+                    raise bad_param(name, problems[0].partition(": ")[2])
+        unknown = set(body) - {"pos_id", "symbol", "side", "qty", "price", "reason", *EXIT_RULE_FIELDS}
         if unknown:
             raise bad_param(sorted(unknown)[0], "unknown field")
         described = symbol
         if contract is not None and contract.is_option:
             described = f"{contract.underlying} {contract.expiry} {contract.strike:g} {contract.option_type}"
         return ManualEntryRequest(pos_id=pos_id, symbol=symbol, side=Side(side), qty=qty, price=price,
-                                  reason=_reason(body) or "manual entry", instrument=described)
+                                  reason=_reason(body) or "manual entry", instrument=described, exits=exits)
 
 
 class TradeResource:

@@ -198,3 +198,50 @@ def test_manual_entries_take_trading_symbols_whole_lots_and_fetch_a_price_nothin
     assert quote.status_code == 200, quote.text
     assert quote.json()["symbol"] == contract.symbol and quote.json()["ltp"] == 102.4
     assert quote.json()["requested"] == contract.trading_symbol
+
+
+def _open_manual(fake: FakeDhan, runtime: Runtime, pos_id: str, contract: Instrument, **exits: float) -> Any:
+    """A manual BUY of one lot at 100 with its own protective exits, filled at the fake at 100."""
+    fake.state.set_ltp("NSE_FNO", int(contract.security_id), 100.0)
+    answer = requests.post(f"{_control(runtime)}/v1/trades", json={
+        "pos_id": pos_id, "symbol": contract.trading_symbol, "side": "BUY", "qty": 65, "price": 100.0, **exits},
+        headers=AUTH, timeout=10)
+    assert answer.status_code == 202, answer.text
+    [entry] = eventually(lambda: _orders_for(fake, contract.security_id), 10, message="the entry at the fake")
+    fake.state.fill(entry.order_id, price=100.0)
+    eventually(lambda: runtime.storage.trades.get_trade(pos_id).state == "POSITION_OPEN", 10, message="open")
+    eventually(lambda: _subscribed(fake, contract.security_id, (15, 17, 21)), 10, message="on the feed")
+    eventually(lambda: requests.get(f"{_control(runtime)}/v1/status", timeout=5).json()["trading"]["protection"]
+               ["positions"].get(pos_id), 10, message="guarded")
+
+
+def _exit_on_ticks(fake: FakeDhan, runtime: Runtime, pos_id: str, contract: Instrument,
+                   prices: tuple[float, ...], fill: float) -> str:
+    """Push the contract's ticks on the websocket until the exit order reaches the fake, fill it there; the
+    trade's exit reason once CLOSED."""
+    security_id = int(contract.security_id)
+    for price in prices:
+        assert fake.feed.push_tick(security_id, price, segment="NSE_FNO") > 0
+        assert not any(o.transaction_type == "SELL" for o in _orders_for(fake, contract.security_id)) or \
+            price == prices[-1], f"an exit before {prices[-1]}"
+    exit_order = eventually(lambda: next((o for o in _orders_for(fake, contract.security_id)
+                                          if o.transaction_type == "SELL"), None), 10, message="the exit order")
+    fake.state.fill(exit_order.order_id, price=fill)
+    eventually(lambda: runtime.storage.trades.get_trade(pos_id).state == "CLOSED", 10, message="closed")
+    row = runtime.storage.trades.get_trade(pos_id)
+    assert row.exit_price == pytest.approx(fill)
+    return str(row.detail["exit_reason"])
+
+
+def test_a_stop_loss_fires_on_the_contracts_own_ticks_and_the_exit_fills_at_dhan(
+        fake: FakeDhan, runtime: Runtime) -> None:
+    contract = _monthly(runtime, 25700.0)
+    _open_manual(fake, runtime, "STOP-DHAN", contract, stop_loss_pct=10.0)
+    assert _exit_on_ticks(fake, runtime, "STOP-DHAN", contract, (97.0, 93.0, 89.5), fill=89.45) == "STOP_LOSS"
+
+
+def test_a_trailing_stop_follows_the_contracts_rise_at_dhan_then_exits(fake: FakeDhan, runtime: Runtime) -> None:
+    contract = _monthly(runtime, 25750.0)
+    _open_manual(fake, runtime, "TRAIL-DHAN", contract, trailing_stop_pct=10.0)
+    reason = _exit_on_ticks(fake, runtime, "TRAIL-DHAN", contract, (104.0, 115.0, 120.0, 110.0, 107.5), fill=107.5)
+    assert reason == "TRAILING_STOP"

@@ -14,8 +14,8 @@ by other processes:
 - `feed:status`: `{"event": "FEED_STALE" | "FEED_RESUMED" | "FEED_FINISHED", "symbol", "at"}`.
 - keys `quote:<symbol>` = `{"ltp", "ts_epoch"}` and `option_chain:<symbol>` = `{"expiry", "updated_at",
   "payload"}`.
-`candle_message` / `candle_from_message` and `feed_status_message` / `feed_status_from_message` are the
-only encoders and decoders of those two channels.
+`ticks_message` / `ticks_from_message`, `candle_message` / `candle_from_message` and `feed_status_message` /
+`feed_status_from_message` are the only encoders and decoders of those three channels.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ __all__ = [
     "candle_message",
     "feed_status_from_message",
     "feed_status_message",
+    "ticks_from_message",
+    "ticks_message",
 ]
 
 
@@ -95,6 +97,16 @@ class PublishFeedStatus:
 class PublishValue:
     key: str
     value: dict[str, Any]
+
+
+def ticks_message(symbol: str, ticks: list[Tick]) -> bytes:
+    return orjson.dumps({"symbol": symbol, "ticks": [t[1:] for t in ticks]})
+
+
+def ticks_from_message(data: bytes) -> tuple[str, list[tuple[float, float]]]:
+    """(symbol, [(ts_epoch, ltp), ...]) of a `ticks:<symbol>` message."""
+    body = orjson.loads(data)
+    return str(body["symbol"]), [(float(t[0]), float(t[1])) for t in body["ticks"]]
 
 
 def candle_message(candle: Candle, revised: bool = False) -> bytes:

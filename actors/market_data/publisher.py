@@ -18,6 +18,7 @@ from actors.market_data.messages import (
     PublishValue,
     candle_message,
     feed_status_message,
+    ticks_message,
 )
 from storage.bus import Bus
 from storage.errors import StorageError
@@ -53,8 +54,7 @@ class Publisher(SupervisedActor):
         # Accumulate; after_batch() sends one pipeline for everything drained in one go.
         if isinstance(message, PublishTicks):
             for symbol, ticks in message.by_symbol.items():
-                self._items.append((f"ticks:{symbol}", orjson.dumps(
-                    {"symbol": symbol, "ticks": [t[1:] for t in ticks]})))
+                self._items.append((f"ticks:{symbol}", ticks_message(symbol, ticks)))
                 newest = ticks[-1]
                 self._values[f"quote:{symbol}"] = orjson.dumps({"ltp": newest.ltp, "ts_epoch": newest.ts})
         elif isinstance(message, PublishCandles):

@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.brokers.base import Broker
@@ -37,6 +38,7 @@ from actors.trading.messages import (
     OpenTrade,
     RequestExit,
 )
+from actors.trading.protection import ProtectionView
 from actors.trading.quotes import QuoteSource
 from actors.trading.reconcile_state import ReconcileState, acknowledge
 from actors.trading.risk_guard import RiskGuard
@@ -130,6 +132,7 @@ class ManualEntryRequest:
     price: float | None = None
     reason: str = "manual entry"
     instrument: str = ""  # for people (default: the symbol)
+    exits: Mapping[str, float] = field(default_factory=dict)  # protective exits replacing the exits.* defaults
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class TradingViews:
     entry_counters: Store[EntryCounters]
     executor_counters: Store[ExecutorCounters]
     monitor_counters: Store[MonitorCounters]
+    protection: Store[ProtectionView]
 
 
 class TradingApi:
@@ -232,6 +236,7 @@ class TradingApi:
             "executor": dataclasses.asdict(views.executor_counters.get()),
             "timeouts": dataclasses.asdict(views.monitor_counters.get()),
             "router": {"routed": views.router.routed, "unrouted": views.router.unrouted},
+            "protection": views.protection.get().snapshot(),
             "reconciliation": views.reconcile.snapshot(),
         }
 
@@ -252,7 +257,8 @@ class TradingApi:
             raise ValueError(f"pos_id {request.pos_id!r} is not valid")
         order = EntryOrder(pos_id=request.pos_id, symbol=request.symbol, instrument=request.instrument or request.symbol,
                            side=request.side, qty=request.qty, price=request.price or 0.0,
-                           reason=request.reason, at=self.views.clock.now(), source="operator")
+                           reason=request.reason, at=self.views.clock.now(), source="operator",
+                           exits=dict(request.exits))
         reply: Future[EntryDecision] = Future()
         if not self.desk.open(order, reply):
             raise TradingUnavailable("the trades supervisor is stopped")

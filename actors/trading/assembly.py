@@ -4,6 +4,7 @@
       ├─ trades (dynamic)      trade:<pos_id>, one TradeActor per position: the only owner of its trade
       ├─ executor              the placement service: lock -> claim -> submit or resolve -> result
       ├─ timeout-monitor       ORDER_TIMEOUT, stuck submits and cancels, square-off and flatten sweeps
+      ├─ protection            stop-loss, target, trailing stop and time exits, on every tick (exits.*)
       └─ reconciler            start-up adoption + broker vs book every reconcile.interval_seconds
 
 In: `TradingHandles.desk` takes the strategy's signals and the operator's entries and exits. Order
@@ -28,6 +29,7 @@ from actors.trading.book import OrderRouter, TradeBook
 from actors.trading.executor import Executor, ExecutorCounters, PlacementLedger
 from actors.trading.leases import TradeLeases, default_owner_id
 from actors.trading.messages import EntryCounters
+from actors.trading.protection import ProtectionMonitor, ProtectionView
 from actors.trading.quotes import QuoteBook, QuoteSource
 from actors.trading.reconcile_state import ReconcileState
 from actors.trading.reconciler import ReconcileDeps, Reconciler, UnroutedUpdate
@@ -37,8 +39,10 @@ from actors.trading.trade_actor import TradeActor
 from actors.trading.trade_deps import NewTrade, TradeDeps, TradeOrigin
 from actors.wiring import ContractWatch, HealthCheck, Infrastructure, Subtree
 from config.reference import rate_table
+from config.settings import ExitsSettings
 from core.charges import ChargesError, RateTable, fill_charges
 from core.orders import Side
+from core.protection import ProtectionRules
 from core.risk import RiskLimits, ist_day
 from core.trade import OrderCharges
 from supervision.scheduler import Timer
@@ -82,6 +86,12 @@ def order_charges(rates: RateTable) -> OrderCharges:
     return charges
 
 
+def exit_rules(exits: ExitsSettings) -> ProtectionRules:
+    """The exits.* defaults every entry starts from."""
+    return ProtectionRules(exits.stop_loss_pct, exits.target_pct, exits.trailing_stop_pct,
+                           exits.max_holding_minutes)
+
+
 def build_broker(infra: Infrastructure, quotes: QuoteSource, instruments: InstrumentBook | None = None) -> Broker:
     s = infra.settings
     if s.broker.kind == "dhan":
@@ -115,6 +125,7 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     executor_counters = Store("executor.counters", ExecutorCounters())
     monitor_counters = Store("timeout_monitor.counters", MonitorCounters())
     entry_counters = Store("trades.entries", EntryCounters())
+    protection_view = Store("protection.view", ProtectionView())
 
     def trade_spec(key: Hashable) -> ChildSpec:
         pos_id = key.pos_id if isinstance(key, NewTrade) else str(key)
@@ -132,6 +143,10 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     monitor = trading.add(ChildSpec("timeout-monitor", lambda link: TimeoutMonitor.start(
         link, router, book, risk, infra.clock, infra.scheduler, s.execution.order_timeout_seconds,
         s.execution.square_off_check_seconds, monitor_counters)))
+    protection = trading.add(ChildSpec("protection", lambda link: ProtectionMonitor.start(
+        link, bus=infra.bus, trades=router, book=book, quotes=quotes, clock=infra.clock,
+        scheduler=infra.scheduler, check_seconds=s.exits.check_seconds,
+        max_quote_age_seconds=s.execution.max_quote_age_seconds, view=protection_view)))
     reconciler = trading.add(ChildSpec("reconciler", lambda link: Reconciler.start(
         link, reconcile_deps, infra.scheduler, s.reconcile.interval_seconds, reconcile_state),
         backoff=infra.backoff()))
@@ -148,11 +163,12 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
                            risk=risk, book=book, router=router, quotes=quotes, execution=s.execution,
                            protection_band_pct=s.broker.protection_band_pct, executor=executor, monitor=monitor,
                            ready=ready, entries=entry_counters, leases=leases, tick_size=instruments.tick_size,
-                           contracts=contracts, charges=order_charges(rate_table(s.charges)))
+                           contracts=contracts, charges=order_charges(rate_table(s.charges)),
+                           exits=exit_rules(s.exits), protection=protection)
     broker.subscribe_order_updates(router.on_update)
 
     views = TradingViews(infra.storage, broker, infra.clock, book, router, quotes, risk, ready, reconcile_state,
-                         entry_counters, executor_counters, monitor_counters)
+                         entry_counters, executor_counters, monitor_counters, protection_view)
     api = TradingApi(desk, views, s.execution.lot_sizes, instruments,
                      answer_timeout=max(2.0, s.supervision.ask_timeout_seconds * 2))
     poll_timer: list[Timer] = []

@@ -164,6 +164,7 @@ def trade_record(context: TradeContext, created_at: float | None = None) -> Trad
         "entry_slippage_pct": context.entry_slippage_pct, "exit_filled_qty": context.exit_filled_qty,
         "open_qty": context.open_qty, "exit_attempt": context.exit_attempt, "exit_reason": context.exit_reason,
         "signal_reason": context.signal_reason, "reason": context.reason, "seq": context.seq,
+        "protection": context.protection.as_dict(),
     }
     return TradeRecord(
         pos_id=context.pos_id, symbol=context.symbol, instrument=context.instrument, side=context.side.value,

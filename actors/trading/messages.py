@@ -14,12 +14,14 @@ Commands are imperative, events past tense; every message is a frozen dataclass.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from core.orders import BrokerOrder, Leg, OrderRequest, Side
+from core.protection import NO_PROTECTION, ProtectionRules
 from core.signals import EntrySignalRaised
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "EntryOrder",
     "EntryRefusal",
     "GetTrade",
+    "GuardPosition",
     "LeaseLost",
     "LookedUp",
     "Lookup",
@@ -64,6 +67,9 @@ class EntryOrder:
     reason: str
     at: float
     source: str = "strategy"
+    # Protective exit rules of this entry that replace the exits.* defaults (core.protection.ProtectionRules
+    # field names); the trade journals the merged rules with its signal.
+    exits: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_signal(cls, signal: EntrySignalRaised) -> EntryOrder:
@@ -75,7 +81,7 @@ class EntryOrder:
         why = f"entry_score {score:.3f}" if isinstance(score, float) else "strategy"
         return cls(pos_id=signal.pos_id, symbol=signal.instrument, instrument=described, side=signal.side,
                    qty=signal.qty, price=signal.price, reason=f"{why}; {signal.note}".rstrip("; "),
-                   at=signal.at, source="strategy")
+                   at=signal.at, source="strategy", exits=dict(signal.exits))
 
 
 class EntryRefusal(StrEnum):
@@ -84,6 +90,7 @@ class EntryRefusal(StrEnum):
     DUPLICATE = "DUPLICATE"  # the pos_id is known here or in another process
     NOT_READY = "STARTUP_RECONCILIATION"  # the start-up reconciliation has not passed
     STORAGE = "STORAGE_UNAVAILABLE"  # the journal could not be written: nothing was sent
+    INVALID_EXITS = "INVALID_EXITS"  # the entry's own protective exit rules cannot be used
 
 
 @dataclass(frozen=True)
@@ -120,10 +127,26 @@ class AdoptPosition:
 
 @dataclass(frozen=True)
 class RequestExit:
-    """EXIT_SIGNAL for this trade. `source`: strategy, operator, trade (slippage, retry), square_off, flatten."""
+    """EXIT_SIGNAL for this trade. `source`: strategy, operator, trade (slippage, retry), square_off, flatten,
+    protection (a stop-loss, target, trailing stop or time exit)."""
 
     reason: str
     source: str = "strategy"
+    crossed_at: float = 0.0  # protection: perf_counter when the price crossed the level (0: not a protective exit)
+
+
+@dataclass(frozen=True)
+class GuardPosition:
+    """To the protection monitor: this open position's protective exits are in force (`done`: no longer —
+    its exit began, or it ended). Told by the trade actor when that changes."""
+
+    pos_id: str
+    symbol: str = ""
+    side: Side = Side.BUY
+    entry_price: float = 0.0
+    opened_at: float = 0.0
+    rules: ProtectionRules = NO_PROTECTION
+    done: bool = False
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from actors.trading.messages import (
     CancelEntry,
     CheckTimeout,
     GetTrade,
+    GuardPosition,
     LeaseLost,
     LookedUp,
     Observe,
@@ -44,6 +45,7 @@ from actors.trading.messages import (
     RequestExit,
     WatchTrade,
 )
+from actors.trading.protection import guard_of
 from actors.trading.trade_deps import TradeDeps, TradeOrigin
 from actors.trading.trade_entry import TradeEntry
 from actors.trading.trade_orders import RetryPlacement, TradeOrders
@@ -109,6 +111,8 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
         self.flush_attempts = 0
         self.placement_attempts: dict[str, int] = {}  # correlation id -> sends asked (this life)
         self.signal_sent_at = 0.0  # perf_counter when the desk sent OpenTrade (0: recovered, or measured)
+        self.exit_crossed_at = 0.0  # perf_counter when a protective level was crossed (0: none, or measured)
+        self.guard_told: GuardPosition | None = None  # what the protection monitor was last told
         self.log = self.log.bind(pos_id=pos_id)
         self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log, deps.journal_tails)
 
@@ -352,6 +356,7 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
         if deps.contracts is not None and self.context.symbol:
             deps.contracts.unwatch(self.context.symbol, self.pos_id)  # off the live feed once nothing is held
         deps.monitor.tell(WatchTrade(self.pos_id, self.context.state.value, self.context.updated_at, done=True))
+        self._tell_guard(GuardPosition(self.pos_id, done=True))
         self.stop()
 
     def _publish(self) -> None:
@@ -369,3 +374,13 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
         else:
             since = context.updated_at
         deps.monitor.tell(WatchTrade(self.pos_id, context.state.value, since, done=context.state is S.POSITION_OPEN))
+        self._tell_guard(guard_of(context))
+
+    def _tell_guard(self, message: GuardPosition) -> None:
+        """The protection monitor hears of a change only: armed once the position is open, done once not."""
+        if self.deps.protection is None or message == self.guard_told:
+            return
+        if message.done and self.guard_told is None:
+            return  # never armed: nothing to take back
+        self.guard_told = None if message.done else message
+        self.deps.protection.tell(message)

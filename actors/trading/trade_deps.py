@@ -16,6 +16,7 @@ from actors.trading.quotes import QuoteSource
 from actors.trading.risk_guard import RiskGuard
 from actors.wiring import ContractWatch
 from config.settings import ExecutionSettings
+from core.protection import NO_PROTECTION, ProtectionRules
 from core.trade import OrderCharges
 from storage.repositories import Storage
 from supervision.scheduler import Scheduler
@@ -48,6 +49,8 @@ class TradeDeps:
     tick_size: Callable[[str], float | None] = lambda symbol: None  # the instrument master's tick of a symbol
     contracts: ContractWatch | None = None  # keeps the traded contract on the live feed (None: no feed here)
     charges: OrderCharges | None = None  # what an order's fills cost (None: no charges counted)
+    exits: ProtectionRules = NO_PROTECTION  # the exits.* defaults; an entry may replace some (EntryOrder.exits)
+    protection: ChildHandle | None = None  # the protection monitor (None: no protective exits run here)
 
 
 @dataclass(frozen=True)

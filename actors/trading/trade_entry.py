@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from actors.trading.journal import Step
 from actors.trading.messages import AdoptPosition, EntryDecision, EntryRefusal, OpenTrade
 from actors.trading.trade_deps import TradeDeps, TradeOrigin
+from core.protection import ProtectionError
 from core.risk import Denied, EntryIntent
 from core.trade import (
     EntryDenied,
@@ -60,6 +61,12 @@ class TradeEntry:
                          "entries are refused until the start-up reconciliation has passed")
             self._finish()
             return
+        try:
+            protection = deps.exits.merged(order.exits)
+        except ProtectionError as exc:
+            self._answer(message, EntryRefusal.INVALID_EXITS, f"protective exits: {exc}")
+            self._finish()
+            return
         now = deps.clock.now()
         quote = deps.quotes(order.symbol)
         intent = EntryIntent(symbol=order.symbol, qty=order.qty, price=order.price, quote=quote,
@@ -73,7 +80,7 @@ class TradeEntry:
                     qty=order.qty, price=order.price, quote=quote, allowed=decision.allowed,
                     denial=f"{decision.code}: {decision.reason}" if isinstance(decision, Denied) else "",
                     band_pct=deps.protection_band_pct, reason=f"{order.source}: {order.reason}",
-                    tick=deps.tick_size(order.symbol))
+                    tick=deps.tick_size(order.symbol), protection=protection)
                 staged = self._stage(events)
                 self._record(staged, fresh=True)  # with its lease (claimed by the gate): ours from here on
         except StorageError as exc:

@@ -72,6 +72,7 @@ class TradeOrders:
     log: EventLogger
     placement_attempts: dict[str, int]
     signal_sent_at: float
+    exit_crossed_at: float
     exit_retry_due: float | None
     deferred_exit: RequestExit | None
     actor_ref: Any
@@ -142,6 +143,9 @@ class TradeOrders:
             if request.leg is Leg.ENTRY and self.signal_sent_at:
                 metrics.signal_to_order(time.perf_counter() - self.signal_sent_at)
                 self.signal_sent_at = 0.0
+            elif request.leg is Leg.EXIT and self.exit_crossed_at:
+                metrics.protective_stop_reaction(time.perf_counter() - self.exit_crossed_at)
+                self.exit_crossed_at = 0.0
             self._observe(result.order, "placement")
             return
         pending = request_for(self.context)
@@ -232,6 +236,7 @@ class TradeOrders:
                            f"{priced.band_pct:g}% band", level=30, symbol=context.symbol,
                            quote_ts=priced.quote.ts if priced.quote else None)
         self.exit_retry_due = None
+        self.exit_crossed_at = message.crossed_at
         self._apply(ExitRequested(at=self.deps.clock.now(), reason=message.reason, limit_price=priced.limit,
                                   expected_price=priced.expected))
 

@@ -117,9 +117,10 @@ def trader_settings(storage_url: str, **sections: dict[str, Any]) -> Settings:
 
 
 def entry_signal(pos_id: str, symbol: str = "SEC_49081", side: Side = Side.BUY, qty: int = 75,
-                 price: float = 100.0) -> EntrySignalRaised:
+                 price: float = 100.0, exits: dict[str, float] | None = None) -> EntrySignalRaised:
     return EntrySignalRaised(pos_id=pos_id, symbol="NIFTY", instrument=symbol, side=side, qty=qty,
-                             score=None, candle_ts=0, at=time.time(), price=price)  # type: ignore[arg-type]
+                             score=None, candle_ts=0, at=time.time(), price=price,  # type: ignore[arg-type]
+                             exits=exits or {})
 
 
 def exit_signal(pos_id: str, reason: str = "EXIT_SCORE") -> ExitSignalRaised:
