@@ -87,7 +87,8 @@ SCHEMAS: dict[str, Any] = {
                      "pos_id": STRING, "symbol": STRING, "instrument": STRING, "side": STRING, "state": STRING,
                      "qty": INTEGER, "open_qty": INTEGER, "avg_entry_price": NUMBER, "mark": _nullable(NUMBER),
                      "unrealized_pnl": _nullable(NUMBER), "realized_pnl": NUMBER, "opened_at": _nullable(NUMBER),
-                     "exit_reason": _nullable(STRING)}},
+                     "exit_reason": _nullable(STRING), "stop_price": _nullable(NUMBER),
+                     "target_price": _nullable(NUMBER), "trailing_stop": _nullable(NUMBER)}},
     "Positions": {"type": "object", "required": ["positions", "summary"], "properties": {
         "positions": {"type": "array", "items": _ref("Position")}, "summary": OBJECT,
         "realized_today": NUMBER}},
@@ -112,7 +113,13 @@ SCHEMAS: dict[str, Any] = {
                          "side": {"type": "string", "enum": ["BUY", "SELL"]},
                          "qty": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                          "price": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
-                         "reason": {"type": "string", "maxLength": 200}}},
+                         "reason": {"type": "string", "maxLength": 200},
+                         # this entry's protective exits, replacing the exits.* defaults (0 = off)
+                         "stop_loss_pct": {"type": "number", "minimum": 0, "exclusiveMaximum": True, "maximum": 100},
+                         "target_pct": {"type": "number", "minimum": 0},
+                         "trailing_stop_pct": {"type": "number", "minimum": 0, "exclusiveMaximum": True,
+                                               "maximum": 100},
+                         "max_holding_minutes": {"type": "number", "minimum": 0}}},
     "EntryAccepted": {"type": "object", "required": ["pos_id", "status"], "properties": {
         "pos_id": STRING, "status": {"type": "string", "enum": ["accepted"]}}},
     "EntryDenied": {"type": "object", "required": ["error", "code", "reason"], "properties": {

@@ -47,6 +47,8 @@ def test_the_price_falls_through_the_stop_and_the_exit_fills(trading_url: str,
         h.enter("STOP-1")
         h.wait_state("STOP-1", "POSITION_OPEN")
         assert armed(h, "STOP-1")["stop"] == pytest.approx(90.0)
+        [row] = requests.get(f"{h.url}/v1/positions", timeout=5).json()["positions"]  # the dashboard's columns
+        assert row["stop_price"] == pytest.approx(90.0) and row["target_price"] is None
         tick(h, 95.0)
         tick(h, 90.5)
         assert h.state("STOP-1") == "POSITION_OPEN"

@@ -170,9 +170,11 @@ class TradingApi:
         contexts = self.views.book.live()
         quotes = {c.symbol: q for c in contexts if (q := self.views.quotes(c.symbol))}
         summary = daily_pnl(contexts, quotes)
+        guarded = self.views.protection.get().levels  # the protective levels where they stand now
         rows = []
         for c in sorted(contexts, key=lambda c: c.signal_at):
             mark = quotes.get(c.symbol)
+            levels = guarded.get(c.pos_id, {})
             direction = 1 if c.side is Side.BUY else -1
             rows.append({
                 "pos_id": c.pos_id, "symbol": c.symbol, "instrument": c.instrument, "side": c.side.value,
@@ -180,7 +182,8 @@ class TradingApi:
                 "mark": mark, "unrealized_pnl": None if mark is None or not c.open_qty else
                 round(direction * (mark - c.avg_entry_price) * c.open_qty, 2),
                 "realized_pnl": round(c.realized_pnl, 2), "opened_at": c.opened_at or None,
-                "exit_reason": c.exit_reason or None})
+                "exit_reason": c.exit_reason or None, "stop_price": levels.get("stop"),
+                "target_price": levels.get("target"), "trailing_stop": levels.get("trail")})
         return {"positions": rows, "summary": summary.as_dict(), "realized_today": self.realized_today()}
 
     def realized_today(self) -> float:
