@@ -14,6 +14,7 @@ BENCHES = [
     ["-m", "bench.bench_http"],
     ["-m", "bench.bench_ingest"],
     ["-m", "bench.bench_execution"],
+    ["-m", "bench.bench_protection"],
     ["bench/bench_scoring.py"],
     ["-m", "bench.bench_replay"],
     ["bench/bench_storage.py"],

@@ -244,6 +244,11 @@ class ExitsSettings:
                                          "entry (TRAILING_STOP); the level only tightens")
     max_holding_minutes: float = knob(0.0, min=0.0, max=10_000,
                                       help="exit this long after the first entry fill (TIME_EXIT)")
+    broker_stop_pct: float = knob(2.0, min=0.0, max=50,
+                                  help="while a position with a stop-loss or trailing stop is open, a stop-loss "
+                                       "order rests at the broker this far beyond the local stop (moved as the "
+                                       "trail moves, cancelled before any exit), so a dead process still leaves "
+                                       "the position protected; 0 = none")
     check_seconds: float = knob(1.0, min=0.05, max=60,
                                 help="how often the time exits are checked, and a position whose contract sent "
                                      "no tick for max_quote_age is checked against the latest known quote")

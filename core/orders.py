@@ -32,6 +32,11 @@ class Side(StrEnum):
 class Leg(StrEnum):
     ENTRY = "ENTRY"
     EXIT = "EXIT"
+    STOP = "STOP"  # the broker-side stop resting at the broker while the position is open
+
+
+_LEG_SUFFIX = {Leg.ENTRY: "E", Leg.EXIT: "X", Leg.STOP: "S"}
+_SUFFIX_LEG = {suffix: leg for leg, suffix in _LEG_SUFFIX.items()}
 
 
 class OrderStatus(StrEnum):
@@ -60,7 +65,7 @@ def correlation_id(pos_id: str, leg: Leg, attempt: int = 0) -> str:
     Readable when it fits (`<pos_id>-E`); otherwise a stable digest of pos_id keeps it within 25 characters.
     `attempt` > 0 is only for a deliberate new order after the previous one reached a terminal state.
     """
-    suffix = ("E" if leg is Leg.ENTRY else "X") + (str(attempt) if attempt else "")
+    suffix = _LEG_SUFFIX[leg] + (str(attempt) if attempt else "")
     plain = f"{pos_id}-{suffix}"
     if len(plain) <= CORRELATION_ID_MAX and all(c.isalnum() or c in "-_" for c in pos_id):
         return plain
@@ -86,6 +91,7 @@ class OrderRequest:
     qty: int
     price: float
     expected_price: float  # the quote the decision was made on; slippage is measured against it
+    trigger_price: float = 0.0  # > 0: a stop-loss order, working only once the market trades at this price
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,7 @@ class BrokerOrder:
     price: float = 0.0
     reason: str = ""
     updated_at: float = 0.0
+    trigger_price: float = 0.0  # a stop-loss order's trigger (0: a plain LIMIT)
 
     @property
     def remaining_qty(self) -> int:
@@ -131,8 +138,8 @@ class BrokerTrade:
 def correlation_id_matches(pos_id: str, cid: str) -> bool:
     """Is cid one of the readable correlation ids `core.orders.correlation_id` gives pos_id?"""
     stem, _, suffix = cid.rpartition("-")
-    if stem != pos_id or suffix[:1] not in ("E", "X") or not (suffix[1:] == "" or suffix[1:].isdigit()):
+    if stem != pos_id or suffix[:1] not in _SUFFIX_LEG or not (suffix[1:] == "" or suffix[1:].isdigit()):
         return False
-    leg = Leg.ENTRY if suffix[0] == "E" else Leg.EXIT
+    leg = _SUFFIX_LEG[suffix[0]]
     attempt = int(suffix[1:]) if suffix[1:] else 0
     return correlation_id(pos_id, leg, attempt) == cid

@@ -26,6 +26,7 @@ __all__ = [
     "Guard",
     "ProtectionError",
     "ProtectionRules",
+    "broker_stop_trigger",
     "rule_problems",
     "time_due",
     "watch",
@@ -179,6 +180,17 @@ def watch(guard: Guard, price: float) -> tuple[Guard, ExitReason | None]:
         return guard, ExitReason.TARGET
     improved = price > guard.best if guard.long else price < guard.best
     return (replace(guard, best=price) if improved else guard), None
+
+
+def broker_stop_trigger(guard: Guard, broker_stop_pct: float) -> float | None:
+    """Where the broker-side stop rests: `broker_stop_pct` beyond the local stop (the tighter of the stop-loss
+    and the trailing stop), so the local stop always acts first and the broker's only when this process
+    cannot. None: no stop-loss or trailing stop, or the broker-side stop is off (0)."""
+    levels = [level for level in (guard.stop_level, guard.trail_level) if level is not None]
+    if not levels or broker_stop_pct <= 0:
+        return None
+    local = max(levels) if guard.long else min(levels)
+    return local * (1 - broker_stop_pct / 100.0) if guard.long else local * (1 + broker_stop_pct / 100.0)
 
 
 def time_due(guard: Guard, now: float) -> bool:

@@ -36,6 +36,19 @@ from core.protection import NO_PROTECTION, ProtectionRules
 
 __all__ = [
     "ABANDONED",
+    "BROKER_STOP_REASON",
+    "STOP_ATTEMPTS",
+    "STOP_ENDED",
+    "STOP_LIVE_STATES",
+    "STOP_PENDING",
+    "STOP_WORKING",
+    "ModifyOrder",
+    "StopCancelRequested",
+    "StopMoved",
+    "StopRequested",
+    "leg_of_order",
+    "stop_request",
+    "wants_stop",
     "ACTIVE_ORDER_STATES",
     "CANCEL_PENDING",
     "ENDED_WITHOUT_POSITION",
@@ -95,6 +108,8 @@ __all__ = [
 # another (the shell backs off and re-prices each time). Every this many failed exit orders, a human is
 # paged as well: a broker that refuses every exit (margin, freeze, RMS block) needs someone to look.
 EXIT_ALERT_EVERY = 5
+# The exit reason of a position the broker-side stop closed (when no exit had been asked before it).
+BROKER_STOP_REASON = "BROKER_STOP"
 
 
 class TradeState(StrEnum):
@@ -110,6 +125,9 @@ class TradeState(StrEnum):
     EXIT_ORDER_PLACED = "EXIT_ORDER_PLACED"
     EXIT_PARTIALLY_FILLED = "EXIT_PARTIALLY_FILLED"
     EXIT_CANCEL_PENDING = "EXIT_CANCEL_PENDING"  # exit order timed out, cancel sent
+    # An exit is wanted while the broker-side stop rests at the broker: the stop is cancelled first, so that
+    # it and the exit order can never both sell (an over-sell into a short). The exit follows the cancel.
+    STOP_CANCEL_PENDING = "STOP_CANCEL_PENDING"
     CLOSED = "CLOSED"
     REJECTED = "REJECTED"  # the entry order was rejected: no position
     CANCELLED = "CANCELLED"  # the entry order ended with nothing filled: no position
@@ -117,6 +135,7 @@ class TradeState(StrEnum):
 
 
 S = TradeState
+STOP_PENDING, STOP_WORKING, STOP_ENDED = "PENDING", "WORKING", "ENDED"  # TradeContext.stop_status
 TERMINAL_STATES = frozenset({S.CLOSED, S.REJECTED, S.CANCELLED, S.DENIED})
 # The named state sets: every shell asks these, none keeps its own copy.
 ENTRY_LEG = frozenset({S.ENTRY_PENDING, S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.ENTRY_CANCEL_PENDING,
@@ -125,7 +144,9 @@ EXIT_LEG = frozenset({S.EXIT_PENDING, S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILL
 SUBMIT_PENDING = frozenset({S.ENTRY_PENDING, S.EXIT_PENDING})  # the order's submit has no answer yet
 ENTRY_WORKING = ENTRY_LEG - SUBMIT_PENDING  # an entry order is at the broker
 EXIT_WORKING = EXIT_LEG - SUBMIT_PENDING  # an exit order is at the broker
-CANCEL_PENDING = frozenset({S.ENTRY_CANCEL_PENDING, S.ENTRY_PARTIAL_CANCEL_PENDING, S.EXIT_CANCEL_PENDING})
+CANCEL_PENDING = frozenset({S.ENTRY_CANCEL_PENDING, S.ENTRY_PARTIAL_CANCEL_PENDING, S.EXIT_CANCEL_PENDING,
+                            S.STOP_CANCEL_PENDING})
+STOP_LIVE_STATES = frozenset({S.POSITION_OPEN, S.STOP_CANCEL_PENDING})  # where a broker-side stop may rest
 # States in which an order of ours is working and not being cancelled (the timeout monitor watches these).
 ACTIVE_ORDER_STATES = frozenset({S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.EXIT_ORDER_PLACED,
                                  S.EXIT_PARTIALLY_FILLED})
@@ -317,10 +338,39 @@ class PositionAdopted(Event):
     reason: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class StopRequested(Event):
+    """A broker-side stop is to rest at the broker while the position is open: a stop-loss order for the
+    open quantity that the broker triggers at `trigger_price` and works as a marketable LIMIT at
+    `limit_price`. It protects the position when this process cannot (killed, cut off)."""
+
+    log_name: ClassVar[str] = "STOP_ORDER_REQUESTED"
+    trigger_price: float
+    limit_price: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopMoved(Event):
+    """The trailing stop moved: the resting stop order is modified to the new trigger and limit."""
+
+    log_name: ClassVar[str] = "STOP_ORDER_MOVED"
+    trigger_price: float
+    limit_price: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopCancelRequested(Event):
+    """An exit is wanted (`reason`, as ExitRequested's) while the broker-side stop rests: cancel it first;
+    the exit order follows once the broker says it is cancelled (or the stop itself closes the position)."""
+
+    log_name: ClassVar[str] = "STOP_CANCEL_REQUESTED"
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
     SignalAccepted, EntryRequested, EntryDenied, OrderPlaced, OrderPartiallyFilled, OrderFilled,
     OrderTimedOut, OrderSlippageDetected, OrderRejected, OrderCancelled, ExitRequested, PositionAdopted,
-    EntryRepriced, EntryCancelRequested)}
+    EntryRepriced, EntryCancelRequested, StopRequested, StopMoved, StopCancelRequested)}
 
 
 def _plain(value: Any) -> Any:
@@ -370,6 +420,18 @@ class CancelOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class ModifyOrder:
+    """Move a working order (the broker-side stop): `qty` is the order's total quantity, as Dhan wants it."""
+
+    pos_id: str
+    order_id: str
+    leg: Leg
+    qty: int
+    price: float
+    trigger_price: float
+
+
+@dataclass(frozen=True, slots=True)
 class RaiseExitSignal:
     """Publish EXIT_SIGNAL for this trade (slippage guard, a pending exit, an exit to retry).
 
@@ -411,7 +473,7 @@ class RecordClosedTrade:
         return self.realized_pnl - self.fees
 
 
-Command = PlaceOrder | CancelOrder | RaiseExitSignal | AlertOperator | RecordClosedTrade
+Command = PlaceOrder | CancelOrder | ModifyOrder | RaiseExitSignal | AlertOperator | RecordClosedTrade
 
 
 # --------------------------------------------------------------------------------------------- context
@@ -450,6 +512,19 @@ class TradeContext:
     exit_filled_qty: int = 0
     avg_exit_price: float = 0.0
     exit_reason: str = ""
+    # the broker-side stop (Leg.STOP): a stop-loss order resting at the broker while the position is open
+    stop_attempt: int = -1  # index of the current stop order (-1 = none yet); feeds correlation_id
+    stop_correlation_id: str = ""
+    stop_order_id: str = ""
+    stop_status: str = ""  # "" none | PENDING (submitted, no answer) | WORKING (at the broker) | ENDED
+    stop_qty: int = 0  # the stop order's total quantity
+    stop_trigger_price: float = 0.0
+    stop_limit_price: float = 0.0
+    stop_moves: int = 0  # modifications of the current stop order (Dhan allows 25 per order)
+    stop_placed_at: float = 0.0
+    stop_order_filled_qty: int = 0  # the current stop order's cumulative fill (its units count as exited)
+    stop_order_avg_price: float = 0.0
+    stop_order_fees: float = 0.0
     # charges (core.charges), cumulative like the fills: the entry order's, every earlier exit order's, this one's
     entry_fees: float = 0.0
     exit_fees: float = 0.0  # every exit order's, the current one's included
@@ -483,6 +558,11 @@ class TradeContext:
     @property
     def exit_side(self) -> Side:
         return self.side.opposite
+
+    @property
+    def stop_live(self) -> bool:
+        """A broker-side stop is (or may be) resting at the broker: no exit order may be sent beside it."""
+        return self.stop_status in (STOP_PENDING, STOP_WORKING)
 
     def to_payload(self) -> dict[str, Any]:
         """Plain data for the status API and snapshots (rebuild uses the event journal, not this)."""
@@ -548,6 +628,21 @@ TRANSITIONS: dict[tuple[TradeState, type[Event]], TradeState] = {
     (S.EXIT_CANCEL_PENDING, OrderFilled): S.CLOSED,  # late exit fill after the timeout: closed after all
     (S.EXIT_CANCEL_PENDING, OrderPartiallyFilled): S.EXIT_CANCEL_PENDING,
     (S.EXIT_CANCEL_PENDING, OrderRejected): S.POSITION_OPEN,
+    # The broker-side stop (Leg.STOP) rests while the position is open; its order events keep the position
+    # open until a complete fill, which closes the trade (the stop did the exit).
+    (S.POSITION_OPEN, StopRequested): S.POSITION_OPEN,  # -> PlaceOrder(stop)
+    (S.POSITION_OPEN, OrderPlaced): S.POSITION_OPEN,  # the stop rests at the broker
+    (S.POSITION_OPEN, StopMoved): S.POSITION_OPEN,  # -> ModifyOrder(stop): the trail moved
+    (S.POSITION_OPEN, OrderPartiallyFilled): S.POSITION_OPEN,  # the stop triggered: fewer units open
+    (S.POSITION_OPEN, OrderFilled): S.CLOSED,  # the stop sold every unit
+    (S.POSITION_OPEN, OrderRejected): S.POSITION_OPEN,  # no stop at the broker: local protection only
+    (S.POSITION_OPEN, OrderCancelled): S.POSITION_OPEN,  # cancelled at the broker by someone else
+    (S.POSITION_OPEN, StopCancelRequested): S.STOP_CANCEL_PENDING,  # an exit is wanted -> CancelOrder(stop)
+    (S.STOP_CANCEL_PENDING, OrderCancelled): S.POSITION_OPEN,  # -> RaiseExitSignal: now the exit order
+    (S.STOP_CANCEL_PENDING, OrderRejected): S.POSITION_OPEN,  # the stop ended unfilled all the same
+    (S.STOP_CANCEL_PENDING, OrderPartiallyFilled): S.STOP_CANCEL_PENDING,  # it triggered before the cancel
+    (S.STOP_CANCEL_PENDING, OrderFilled): S.CLOSED,  # the stop won the race: closed by it
+    (S.STOP_CANCEL_PENDING, ExitRequested): S.STOP_CANCEL_PENDING,  # an exit is already on its way
 }
 
 
@@ -585,17 +680,26 @@ def _leg_of(state: TradeState) -> Leg | None:
         return Leg.ENTRY
     if state in EXIT_LEG:
         return Leg.EXIT
+    if state is S.STOP_CANCEL_PENDING:
+        return Leg.STOP
     return None
 
 
 def _check_consistent(context: TradeContext, event: Event) -> None:
-    """An order event must be about this trade's current order of the leg the state is working on."""
-    leg = _leg_of(context.state)
+    """An order event must be about this trade's current order of the leg the state is working on (the
+    broker-side stop's, while the position is open); an exit order is never sent beside a live stop."""
     event_leg = getattr(event, "leg", None)
-    if event_leg is not None and event_leg is not leg:
+    leg = _leg_of(context.state)
+    if event_leg is Leg.STOP or isinstance(event, StopRequested | StopMoved | StopCancelRequested):
+        _check_stop(context, event)
+        leg = Leg.STOP
+    elif event_leg is not None and event_leg is not leg:
         raise IllegalTransition(context.state, event, f"a {event_leg} event while the {leg} leg is working")
+    if isinstance(event, ExitRequested) and context.state is S.POSITION_OPEN and context.stop_live:
+        raise IllegalTransition(context.state, event, "the broker-side stop rests at the broker: cancel it first "
+                                                      "(StopCancelRequested)")
     if isinstance(event, OrderPlaced):
-        expected = context.entry_correlation_id if leg is Leg.ENTRY else context.exit_correlation_id
+        expected = correlation_of(context, leg) if leg is not None else ""
         if event.correlation_id != expected:
             raise IllegalTransition(context.state, event,
                                     f"correlation id {event.correlation_id!r} is not this trade's {expected!r}")
@@ -607,20 +711,49 @@ def _check_consistent(context: TradeContext, event: Event) -> None:
         if order_id != context.entry_order_id:
             raise IllegalTransition(context.state, event, f"order {order_id!r} is not the entry order")
         return
-    if order_id and event_leg is not None:
-        current = context.entry_order_id if leg is Leg.ENTRY else context.exit_order_id
+    if order_id and event_leg is not None and leg is not None:
+        current = order_id_of(context, leg)
         if current and order_id != current:
             raise IllegalTransition(context.state, event, f"order {order_id!r} is not the current {leg} order")
     if isinstance(event, OrderPartiallyFilled | OrderFilled):
-        before = context.entry_filled_qty if leg is Leg.ENTRY else context.exit_order_filled_qty
+        before = {Leg.ENTRY: context.entry_filled_qty, Leg.EXIT: context.exit_order_filled_qty,
+                  Leg.STOP: context.stop_order_filled_qty}.get(leg, 0) if leg is not None else 0
         if event.filled_qty < before or (isinstance(event, OrderPartiallyFilled) and event.filled_qty == before):
             raise IllegalTransition(context.state, event,
                                     f"cumulative filled qty {event.filled_qty} does not advance from {before}")
         if event.filled_qty <= 0 or event.avg_price <= 0:
             raise IllegalTransition(context.state, event, "a fill needs a positive qty and price")
-        if leg is Leg.EXIT and context.exit_filled_qty - context.exit_order_filled_qty + event.filled_qty > \
-                context.entry_filled_qty:
-            raise IllegalTransition(context.state, event, "the exit fills exceed the position")
+        if leg in (Leg.EXIT, Leg.STOP):
+            exited = context.exit_filled_qty - before + event.filled_qty
+            if exited > context.entry_filled_qty:
+                raise IllegalTransition(context.state, event, "the exit fills exceed the position")
+            if leg is Leg.STOP and isinstance(event, OrderFilled) and exited != context.entry_filled_qty:
+                raise IllegalTransition(context.state, event, "a complete stop fill must close the position")
+
+
+def _check_stop(context: TradeContext, event: Event) -> None:
+    """The broker-side stop's own rules: one at a time, only while the position is open and no exit asked."""
+    if context.state not in STOP_LIVE_STATES:
+        raise IllegalTransition(context.state, event, "a broker-side stop rests only while the position is open")
+    if isinstance(event, StopRequested):
+        if context.stop_live or context.exit_reason or context.open_qty <= 0:
+            raise IllegalTransition(context.state, event, "a stop is requested once, for an open position that "
+                                                          "is not being exited")
+        if event.trigger_price <= 0 or event.limit_price <= 0:
+            raise IllegalTransition(context.state, event, "a stop needs a positive trigger and limit price")
+    elif isinstance(event, StopMoved | StopCancelRequested):
+        if context.stop_status != STOP_WORKING:
+            raise IllegalTransition(context.state, event, f"the stop is {context.stop_status or 'not requested'}, "
+                                                          "not working at the broker")
+        if isinstance(event, StopMoved) and (event.trigger_price <= 0 or event.limit_price <= 0):
+            raise IllegalTransition(context.state, event, "a stop needs a positive trigger and limit price")
+    elif isinstance(event, OrderPlaced):
+        if context.stop_status != STOP_PENDING:
+            raise IllegalTransition(context.state, event, "no stop order is being placed")
+    elif context.stop_status != STOP_WORKING and not (
+            isinstance(event, OrderRejected) and context.stop_status == STOP_PENDING):
+        raise IllegalTransition(context.state, event, f"no stop order is working (it is "
+                                                      f"{context.stop_status or 'not requested'})")
 
 
 def _on_signal(c: TradeContext, e: SignalAccepted) -> dict[str, Any]:
@@ -653,6 +786,8 @@ def _on_denied(c: TradeContext, e: EntryDenied) -> dict[str, Any]:
 def _on_placed(c: TradeContext, e: OrderPlaced) -> dict[str, Any]:
     if e.leg is Leg.ENTRY:
         return dict(entry_order_id=e.order_id, entry_placed_at=e.at)
+    if e.leg is Leg.STOP:
+        return dict(stop_order_id=e.order_id, stop_placed_at=e.at, stop_status=STOP_WORKING)
     return dict(exit_order_id=e.order_id, exit_placed_at=e.at, exit_order_filled_qty=0,
                 exit_order_avg_price=0.0, exit_order_fees=0.0)
 
@@ -661,18 +796,28 @@ def _on_fill(c: TradeContext, e: OrderPartiallyFilled | OrderFilled) -> dict[str
     if e.leg is Leg.ENTRY:
         return dict(entry_filled_qty=e.filled_qty, avg_entry_price=e.avg_price,
                     opened_at=c.opened_at or e.at, entry_fees=max(e.fees, c.entry_fees))
-    # The event is cumulative for the current exit order; fold the new units into the trade's totals.
-    new_qty = e.filled_qty - c.exit_order_filled_qty
+    # The event is cumulative for the current exit (or stop) order; fold the new units into the trade's
+    # totals: a stop's fills are exit fills.
+    stop = e.leg is Leg.STOP
+    order_qty, order_avg, order_fees_before = ((c.stop_order_filled_qty, c.stop_order_avg_price, c.stop_order_fees)
+                                               if stop else
+                                               (c.exit_order_filled_qty, c.exit_order_avg_price, c.exit_order_fees))
+    new_qty = e.filled_qty - order_qty
     if not new_qty:
         return {}
-    new_value = e.avg_price * e.filled_qty - c.exit_order_avg_price * c.exit_order_filled_qty
+    new_value = e.avg_price * e.filled_qty - order_avg * order_qty
     exited = c.exit_filled_qty + new_qty
     avg_exit = (c.avg_exit_price * c.exit_filled_qty + new_value) / exited
-    order_fees = max(e.fees, c.exit_order_fees)
-    return dict(exit_order_filled_qty=e.filled_qty, exit_order_avg_price=e.avg_price,
-                exit_filled_qty=exited, avg_exit_price=avg_exit,
-                exit_fees=c.exit_fees + order_fees - c.exit_order_fees, exit_order_fees=order_fees,
-                realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
+    order_fees = max(e.fees, order_fees_before)
+    totals = dict(exit_filled_qty=exited, avg_exit_price=avg_exit, exit_fees=c.exit_fees + order_fees - order_fees_before,
+                  realized_pnl=realized_pnl(c.side, exited, c.avg_entry_price, avg_exit))
+    if stop:
+        ended = isinstance(e, OrderFilled)
+        return dict(totals, stop_order_filled_qty=e.filled_qty, stop_order_avg_price=e.avg_price,
+                    stop_order_fees=order_fees, stop_status=STOP_ENDED if ended else c.stop_status,
+                    exit_reason=BROKER_STOP_REASON if ended else c.exit_reason)  # closed by the stop
+    return dict(totals, exit_order_filled_qty=e.filled_qty, exit_order_avg_price=e.avg_price,
+                exit_order_fees=order_fees)
 
 
 def _on_cancel_requested(c: TradeContext, e: EntryCancelRequested) -> dict[str, Any]:
@@ -688,11 +833,31 @@ def _on_slippage(c: TradeContext, e: OrderSlippageDetected) -> dict[str, Any]:
 
 
 def _on_rejected(c: TradeContext, e: OrderRejected) -> dict[str, Any]:
+    if e.leg is Leg.STOP:  # the trade's own reason stays: the stop's is in the event and its log line
+        return dict(stop_status=STOP_ENDED, stop_order_id=e.order_id or c.stop_order_id)
     return dict(reason=e.reason)
 
 
 def _on_cancelled(c: TradeContext, e: OrderCancelled) -> dict[str, Any]:
+    if e.leg is Leg.STOP:
+        return dict(stop_status=STOP_ENDED)
     return dict(reason=e.reason or c.reason)
+
+
+def _on_stop_requested(c: TradeContext, e: StopRequested) -> dict[str, Any]:
+    attempt = c.stop_attempt + 1
+    return dict(stop_attempt=attempt, stop_correlation_id=correlation_id(c.pos_id, Leg.STOP, attempt),
+                stop_order_id="", stop_status=STOP_PENDING, stop_qty=c.open_qty, stop_trigger_price=e.trigger_price,
+                stop_limit_price=e.limit_price, stop_moves=0, stop_placed_at=0.0, stop_order_filled_qty=0,
+                stop_order_avg_price=0.0, stop_order_fees=0.0)
+
+
+def _on_stop_moved(c: TradeContext, e: StopMoved) -> dict[str, Any]:
+    return dict(stop_trigger_price=e.trigger_price, stop_limit_price=e.limit_price, stop_moves=c.stop_moves + 1)
+
+
+def _on_stop_cancel_requested(c: TradeContext, e: StopCancelRequested) -> dict[str, Any]:
+    return dict(exit_reason=e.reason)
 
 
 def _on_exit_requested(c: TradeContext, e: ExitRequested) -> dict[str, Any]:
@@ -720,6 +885,9 @@ _UPDATES: dict[type[Event], Any] = {
     OrderCancelled: _on_cancelled,
     ExitRequested: _on_exit_requested,
     PositionAdopted: _on_adopted,
+    StopRequested: _on_stop_requested,
+    StopMoved: _on_stop_moved,
+    StopCancelRequested: _on_stop_cancel_requested,
 }
 
 
@@ -741,6 +909,13 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
         if before.state in (S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED):
             return [CancelOrder(after.pos_id, after.entry_order_id, Leg.ENTRY)]
         return []  # a cancel is already on its way
+    if isinstance(event, StopRequested):
+        return [PlaceOrder(stop_request(after))]
+    if isinstance(event, StopMoved):
+        return [ModifyOrder(after.pos_id, after.stop_order_id, Leg.STOP, after.stop_qty, after.stop_limit_price,
+                            after.stop_trigger_price)]
+    if isinstance(event, StopCancelRequested):
+        return [CancelOrder(after.pos_id, after.stop_order_id, Leg.STOP)]
     if isinstance(event, OrderTimedOut):
         return [CancelOrder(after.pos_id, event.order_id, event.leg)]
     if isinstance(event, EntryCancelRequested):
@@ -755,6 +930,14 @@ def _commands(before: TradeContext, after: TradeContext, event: Event) -> list[C
             avg_exit_price=after.avg_exit_price, realized_pnl=after.realized_pnl,
             opened_at=after.opened_at, closed_at=after.closed_at, exit_reason=after.exit_reason,
             fees=after.fees)]
+    if getattr(event, "leg", None) is Leg.STOP and after.state is S.POSITION_OPEN:
+        if before.state is S.STOP_CANCEL_PENDING:  # the stop is gone: now the exit order
+            return [RaiseExitSignal(after.pos_id, after.exit_reason)]
+        if isinstance(event, OrderRejected | OrderCancelled):
+            why = event.reason or "no reason given"
+            return [AlertOperator(after.pos_id, f"the broker-side stop of {after.open_qty} {after.symbol} ended "
+                                                f"unfilled ({why}): the position is protected by this process only")]
+        return []
     if after.state is S.POSITION_OPEN and before.state is not S.POSITION_OPEN:
         if before.state in ENTRY_LEG:
             # Opened while an exit was already wanted (asked during the entry cancel): ask again now.
@@ -820,6 +1003,28 @@ def entry_repricing(context: TradeContext, quote: float | None, band_pct: float,
     return EntryRepriced(at=at, limit_price=limit, expected_price=quote)
 
 
+def stop_request(context: TradeContext) -> OrderRequest:
+    """The broker-side stop order of the trade (what StopRequested's PlaceOrder carries)."""
+    return OrderRequest(correlation_id=context.stop_correlation_id, pos_id=context.pos_id, leg=Leg.STOP,
+                        symbol=context.symbol, side=context.exit_side, qty=context.stop_qty,
+                        price=context.stop_limit_price, expected_price=context.stop_trigger_price,
+                        trigger_price=context.stop_trigger_price)
+
+
+def wants_stop(context: TradeContext) -> bool:
+    """Should a broker-side stop be requested now: an open position with a stop-loss or trailing stop, no exit
+    asked, and no stop resting (a stop that never reached the broker is asked for again, twice at most; one
+    the broker held and then ended is not: someone cancelled it there, or it was rejected)."""
+    rules = context.protection
+    return (context.state is S.POSITION_OPEN and not context.exit_reason and context.open_qty > 0
+            and bool(rules.stop_loss_pct or rules.trailing_stop_pct)
+            and (context.stop_status == "" or (context.stop_status == STOP_ENDED and not context.stop_order_id
+                                                and context.stop_attempt < STOP_ATTEMPTS - 1)))
+
+
+STOP_ATTEMPTS = 3  # stop orders asked for a position when none reaches the broker
+
+
 def request_for(context: TradeContext) -> OrderRequest | None:
     """The order a pending submit is about (the same request the PlaceOrder command carried)."""
     if context.state is S.ENTRY_PENDING:
@@ -830,15 +1035,31 @@ def request_for(context: TradeContext) -> OrderRequest | None:
         return OrderRequest(correlation_id=context.exit_correlation_id, pos_id=context.pos_id, leg=Leg.EXIT,
                             symbol=context.symbol, side=context.exit_side, qty=context.open_qty,
                             price=context.exit_limit_price, expected_price=context.expected_exit_price)
+    if context.state is S.POSITION_OPEN and context.stop_status == STOP_PENDING:
+        return stop_request(context)
     return None
 
 
 def order_id_of(context: TradeContext, leg: Leg) -> str:
-    return context.entry_order_id if leg is Leg.ENTRY else context.exit_order_id
+    return {Leg.ENTRY: context.entry_order_id, Leg.EXIT: context.exit_order_id, Leg.STOP: context.stop_order_id}[leg]
 
 
 def correlation_of(context: TradeContext, leg: Leg) -> str:
-    return context.entry_correlation_id if leg is Leg.ENTRY else context.exit_correlation_id
+    return {Leg.ENTRY: context.entry_correlation_id, Leg.EXIT: context.exit_correlation_id,
+            Leg.STOP: context.stop_correlation_id}[leg]
+
+
+def leg_of_order(context: TradeContext, order: BrokerOrder) -> Leg | None:
+    """Which of the trade's orders a broker order is (by correlation id, then order id), or None."""
+    for leg in (Leg.ENTRY, Leg.EXIT, Leg.STOP):
+        cid = correlation_of(context, leg)
+        if order.correlation_id and order.correlation_id == cid:
+            return leg
+    for leg in (Leg.ENTRY, Leg.EXIT, Leg.STOP):
+        known = order_id_of(context, leg)
+        if order.order_id and order.order_id == known:
+            return leg
+    return None
 
 
 
@@ -898,15 +1119,8 @@ def observe(context: TradeContext, order: BrokerOrder, at: float,
     `charges` prices a fill (the order's cumulative charges); the fill events carry them, so the journal
     keeps the fees paid under the rates of that day.
     """
-    if order.correlation_id and order.correlation_id == context.entry_correlation_id:
-        leg = Leg.ENTRY
-    elif order.correlation_id and order.correlation_id == context.exit_correlation_id:
-        leg = Leg.EXIT
-    elif order.order_id and order.order_id == context.entry_order_id:
-        leg = Leg.ENTRY
-    elif order.order_id and order.order_id == context.exit_order_id:
-        leg = Leg.EXIT
-    else:
+    leg = leg_of_order(context, order)
+    if leg is None:
         return []
     events: list[Event] = []
     scratch = context
@@ -915,20 +1129,25 @@ def observe(context: TradeContext, order: BrokerOrder, at: float,
         nonlocal scratch
         if (scratch.state, type(event)) not in TRANSITIONS:
             return False
-        scratch, _ = apply(scratch, event)
+        try:
+            scratch, _ = apply(scratch, event)
+        except IllegalTransition:
+            return False  # the state takes this event type, but not for this leg or order
         events.append(event)
         return True
 
-    known_order = context.entry_order_id if leg is Leg.ENTRY else context.exit_order_id
+    known_order = order_id_of(context, leg)
     if known_order and order.order_id != known_order:
         return []  # a different order carrying our correlation id: the reconciler's business
     if order.status is OrderStatus.REJECTED and not known_order:
         offer(OrderRejected(at=at, leg=leg, reason=order.reason or "rejected", order_id=order.order_id))
         return events
-    if not known_order and _leg_of(context.state) is leg:
+    placing = _leg_of(context.state) is leg or (leg is Leg.STOP and context.stop_status == STOP_PENDING)
+    if not known_order and placing:
         offer(OrderPlaced(at=at, order_id=order.order_id, correlation_id=order.correlation_id, leg=leg,
                           qty=order.qty, price=order.price))
-    known_fill = context.entry_filled_qty if leg is Leg.ENTRY else context.exit_order_filled_qty
+    known_fill = {Leg.ENTRY: context.entry_filled_qty, Leg.EXIT: context.exit_order_filled_qty,
+                  Leg.STOP: context.stop_order_filled_qty}[leg]
     if order.filled_qty > known_fill:
         complete = order.status is OrderStatus.TRADED or order.filled_qty >= order.qty
         fill_type = OrderFilled if complete else OrderPartiallyFilled
@@ -954,15 +1173,13 @@ assert all(event_type in _UPDATES for _, event_type in TRANSITIONS)
 def order_news(context: TradeContext, order: BrokerOrder) -> tuple[bool, bool]:
     """(does this broker order tell the trade something it has not applied, is that a fill it missed): what the
     reconciler asks of each broker order a live trade owns."""
-    cid = order.correlation_id
-    if (cid and cid == context.entry_correlation_id) or (
-            context.entry_order_id and order.order_id == context.entry_order_id):
-        missed = order.filled_qty > context.entry_filled_qty
-        ended = order.status.is_terminal and context.state in ENTRY_LEG
-        return missed or ended or not context.entry_order_id, missed
-    if (cid and cid == context.exit_correlation_id) or (
-            context.exit_order_id and order.order_id == context.exit_order_id):
-        missed = order.filled_qty > context.exit_order_filled_qty
-        ended = order.status.is_terminal and context.state in EXIT_LEG
-        return missed or ended or not context.exit_order_id, missed
-    return False, False
+    leg = leg_of_order(context, order)
+    if leg is None:
+        return False, False
+    known_fill = {Leg.ENTRY: context.entry_filled_qty, Leg.EXIT: context.exit_order_filled_qty,
+                  Leg.STOP: context.stop_order_filled_qty}[leg]
+    missed = order.filled_qty > known_fill
+    working = {Leg.ENTRY: context.state in ENTRY_LEG, Leg.EXIT: context.state in EXIT_LEG,
+               Leg.STOP: context.stop_live}[leg]
+    ended = order.status.is_terminal and working
+    return missed or ended or not order_id_of(context, leg), missed

@@ -88,7 +88,8 @@ SCHEMAS: dict[str, Any] = {
                      "qty": INTEGER, "open_qty": INTEGER, "avg_entry_price": NUMBER, "mark": _nullable(NUMBER),
                      "unrealized_pnl": _nullable(NUMBER), "realized_pnl": NUMBER, "opened_at": _nullable(NUMBER),
                      "exit_reason": _nullable(STRING), "stop_price": _nullable(NUMBER),
-                     "target_price": _nullable(NUMBER), "trailing_stop": _nullable(NUMBER)}},
+                     "target_price": _nullable(NUMBER), "trailing_stop": _nullable(NUMBER),
+                     "broker_stop_price": _nullable(NUMBER)}},
     "Positions": {"type": "object", "required": ["positions", "summary"], "properties": {
         "positions": {"type": "array", "items": _ref("Position")}, "summary": OBJECT,
         "realized_today": NUMBER}},

@@ -215,17 +215,22 @@ def _open_manual(fake: FakeDhan, runtime: Runtime, pos_id: str, contract: Instru
                ["positions"].get(pos_id), 10, message="guarded")
 
 
+def _sells(fake: FakeDhan, contract: Instrument, order_type: str) -> list[Any]:
+    return [o for o in _orders_for(fake, contract.security_id)
+            if o.transaction_type == "SELL" and o.order_type == order_type]
+
+
 def _exit_on_ticks(fake: FakeDhan, runtime: Runtime, pos_id: str, contract: Instrument,
                    prices: tuple[float, ...], fill: float) -> str:
     """Push the contract's ticks on the websocket until the exit order reaches the fake, fill it there; the
-    trade's exit reason once CLOSED."""
+    trade's exit reason once CLOSED. The broker-side stop rested at the fake from the entry's fill until the
+    exit: it was cancelled before the exit order was sent (both must never sell)."""
     security_id = int(contract.security_id)
+    [stop] = eventually(lambda: _sells(fake, contract, "STOP_LOSS"), 10, message="the broker-side stop at Dhan")
     for price in prices:
         assert fake.feed.push_tick(security_id, price, segment="NSE_FNO") > 0
-        assert not any(o.transaction_type == "SELL" for o in _orders_for(fake, contract.security_id)) or \
-            price == prices[-1], f"an exit before {prices[-1]}"
-    exit_order = eventually(lambda: next((o for o in _orders_for(fake, contract.security_id)
-                                          if o.transaction_type == "SELL"), None), 10, message="the exit order")
+    exit_order = eventually(lambda: next(iter(_sells(fake, contract, "LIMIT")), None), 10, message="the exit order")
+    assert stop.status == "CANCELLED" and stop.updated <= exit_order.created, "the stop was cancelled first"
     fake.state.fill(exit_order.order_id, price=fill)
     eventually(lambda: runtime.storage.trades.get_trade(pos_id).state == "CLOSED", 10, message="closed")
     row = runtime.storage.trades.get_trade(pos_id)
@@ -243,5 +248,11 @@ def test_a_stop_loss_fires_on_the_contracts_own_ticks_and_the_exit_fills_at_dhan
 def test_a_trailing_stop_follows_the_contracts_rise_at_dhan_then_exits(fake: FakeDhan, runtime: Runtime) -> None:
     contract = _monthly(runtime, 25750.0)
     _open_manual(fake, runtime, "TRAIL-DHAN", contract, trailing_stop_pct=10.0)
-    reason = _exit_on_ticks(fake, runtime, "TRAIL-DHAN", contract, (104.0, 115.0, 120.0, 110.0, 107.5), fill=107.5)
+    [stop] = eventually(lambda: _sells(fake, contract, "STOP_LOSS"), 10, message="the broker-side stop at Dhan")
+    assert stop.trigger_price == 88.2  # 2 % (exits.broker_stop_pct) below the trail of 90
+    for price in (104.0, 115.0, 120.0):
+        assert fake.feed.push_tick(int(contract.security_id), price, segment="NSE_FNO") > 0
+    # the trail is at 108 now; the resting stop follows it (modified at Dhan), 2 % below: 105.84 -> 105.85
+    eventually(lambda: stop.trigger_price == 105.85 and stop.modifications >= 1, 10, message="the stop moved up")
+    reason = _exit_on_ticks(fake, runtime, "TRAIL-DHAN", contract, (110.0, 107.5), fill=107.5)
     assert reason == "TRAILING_STOP"

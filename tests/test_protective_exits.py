@@ -59,6 +59,12 @@ def test_the_price_falls_through_the_stop_and_the_exit_fills(trading_url: str,
         assert row.exit_price == pytest.approx(89.5) and row.realized_pnl == pytest.approx(-10.5 * 75)
         [journaled] = [e for e in h.storage.trades.events("STOP-1") if e.event == "ExitRequested"]
         assert journaled.payload["reason"] == "STOP_LOSS"
+        # The broker-side stop rested 2 % beyond the local stop (88.2) from the fill on, and was cancelled
+        # before the exit order went out: the two never both sell.
+        assert [(p.leg.value, p.trigger_price) for p in h.broker.places] == [("ENTRY", 0.0), ("STOP", 88.2),
+                                                                            ("EXIT", 0.0)]
+        names = h.events("STOP-1")
+        assert names.index("StopCancelRequested") < names.index("OrderCancelled") < names.index("ExitRequested")
         [line] = [r for r in caplog.records if getattr(r, "event", "") == "PROTECTIVE_EXIT"]
         assert "STOP_LOSS at 89.5" in line.getMessage() and line.stop == pytest.approx(90.0)
         eventually(lambda: not protection(h)["positions"], message="nothing guarded once closed")
@@ -74,6 +80,10 @@ def test_the_trailing_stop_follows_a_rise_then_exits(trading_url: str) -> None:
             tick(h, price)
         eventually(lambda: protection(h)["positions"]["TRAIL-1"]["trail"] == pytest.approx(108.0),
                    message="the trail follows the best price, 120")
+        # the broker-side stop follows the trail: 2 % below 108
+        eventually(lambda: h.trader.book.get("TRAIL-1").stop_trigger_price == pytest.approx(105.84),
+                   message="the broker-side stop moved up")
+        assert "StopMoved" in h.events("TRAIL-1")
         tick(h, 108.5)
         assert h.state("TRAIL-1") == "POSITION_OPEN"
         tick(h, 107.9)
@@ -152,3 +162,29 @@ def test_a_strategy_signal_with_unusable_rules_is_refused_before_anything_is_jou
         h.enter("BAD-1", exits={"stop_loss_pct": 150.0})
         eventually(lambda: h.trader.api.status()["entries"]["denied"] == 1, message="denied")
         assert h.storage.trades.get_trade("BAD-1") is None and not h.broker.places
+
+
+def test_the_broker_side_stop_closes_the_position_when_this_process_does_not_act(trading_url: str) -> None:
+    """The price falls through the broker's stop while this process sees no tick and its quote check is far off
+    (a process stuck or cut off): the broker's stop order fills, and that fill closes the trade."""
+    settings = trader_settings(trading_url, exits={"stop_loss_pct": 10.0, "check_seconds": 60.0})
+    with TraderHarness(settings) as h:
+        h.enter("BSTOP-1")
+        h.wait_state("BSTOP-1", "POSITION_OPEN")
+        eventually(lambda: h.trader.book.get("BSTOP-1").stop_status == "WORKING", message="the stop rests")
+        h.quotes.set(SYMBOL, 87.0)  # the broker (paper) sees the market below the stop's trigger, 88.2
+        h.wait_state("BSTOP-1", "CLOSED")
+        row = h.storage.trades.get_trade("BSTOP-1")
+        assert row.detail["exit_reason"] == "BROKER_STOP" and row.exit_price == pytest.approx(87.0)
+        assert [p.leg.value for p in h.broker.places] == ["ENTRY", "STOP"]  # the stop did the exit
+
+
+def test_without_a_broker_side_stop_only_the_local_stop_acts(trading_url: str) -> None:
+    settings = trader_settings(trading_url, exits={"stop_loss_pct": 10.0, "broker_stop_pct": 0.0})
+    with TraderHarness(settings) as h:
+        h.enter("NOBSTOP-1")
+        h.wait_state("NOBSTOP-1", "POSITION_OPEN")
+        armed(h, "NOBSTOP-1")
+        tick(h, 89.0)
+        h.wait_state("NOBSTOP-1", "CLOSED")
+        assert [p.leg.value for p in h.broker.places] == ["ENTRY", "EXIT"]

@@ -10,6 +10,7 @@ import pytest
 
 from core.orders import BrokerOrder, Leg, OrderStatus, Side, correlation_id
 from core.trade import (
+    BROKER_STOP_REASON,
     EVENT_TYPES,
     EXIT_ALERT_EVERY,
     TERMINAL_STATES,
@@ -25,6 +26,7 @@ from core.trade import (
     EventDecodeError,
     ExitRequested,
     IllegalTransition,
+    ModifyOrder,
     OrderCancelled,
     OrderFilled,
     OrderPartiallyFilled,
@@ -37,12 +39,16 @@ from core.trade import (
     RaiseExitSignal,
     RecordClosedTrade,
     SignalAccepted,
+    StopCancelRequested,
+    StopMoved,
+    StopRequested,
     TradeContext,
     TradeState,
     apply,
     can_apply,
     event_from_payload,
     observe,
+    order_news,
     rebuild,
     request_for,
     slippage_exceeded,
@@ -83,6 +89,10 @@ def part(qty: int, price: float, leg: Leg = Leg.ENTRY, order_id: str = "E1",
 
 def exit_req(reason: str = "exit score 0.7", at: float = T0 + 60) -> ExitRequested:
     return ExitRequested(at=at, reason=reason, limit_price=95.0, expected_price=96.0)
+
+
+def stop_req(trigger: float = 88.2, limit: float = 87.3, at: float = T0 + 2) -> StopRequested:
+    return StopRequested(at=at, trigger_price=trigger, limit_price=limit)
 
 
 class Run:
@@ -385,6 +395,74 @@ def path_the_kill_switch_cancels_working_entries_and_keeps_their_fills() -> Run:
     return run
 
 
+# ------------------------------------------------------------------------------ the broker-side stop
+
+
+def path_a_broker_stop_rests_moves_and_closes_the_position_when_it_fills() -> Run:
+    run = opened()
+    (place,) = run(stop_req())
+    request = place.request if isinstance(place, PlaceOrder) else None
+    assert request is not None and request.leg is Leg.STOP and request.side is Side.SELL and request.qty == 150
+    assert request.trigger_price == 88.2 and request.price == 87.3
+    assert request.correlation_id == correlation_id(POS, Leg.STOP) == f"{POS}-S"
+    assert request_for(run.context) == request  # a stop whose submit has no answer is resolved like any other
+    assert run(placed(Leg.STOP, "S1", at=T0 + 3)) == [] and run.context.stop_status == "WORKING"
+    (modify,) = run(StopMoved(at=T0 + 4, trigger_price=95.0, limit_price=94.05))
+    assert modify == ModifyOrder(POS, "S1", Leg.STOP, 150, 94.05, 95.0)
+    assert run(part(50, 94.5, Leg.STOP, "S1", at=T0 + 5)) == []
+    assert run.context.state is S.POSITION_OPEN and run.context.open_qty == 100
+    (record,) = run(filled(150, 94.2, Leg.STOP, "S1", at=T0 + 6))
+    assert isinstance(record, RecordClosedTrade) and record.exit_reason == BROKER_STOP_REASON
+    assert record.avg_exit_price == pytest.approx(94.2) and record.realized_pnl == pytest.approx(150 * -5.8)
+    assert run.context.state is S.CLOSED and run.context.stop_status == "ENDED"
+    return run
+
+
+def path_an_exit_beside_a_resting_stop_cancels_the_stop_first() -> Run:
+    run = opened()
+    run(stop_req(), placed(Leg.STOP, "S1"))
+    with pytest.raises(IllegalTransition, match="cancel it first"):
+        apply(run.context, exit_req())  # an exit order beside the stop could over-sell into a short
+    (cancel,) = run(StopCancelRequested(at=T0 + 60, reason="STOP_LOSS"))
+    assert cancel == CancelOrder(POS, "S1", Leg.STOP) and run.context.state is S.STOP_CANCEL_PENDING
+    assert run(exit_req("FLATTEN: operator", at=T0 + 61)) == []  # remembered, nothing sent
+    (again,) = run(OrderCancelled(at=T0 + 62, order_id="S1", leg=Leg.STOP))
+    assert again == RaiseExitSignal(POS, "FLATTEN: operator") and run.context.state is S.POSITION_OPEN
+    (exit_order,) = run(exit_req("FLATTEN: operator", at=T0 + 63))
+    assert isinstance(exit_order, PlaceOrder) and exit_order.request.leg is Leg.EXIT
+    assert exit_order.request.qty == 150 and exit_order.request.trigger_price == 0.0
+    run(placed(Leg.EXIT, "X1", at=T0 + 64), filled(150, 95.0, Leg.EXIT, "X1", at=T0 + 65))
+    assert run.context.state is S.CLOSED
+    return run
+
+
+def path_the_stop_fills_before_its_cancel_lands() -> Run:
+    run = opened()
+    run(stop_req(), placed(Leg.STOP, "S1"), StopCancelRequested(at=T0 + 60, reason="TARGET"))
+    assert run(part(100, 88.0, Leg.STOP, "S1", at=T0 + 61)) == [] and run.context.state is S.STOP_CANCEL_PENDING
+    (record,) = run(filled(150, 88.0, Leg.STOP, "S1", at=T0 + 62))
+    assert isinstance(record, RecordClosedTrade) and record.exit_reason == BROKER_STOP_REASON
+    return run
+
+
+def path_a_stop_the_broker_refuses_or_someone_cancels_leaves_local_protection() -> Run:
+    run = opened()
+    run(stop_req())
+    (alert,) = run(OrderRejected(at=T0 + 3, leg=Leg.STOP, reason="RMS: stop-loss orders blocked"))
+    assert isinstance(alert, AlertOperator) and "protected by this process only" in alert.message
+    assert run.context.stop_status == "ENDED" and run.context.reason == ""
+    (place,) = run(stop_req(at=T0 + 4))
+    assert isinstance(place, PlaceOrder) and place.request.correlation_id == correlation_id(POS, Leg.STOP, 1)
+    run(placed(Leg.STOP, "S2", attempt=1, at=T0 + 5))
+    (alert,) = run(OrderCancelled(at=T0 + 6, order_id="S2", leg=Leg.STOP, reason="cancelled by user"))
+    assert isinstance(alert, AlertOperator) and run.context.stop_status == "ENDED"
+    run(stop_req(at=T0 + 7))  # the shell decides whether to ask again (core.trade.wants_stop)
+    run(placed(Leg.STOP, "S3", attempt=2, at=T0 + 8), StopCancelRequested(at=T0 + 9, reason="EXIT_SCORE"))
+    (again,) = run(OrderRejected(at=T0 + 10, leg=Leg.STOP, reason="already expired", order_id="S3"))
+    assert again == RaiseExitSignal(POS, "EXIT_SCORE") and run.context.state is S.POSITION_OPEN
+    return run
+
+
 PATHS: list[Callable[[], Run]] = [
     path_happy, path_denied, path_rejected_at_submit, path_rejected_after_placement, path_cancelled_elsewhere,
     path_timeout_cancel_cancelled, path_rejected_while_cancelling, path_partial_then_timeout_opens_with_filled_qty,
@@ -396,6 +474,9 @@ PATHS: list[Callable[[], Run]] = [
     path_rejected_remainders_keep_their_fills,
     path_an_adopted_orphan_is_exited_like_any_position, path_an_entry_resent_late_is_repriced_first,
     path_the_kill_switch_cancels_working_entries_and_keeps_their_fills,
+    path_a_broker_stop_rests_moves_and_closes_the_position_when_it_fills,
+    path_an_exit_beside_a_resting_stop_cancels_the_stop_first, path_the_stop_fills_before_its_cancel_lands,
+    path_a_stop_the_broker_refuses_or_someone_cancels_leaves_local_protection,
 ]
 
 
@@ -427,6 +508,8 @@ def sample(event_type: type[Event]) -> Event:
         OrderCancelled: OrderCancelled(at=T0, order_id="E1", leg=Leg.ENTRY), ExitRequested: exit_req(),
         PositionAdopted: adopted(), EntryRepriced: EntryRepriced(at=T0, limit_price=101.0, expected_price=100.0),
         EntryCancelRequested: EntryCancelRequested(at=T0, reason="kill switch"),
+        StopRequested: stop_req(), StopMoved: StopMoved(at=T0, trigger_price=90.0, limit_price=89.1),
+        StopCancelRequested: StopCancelRequested(at=T0, reason="x"),
     }[event_type]
 
 
@@ -645,7 +728,7 @@ CANNOT_HAPPEN = {
     **{(s, OrderPlaced): "the order is already placed: no news" for s in (
         S.ORDER_PLACED, S.ENTRY_PARTIALLY_FILLED, S.ENTRY_CANCEL_PENDING, S.ENTRY_PARTIAL_CANCEL_PENDING,
         S.EXIT_ORDER_PLACED, S.EXIT_PARTIALLY_FILLED, S.EXIT_CANCEL_PENDING)},
-    **{(S.POSITION_OPEN, e): "no order of this trade is working: observe matches none" for e in BROKER_OUTCOMES},
+    (S.STOP_CANCEL_PENDING, OrderPlaced): "the stop is already placed: no news",
 }
 
 
@@ -695,3 +778,25 @@ def test_observe_prices_each_fill_with_the_charges_of_the_order_so_far() -> None
                       at=T0 + 1, charges=charges)
     assert isinstance(fill, OrderPartiallyFilled) and fill.fees == pytest.approx(6.0)
     assert asked == [(Side.BUY, 60, 100.5)]
+
+
+def test_observe_and_order_news_know_the_broker_side_stop() -> None:
+    """The stop's broker snapshots become its events (placement, fills); the reconciler sees a missed stop fill."""
+    run = opened()
+    run(stop_req())
+    stop = BrokerOrder(order_id="S1", correlation_id=correlation_id(POS, Leg.STOP), symbol="SEC_49081",
+                       side=Side.SELL, qty=150, price=87.3, status=OrderStatus.PENDING)
+    (placed_event,) = observe(run.context, stop, at=T0 + 3)
+    assert isinstance(placed_event, OrderPlaced) and placed_event.leg is Leg.STOP
+    run(placed_event)
+    assert order_news(run.context, stop) == (False, False)  # nothing new
+    traded = replace(stop, status=OrderStatus.TRADED, filled_qty=150, avg_price=87.9)
+    assert order_news(run.context, traded) == (True, True)  # a fill the trade missed (killed meanwhile)
+    (fill,) = observe(run.context, traded, at=T0 + 4)
+    assert isinstance(fill, OrderFilled) and fill.leg is Leg.STOP
+    run(fill)
+    assert run.context.state is S.CLOSED and run.context.avg_exit_price == pytest.approx(87.9)
+    # An entry order's late duplicate update is no news and no error in a state the stop made legal.
+    assert observe(opened().context, BrokerOrder(order_id="E1", correlation_id=ENTRY_CID, symbol="SEC_49081",
+                                                 side=Side.BUY, qty=200, status=OrderStatus.CANCELLED,
+                                                 filled_qty=150, avg_price=100.0), at=T0 + 5) == []

@@ -43,6 +43,7 @@ class _Entry:
     order: BrokerOrder
     placed_at: float
     reject_reason: str = ""  # set by reject_next_place: the exchange refuses it on the first poll
+    triggered: bool = False  # a stop-loss order the market has traded through (it works as a LIMIT now)
 
 
 class PaperBroker:
@@ -110,7 +111,7 @@ class PaperBroker:
                 transit = BrokerOrder(
                     order_id=f"{self._id_prefix}{self._next_id:08d}", correlation_id=request.correlation_id,
                     symbol=request.symbol, side=request.side, qty=request.qty, status=OrderStatus.TRANSIT,
-                    price=request.price, updated_at=now)
+                    price=request.price, updated_at=now, trigger_price=request.trigger_price)
                 pending = replace(transit, status=OrderStatus.PENDING)
                 entry = _Entry(pending, placed_at=now, reject_reason=self._reject_next or "")
                 self._entries[transit.order_id] = self._working[transit.order_id] = entry
@@ -153,6 +154,13 @@ class PaperBroker:
         ltp = self._quote(order.symbol)
         if ltp is None or ltp <= 0:
             return None
+        if order.trigger_price > 0 and not entry.triggered:
+            # A stop-loss order works only once the market trades through its trigger (a SELL stop at or
+            # below it, a BUY stop at or above it); then it is a LIMIT like any other.
+            if (order.side is Side.SELL and ltp > order.trigger_price) or (
+                    order.side is Side.BUY and ltp < order.trigger_price):
+                return None
+            entry.triggered = True
         # The price we actually get is the quote moved against us; a LIMIT caps it (0 = no limit).
         executable = ltp * (1 + self._slippage) if order.side is Side.BUY else ltp * (1 - self._slippage)
         if order.price > 0 and ((order.side is Side.BUY and executable > order.price)
@@ -189,7 +197,7 @@ class PaperBroker:
             self._deliver(listeners, [entry.order])
             return entry.order
 
-    def modify(self, order_id: str, qty: int, price: float) -> BrokerOrder:
+    def modify(self, order_id: str, qty: int, price: float, trigger_price: float = 0.0) -> BrokerOrder:
         with self._deliver_lock:
             with self._lock:
                 self._ensure_open()
@@ -202,7 +210,8 @@ class PaperBroker:
                     raise PermanentBrokerError(
                         f"qty {qty} must exceed the filled {order.filled_qty} and price must not be negative",
                         code="DH-905")
-                entry.order = replace(order, qty=qty, price=price, updated_at=self._clock.now())
+                entry.order = replace(order, qty=qty, price=price, trigger_price=trigger_price,
+                                      updated_at=self._clock.now())
                 listeners = list(self._listeners)
             self._deliver(listeners, [entry.order])
             return entry.order

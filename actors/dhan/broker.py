@@ -116,7 +116,7 @@ def order_from_dhan(obj: Mapping[str, Any], instruments: InstrumentMap) -> Broke
         qty=qty, status=status, filled_qty=filled,
         avg_price=float(obj.get("averageTradedPrice") or 0.0), price=float(obj.get("price") or 0.0),
         reason=str(obj.get("omsErrorDescription") or "") if status is OrderStatus.REJECTED else "",
-        updated_at=_dhan_time(obj.get("updateTime")),
+        updated_at=_dhan_time(obj.get("updateTime")), trigger_price=float(obj.get("triggerPrice") or 0.0),
     )
 
 
@@ -179,8 +179,9 @@ class DhanBroker:
             body = self._client.call(
                 "place_order", self._sdk.place_order, security_id=str(inst.security_id),
                 exchange_segment=inst.segment, transaction_type=request.side.value, quantity=request.qty,
-                order_type="LIMIT", product_type=self._product, price=price, tag=request.correlation_id,
-                submit=True)
+                order_type="STOP_LOSS" if request.trigger_price > 0 else "LIMIT", product_type=self._product,
+                price=price, trigger_price=self._trigger(request.trigger_price, request.symbol),
+                tag=request.correlation_id, submit=True)
         except AmbiguousSubmitError as exc:
             _log.event("BROKER_SUBMIT_AMBIGUOUS", f"place outcome unknown: {exc}", level=30,
                        pos_id=request.pos_id, correlation_id=request.correlation_id, code=exc.code)
@@ -198,22 +199,30 @@ class DhanBroker:
                            symbol=request.symbol, side=request.side, qty=request.qty,
                            status=_status(body.get("orderStatus") or "TRANSIT", body["orderId"],
                                           request.correlation_id), price=price,
-                           updated_at=self._clock.now())
+                           updated_at=self._clock.now(), trigger_price=request.trigger_price)
 
     def cancel(self, order_id: str) -> BrokerOrder:
         self._order_slot("cancel")
         self._client.call("cancel_order", self._sdk.cancel_order, order_id)
         return self.get_order(order_id)
 
-    def modify(self, order_id: str, qty: int, price: float) -> BrokerOrder:
-        """qty is the order's TOTAL quantity (Dhan v2), not what remains."""
+    def modify(self, order_id: str, qty: int, price: float, trigger_price: float = 0.0) -> BrokerOrder:
+        """qty is the order's TOTAL quantity (Dhan v2), not what remains; a trigger keeps it a STOP_LOSS."""
         current = self.get_order(order_id)
         new_price = _to_tick(price, current.side, self._tick_for(current.symbol))
         self._order_slot("modify")
         # legName: ENTRY_LEG for a plain order, as Dhan's own bridges send it (an empty string is a DH-905).
-        self._client.call("modify_order", self._sdk.modify_order, order_id, "LIMIT", "ENTRY_LEG", qty,
-                          new_price, 0, 0, "DAY")
+        self._client.call("modify_order", self._sdk.modify_order, order_id,
+                          "STOP_LOSS" if trigger_price > 0 else "LIMIT", "ENTRY_LEG", qty, new_price,
+                          self._trigger(trigger_price, current.symbol), 0, "DAY")
         return self.get_order(order_id)
+
+    def _trigger(self, trigger_price: float, symbol: str) -> float:
+        """A stop's trigger on the instrument's tick (the nearest: a trigger is not a price we pay)."""
+        if trigger_price <= 0:
+            return 0
+        tick = self._tick_for(symbol)
+        return round(round(trigger_price / tick) * tick, 2) if tick else round(trigger_price, 2)
 
     def _tick_for(self, symbol: str) -> float:
         known = self._tick_of(symbol) if self._tick_of is not None else None

@@ -183,7 +183,8 @@ class TradingApi:
                 round(direction * (mark - c.avg_entry_price) * c.open_qty, 2),
                 "realized_pnl": round(c.realized_pnl, 2), "opened_at": c.opened_at or None,
                 "exit_reason": c.exit_reason or None, "stop_price": levels.get("stop"),
-                "target_price": levels.get("target"), "trailing_stop": levels.get("trail")})
+                "target_price": levels.get("target"), "trailing_stop": levels.get("trail"),
+                "broker_stop_price": c.stop_trigger_price if c.stop_live else None})
         return {"positions": rows, "summary": summary.as_dict(), "realized_today": self.realized_today()}
 
     def realized_today(self) -> float:

@@ -146,7 +146,8 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
     protection = trading.add(ChildSpec("protection", lambda link: ProtectionMonitor.start(
         link, bus=infra.bus, trades=router, book=book, quotes=quotes, clock=infra.clock,
         scheduler=infra.scheduler, check_seconds=s.exits.check_seconds,
-        max_quote_age_seconds=s.execution.max_quote_age_seconds, view=protection_view)))
+        max_quote_age_seconds=s.execution.max_quote_age_seconds, view=protection_view,
+        broker_stop=s.exits.broker_stop_pct > 0)))
     reconciler = trading.add(ChildSpec("reconciler", lambda link: Reconciler.start(
         link, reconcile_deps, infra.scheduler, s.reconcile.interval_seconds, reconcile_state),
         backoff=infra.backoff()))
@@ -164,7 +165,8 @@ def assemble_trading(infra: Infrastructure, quotes: QuoteSource, broker: Broker 
                            protection_band_pct=s.broker.protection_band_pct, executor=executor, monitor=monitor,
                            ready=ready, entries=entry_counters, leases=leases, tick_size=instruments.tick_size,
                            contracts=contracts, charges=order_charges(rate_table(s.charges)),
-                           exits=exit_rules(s.exits), protection=protection)
+                           exits=exit_rules(s.exits), protection=protection,
+                           broker_stop_pct=s.exits.broker_stop_pct)
     broker.subscribe_order_updates(router.on_update)
 
     views = TradingViews(infra.storage, broker, infra.clock, book, router, quotes, risk, ready, reconcile_state,

@@ -16,7 +16,8 @@ refused connection) answers NOT_SENT and the trade decides when to ask again; an
 not found: NOT_SENT, the correlation id stays claimed and marked unsent here. The executor never journals,
 never retries on its own and never decides what a trade does next.
 
-It also cancels (`Cancel`) and looks orders up (`Lookup`) for the trades: trade actors never call the broker.
+It also cancels (`Cancel`), moves (`Modify`: the broker-side stop) and looks orders up (`Lookup`) for the
+trades: trade actors never call the broker.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from actors.trading.messages import (
     Cancel,
     LookedUp,
     Lookup,
+    Modify,
     Observe,
     Outcome,
     Place,
@@ -67,6 +69,7 @@ class ExecutorCounters:
     resolved: int = 0
     cancels: int = 0
     lookups: int = 0
+    modifies: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class Executor(SupervisedActor):
             self._cancel(message)
         elif isinstance(message, Lookup):
             self._lookup_for(message)
+        elif isinstance(message, Modify):
+            self._modify(message)
         else:
             return super().receive(message)
         return None
@@ -279,6 +284,30 @@ class Executor(SupervisedActor):
                            level=30, pos_id=message.pos_id, order_id=message.order_id, code=exc.code)
             return
         self._reply(message.pos_id, Observe(order, "cancel"))
+
+    def _modify(self, message: Modify) -> None:
+        """Move the order; a refusal (filled, cancelled, over Dhan's 25 modifications) is no error: what the
+        order IS then goes to the trade. A temporary failure leaves it where it was (the next move asks again)."""
+        self.counters.bump("modifies")
+        try:
+            order = self.broker.modify(message.order_id, message.qty, message.price, message.trigger_price)
+            self.log.event("ORDER_MODIFIED", f"{message.pos_id}: {message.leg} {message.order_id} -> trigger "
+                           f"{message.trigger_price:g}, limit {message.price:g}", pos_id=message.pos_id,
+                           order_id=message.order_id, leg=message.leg.value, trigger_price=message.trigger_price,
+                           limit_price=message.price)
+        except (PermanentBrokerError, OrderNotFound) as exc:
+            self.log.event("ORDER_MODIFY_REFUSED", f"{message.pos_id}: {exc}; reading the order", level=30,
+                           pos_id=message.pos_id, order_id=message.order_id, code=exc.code)
+            try:
+                order = self.broker.get_order(message.order_id)
+            except BrokerError as again:
+                self.log.event("ORDER_LOOKUP_FAILED", f"{message.pos_id}: {again}", level=30, pos_id=message.pos_id)
+                return
+        except BrokerError as exc:
+            self.log.event("ORDER_MODIFY_FAILED", f"{message.pos_id}: {exc}; the stop stays where it was", level=30,
+                           pos_id=message.pos_id, order_id=message.order_id, code=exc.code)
+            return
+        self._reply(message.pos_id, Observe(order, "modify"))
 
     def _lookup_for(self, message: Lookup) -> None:
         """(the broker's order, whether the broker answered): None + answered = it does not know the order."""

@@ -29,12 +29,17 @@ from core.trade import (
     Command,
     Event,
     ExitRequested,
+    ModifyOrder,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
     PlaceOrder,
+    StopCancelRequested,
+    StopMoved,
+    StopRequested,
     TradeContext,
     correlation_of,
+    leg_of_order,
 )
 from storage.errors import JournalConflict, StorageError, StorageUnavailable
 from storage.records import JournalEntry, OrderRecord, TradeEventRecord
@@ -177,7 +182,7 @@ class TradeJournal:
 
     def _write(self, steps: list[Step], order: BrokerOrder | None, fresh: bool) -> list[TradeEventRecord]:
         first, last = steps[0].before, steps[-1].after
-        durable = fresh or any(isinstance(command, PlaceOrder | CancelOrder) for step in steps
+        durable = fresh or any(isinstance(command, PlaceOrder | CancelOrder | ModifyOrder) for step in steps
                                for command in step.commands)
         entries = [JournalEntry(s.event.name, s.before.state.value, s.after.state.value, s.event.to_payload(),
                                 s.event.at) for s in steps]
@@ -224,6 +229,8 @@ class TradeJournal:
         leg = payload.get("leg")
         if leg:
             default = correlation_of(after, Leg(leg))
+        elif isinstance(event, StopRequested | StopMoved | StopCancelRequested):
+            default = after.stop_correlation_id
         else:
             default = after.exit_correlation_id if isinstance(event, ExitRequested) and after.exit_correlation_id \
                 else after.entry_correlation_id
@@ -238,14 +245,15 @@ class TradeJournal:
 
     def _order_row(self, order: BrokerOrder, context: TradeContext) -> OrderRecord:
         """The `orders` row as the broker last told us (the journal holds the history)."""
-        is_entry = order.correlation_id == context.entry_correlation_id or order.order_id == context.entry_order_id
-        leg = Leg.ENTRY if is_entry else Leg.EXIT
+        leg = leg_of_order(context, order) or Leg.EXIT
+        expected = {Leg.ENTRY: context.expected_entry_price, Leg.EXIT: context.expected_exit_price,
+                    Leg.STOP: context.stop_trigger_price}[leg]
         now = self.clock.now()
         return OrderRecord(
             correlation_id=order.correlation_id or correlation_of(context, leg), pos_id=self.pos_id,
             leg=leg.value, broker_order_id=order.order_id or None, status=order.status.value, qty=order.qty,
             filled_qty=order.filled_qty, avg_price=order.avg_price or None,
-            expected_price=context.expected_entry_price if is_entry else context.expected_exit_price,
+            expected_price=expected,
             created_at=now, updated_at=now)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "GuardPosition",
     "LeaseLost",
     "LookedUp",
+    "Modify",
     "Lookup",
     "Observe",
     "OpenTrade",
@@ -47,6 +48,7 @@ __all__ = [
     "RefreshFromBroker",
     "RequestExit",
     "TradeAddresses",
+    "TrailMoved",
     "WatchTrade",
 ]
 
@@ -258,6 +260,26 @@ class Cancel:
     pos_id: str
     order_id: str
     leg: Leg
+
+
+@dataclass(frozen=True)
+class Modify:
+    """Move this working order (the broker-side stop), then tell the trade (`Observe`) what the broker says."""
+
+    pos_id: str
+    order_id: str
+    leg: Leg
+    qty: int  # the order's total quantity
+    price: float
+    trigger_price: float
+
+
+@dataclass(frozen=True)
+class TrailMoved:
+    """From the protection monitor to a trade: its trailing stop's best price is now `best` (the trade moves
+    its broker-side stop when that moves the stop far enough)."""
+
+    best: float
 
 
 # ------------------------------------------------------------------------------- to the timeout monitor

@@ -28,7 +28,7 @@ from typing import Any
 from actors.clock import Clock
 from actors.market_data.messages import ticks_from_message
 from actors.trading.book import TradeBook
-from actors.trading.messages import GuardPosition, RequestExit, TradeAddresses
+from actors.trading.messages import GuardPosition, RequestExit, TradeAddresses, TrailMoved
 from actors.trading.quotes import QuoteBook, QuoteSource
 from core.protection import ExitReason, Guard, ProtectionError, time_due, watch
 from core.trade import TradeContext, TradeState
@@ -89,7 +89,7 @@ def guard_of(context: TradeContext) -> GuardPosition:
 class ProtectionMonitor(SupervisedActor):
     def __init__(self, link: ChildLink | None, *, bus: Bus, trades: TradeAddresses, book: TradeBook,
                  quotes: QuoteSource, clock: Clock, scheduler: Scheduler, check_seconds: float,
-                 max_quote_age_seconds: float, view: Store[ProtectionView]) -> None:
+                 max_quote_age_seconds: float, view: Store[ProtectionView], broker_stop: bool = False) -> None:
         super().__init__(link)
         self.bus = bus
         self.trades = trades
@@ -100,6 +100,7 @@ class ProtectionMonitor(SupervisedActor):
         self.check_seconds = check_seconds
         self.max_quote_age = max_quote_age_seconds
         self.view = view
+        self.broker_stop = broker_stop  # trades move their broker-side stops as the trail moves
         self.guarded: dict[str, _Guarded] = {}
         self.by_symbol: dict[str, set[str]] = {}
         self.subscriptions: dict[str, Subscription] = {}
@@ -220,6 +221,8 @@ class ProtectionMonitor(SupervisedActor):
             guarded.guard = after
             if after.rules.trailing_stop_pct:  # only a trail needs its best price kept across restarts
                 self.view.update(lambda v: replace(v, best=_with(v.best, pos_id, after.best)))
+                if self.broker_stop:
+                    self.trades.deliver(pos_id, TrailMoved(after.best))
             self._show(pos_id, after)
         return False
 

@@ -36,6 +36,7 @@ from actors.trading.messages import (
     GuardPosition,
     LeaseLost,
     LookedUp,
+    Modify,
     Observe,
     OpenTrade,
     Place,
@@ -43,6 +44,7 @@ from actors.trading.messages import (
     PlaceMode,
     RefreshFromBroker,
     RequestExit,
+    TrailMoved,
     WatchTrade,
 )
 from actors.trading.protection import guard_of
@@ -53,6 +55,7 @@ from core.orders import BrokerOrder
 from core.trade import (
     ACTIVE_ORDER_STATES,
     EXITABLE,
+    STOP_PENDING,
     AlertOperator,
     CancelOrder,
     Command,
@@ -61,6 +64,7 @@ from core.trade import (
     EventDecodeError,
     ExitRequested,
     IllegalTransition,
+    ModifyOrder,
     PlaceOrder,
     RaiseExitSignal,
     RecordClosedTrade,
@@ -72,6 +76,7 @@ from core.trade import (
     rebuild,
     slippage_guard,
     timeout_due,
+    wants_stop,
 )
 from storage.errors import StorageUnavailable
 from storage.records import TradeEventRecord
@@ -113,6 +118,7 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
         self.signal_sent_at = 0.0  # perf_counter when the desk sent OpenTrade (0: recovered, or measured)
         self.exit_crossed_at = 0.0  # perf_counter when a protective level was crossed (0: none, or measured)
         self.guard_told: GuardPosition | None = None  # what the protection monitor was last told
+        self.trail_best = 0.0  # the trailing stop's best price, as the protection monitor last said (0: entry)
         self.log = self.log.bind(pos_id=pos_id)
         self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log, deps.journal_tails)
 
@@ -205,6 +211,8 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
             self._on_looked_up(message)
         elif isinstance(message, RequestExit):
             self._on_request_exit(message)
+        elif isinstance(message, TrailMoved):
+            self._on_trail(message)
         elif isinstance(message, CancelEntry):
             pass  # _after_step cancels a working entry while the kill switch is engaged
         elif isinstance(message, LeaseLost):
@@ -297,6 +305,9 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
             deps.executor.tell(Place(command.request, PlaceMode.FIRST))
         elif isinstance(command, CancelOrder):
             deps.executor.tell(Cancel(command.pos_id, command.order_id, command.leg))
+        elif isinstance(command, ModifyOrder):
+            deps.executor.tell(Modify(command.pos_id, command.order_id, command.leg, command.qty, command.price,
+                                      command.trigger_price))
         elif isinstance(command, RaiseExitSignal):
             self._raise_exit(command)
         elif isinstance(command, AlertOperator):
@@ -323,14 +334,17 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
         self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, _FlushJournal())
 
     def _after_step(self) -> None:
-        """Checks after every message: the slippage guard, a deferred exit, a sweep in force, the end."""
+        """Checks after every message: the slippage guard, a deferred exit, a sweep in force, the broker-side
+        stop, the end."""
         if self.finished:
             return
         now = self.deps.clock.now()
         slipped = slippage_guard(self.context, self.deps.execution.max_slippage_pct, now)
         if slipped is not None:
             self._apply(slipped)
-        if self.deferred_exit is not None and self.context.state not in (S.SIGNAL_GENERATED, S.ENTRY_PENDING):
+        stop_pending = self.context.state is S.POSITION_OPEN and self.context.stop_status == STOP_PENDING
+        if self.deferred_exit is not None and self.context.state not in (S.SIGNAL_GENERATED, S.ENTRY_PENDING) \
+                and not stop_pending:
             deferred, self.deferred_exit = self.deferred_exit, None
             if can_apply(self.context, ExitRequested):
                 self._on_request_exit(deferred)
@@ -343,6 +357,10 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
             if reason:
                 self._on_request_exit(RequestExit(reason, source="flatten" if reason.startswith("FLATTEN")
                                                   else "square_off"))
+        # Last: a position that is staying open (no exit asked, none on its way) gets its broker-side stop.
+        if slipped is None and self.deferred_exit is None and self.deps.broker_stop_pct > 0 \
+                and wants_stop(self.context):
+            self._request_stop()
         if self.context.is_terminal and not self.journal.tail:  # ends once everything is written down
             self._finish()
 
@@ -363,7 +381,8 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
         context, deps = self.context, self.deps
         deps.book.update(context, recovered=not self.recovering)
         deps.router.register(self.pos_id, [context.entry_correlation_id, context.exit_correlation_id,
-                                           context.entry_order_id, context.exit_order_id])
+                                           context.stop_correlation_id, context.entry_order_id,
+                                           context.exit_order_id, context.stop_order_id])
         if context.is_terminal:
             return
         if deps.contracts is not None:

@@ -51,6 +51,7 @@ class TradeDeps:
     charges: OrderCharges | None = None  # what an order's fills cost (None: no charges counted)
     exits: ProtectionRules = NO_PROTECTION  # the exits.* defaults; an entry may replace some (EntryOrder.exits)
     protection: ChildHandle | None = None  # the protection monitor (None: no protective exits run here)
+    broker_stop_pct: float = 0.0  # exits.broker_stop_pct: a stop order rests at the broker (0: none)
 
 
 @dataclass(frozen=True)

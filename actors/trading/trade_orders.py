@@ -18,16 +18,22 @@ from actors.trading.messages import (
     Place,
     PlacementResult,
     PlaceMode,
+    RefreshFromBroker,
     RequestExit,
+    TrailMoved,
 )
 from actors.trading.quotes import exit_pricing
 from actors.trading.trade_deps import TradeDeps
-from core.orders import BrokerOrder, Leg, OrderRequest
+from core.instruments import InstrumentError, round_marketable_to_tick
+from core.orders import BrokerOrder, Leg, OrderRequest, Side, marketable_limit
+from core.protection import Guard, broker_stop_trigger
 from core.risk import EntryIntent
 from core.trade import (
     CANCEL_PENDING,
     ENTRY_WORKING,
     EXIT_WORKING,
+    STOP_PENDING,
+    STOP_WORKING,
     EntryDenied,
     Event,
     ExitRequested,
@@ -35,6 +41,9 @@ from core.trade import (
     OrderCancelled,
     OrderRejected,
     RaiseExitSignal,
+    StopCancelRequested,
+    StopMoved,
+    StopRequested,
     TradeContext,
     TradeState,
     can_apply,
@@ -47,9 +56,11 @@ from core.trade import (
 from telemetry import metrics
 from telemetry.logs import EventLogger
 
-__all__ = ["RetryPlacement", "TradeOrders"]
+__all__ = ["STOP_MOVES_MAX", "STOP_MOVE_MIN_PCT", "RetryPlacement", "TradeOrders"]
 
 S = TradeState
+STOP_MOVE_MIN_PCT = 0.5  # the broker-side stop follows the trail in steps of at least this (% of the trigger)
+STOP_MOVES_MAX = 20  # modifications per stop order (Dhan allows 25; a few are left for an operator)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class TradeOrders:
     placement_attempts: dict[str, int]
     signal_sent_at: float
     exit_crossed_at: float
+    trail_best: float
     exit_retry_due: float | None
     deferred_exit: RequestExit | None
     actor_ref: Any
@@ -100,6 +112,9 @@ class TradeOrders:
             self.deps.executor.tell(Place(request, PlaceMode.RESEND if request.leg is Leg.EXIT else PlaceMode.RESOLVE))
             return
         leg = Leg.ENTRY if context.state in ENTRY_WORKING else Leg.EXIT if context.state in EXIT_WORKING else None
+        if context.state is S.STOP_CANCEL_PENDING or (context.state is S.POSITION_OPEN
+                                                      and context.stop_status == STOP_WORKING):
+            leg = Leg.STOP  # the resting stop may have filled (or ended) while this actor was not there
         if leg is not None:
             self.deps.executor.tell(Lookup(self.pos_id, leg, order_id_of(context, leg), correlation_of(context, leg)))
         elif context.state is S.POSITION_OPEN and context.exit_reason and self.exit_retry_due is None:
@@ -167,6 +182,8 @@ class TradeOrders:
         else:
             self.log.event("ORDER_OUTCOME_UNKNOWN", f"{self.pos_id}: {result.reason}; resolved later by "
                            "correlationId", level=30, correlation_id=request.correlation_id, leg=request.leg.value)
+            if request.leg is Leg.STOP:  # no monitor watches an open position's stop: look again ourselves
+                self._check_stop_later()
 
     def _schedule_retry(self, request: OrderRequest, result: PlacementResult) -> None:
         execution = self.deps.execution
@@ -174,8 +191,8 @@ class TradeOrders:
         if attempt >= execution.submit_attempts:
             self.log.event("ORDER_SUBMIT_FAILED", f"{self.pos_id}: {result.reason}; gave up after {attempt} "
                            "attempts", level=40, correlation_id=request.correlation_id, leg=request.leg.value, attempt=attempt)
-            if request.leg is Leg.ENTRY:
-                self._apply(OrderRejected(at=self.deps.clock.now(), leg=Leg.ENTRY,
+            if request.leg in (Leg.ENTRY, Leg.STOP):  # (the position stays protected by this process)
+                self._apply(OrderRejected(at=self.deps.clock.now(), leg=request.leg,
                                           reason=f"not placed after {attempt} attempts: {result.reason}"))
             return  # an exit must still happen: the timeout monitor asks again (RefreshFromBroker)
         delay = max(result.retry_after, execution.submit_retry_seconds * 2 ** (attempt - 1))
@@ -209,6 +226,9 @@ class TradeOrders:
 
     def _on_request_exit(self, message: RequestExit) -> None:
         context = self.context
+        if context.state is S.POSITION_OPEN and context.stop_live and can_apply(context, StopCancelRequested):
+            self._exit_beside_stop(message)
+            return
         if context.state in (S.SIGNAL_GENERATED, S.ENTRY_PENDING):
             # The entry order is not at the broker yet: nothing to cancel or sell. Keep the wish (in memory:
             # if the actor dies first, recovery settles the entry and the signal comes again).
@@ -236,9 +256,80 @@ class TradeOrders:
                            f"{priced.band_pct:g}% band", level=30, symbol=context.symbol,
                            quote_ts=priced.quote.ts if priced.quote else None)
         self.exit_retry_due = None
-        self.exit_crossed_at = message.crossed_at
+        if message.crossed_at:  # (the exit that follows a stop's cancel keeps the crossing's time)
+            self.exit_crossed_at = message.crossed_at
         self._apply(ExitRequested(at=self.deps.clock.now(), reason=message.reason, limit_price=priced.limit,
                                   expected_price=priced.expected))
+
+    def _exit_beside_stop(self, message: RequestExit) -> None:
+        """An exit while the broker-side stop rests: cancel the stop first (both must never sell). One being
+        placed is waited for (its answer says what to cancel); the exit then goes as soon as it can."""
+        if self.context.stop_status == STOP_PENDING:
+            self.deferred_exit = message
+            self.log.event("EXIT_SIGNAL_DEFERRED", f"{self.pos_id}: exit ({message.reason}) waits for the broker-side "
+                           "stop's placement to be known", state=self.context.state.value, source=message.source)
+            return
+        self.exit_crossed_at = message.crossed_at
+        self._apply(StopCancelRequested(at=self.deps.clock.now(), reason=message.reason))
+
+    def _check_stop_later(self) -> None:
+        delay = max(1.0, self.deps.execution.submit_retry_seconds * 4)
+        self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, RefreshFromBroker())
+
+    # -- the broker-side stop ---------------------------------------------------------------------------
+
+    def _request_stop(self) -> None:
+        """Rest a stop at the broker, `exits.broker_stop_pct` beyond the local stop (core.protection)."""
+        context = self.context
+        trigger = broker_stop_trigger(self._guard(), self.deps.broker_stop_pct)
+        if trigger is None:
+            return
+        trigger, limit = self._stop_prices(trigger)
+        if trigger > 0 and limit > 0:
+            self._apply(StopRequested(at=self.deps.clock.now(), trigger_price=trigger, limit_price=limit))
+        if self.context.stop_status == STOP_PENDING and context.stop_status != STOP_PENDING:
+            self._check_stop_later()  # a placement answer lost with the executor must not leave it pending
+
+    def _on_trail(self, message: TrailMoved) -> None:
+        """The trailing stop's best price moved: move the resting stop when that takes it far enough (each
+        move is a modification; Dhan allows 25 per order)."""
+        context = self.context
+        long = context.side is Side.BUY
+        if not self.trail_best or (message.best > self.trail_best if long else message.best < self.trail_best):
+            self.trail_best = message.best
+        if context.state is not S.POSITION_OPEN or context.stop_status != STOP_WORKING or context.exit_reason:
+            return
+        if context.stop_moves >= STOP_MOVES_MAX:
+            return
+        trigger = broker_stop_trigger(self._guard(), self.deps.broker_stop_pct)
+        if trigger is None:
+            return
+        trigger, limit = self._stop_prices(trigger)
+        current = context.stop_trigger_price
+        tighter = trigger > current if long else trigger < current
+        if tighter and abs(trigger - current) >= current * STOP_MOVE_MIN_PCT / 100.0:
+            self._apply(StopMoved(at=self.deps.clock.now(), trigger_price=trigger, limit_price=limit))
+
+    def _guard(self) -> Guard:
+        context = self.context
+        return Guard(context.side, context.avg_entry_price, context.opened_at, context.protection,
+                     best=self.trail_best)
+
+    def _stop_prices(self, trigger: float) -> tuple[float, float]:
+        """The trigger on the tick (nearest) and the limit the stop works at once triggered: crossing the
+        market by the widest exit band (execution.exit_band_max_pct), on the tick toward the market."""
+        context, deps = self.context, self.deps
+        tick = deps.tick_size(context.symbol)
+        if tick:
+            trigger = round(round(trigger / tick) * tick, 2)
+        band = max(deps.protection_band_pct, deps.execution.exit_band_max_pct)
+        limit = marketable_limit(trigger, context.exit_side, band)
+        if tick and limit > 0:
+            try:
+                limit = round_marketable_to_tick(limit, tick, context.exit_side)
+            except InstrumentError:
+                pass
+        return round(trigger, 2), limit
 
     def _raise_exit(self, command: RaiseExitSignal) -> None:
         """Exit again: at once the first time, after a growing pause when an exit order ended unfilled."""

@@ -97,7 +97,8 @@ class FakeOrder:
             "ClientId": client_id, "ExchOrderNo": self.exchange_order_id, "OrderNo": self.order_id,
             "Product": {"INTRADAY": "I", "CNC": "C", "MARGIN": "M"}.get(self.product_type, "I"),
             "TxnType": "B" if self.transaction_type == "BUY" else "S",
-            "OrderType": {"LIMIT": "LMT", "MARKET": "MKT"}.get(self.order_type, "LMT"),
+            "OrderType": {"LIMIT": "LMT", "MARKET": "MKT", "STOP_LOSS": "SL", "STOP_LOSS_MARKET": "SLM"}.get(
+                self.order_type, "LMT"),
             "Validity": self.validity, "DiscQuantity": 0, "DiscQtyRem": 0,
             "RemainingQuantity": self.quantity - self.filled_qty, "Quantity": self.quantity,
             "TradedQty": self.filled_qty, "Price": self.price, "TriggerPrice": self.trigger_price,
@@ -241,8 +242,17 @@ class FakeDhanState:
             self._book_position(segment, str(security_id), product, side, abs(net_qty), price)
 
     def set_ltp(self, segment: str, security_id: int, price: float) -> None:
+        """The market trades at `price`: resting stop-loss orders it crosses trigger and, their limit being
+        marketable, fill at it (as the exchange would; held orders or not)."""
         with self._lock:
             self.ltp[(segment, int(security_id))] = price
+            crossed = [o.order_id for o in self.orders.values() if o.order_type == "STOP_LOSS"
+                       and o.status in ("PENDING", "PART_TRADED") and o.exchange_segment == segment
+                       and int(o.security_id) == int(security_id)
+                       and (price <= o.trigger_price if o.transaction_type == "SELL" else price >= o.trigger_price)
+                       and (price >= o.price if o.transaction_type == "SELL" else price <= o.price)]
+        for order_id in crossed:
+            self.fill(order_id, price=price)
 
     def set_option_chain(self, scrip: int, segment: str, expiry: str, data: dict[str, Any]) -> None:
         with self._lock:
@@ -312,8 +322,10 @@ class FakeDhanState:
             raise FakeOrderError(400, "DH-905", "correlationId exceeds 25 characters", "Input_Exception")
         if int(payload["quantity"]) <= 0:
             raise FakeOrderError(400, "DH-905", "Quantity must be positive", "Input_Exception")
-        if payload["orderType"] == "LIMIT" and float(payload.get("price") or 0) <= 0:
+        if payload["orderType"] in ("LIMIT", "STOP_LOSS") and float(payload.get("price") or 0) <= 0:
             raise FakeOrderError(400, "DH-905", "Price is required for LIMIT orders", "Input_Exception")
+        if payload["orderType"] in ("STOP_LOSS", "STOP_LOSS_MARKET") and float(payload.get("triggerPrice") or 0) <= 0:
+            raise FakeOrderError(400, "DH-905", "Trigger price is required for stop-loss orders", "Input_Exception")
         if self.kill_switch == "ACTIVATE":
             raise FakeOrderError(400, "DH-906", "Kill switch is active")
         with self._lock:
@@ -343,7 +355,7 @@ class FakeDhanState:
                 return
             order.status = "PENDING"
             order.updated = time.time()
-            fill_now = self.auto_fill
+            fill_now = self.auto_fill and order.order_type not in ("STOP_LOSS", "STOP_LOSS_MARKET")  # until triggered
         self._publish(order)
         if fill_now:
             self.fill(order_id)
@@ -382,6 +394,9 @@ class FakeDhanState:
                 raise FakeOrderError(400, "DH-905", "Quantity below traded quantity", "Input_Exception")
             order.quantity = quantity
             order.price = float(payload.get("price") or order.price)
+            order.order_type = str(payload.get("orderType") or order.order_type)
+            order.trigger_price = float(payload.get("triggerPrice") or 0.0) if order.order_type in (
+                "STOP_LOSS", "STOP_LOSS_MARKET") else 0.0
             order.modifications += 1
             order.updated = time.time()
         self._publish(order)
