@@ -317,7 +317,8 @@
         el("td", { class: "num" }, p.open_qty), el("td", { class: "num" }, num(p.avg_entry_price)),
         el("td", { class: "num" }, num(p.mark)), moneyCell(p.unrealized_pnl), moneyCell(p.realized_pnl),
         el("td", { class: "num" }, num(p.stop_price)), el("td", { class: "num" }, num(p.target_price)),
-        el("td", { class: "num" }, num(p.trailing_stop)), td(clock(p.opened_at)), el("td", null, exit));
+        el("td", { class: "num" }, num(p.trailing_stop)), el("td", { class: "num" }, num(p.broker_stop_price)),
+        td(clock(p.opened_at)), el("td", null, exit));
     }));
   }
 
