@@ -9,6 +9,7 @@ publisher does (`ticks:<symbol>`, actors/market_data/messages.py), the exit fill
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -17,6 +18,7 @@ from actors.market_data.messages import ticks_message
 from core.market import Tick
 from core.orders import Side
 from tests.support.trading import TOKEN, TraderHarness, eventually, trader_settings
+from tests.tcp_proxy import TcpProxy
 
 SYMBOL = "SEC_49081"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -188,3 +190,32 @@ def test_without_a_broker_side_stop_only_the_local_stop_acts(trading_url: str) -
         tick(h, 89.0)
         h.wait_state("NOBSTOP-1", "CLOSED")
         assert [p.leg.value for p in h.broker.places] == ["ENTRY", "EXIT"]
+
+
+def test_a_position_opened_while_postgresql_is_down_gets_its_broker_stop_and_its_stop_loss_exit(pg_url: str) -> None:
+    """The entry fills while PostgreSQL is cut: the broker-side stop is placed without the database (as an exit
+    is; the exit waits for it, so it must not wait for the database), and the stop-loss exit that follows
+    cancels it and closes the position during the cut; the journal catches up once the database answers."""
+    parts = urlsplit(pg_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    url = pg_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}")
+    settings = trader_settings(url, storage={"connect_timeout_seconds": 1.0}, reconcile={"interval_seconds": 1.0},
+                               exits={"stop_loss_pct": 10.0})
+    with proxy, TraderHarness(settings) as h:
+        h.broker.hold_fills(True)
+        h.enter("CUT-STOP-1")
+        h.wait_state("CUT-STOP-1", "ORDER_PLACED")
+        proxy.stop_accepting_and_cut("refuse")
+        h.broker.hold_fills(False)  # the entry fills during the cut
+        eventually(lambda: [p.leg.value for p in h.broker.places] == ["ENTRY", "STOP"], 10.0,
+                   message="the broker-side stop placed during the cut")
+        armed(h, "CUT-STOP-1")
+        tick(h, 89.0)
+        eventually(lambda: sum(p.net_qty for p in h.broker.positions()) == 0, 10.0,
+                   message="the stop-loss exit placed and filled during the cut")
+        assert [p.leg.value for p in h.broker.places] == ["ENTRY", "STOP", "EXIT"]
+        proxy.resume()
+        h.wait_state("CUT-STOP-1", "CLOSED", timeout=15.0)
+        assert exit_reason(h, "CUT-STOP-1") == "STOP_LOSS"
+        names = h.events("CUT-STOP-1")
+        assert names.index("StopCancelRequested") < names.index("ExitRequested")

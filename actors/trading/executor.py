@@ -135,12 +135,13 @@ class Executor(SupervisedActor):
                 else:
                     result = self._resolve(request)
         except StorageUnavailable as exc:
-            if request.leg is Leg.EXIT and (mode is PlaceMode.FIRST or (
+            if request.leg in (Leg.EXIT, Leg.STOP) and (mode is PlaceMode.FIRST or (
                     mode is PlaceMode.RESEND and request.correlation_id in self.ledger.get().unsent)):
-                # An exit does not wait for the database: this process owns the trade, and its exit order's
-                # correlation id is its own. The claim is not written; a recovery resolves it at the broker.
+                # An exit (or the broker-side stop, which an exit waits for) does not wait for the database:
+                # this process owns the trade, and the order's correlation id is its own. The claim is not
+                # written; a recovery resolves it at the broker.
                 self.log.event("PLACEMENT_WITHOUT_DATABASE", f"{request.pos_id}: database unreachable ({exc}); "
-                               "the exit is placed anyway", level=40, pos_id=request.pos_id,
+                               f"the {request.leg.value.lower()} order is placed anyway", level=40, pos_id=request.pos_id,
                                correlation_id=request.correlation_id)
                 return self._submit(request)
             return PlacementResult(request, Outcome.UNKNOWN, reason=f"storage unavailable: {exc}")

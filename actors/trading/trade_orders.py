@@ -109,7 +109,10 @@ class TradeOrders:
             # The executor resolves it under the placement lock: found by correlationId -> placed; not at the
             # broker -> refused; never a blind resend. An exit this process knows it did not send is sent
             # again (a position must be closed); an entry is not sent late.
-            self.deps.executor.tell(Place(request, PlaceMode.RESEND if request.leg is Leg.EXIT else PlaceMode.RESOLVE))
+            # A stop's placement is resolved the same way: an ambiguous submit still settling is waited for (a
+            # late-processed stop must never rest beside an exit), a known unsent one is sent again.
+            resend = request.leg in (Leg.EXIT, Leg.STOP)
+            self.deps.executor.tell(Place(request, PlaceMode.RESEND if resend else PlaceMode.RESOLVE))
             return
         leg = Leg.ENTRY if context.state in ENTRY_WORKING else Leg.EXIT if context.state in EXIT_WORKING else None
         if context.state is S.STOP_CANCEL_PENDING or (context.state is S.POSITION_OPEN
@@ -273,6 +276,7 @@ class TradeOrders:
         self._apply(StopCancelRequested(at=self.deps.clock.now(), reason=message.reason))
 
     def _check_stop_later(self) -> None:
+        """Resolve the stop's placement again later: no timeout monitor watches an open position."""
         delay = max(1.0, self.deps.execution.submit_retry_seconds * 4)
         self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, RefreshFromBroker())
 
