@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from actors.brokers.base import TemporaryBrokerError
 from actors.market_data.messages import ticks_message
 from core.market import Tick
 from core.orders import Side
@@ -219,3 +220,24 @@ def test_a_position_opened_while_postgresql_is_down_gets_its_broker_stop_and_its
         assert exit_reason(h, "CUT-STOP-1") == "STOP_LOSS"
         names = h.events("CUT-STOP-1")
         assert names.index("StopCancelRequested") < names.index("ExitRequested")
+
+
+def test_a_trail_that_moved_before_the_stop_reached_the_broker_moves_it_once_it_rests(trading_url: str) -> None:
+    """The broker-side stop's first submit is not sent (a 429) and waits for its retry while the price rises:
+    once the stop rests at the broker it is moved to where the trail is by then, not left at the entry's level."""
+    settings = trader_settings(trading_url, exits={"trailing_stop_pct": 10.0},
+                               execution={"submit_retry_seconds": 1.0})
+    with TraderHarness(settings) as h:
+        h.broker.hold_fills(True)
+        h.enter("TRAIL-LATE-1")
+        h.wait_state("TRAIL-LATE-1", "ORDER_PLACED")
+        h.broker.fail_next_place(TemporaryBrokerError("429: too many requests (test)", code="DH-904"))
+        h.broker.hold_fills(False)
+        h.wait_state("TRAIL-LATE-1", "POSITION_OPEN")
+        armed(h, "TRAIL-LATE-1")
+        assert h.trader.book.get("TRAIL-LATE-1").stop_status == "PENDING"  # waiting for its retry
+        tick(h, 120.0)
+        eventually(lambda: protection(h)["positions"]["TRAIL-LATE-1"]["best"] == 120.0, message="the trail rose")
+        eventually(lambda: h.trader.book.get("TRAIL-LATE-1").stop_status == "WORKING", message="the stop rests")
+        eventually(lambda: h.trader.book.get("TRAIL-LATE-1").stop_trigger_price == pytest.approx(105.84),
+                   message="the stop moved to 2 % below the trail of 108")

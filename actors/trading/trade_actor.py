@@ -357,10 +357,12 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
             if reason:
                 self._on_request_exit(RequestExit(reason, source="flatten" if reason.startswith("FLATTEN")
                                                   else "square_off"))
-        # Last: a position that is staying open (no exit asked, none on its way) gets its broker-side stop.
-        if slipped is None and self.deferred_exit is None and self.deps.broker_stop_pct > 0 \
-                and wants_stop(self.context):
-            self._request_stop()
+        # Last: a position that is staying open (no exit asked, none on its way) gets its broker-side stop,
+        # and the stop follows the trail.
+        if slipped is None and self.deferred_exit is None and self.deps.broker_stop_pct > 0:
+            if wants_stop(self.context):
+                self._request_stop()
+            self._follow_trail()
         if self.context.is_terminal and not self.journal.tail:  # ends once everything is written down
             self._finish()
 

@@ -295,22 +295,25 @@ class TradeOrders:
             self._check_stop_later()  # a placement answer lost with the executor must not leave it pending
 
     def _on_trail(self, message: TrailMoved) -> None:
-        """The trailing stop's best price moved: move the resting stop when that takes it far enough (each
-        move is a modification; Dhan allows 25 per order)."""
-        context = self.context
-        long = context.side is Side.BUY
+        """The trailing stop's best price moved (the resting stop follows it in `_follow_trail`, after the step:
+        also when the stop reaches the broker after the trail moved)."""
+        long = self.context.side is Side.BUY
         if not self.trail_best or (message.best > self.trail_best if long else message.best < self.trail_best):
             self.trail_best = message.best
-        if context.state is not S.POSITION_OPEN or context.stop_status != STOP_WORKING or context.exit_reason:
-            return
-        if context.stop_moves >= STOP_MOVES_MAX:
+
+    def _follow_trail(self) -> None:
+        """Move the resting stop when the trail takes it far enough (each move is a modification; Dhan allows
+        25 per order)."""
+        context = self.context
+        if not self.trail_best or context.state is not S.POSITION_OPEN or context.stop_status != STOP_WORKING \
+                or context.exit_reason or context.stop_moves >= STOP_MOVES_MAX:
             return
         trigger = broker_stop_trigger(self._guard(), self.deps.broker_stop_pct)
         if trigger is None:
             return
         trigger, limit = self._stop_prices(trigger)
         current = context.stop_trigger_price
-        tighter = trigger > current if long else trigger < current
+        tighter = trigger > current if context.side is Side.BUY else trigger < current
         if tighter and abs(trigger - current) >= current * STOP_MOVE_MIN_PCT / 100.0:
             self._apply(StopMoved(at=self.deps.clock.now(), trigger_price=trigger, limit_price=limit))
 
