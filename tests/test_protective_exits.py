@@ -226,7 +226,7 @@ def test_a_trail_that_moved_before_the_stop_reached_the_broker_moves_it_once_it_
     """The broker-side stop's first submit is not sent (a 429) and waits for its retry while the price rises:
     once the stop rests at the broker it is moved to where the trail is by then, not left at the entry's level."""
     settings = trader_settings(trading_url, exits={"trailing_stop_pct": 10.0},
-                               execution={"submit_retry_seconds": 1.0})
+                               execution={"submit_retry_seconds": 3.0})
     with TraderHarness(settings) as h:
         h.broker.hold_fills(True)
         h.enter("TRAIL-LATE-1")
@@ -235,7 +235,8 @@ def test_a_trail_that_moved_before_the_stop_reached_the_broker_moves_it_once_it_
         h.broker.hold_fills(False)
         h.wait_state("TRAIL-LATE-1", "POSITION_OPEN")
         armed(h, "TRAIL-LATE-1")
-        assert h.trader.book.get("TRAIL-LATE-1").stop_status == "PENDING"  # waiting for its retry
+        eventually(lambda: h.trader.book.get("TRAIL-LATE-1").stop_status == "PENDING",
+                   message="the stop's submit not sent, waiting for its retry")
         tick(h, 120.0)
         eventually(lambda: protection(h)["positions"]["TRAIL-LATE-1"]["best"] == 120.0, message="the trail rose")
         eventually(lambda: h.trader.book.get("TRAIL-LATE-1").stop_status == "WORKING", message="the stop rests")
