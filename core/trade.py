@@ -16,6 +16,10 @@ Choices made explicit here:
   the core asks for a fresh exit (a new correlation id: `correlation_id(pos_id, EXIT, attempt)`).
 - An exit requested while the entry order is still working cancels the entry; if anything had filled,
   the position opens and the exit is asked for again at once.
+- The broker-side stop (Leg.STOP) is a stop-loss order resting at the broker while the position is open
+  (StopRequested, StopMoved as the trail moves). Its fills are exit fills; a complete one closes the trade.
+  An exit order is never sent beside it: an exit first cancels it (StopCancelRequested ->
+  STOP_CANCEL_PENDING) and is asked for again once the broker says it is cancelled.
 
 `apply(context, event)` is the only way a state changes. Events are journaled by the shell;
 `rebuild(events)` replays them into the exact same context after a restart.
@@ -108,7 +112,7 @@ __all__ = [
 # another (the shell backs off and re-prices each time). Every this many failed exit orders, a human is
 # paged as well: a broker that refuses every exit (margin, freeze, RMS block) needs someone to look.
 EXIT_ALERT_EVERY = 5
-# The exit reason of a position the broker-side stop closed (when no exit had been asked before it).
+# The exit reason of a position the broker-side stop closed (its fill won, whatever exit was asked before it).
 BROKER_STOP_REASON = "BROKER_STOP"
 
 
