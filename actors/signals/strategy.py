@@ -420,8 +420,7 @@ class StrategyActor(SupervisedActor):
         for listener in self.parts.signal_listeners:
             listener(record)
         if not self.sink.tell(signal):
-            self.log.event("SIGNAL_UNDELIVERED", f"the trading desk refused {kind} {signal.pos_id}", level=40,
-                           pos_id=signal.pos_id)
+            self._undelivered(kind, signal.pos_id)
 
     def _skipped(self, candle: Candle, score: Score, reason: str) -> None:
         self.stats["skipped"] += 1
@@ -514,7 +513,15 @@ class StrategyActor(SupervisedActor):
                            pos_id=signal.pos_id, symbol=signal.symbol, reason=signal.reason, attempt=repeat.attempt,
                            waited_seconds=round(repeat.waited, 3), since_last_seconds=round(repeat.since_last, 3))
             if not self.sink.tell(signal):
-                self.log.event("SIGNAL_UNDELIVERED", f"the trading desk refused EXIT_SIGNAL {signal.pos_id}",
-                               level=40, pos_id=signal.pos_id)
+                self._undelivered("EXIT_SIGNAL", signal.pos_id)
+
+    def _undelivered(self, kind: str, pos_id: str) -> None:
+        """An entry the desk refused is an error (the trades supervisor is down). An exit it could not deliver
+        is mostly a race (the trade closed a moment before: slippage exit, protective exit, operator), and the
+        follow-up asks again while the position stays live: a warning."""
+        entry = kind == "ENTRY_SIGNAL"
+        why = "" if entry else ": no live trade here (closed already, or run by another process)"
+        self.log.event("SIGNAL_UNDELIVERED", f"the trading desk refused {kind} {pos_id}{why}",
+                       level=40 if entry else 30, pos_id=pos_id)
 
 
