@@ -12,6 +12,8 @@ controls, the paper broker. Each failed before its fix (the two trading ones: ac
    meanwhile up at the broker (same outcome as the second case of 1).
 3. Calls failing while another call probes a database known down nested each other's messages without end.
 4. A tick source handing something to a feed actor that had just stopped died with a traceback.
+5. (10-minute soak) The entry gate's COMMIT reached PostgreSQL but its answer did not: the trade actor said
+   "nothing sent" and ended, leaving the trade journaled ENTRY_PENDING with no actor to end it.
 """
 
 from __future__ import annotations
@@ -307,3 +309,72 @@ def test_a_source_that_hands_over_ticks_after_its_feed_actor_stopped_does_not_fa
         source.callbacks.on_finished()
     finally:
         runtime.shutdown()
+
+
+class CommitAnswerLosingProxy(TcpProxy):
+    """TcpProxy that, once armed, loses the answer to the first COMMIT a connection sends after journaling a
+    trade event (`INSERT INTO trade_events`): the transaction commits at the server, the client never hears it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.armed = threading.Event()
+        self.losing: set[int] = set()  # upstream sockets whose answers are dropped
+        self.journaled: set[int] = set()
+        super().__init__(host, port)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            from_server = source.getpeername()[:2] == self.target
+        except OSError:
+            from_server = False
+        upstream = id(source if from_server else sink)
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if not from_server and self.armed.is_set():
+                    if b"INSERT INTO trade_events" in data:
+                        self.journaled.add(upstream)
+                    if b"COMMIT" in data and upstream in self.journaled:
+                        self.losing.add(upstream)
+                        self.armed.clear()  # one commit's answer, no more
+                if from_server and upstream in self.losing:
+                    continue
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._live.discard(source)
+                self._live.discard(sink)
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+
+def test_an_entry_whose_gate_committed_although_its_answer_was_lost_is_ended_not_left_pending(
+        pg_url: str, events: Events) -> None:
+    """The soak's case (10-minute run): the entry gate's COMMIT reached PostgreSQL, the connection was cut before
+    its answer came; the trade actor said "storage unavailable, nothing sent" and ended, leaving the trade
+    journaled ENTRY_PENDING with nobody to end it (a live trade in every count, for ever). Expected: once the
+    database answers, the journal is read back, the trade is recovered and resolved at the broker (nothing was
+    sent: REJECTED), and no order exists."""
+    parts = urlsplit(pg_url)
+    proxy = CommitAnswerLosingProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    settings = trader_settings(_through(proxy, pg_url), storage={"connect_timeout_seconds": 2.0},
+                               reconcile={"interval_seconds": 60.0})
+    with proxy, TraderHarness(settings) as h:
+        proxy.armed.set()
+        h.enter("GATE-LOST-1")
+        eventually(lambda: _journal(pg_url, "GATE-LOST-1") == ["SignalAccepted", "EntryRequested"], 10.0,
+                   message="the entry gate committed at the server")
+        proxy.stop_accepting_and_cut("refuse")  # the client never hears the commit's answer
+        events.wait("ENTRY_DENIED", "GATE-LOST-1")  # "storage unavailable: ... nothing sent"
+        proxy.resume()
+        h.wait_state("GATE-LOST-1", "REJECTED", timeout=15.0)  # (the old code left it ENTRY_PENDING)
+        events.wait("ENTRY_JOURNALED_UNANSWERED", "GATE-LOST-1")
+        assert not h.broker.places, "nothing was ever sent for it"
+        eventually(lambda: "GATE-LOST-1" not in h.trader.book, message="it leaves the book")

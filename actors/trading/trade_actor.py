@@ -119,6 +119,7 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
         self.exit_crossed_at = 0.0  # perf_counter when a protective level was crossed (0: none, or measured)
         self.guard_told: GuardPosition | None = None  # what the protection monitor was last told
         self.trail_best = 0.0  # the trailing stop's best price, as the protection monitor last said (0: entry)
+        self.entry_in_doubt = False  # the entry gate failed: whether it journaled the trade is read back
         self.log = self.log.bind(pos_id=pos_id)
         self.journal = TradeJournal(pos_id, deps.storage, deps.clock, self.log, deps.journal_tails)
 
@@ -147,6 +148,15 @@ class TradeActor(TradeEntry, TradeOrders, SupervisedActor):
             self.deps.scheduler.call_later(delay, self.deps.router.deliver, self.pos_id, _ReadJournal())
             return
         self.waiting_for_journal, self.flush_attempts = False, 0
+        in_doubt, self.entry_in_doubt = self.entry_in_doubt, False
+        if in_doubt:
+            if not records:
+                self._finish()  # the failed gate wrote nothing: nothing to do
+                return
+            self.origin.journaled = True  # it did commit: this process owns the trade (the gate claimed its lease)
+            self.log.event("ENTRY_JOURNALED_UNANSWERED", f"{self.pos_id}: the entry gate's commit reached the "
+                           f"database although its answer was lost; the trade ({len(records)} events) is "
+                           "recovered and resolved at the broker", level=30, events=len(records))
         if not records:
             self.recovering = False
         else:

@@ -37,6 +37,7 @@ class TradeEntry:
     context: TradeContext
     log: EventLogger
     signal_sent_at: float
+    entry_in_doubt: bool
 
     if TYPE_CHECKING:
         def _stage(self, events: list[Event]) -> list[Step]: ...
@@ -46,6 +47,8 @@ class TradeEntry:
         def _commit(self, steps: list[Step], source: str = "") -> None: ...
 
         def _finish(self) -> None: ...
+
+        def _restore(self) -> None: ...
 
     # -- the entry ------------------------------------------------------------------------------------------
 
@@ -86,9 +89,15 @@ class TradeEntry:
         except StorageError as exc:
             if isinstance(exc, StorageConflict):  # another process journaled this pos_id first
                 self._answer(message, EntryRefusal.DUPLICATE, f"duplicate pos_id: {exc}")
-            else:
-                self._answer(message, EntryRefusal.STORAGE, f"storage unavailable: {exc}")
-            self._finish()
+                self._finish()
+                return
+            self._answer(message, EntryRefusal.STORAGE, f"storage unavailable: {exc}")
+            # Nothing was sent. But the gate's COMMIT may have reached the database while its answer was lost
+            # (the connection cut in between: the soak met it): then the trade is journaled, ENTRY_PENDING,
+            # with this process's lease, and nobody would ever end it. Read the journal once the database
+            # answers: empty, this actor ends; journaled, it recovers the trade (resolved at the broker).
+            self.entry_in_doubt = True
+            self._restore()
             return
         self.origin.journaled = True  # from here on, a restart recovers this trade as its owner
         self._commit(staged, source=order.source)
