@@ -13,7 +13,9 @@ trader whose MDS does not carry that contract): a missing tick stream slows prot
 
 Crash-only: what it guards is rebuilt from the trade book at start; the best price each trailing stop has
 seen lives in a Store, so a restart of this actor never loosens a trailing stop. A process restart starts
-each trail again from the entry price and the first price after the restart (written in README).
+each trail again from the entry price and the first price after the restart (written in README); the
+broker-side stop keeps its last level. When a trail's best price moves, the trade is told (`TrailMoved`):
+it moves its broker-side stop (exits.broker_stop_pct) along.
 """
 
 from __future__ import annotations
