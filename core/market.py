@@ -92,9 +92,10 @@ def to_iso_ist(ts: float) -> str:
     return datetime.fromtimestamp(ts, IST).isoformat()
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 12)
 def _iso_minute(ts: int) -> str:
-    """Candle starts repeat across every response that shows them: format each once."""
+    """Candle starts repeat across every response that shows them: format each once. 4,096 minutes are ten
+    sessions (every symbol shares them) in under 1 MB; 65,536 held ~16 MB, which a fast replay fills."""
     return to_iso_ist(ts)
 
 
