@@ -125,17 +125,22 @@ class TcpProxy:
                     upstream.close()
                     continue
                 self._live.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True,
+            for source, sink, from_server in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(source, sink, from_server, upstream), daemon=True,
                                  name=f"tcp-proxy-{self.port}-pump").start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _relay(self, data: bytes, from_server: bool, upstream: socket.socket) -> bool:
+        """Whether this chunk goes on (a subclass may lose some: answers of the server, say)."""
+        return True
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_server: bool, upstream: socket.socket) -> None:
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
-                sink.sendall(data)
+                if self._relay(data, from_server, upstream):
+                    sink.sendall(data)
         except OSError:
             pass
         finally:

@@ -7,9 +7,6 @@ the stop's fill, with no second exit order and no reconciliation incident."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.fakedhan import FakeDhan
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, control_call
 from tests.support.waiting import eventually
 
 TOKEN = "broker-stop-control-token"
@@ -80,14 +77,7 @@ def start(tmp_path: Path, fake: FakeDhan, pg_url: str) -> tuple[Daemon, int]:
 
 
 def call(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    return control_call(port, method, path, body, token=TOKEN)
 
 
 def reconciliation(port: int) -> dict[str, Any]:

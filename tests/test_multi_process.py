@@ -9,10 +9,7 @@ this process (TraderHarness), each with its own paper broker: the risk rules rea
 
 from __future__ import annotations
 
-import json
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fakedhan import FakeDhan
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, control_call
 from tests.support.trading import TraderHarness, trader_settings
 from tests.support.waiting import eventually
 
@@ -62,17 +59,6 @@ request_timeout_seconds = 2.0
 """
 
 
-def _call(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 class Trader:
     """One trader daemon on the shared fake Dhan account and PostgreSQL schema."""
 
@@ -96,7 +82,7 @@ class Trader:
         self.port = self.daemon.port("control")
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        return _call(self.port, method, path, body)
+        return control_call(self.port, method, path, body, token=TOKEN)
 
     def state(self, pos_id: str) -> str | None:
         status, body = self.call("GET", f"/v1/trades/{pos_id}")

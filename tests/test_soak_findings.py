@@ -55,33 +55,8 @@ class ReplyLosingProxy(TcpProxy):
         self.losing.clear()
         super().resume()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            from_server = source.getpeername()[:2] == self.target
-        except OSError:
-            from_server = False
-        if not from_server:
-            super()._pump(source, sink)
-            return
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                if not self.losing.is_set():
-                    sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._live.discard(source)
-                self._live.discard(sink)
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
+    def _relay(self, data: bytes, from_server: bool, upstream: socket.socket) -> bool:
+        return not (from_server and self.losing.is_set())
 
 
 class Events(logging.Handler):
@@ -321,38 +296,15 @@ class CommitAnswerLosingProxy(TcpProxy):
         self.journaled: set[int] = set()
         super().__init__(host, port)
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            from_server = source.getpeername()[:2] == self.target
-        except OSError:
-            from_server = False
-        upstream = id(source if from_server else sink)
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                if not from_server and self.armed.is_set():
-                    if b"INSERT INTO trade_events" in data:
-                        self.journaled.add(upstream)
-                    if b"COMMIT" in data and upstream in self.journaled:
-                        self.losing.add(upstream)
-                        self.armed.clear()  # one commit's answer, no more
-                if from_server and upstream in self.losing:
-                    continue
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._live.discard(source)
-                self._live.discard(sink)
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
+    def _relay(self, data: bytes, from_server: bool, upstream: socket.socket) -> bool:
+        key = id(upstream)
+        if not from_server and self.armed.is_set():
+            if b"INSERT INTO trade_events" in data:
+                self.journaled.add(key)
+            if b"COMMIT" in data and key in self.journaled:
+                self.losing.add(key)
+                self.armed.clear()  # one commit's answer, no more
+        return not (from_server and key in self.losing)
 
 
 def test_an_entry_whose_gate_committed_although_its_answer_was_lost_is_ended_not_left_pending(

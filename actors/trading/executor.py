@@ -273,13 +273,10 @@ class Executor(SupervisedActor):
                            status=order.status.value)
         except (PermanentBrokerError, OrderNotFound) as exc:
             # Nothing to cancel (filled, rejected, gone): what the order IS decides what happens next.
-            self.log.event("ORDER_CANCEL_REFUSED", f"{message.pos_id}: {exc}; reading the order", level=30,
-                           pos_id=message.pos_id, order_id=message.order_id, code=exc.code)
-            try:
-                order = self.broker.get_order(message.order_id)
-            except BrokerError as again:
-                self.log.event("ORDER_LOOKUP_FAILED", f"{message.pos_id}: {again}", level=30, pos_id=message.pos_id)
+            found = self._read_refused("ORDER_CANCEL_REFUSED", message.pos_id, message.order_id, exc)
+            if found is None:
                 return
+            order = found
         except BrokerError as exc:
             self.log.event("ORDER_CANCEL_FAILED", f"{message.pos_id}: {exc}; the timeout monitor asks again",
                            level=30, pos_id=message.pos_id, order_id=message.order_id, code=exc.code)
@@ -297,18 +294,26 @@ class Executor(SupervisedActor):
                            order_id=message.order_id, leg=message.leg.value, trigger_price=message.trigger_price,
                            limit_price=message.price)
         except (PermanentBrokerError, OrderNotFound) as exc:
-            self.log.event("ORDER_MODIFY_REFUSED", f"{message.pos_id}: {exc}; reading the order", level=30,
-                           pos_id=message.pos_id, order_id=message.order_id, code=exc.code)
-            try:
-                order = self.broker.get_order(message.order_id)
-            except BrokerError as again:
-                self.log.event("ORDER_LOOKUP_FAILED", f"{message.pos_id}: {again}", level=30, pos_id=message.pos_id)
+            found = self._read_refused("ORDER_MODIFY_REFUSED", message.pos_id, message.order_id, exc)
+            if found is None:
                 return
+            order = found
         except BrokerError as exc:
             self.log.event("ORDER_MODIFY_FAILED", f"{message.pos_id}: {exc}; the stop stays where it was", level=30,
                            pos_id=message.pos_id, order_id=message.order_id, code=exc.code)
             return
         self._reply(message.pos_id, Observe(order, "modify"))
+
+    def _read_refused(self, event: str, pos_id: str, order_id: str, exc: BrokerError) -> BrokerOrder | None:
+        """The broker refused a cancel or a modify (the order filled, ended, or is gone): read what the order
+        is, for the trade; None when that read fails too (logged)."""
+        self.log.event(event, f"{pos_id}: {exc}; reading the order", level=30, pos_id=pos_id, order_id=order_id,
+                       code=exc.code)
+        try:
+            return self.broker.get_order(order_id)
+        except BrokerError as again:
+            self.log.event("ORDER_LOOKUP_FAILED", f"{pos_id}: {again}", level=30, pos_id=pos_id)
+            return None
 
     def _lookup_for(self, message: Lookup) -> None:
         """(the broker's order, whether the broker answered): None + answered = it does not know the order."""

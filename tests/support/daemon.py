@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +37,20 @@ ROOT = Path(__file__).resolve().parents[2]
 MYBOT = [sys.executable, "-m", "daemon.cli"]
 TOKEN = "dashboard-test-token-0123456789"
 
-__all__ = ["MYBOT", "ROOT", "TOKEN", "Daemon", "LiveDaemon"]
+__all__ = ["MYBOT", "ROOT", "TOKEN", "Daemon", "LiveDaemon", "control_call"]
+
+
+def control_call(port: int, method: str, path: str, body: dict[str, Any] | None = None, *,
+                 token: str) -> tuple[int, dict[str, Any]]:
+    """One call to a control API on this machine: (status, JSON body), an HTTP error's included."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
 
 
 class LiveDaemon:
@@ -215,6 +230,11 @@ class Daemon:
         with self.cond:
             last = self.lines[-lines:]
         return "\n" + "\n".join(f"{line.get('event')}: {str(line.get('message'))[:200]}" for line in last)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+             token: str) -> tuple[int, dict[str, Any]]:
+        """One control API call with the bearer token: (status, JSON body), an HTTP error included."""
+        return control_call(self.port("control"), method, path, body, token=token)
 
     def kill(self) -> int:
         """kill -9: no shutdown, nothing released."""
